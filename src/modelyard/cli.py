@@ -1,0 +1,217 @@
+"""The ``modelyard`` command line: one command per stage, thin wrappers around ``stages.*.run``.
+
+Commands that take a configuration accept Hydra overrides as trailing arguments, e.g.
+``modelyard train experiment=baseline trainer.max_epochs=20``. Heavy imports (torch, Lightning)
+happen inside the commands that need them, so ``serve`` and ``predict`` never load torch.
+"""
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from modelyard.core.errors import ModelyardError
+
+console = Console(stderr=True)
+app = typer.Typer(
+    help="modelyard: from raw data to a tested prediction service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Fetch and prepare datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+SOURCE_HELP = "URL or directory; default project.data.source"
+MODEL_HELP = "Run or bundle directory; default the latest run"
+EVAL_SOURCE_HELP = "Raw data to evaluate on (e.g. an unseen house); default the test houses"
+METRICS_HELP = "Metrics JSON path; default inside the run"
+BUNDLE_OUT_HELP = "Bundle directory; default bundles/<version>"
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Hydra overrides, e.g. experiment=quick trainer.max_epochs=3", show_default=False
+    ),
+]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a user error as one clear line and exit 2, instead of a traceback."""
+    try:
+        yield
+    except ModelyardError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise typer.Exit(code=130) from None
+
+
+def _config(overrides: list[str] | None) -> Any:
+    from modelyard.core.config import load_config
+
+    return load_config(overrides or [])
+
+
+def _print_json(title: str, payload: dict[str, Any]) -> None:
+    console.print(f"[bold]{title}[/]")
+    typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    overrides: Overrides = None,
+    source: Annotated[str | None, typer.Option(help=SOURCE_HELP)] = None,
+    force: Annotated[bool, typer.Option(help="Fetch again even when files are present")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+) -> None:
+    """Bring the project's raw data into the working directory (checksummed, atomic)."""
+    with user_errors():
+        from modelyard.stages import fetch
+
+        report = fetch.run(_config(overrides), source=source, force=force, progress=progress)
+        console.print(
+            f"fetched {len(report.fetched)} file(s) ({report.total_bytes:,} bytes), "
+            f"{len(report.skipped)} already present -> {report.destination}"
+        )
+
+
+@data_app.command("prepare")
+def data_prepare(
+    overrides: Overrides = None,
+    source: Annotated[Path | None, typer.Option(help="Raw data; default the fetched data")] = None,
+) -> None:
+    """Align, clean and store the raw data in the form training reads."""
+    with user_errors():
+        from modelyard.stages import prepare
+
+        summary = prepare.run(_config(overrides), source=source)
+        _print_json("prepared", summary)
+
+
+@app.command()
+def train(overrides: Overrides = None) -> None:
+    """Train a model (Lightning); prints where the run directory is."""
+    with user_errors():
+        from modelyard.stages import train as train_stage
+
+        result = train_stage.run(_config(overrides))
+        console.print(
+            f"run: {result.run_dir}\nbest checkpoint: {result.checkpoint} "
+            f"(val_loss {result.best_val_loss}) after {result.epochs + 1} epoch(s), "
+            f"{result.duration_s:.1f} s"
+        )
+
+
+@app.command()
+def evaluate(
+    overrides: Overrides = None,
+    model: Annotated[Path | None, typer.Option(help=MODEL_HELP)] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(help=EVAL_SOURCE_HELP),
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help=METRICS_HELP)] = None,
+) -> None:
+    """Score a model next to a trivial baseline; writes metrics JSON and plots."""
+    with user_errors():
+        from modelyard.stages import evaluate as evaluate_stage
+
+        metrics, path = evaluate_stage.run(
+            _config(overrides), model=model, source=source, output=output
+        )
+        _print_json("overall", metrics.get("overall", {}))
+        console.print(f"metrics: {path}")
+
+
+@app.command()
+def export(
+    overrides: Overrides = None,
+    run: Annotated[Path | None, typer.Option(help="Training run directory; default latest")] = None,
+    output: Annotated[Path | None, typer.Option(help=BUNDLE_OUT_HELP)] = None,
+    tolerance: Annotated[float, typer.Option(help="Max |ONNX - torch| allowed")] = 1e-4,
+) -> None:
+    """Export a run to a bundle: model.onnx + manifest.json, parity-checked."""
+    with user_errors():
+        from modelyard.stages import export as export_stage
+
+        bundle = export_stage.run(
+            _config(overrides), run_dir=run, output=output, tolerance=tolerance
+        )
+        parity = bundle.manifest.parity
+        console.print(
+            f"bundle: {bundle.path} (version {bundle.manifest.version}, "
+            f"parity max |diff| {parity.max_abs_diff if parity else 'n/a'})"
+        )
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0 = auto)")] = 0,
+    min_length: Annotated[int | None, typer.Option(help="Shortest accepted series")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest accepted series")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve a bundle over HTTP (FastAPI + ONNX Runtime; no torch)."""
+    with user_errors():
+        import uvicorn
+
+        from modelyard.core.bundle import load_bundle
+        from modelyard.serving.app import create_app
+
+        service = create_app(
+            load_bundle(bundle),
+            {"min_length": min_length, "max_length": max_length},
+            threads=threads,
+        )
+        uvicorn.run(service, host=host, port=port, log_level=log_level)
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
+    source: Annotated[Path, typer.Argument(help="Input CSV (or folder, per project)")],
+    output: Annotated[Path, typer.Argument(help="Output CSV")],
+) -> None:
+    """Offline batch prediction with a bundle: file in, CSV out (no server, no torch)."""
+    with user_errors():
+        from modelyard.core.bundle import load_bundle
+        from modelyard.projects.registry import serving_adapter_class
+        from modelyard.serving.runtime import OnnxModel
+
+        loaded = load_bundle(bundle)
+        adapter_class: Callable[..., Any] = serving_adapter_class(loaded.manifest.task)
+        adapter = adapter_class(loaded, OnnxModel(loaded.model_path), {})
+        rows = adapter.predict_file(source, output)
+        console.print(f"wrote {rows} row(s) to {output}")
+
+
+@app.command()
+def demo(
+    overrides: Overrides = None,
+    source: Annotated[str | None, typer.Option(help=SOURCE_HELP)] = None,
+) -> None:
+    """fetch -> prepare -> train (quick) -> evaluate -> export -> serve -> one HTTP prediction."""
+    with user_errors():
+        from modelyard.stages import demo as demo_stage
+
+        overrides = overrides or []
+        if not any(o.startswith("experiment=") for o in overrides):
+            overrides = ["experiment=quick", *overrides]
+        summary = demo_stage.run(_config(overrides), source=source, log=console.print)
+        _print_json("demo summary", summary)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()

@@ -1,0 +1,1 @@
+"""Task-agnostic building blocks: errors, hashing, bundles, configuration, paths."""

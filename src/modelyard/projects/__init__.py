@@ -1,0 +1,1 @@
+"""Projects: one package per kind of problem; each is the only place that knows its domain."""

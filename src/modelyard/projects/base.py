@@ -1,0 +1,78 @@
+"""The one interface between the shared stages and a project.
+
+Stages (train, evaluate, export, ...) never look at a project's name; they call a :class:`Task`.
+A task knows how to read and prepare its data, build and reload its model, describe the tensors
+it exchanges with ONNX, and score predictions. Its serving half lives in a separate, torch-free
+module (see :mod:`modelyard.serving.adapter`).
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from modelyard.core.bundle import TensorSpec
+
+if TYPE_CHECKING:
+    import lightning as L
+
+#: A model as the stages see it: a float32 input batch in, a float32 output batch out.
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+class Task(ABC):
+    """A project's domain knowledge behind a small, stage-facing interface."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def prepare(self, source: Path, output: Path) -> dict[str, Any]:
+        """Read raw data from ``source``, write prepared data under ``output``; return a summary."""
+
+    @abstractmethod
+    def training_files(self, raw: Path) -> list[Path]:
+        """The raw files training reads, fingerprinted into every run and bundle."""
+
+    @abstractmethod
+    def datamodule(self) -> "L.LightningDataModule":
+        """The training/validation data, set up lazily by Lightning."""
+
+    @abstractmethod
+    def build_model(self, datamodule: "L.LightningDataModule") -> "L.LightningModule":
+        """A fresh model for the configured architecture (after ``datamodule.setup``)."""
+
+    @abstractmethod
+    def load_model(self, checkpoint: Path) -> "L.LightningModule":
+        """A trained model from a Lightning checkpoint, in eval mode."""
+
+    @abstractmethod
+    def preprocessing(self, datamodule: "L.LightningDataModule") -> dict[str, Any]:
+        """Plain-JSON parameters that turn raw inputs into model inputs (fitted on training)."""
+
+    @abstractmethod
+    def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
+        """A realistic model input batch, used for ONNX export and the parity check."""
+
+    @abstractmethod
+    def tensor_specs(
+        self, preprocessing: dict[str, Any]
+    ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """The model's input and output tensors, for the ONNX export and the manifest."""
+
+    @abstractmethod
+    def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        """A real ``POST /predict`` request (keyword arguments for ``httpx.post``) for demos."""
+
+    @abstractmethod
+    def evaluate(
+        self,
+        predictor: Predictor,
+        preprocessing: dict[str, Any],
+        source: Path | None,
+        output_dir: Path,
+    ) -> dict[str, Any]:
+        """Score the model on ``source`` (default: the configured test data); write plots."""

@@ -1,0 +1,1 @@
+"""Non-intrusive load monitoring: appliance power from the whole-house mains reading."""

@@ -1,0 +1,37 @@
+"""Appliance power for a whole mains series. Numpy only: shared by evaluation and serving."""
+
+from collections.abc import Callable
+
+import numpy as np
+
+from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.projects.nilm.windows import check_window, pad_edges, window_view
+
+#: Maps a float32 (batch, window) array of normalised mains windows to (batch, appliances) scores.
+WindowPredictor = Callable[[np.ndarray], np.ndarray]
+
+
+def predict_series(
+    aggregate_w: np.ndarray,
+    predictor: WindowPredictor,
+    normalisation: Normalisation,
+    window: int,
+    batch_size: int = 4096,
+) -> np.ndarray:
+    """Return (len(aggregate_w), appliances) predicted watts, one row per mains reading.
+
+    The series is edge-padded so the output has the input's length (see ``pad_edges``); predicted
+    power is clipped at 0 because an appliance cannot produce power.
+    """
+    check_window(window)
+    normalised = normalisation.normalise_aggregate(
+        pad_edges(np.asarray(aggregate_w, dtype=np.float32), window)
+    )
+    windows = window_view(normalised, window)
+    outputs = [
+        predictor(np.ascontiguousarray(windows[start : start + batch_size]))
+        for start in range(0, windows.shape[0], batch_size)
+    ]
+    scores = np.concatenate(outputs, axis=0)
+    watts: np.ndarray = np.maximum(normalisation.denormalise_targets(scores), 0.0)
+    return watts

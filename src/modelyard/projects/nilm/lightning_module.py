@@ -1,0 +1,60 @@
+"""Lightning wrapper around :class:`Seq2Point`: loss, optimiser and the metrics logged per epoch."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from modelyard.projects.nilm.model import Seq2Point
+
+_LOSSES: dict[str, nn.Module] = {"mse": nn.MSELoss(), "l1": nn.L1Loss(), "huber": nn.HuberLoss()}
+
+
+class Seq2PointModule(L.LightningModule):
+    """Trains seq2point on normalised targets; also logs validation MAE in watts for people."""
+
+    def __init__(
+        self,
+        window: int,
+        appliances: Sequence[str],
+        target_std: Sequence[float],
+        channels: Sequence[int] = (30, 30, 40, 50, 50),
+        kernels: Sequence[int] = (10, 8, 6, 5, 5),
+        hidden: int = 1024,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        loss: str = "mse",
+    ) -> None:
+        super().__init__()
+        if loss not in _LOSSES:
+            raise ValueError(f"model.loss must be one of {sorted(_LOSSES)}, got {loss!r}")
+        self.save_hyperparameters()
+        self.net = Seq2Point(window, len(appliances), channels, kernels, hidden, dropout)
+        self.loss_fn = _LOSSES[loss]
+        self.register_buffer("target_std", torch.tensor(list(target_std), dtype=torch.float32))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.net(windows)  # type: ignore[no-any-return]
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        loss: torch.Tensor = self.loss_fn(self(x), y)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        prediction = self(x)
+        self.log("val_loss", self.loss_fn(prediction, y), prog_bar=True, batch_size=len(x))
+        mae_w = ((prediction - y).abs() * self.target_std).mean()
+        self.log("val_mae_w", mae_w, prog_bar=True, batch_size=len(x))
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
+        )

@@ -1,0 +1,209 @@
+"""NILM serving: a mains power series in, one power series per appliance out. Numpy only.
+
+Edges: the series is padded by repeating its first and last reading ``window // 2`` times, so the
+response has exactly one value per input reading (see :func:`..windows.pad_edges`). Values within
+``window // 2`` readings of either end see a partly made-up window and are less reliable; the
+response says how many readings that is (``edge_readings``).
+"""
+
+import csv
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from modelyard.core.errors import DataError
+from modelyard.projects.nilm.inference import predict_series
+from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.serving.adapter import ServingAdapter
+from modelyard.serving.http_checks import require_json
+
+FiniteWatts = Annotated[float, Field(allow_inf_nan=False)]
+_EXAMPLE_SERIES: list[JsonValue] = [*([250.0] * 50), 2900.0, 2950.0, 2800.0, *([250.0] * 46)]
+
+
+class NilmRequest(BaseModel):
+    """Whole-house mains power, one reading per sampling interval of the model."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"aggregate_w": _EXAMPLE_SERIES, "interval_s": 60, "start": "2013-06-01T07:00:00"}
+            ]
+        },
+    )
+
+    aggregate_w: list[FiniteWatts] = Field(
+        description="Mains active power in watts, oldest first, at the model's interval. "
+        "Negative readings are treated as 0 W, as in training."
+    )
+    interval_s: int | None = Field(
+        default=None, description="Sampling interval of the series; must match the model's."
+    )
+    start: datetime | None = Field(
+        default=None, description="Time of the first reading; when given, timestamps are returned."
+    )
+
+
+class NilmResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "nilm-seq2point",
+                    "version": "20261122-120000",
+                    "interval_s": 60,
+                    "length": 3,
+                    "edge_readings": 49,
+                    "appliances": {"kettle": [0.0, 2650.2, 0.0], "microwave": [0.0, 0.0, 0.0]},
+                    "timestamps": None,
+                }
+            ]
+        }
+    )
+
+    model: str
+    version: str
+    interval_s: int
+    length: int = Field(description="Readings in the request = values per appliance.")
+    edge_readings: int = Field(description="Readings at each end predicted from padded windows.")
+    appliances: dict[str, list[float]] = Field(description="Predicted power (W) per appliance.")
+    timestamps: list[datetime] | None = None
+
+
+class NilmServing(ServingAdapter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pre = self.bundle.manifest.preprocessing
+        self.window = int(pre["window"])
+        self.interval_s = int(pre["interval_s"])
+        self.appliances = [str(a) for a in pre["appliances"]]
+        self.normalisation = Normalisation.from_json(pre["normalisation"])
+        self.min_length = int(self.settings.get("min_length", self.window))
+        self.max_length = int(self.settings.get("max_length", 20160))
+        limits = self.bundle.manifest.config.get("project", {}).get("data", {}).get("limits_w", {})
+        self.max_aggregate_w = float(limits.get("aggregate", float("inf")))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "interval_s": self.interval_s,
+            "appliances": self.appliances,
+            "min_length": self.min_length,
+            "max_length": self.max_length,
+            "max_aggregate_w": self.max_aggregate_w,
+        }
+
+    def predict_watts(self, aggregate_w: np.ndarray) -> np.ndarray:
+        clean = np.maximum(aggregate_w.astype(np.float32), 0.0)
+        return predict_series(clean, self.model.run, self.normalisation, self.window)
+
+    def warm_up(self) -> None:
+        self.predict_watts(np.full(self.window * 4, self.normalisation.aggregate_mean))
+
+    def check(self, request: NilmRequest) -> np.ndarray:
+        """Reject what the model cannot answer with a precise 422."""
+        series = np.asarray(request.aggregate_w, dtype=np.float64)
+        if request.interval_s is not None and request.interval_s != self.interval_s:
+            raise HTTPException(
+                422,
+                f"interval_s is {request.interval_s}; this model needs "
+                f"readings every {self.interval_s} s",
+            )
+        if not self.min_length <= series.size <= self.max_length:
+            raise HTTPException(
+                422,
+                f"aggregate_w has {series.size} readings; between "
+                f"{self.min_length} and {self.max_length} are accepted",
+            )
+        if series.size and series.max() > self.max_aggregate_w:
+            raise HTTPException(
+                422,
+                f"aggregate_w holds {series.max():.0f} W, above the "
+                f"physical limit of {self.max_aggregate_w:.0f} W",
+            )
+        return series
+
+    def router(self) -> APIRouter:
+        router = APIRouter(tags=["prediction"])
+        manifest = self.bundle.manifest
+
+        @router.post(
+            "/predict",
+            response_model=NilmResponse,
+            dependencies=[Depends(require_json)],
+            responses={
+                415: {"description": "Body is not JSON"},
+                422: {"description": "Series too short/long, NaN, bad values"},
+            },
+        )
+        def predict(request: NilmRequest) -> NilmResponse:
+            """Estimate each appliance's power from the mains series (same length out as in)."""
+            series = self.check(request)
+            watts = self.predict_watts(series)
+            timestamps = None
+            if request.start is not None:
+                step = timedelta(seconds=self.interval_s)
+                timestamps = [request.start + i * step for i in range(series.size)]
+            return NilmResponse(
+                model=manifest.name,
+                version=manifest.version,
+                interval_s=self.interval_s,
+                length=int(series.size),
+                edge_readings=self.window // 2,
+                appliances={
+                    a: np.round(watts[:, j], 2).tolist() for j, a in enumerate(self.appliances)
+                },
+                timestamps=timestamps,
+            )
+
+        return router
+
+    def predict_file(self, source: Path, output: Path) -> int:
+        """CSV with ``Aggregate`` (and optional ``Time``) column -> CSV with appliance columns."""
+        times, series = read_mains_csv(source)
+        if series.size < self.window // 2 + 1:
+            raise DataError(
+                f"{source} has {series.size} readings; at least {self.window // 2 + 1} are needed"
+            )
+        watts = self.predict_watts(series)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["Time", "Aggregate", *self.appliances])
+            for i in range(series.size):
+                writer.writerow(
+                    [times[i] if times else i, f"{series[i]:.3f}", *(f"{v:.2f}" for v in watts[i])]
+                )
+        return int(series.size)
+
+
+def read_mains_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
+    """Read the ``Aggregate`` column (any case) and the ``Time`` column when present."""
+    if not path.is_file():
+        raise DataError(f"input CSV not found: {path}")
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    if not rows:
+        raise DataError(f"{path} has no data rows")
+    columns = {name.strip().lower(): name for name in rows[0] if name}
+    if "aggregate" not in columns:
+        raise DataError(f"{path} has no 'Aggregate' column (columns: {list(rows[0])})")
+    values = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            value = float(row[columns["aggregate"]])
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{path}:{line}: Aggregate is not a number") from exc
+        if not np.isfinite(value):
+            raise DataError(f"{path}:{line}: Aggregate is not finite")
+        values.append(value)
+    times = [row[columns["time"]] for row in rows] if "time" in columns else None
+    return times, np.asarray(values, dtype=np.float64)

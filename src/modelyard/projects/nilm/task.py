@@ -1,0 +1,281 @@
+"""The NILM task: how the shared stages read, train, export and score seq2point models."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from omegaconf import DictConfig
+
+from modelyard.core.bundle import TensorSpec
+from modelyard.core.errors import ConfigError, DataError
+from modelyard.projects.base import Predictor, Task
+from modelyard.projects.nilm.datamodule import NilmDataModule
+from modelyard.projects.nilm.inference import predict_series
+from modelyard.projects.nilm.lightning_module import Seq2PointModule
+from modelyard.projects.nilm.metrics import score_appliance
+from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.projects.nilm.plots import busiest_days, plot_day
+from modelyard.projects.nilm.preparation import PreparedHouse, prepare_house
+from modelyard.projects.nilm.readers import csv_files
+from modelyard.projects.nilm.sources import iter_raw_houses
+from modelyard.projects.nilm.splits import check_house_split
+from modelyard.projects.nilm.storage import list_prepared, load_house, save_house
+from modelyard.projects.nilm.windows import check_window, gather_windows, valid_window_starts
+
+SUMMARY_FILE = "prepare.json"
+
+
+class NilmTask(Task):
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.data = cfg.project.data
+        self.appliances = [str(a) for a in self.data.appliances]
+        self.window = int(self.data.window)
+        try:
+            check_window(self.window)
+        except ValueError as exc:
+            raise ConfigError(f"project.data.window: {exc}") from exc
+        if not self.appliances:
+            raise ConfigError("project.data.appliances is empty")
+        check_house_split(list(self.data.train_houses), list(self.data.test_houses))
+
+    # -- data ---------------------------------------------------------------------------------
+    def _prepare_frames(self, source: Path) -> list[tuple[PreparedHouse, dict[str, Any]]]:
+        prepared = []
+        for name, frame in iter_raw_houses(source, self.data):
+            house, report = prepare_house(
+                name,
+                frame,
+                self.appliances,
+                interval_s=int(self.data.interval_s),
+                max_fill_s=int(self.data.max_fill_s),
+                limits_w={str(k): float(v) for k, v in self.data.limits_w.items()},
+            )
+            summary = asdict(report) | {
+                "start": str(np.datetime64(int(house.times[0]), "ns")),
+                "end": str(np.datetime64(int(house.times[-1]), "ns")),
+            }
+            prepared.append((house, summary))
+        return prepared
+
+    def prepare(self, source: Path, output: Path) -> dict[str, Any]:
+        summaries = {}
+        for house, summary in self._prepare_frames(source):
+            save_house(house, output)
+            summaries[house.name] = summary
+        result = {
+            "source": str(source),
+            "interval_s": int(self.data.interval_s),
+            "appliances": self.appliances,
+            "houses": summaries,
+        }
+        (output / SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def training_files(self, raw: Path) -> list[Path]:
+        if str(self.data.format) != "csv":
+            return [raw / str(self.data.hdf5.file)]
+        return [f for house in self.data.train_houses for f in csv_files(raw / str(house))]
+
+    # -- model --------------------------------------------------------------------------------
+    def datamodule(self) -> NilmDataModule:
+        return NilmDataModule(
+            prepared_dir=Path(self.cfg.paths.prepared),
+            train_houses=list(self.data.train_houses),
+            appliances=self.appliances,
+            window=self.window,
+            val_fraction=float(self.data.val_fraction),
+            batch_size=int(self.data.batch_size),
+            seed=int(self.cfg.seed),
+            num_workers=int(self.data.num_workers),
+            on_threshold_w=[
+                float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances
+            ],
+            oversample_on=int(self.data.get("oversample_on", 1)),
+        )
+
+    def build_model(self, datamodule: L.LightningDataModule) -> Seq2PointModule:
+        assert isinstance(datamodule, NilmDataModule) and datamodule.normalisation is not None
+        model_cfg = self.cfg.model
+        try:
+            return Seq2PointModule(
+                window=self.window,
+                appliances=self.appliances,
+                target_std=datamodule.normalisation.target_std,
+                channels=list(model_cfg.channels),
+                kernels=list(model_cfg.kernels),
+                hidden=int(model_cfg.hidden),
+                dropout=float(model_cfg.dropout),
+                lr=float(model_cfg.lr),
+                weight_decay=float(model_cfg.weight_decay),
+                loss=str(model_cfg.loss),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from exc
+
+    def load_model(self, checkpoint: Path) -> Seq2PointModule:
+        module = Seq2PointModule.load_from_checkpoint(checkpoint, map_location="cpu")
+        module.eval()
+        return module
+
+    def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
+        assert isinstance(datamodule, NilmDataModule) and datamodule.normalisation is not None
+        return {
+            "window": self.window,
+            "interval_s": int(self.data.interval_s),
+            "appliances": self.appliances,
+            "normalisation": datamodule.normalisation.to_json(),
+            "on_threshold_w": {
+                a: float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances
+            },
+            "edges": "edge readings repeated window//2 times; every input reading gets an output",
+        }
+
+    def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
+        """Real windows from a prepared test house when there is one, else N(0, 1) noise."""
+        window = int(preprocessing["window"])
+        prepared = Path(self.cfg.paths.prepared)
+        houses = [h for h in self.data.test_houses if h in list_prepared(prepared)]
+        if houses:
+            house = load_house(prepared / f"{houses[0]}.npz")
+            starts = valid_window_starts(house.valid, window)
+            if starts.size:
+                chosen = np.random.default_rng(0).choice(starts, size=batch)
+                norm = Normalisation.from_json(preprocessing["normalisation"])
+                return gather_windows(norm.normalise_aggregate(house.aggregate), chosen, window)
+        return np.random.default_rng(0).standard_normal((batch, window)).astype(np.float32)
+
+    def tensor_specs(
+        self, preprocessing: dict[str, Any]
+    ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        window = int(preprocessing["window"])
+        outputs = len(preprocessing["appliances"])
+        return (
+            [TensorSpec(name="mains", dtype="float32", shape=["batch", window])],
+            [TensorSpec(name="power", dtype="float32", shape=["batch", outputs])],
+        )
+
+    def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        """The busiest day of the first test house, as a mains series request."""
+        prepared = Path(self.cfg.paths.prepared)
+        house = load_house(prepared / f"{self.data.test_houses[0]}.npz")
+        day = busiest_days(house.times, house.targets, 1)[0]
+        mask = house.times.astype("datetime64[ns]").astype("datetime64[D]") == day
+        return {
+            "json": {
+                "aggregate_w": [round(float(v), 2) for v in house.aggregate[mask]],
+                "interval_s": int(preprocessing["interval_s"]),
+                "start": str(
+                    np.datetime64(int(house.times[mask][0]), "ns").astype("datetime64[s]")
+                ),
+            }
+        }
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _evaluation_houses(self, source: Path | None) -> list[PreparedHouse]:
+        if source is None:
+            prepared = Path(self.cfg.paths.prepared)
+            return [load_house(prepared / f"{name}.npz") for name in self.data.test_houses]
+        return [house for house, _ in self._prepare_frames(source)]
+
+    def evaluate(
+        self,
+        predictor: Predictor,
+        preprocessing: dict[str, Any],
+        source: Path | None,
+        output_dir: Path,
+    ) -> dict[str, Any]:
+        window = int(preprocessing["window"])
+        appliances = list(preprocessing["appliances"])
+        norm = Normalisation.from_json(preprocessing["normalisation"])
+        thresholds = {a: float(v) for a, v in preprocessing["on_threshold_w"].items()}
+        houses = self._evaluation_houses(source)
+        if not houses:
+            raise DataError("no houses to evaluate on")
+        per_house: dict[str, Any] = {}
+        pooled_true, pooled_pred = [], []
+        for house in houses:
+            missing = [a for a in appliances if a not in house.appliances]
+            if missing:
+                raise DataError(f"house {house.name!r} has no ground truth for {missing}")
+            columns = [house.appliances.index(a) for a in appliances]
+            truth = house.targets[:, columns]
+            predicted = predict_series(house.aggregate, predictor, norm, window)
+            centres = valid_window_starts(house.valid, window) + window // 2
+            if centres.size == 0:
+                raise DataError(f"house {house.name!r} has no gap-free window of {window} readings")
+            pooled_true.append(truth[centres])
+            pooled_pred.append(predicted[centres])
+            per_house[house.name] = {
+                "windows": int(centres.size),
+                "start": str(np.datetime64(int(house.times[0]), "ns")),
+                "end": str(np.datetime64(int(house.times[-1]), "ns")),
+                "appliances": _score(
+                    truth[centres], predicted[centres], appliances, norm, thresholds
+                ),
+                "plots": self._plot(house, truth, predicted, appliances, output_dir),
+            }
+        overall = _score(
+            np.concatenate(pooled_true), np.concatenate(pooled_pred), appliances, norm, thresholds
+        )
+        return {
+            "task": "nilm",
+            "source": str(source) if source is not None else str(self.cfg.paths.prepared),
+            "window": window,
+            "interval_s": int(preprocessing["interval_s"]),
+            "overall": overall,
+            "houses": per_house,
+        }
+
+    def _plot(
+        self,
+        house: PreparedHouse,
+        truth: np.ndarray,
+        predicted: np.ndarray,
+        appliances: list[str],
+        output_dir: Path,
+    ) -> list[str]:
+        days = busiest_days(
+            house.times,
+            np.where(house.valid[:, None], truth, 0.0),
+            int(self.cfg.project.evaluation.plot_days),
+        )
+        return [
+            str(
+                plot_day(
+                    output_dir / "plots" / f"{house.name}_{day}.png",
+                    day,
+                    house.times,
+                    house.aggregate,
+                    truth,
+                    predicted,
+                    appliances,
+                    f"{house.name} {day}: predicted vs true power",
+                )
+            )
+            for day in days
+        ]
+
+
+def _score(
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    appliances: list[str],
+    norm: Normalisation,
+    thresholds: dict[str, float],
+) -> dict[str, Any]:
+    """Model and mean-predictor scores side by side for every appliance."""
+    scores: dict[str, Any] = {}
+    for j, name in enumerate(appliances):
+        model = score_appliance(truth[:, j], predicted[:, j], thresholds[name])
+        mean = np.full(truth.shape[0], norm.target_mean[j], dtype=np.float32)
+        baseline = score_appliance(truth[:, j], mean, thresholds[name])
+        scores[name] = {
+            "model": model.to_json(),
+            "baseline_mean": baseline.to_json(),
+            "mae_ratio_to_baseline": model.mae_w / baseline.mae_w if baseline.mae_w else None,
+        }
+    return scores

@@ -1,0 +1,1 @@
+"""Serving: load a bundle, answer HTTP requests with ONNX Runtime. Never imports torch."""

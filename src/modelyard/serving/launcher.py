@@ -1,0 +1,84 @@
+"""Start ``modelyard serve`` as a real subprocess on 127.0.0.1 and stop it cleanly.
+
+Used by the demo, the integration tests and the benchmarks: they all talk to the same server a
+user would run, over real HTTP.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+
+from modelyard.core.errors import ModelyardError
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> float:
+    """Poll ``/health`` until it answers 200; return the seconds it took."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise ModelyardError(f"server exited with code {process.returncode}:\n{output[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return time.perf_counter() - started
+        time.sleep(0.05)
+    raise ModelyardError(f"server at {url} did not become healthy within {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def running_server(
+    bundle: Path,
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run ``modelyard serve BUNDLE`` on 127.0.0.1 and yield its base URL; SIGTERM it on exit."""
+    port = port or free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "serve",
+        str(bundle),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra_args,
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
+    url = f"http://{HOST}:{port}"
+    try:
+        wait_until_healthy(url, process, timeout_s)
+        yield url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout:
+            process.stdout.close()

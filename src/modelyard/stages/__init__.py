@@ -1,0 +1,1 @@
+"""Pipeline stages: fetch -> prepare -> train -> evaluate -> export; each a plain ``run``."""

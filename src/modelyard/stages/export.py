@@ -1,0 +1,123 @@
+"""Stage: export a training run to a bundle (ONNX + manifest), refusing a model that drifts.
+
+The parity check runs the exported graph in ONNX Runtime on real input windows at two batch sizes
+(proving the batch axis is really dynamic) and compares with the framework model; the export
+fails, and writes nothing, if any output differs by more than ``tolerance``.
+"""
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from modelyard.core.bundle import Bundle, ParityCheck, new_version, write_bundle
+from modelyard.core.config import read_saved_config, to_plain
+from modelyard.core.errors import ModelyardError
+from modelyard.core.runs import mark_latest
+from modelyard.projects.registry import load_task
+from modelyard.serving.runtime import OnnxModel
+from modelyard.stages.evaluate import METRICS_FILE
+from modelyard.stages.model_source import CHECKPOINT, latest_run, torch_predictor
+
+DEFAULT_TOLERANCE = 1e-4
+PARITY_BATCHES = (1, 64)
+
+
+class ExportError(ModelyardError):
+    """The exported model does not reproduce the trained one."""
+
+
+def export_onnx(
+    module: torch.nn.Module, example: np.ndarray, path: Path, input_name: str, output_name: str
+) -> None:
+    """Trace ``module`` to ONNX with a dynamic first (batch) axis."""
+    module.eval()
+    torch.onnx.export(
+        module,
+        (torch.from_numpy(example),),
+        str(path),
+        input_names=[input_name],
+        output_names=[output_name],
+        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def parity(module: torch.nn.Module, onnx_path: Path, example: np.ndarray) -> ParityCheck:
+    """Largest absolute difference between torch and ONNX Runtime outputs on ``example``."""
+    reference = torch_predictor(module)
+    runtime = OnnxModel(onnx_path)
+    worst, samples = 0.0, 0
+    for size in PARITY_BATCHES:
+        batch = example[:size]
+        diff = np.abs(runtime.run(batch) - reference(batch))
+        worst = max(worst, float(diff.max()))
+        samples += batch.shape[0]
+    return ParityCheck(max_abs_diff=worst, tolerance=0.0, samples=samples)
+
+
+def run(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    output: Path | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Bundle:
+    """Export ``run_dir`` (default: the latest run) to ``output`` (default: bundles/<version>)."""
+    run_dir = Path(run_dir) if run_dir is not None else latest_run(cfg)
+    checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.is_file():
+        raise ModelyardError(f"{run_dir} is not a finished training run ({CHECKPOINT} missing)")
+    run_cfg = read_saved_config(run_dir / "config.yaml")
+    task = load_task(run_cfg)
+    module = task.load_model(checkpoint)
+    preprocessing: dict[str, Any] = json.loads((run_dir / "preprocessing.json").read_text())
+    example = task.example_input(preprocessing, max(PARITY_BATCHES))
+    inputs, outputs = task.tensor_specs(preprocessing)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path = Path(scratch) / "model.onnx"
+        export_onnx(module, example, onnx_path, inputs[0].name, outputs[0].name)
+        check = parity(module, onnx_path, example)
+        check = ParityCheck(
+            max_abs_diff=check.max_abs_diff, tolerance=tolerance, samples=check.samples
+        )
+        if not check.max_abs_diff <= tolerance:
+            raise ExportError(
+                f"ONNX export differs from the trained model by {check.max_abs_diff:.3g} "
+                f"(tolerance {tolerance:g}); no bundle written"
+            )
+        train = json.loads((run_dir / "train.json").read_text())
+        metrics_path = run_dir / METRICS_FILE
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        version = new_version()
+        project = str(run_cfg.project.name)
+        target = Path(output) if output is not None else Path(cfg.paths.bundles) / version
+        bundle = write_bundle(
+            target,
+            onnx_path,
+            {
+                "project": project,
+                "task": str(run_cfg.project.task),
+                "name": f"{project}-{run_cfg.model.name}",
+                "version": version,
+                "created_at": datetime.now(UTC),
+                "inputs": inputs,
+                "outputs": outputs,
+                "preprocessing": preprocessing,
+                "metrics": metrics,
+                "parity": check,
+                "git_commit": train.get("git_commit"),
+                "git_dirty": train.get("git_dirty"),
+                "data_fingerprint": train.get("data_fingerprint"),
+                "config": to_plain(run_cfg),
+            },
+        )
+    if output is None:
+        mark_latest(bundle.path)
+    return bundle
