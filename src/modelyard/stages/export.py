@@ -6,7 +6,9 @@ fails, and writes nothing, if any output differs by more than ``tolerance``.
 """
 
 import json
+import logging
 import tempfile
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,18 +37,30 @@ class ExportError(ModelyardError):
 def export_onnx(
     module: torch.nn.Module, example: np.ndarray, path: Path, input_name: str, output_name: str
 ) -> None:
-    """Trace ``module`` to ONNX with a dynamic first (batch) axis."""
+    """Export ``module`` to ONNX with torch.export (dynamo) and a dynamic first (batch) axis."""
     module.eval()
-    torch.onnx.export(
-        module,
-        (torch.from_numpy(example),),
-        str(path),
-        input_names=[input_name],
-        output_names=[output_name],
-        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    exporter_log = logging.getLogger("torch.onnx")
+    previous = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # it warns about every torchvision op it cannot find
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(
+                module,
+                (torch.from_numpy(example),),
+                str(path),
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                opset_version=18,
+                dynamo=True,
+                external_data=False,  # one self-contained file: one sha256 covers the model
+                verbose=False,
+            )
+    except Exception as exc:  # torch.export raises many unrelated types
+        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        exporter_log.setLevel(previous)
 
 
 def parity(module: torch.nn.Module, onnx_path: Path, example: np.ndarray) -> ParityCheck:

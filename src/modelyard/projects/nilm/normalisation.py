@@ -4,6 +4,7 @@ Kept free of torch and pandas: the server applies exactly these functions to req
 and serving cannot drift apart. The statistics travel in the bundle manifest as plain JSON.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,7 +47,7 @@ class Normalisation:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Normalisation":
         try:
-            return cls(
+            stats = cls(
                 aggregate_mean=float(data["aggregate_mean"]),
                 aggregate_std=float(data["aggregate_std"]),
                 target_mean=tuple(float(v) for v in data["target_mean"]),
@@ -54,6 +55,17 @@ class Normalisation:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"malformed normalisation statistics: {exc}") from exc
+        stds = (stats.aggregate_std, *stats.target_std)
+        values = (stats.aggregate_mean, *stats.target_mean, *stds)
+        if len(stats.target_mean) != len(stats.target_std):
+            raise BundleError(
+                "malformed normalisation statistics: target_mean and target_std differ in length"
+            )
+        if not all(math.isfinite(v) for v in values) or min(stds) <= 0.0:
+            raise BundleError(
+                "malformed normalisation statistics: means must be finite and stds finite and > 0"
+            )
+        return stats
 
 
 def fit_normalisation(

@@ -21,7 +21,8 @@ from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.http_checks import require_json
 
-FiniteWatts = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a JSON number only; a string ("100") or a boolean is refused, not coerced to watts.
+FiniteWatts = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 _EXAMPLE_SERIES: list[JsonValue] = [*([250.0] * 50), 2900.0, 2950.0, 2800.0, *([250.0] * 46)]
 
 
@@ -83,7 +84,8 @@ class NilmServing(ServingAdapter):
         self.interval_s = int(pre["interval_s"])
         self.appliances = [str(a) for a in pre["appliances"]]
         self.normalisation = Normalisation.from_json(pre["normalisation"])
-        self.min_length = int(self.settings.get("min_length", self.window))
+        # At least one reading: an empty series has no edge to pad from.
+        self.min_length = max(1, int(self.settings.get("min_length", self.window)))
         self.max_length = int(self.settings.get("max_length", 20160))
         limits = self.bundle.manifest.config.get("project", {}).get("data", {}).get("limits_w", {})
         self.max_aggregate_w = float(limits.get("aggregate", float("inf")))
@@ -126,6 +128,13 @@ class NilmServing(ServingAdapter):
                 f"aggregate_w holds {series.max():.0f} W, above the "
                 f"physical limit of {self.max_aggregate_w:.0f} W",
             )
+        if request.start is not None:
+            try:
+                request.start + (series.size - 1) * timedelta(seconds=self.interval_s)
+            except OverflowError:
+                raise HTTPException(
+                    422, "start is too late: the series' timestamps would pass year 9999"
+                ) from None
         return series
 
     def router(self) -> APIRouter:
@@ -156,7 +165,8 @@ class NilmServing(ServingAdapter):
                 length=int(series.size),
                 edge_readings=self.window // 2,
                 appliances={
-                    a: np.round(watts[:, j], 2).tolist() for j, a in enumerate(self.appliances)
+                    a: np.round(watts[:, j].astype(np.float64), 2).tolist()
+                    for j, a in enumerate(self.appliances)
                 },
                 timestamps=timestamps,
             )

@@ -1,0 +1,22 @@
+"""Shared fixtures: where the real datasets are, and an isolated working directory per test."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_datasets_root() -> Path:
+    """``$MODELYARD_DATA_ROOT`` or ``../shared/datasets`` beside the checkout."""
+    return Path(os.environ.get("MODELYARD_DATA_ROOT", REPO.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def nilm_source() -> Path:
+    """The real 1-minute UK-DALE/REFIT houses; tests needing them skip when they are absent."""
+    path = shared_datasets_root() / "nilm"
+    if not (path / "ukdale_house2").is_dir() or not (path / "refit_house2").is_dir():
+        pytest.skip(f"real NILM data not found at {path} (set MODELYARD_DATA_ROOT)")
+    return path

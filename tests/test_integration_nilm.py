@@ -1,0 +1,139 @@
+"""End to end on the real shared data: fetch -> prepare -> train(quick) -> evaluate -> export ->
+real server on 127.0.0.1 -> HTTP prediction, with parity between every representation."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from omegaconf import DictConfig
+
+from modelyard.core.bundle import Bundle, load_bundle
+from modelyard.core.config import load_config
+from modelyard.projects.nilm.inference import predict_series
+from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.projects.nilm.storage import load_house
+from modelyard.serving.launcher import running_server
+from modelyard.serving.runtime import OnnxModel
+from modelyard.stages import evaluate, export, fetch, prepare, train
+from modelyard.stages.train import TrainResult
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+APPLIANCES = ["kettle", "microwave", "dishwasher", "washing_machine"]
+
+
+class Pipeline:
+    """The artifacts of one quick pipeline run, shared by the tests of this module."""
+
+    def __init__(self, cfg: DictConfig, trained: TrainResult, bundle: Bundle,
+                 fetched: Any, prepared: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.trained = trained
+        self.bundle = bundle
+        self.fetched = fetched
+        self.prepared = prepared
+
+
+@pytest.fixture(scope="module")
+def pipeline(nilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    workdir = tmp_path_factory.mktemp("workdir")
+    cfg = load_config(["experiment=quick", f"paths.workdir={workdir}"])
+    fetched = fetch.run(cfg, source=str(nilm_source), progress=False)
+    prepared = prepare.run(cfg)
+    trained = train.run(cfg)
+    evaluate.run(cfg, model=trained.run_dir)
+    bundle = export.run(cfg, run_dir=trained.run_dir)
+    return Pipeline(cfg, trained, bundle, fetched, prepared)
+
+
+def test_fetch_and_prepare_cover_both_houses(pipeline: Pipeline) -> None:
+    assert len(pipeline.fetched.fetched) == 22
+    houses = pipeline.prepared["houses"]
+    assert set(houses) == {"ukdale_house2", "refit_house2"}
+    assert houses["ukdale_house2"]["intervals"] >= 204_948
+    assert houses["refit_house2"]["rows_in"] == 702_720
+
+
+def test_training_run_is_complete_and_reproducible_on_disk(pipeline: Pipeline) -> None:
+    run_dir = pipeline.trained.run_dir
+    assert pipeline.trained.checkpoint.is_file()
+    saved = (run_dir / "config.yaml").read_text()
+    assert "experiment" not in saved or "quick" in saved
+    assert load_config(["experiment=quick"]).model.hidden == 128
+    assert "hidden: 128" in saved
+    summary = json.loads((run_dir / "train.json").read_text())
+    assert len(summary["data_fingerprint"]) == 64
+    assert (run_dir / "logs" / "metrics.csv").is_file()
+    assert (run_dir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_on_an_unseen_house_directory(pipeline: Pipeline, nilm_source: Path,
+                                               tmp_path: Path) -> None:
+    output = tmp_path / "chosen" / "metrics.json"
+    metrics, path = evaluate.run(pipeline.cfg, model=pipeline.trained.run_dir,
+                                 source=nilm_source / "ukdale_house2", output=output)
+    assert path == output and output.is_file()
+    on_disk = json.loads(output.read_text())
+    assert set(on_disk["houses"]) == {"ukdale_house2"}
+    overall = on_disk["overall"]
+    assert set(overall) == set(APPLIANCES)
+    for name in APPLIANCES:
+        scores = overall[name]
+        assert scores["model"]["mae_w"] >= 0
+        assert scores["baseline_mean"]["f1"] == 0.0  # the mean never crosses an on-threshold
+        assert scores["mae_ratio_to_baseline"] == pytest.approx(
+            scores["model"]["mae_w"] / scores["baseline_mean"]["mae_w"])
+    # even the quick model beats always-predict-the-mean on the kettle
+    assert overall["kettle"]["model"]["mae_w"] < overall["kettle"]["baseline_mean"]["mae_w"]
+    plots = on_disk["houses"]["ukdale_house2"]["plots"]
+    assert plots and all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in plots)
+    assert metrics["overall"] == overall
+
+
+def test_bundle_manifest_and_parity(pipeline: Pipeline) -> None:
+    bundle = load_bundle(pipeline.bundle.path)  # verifies sha256 again
+    manifest = bundle.manifest
+    assert manifest.project == "nilm"
+    assert manifest.parity is not None
+    assert manifest.parity.max_abs_diff <= manifest.parity.tolerance <= 1e-4
+    assert manifest.inputs[0].shape == ["batch", 99]
+    assert manifest.outputs[0].shape == ["batch", 4]
+    assert manifest.preprocessing["appliances"] == APPLIANCES
+    assert manifest.data_fingerprint == json.loads(
+        (pipeline.trained.run_dir / "train.json").read_text())["data_fingerprint"]
+    assert "overall" in manifest.metrics
+    assert manifest.config["model"]["hidden"] == 128
+
+
+def test_bundle_and_run_score_the_same(pipeline: Pipeline, tmp_path: Path) -> None:
+    from_run, _ = evaluate.run(pipeline.cfg, model=pipeline.trained.run_dir,
+                               output=tmp_path / "run.json")
+    from_bundle, _ = evaluate.run(pipeline.cfg, model=pipeline.bundle.path,
+                                  output=tmp_path / "bundle.json")
+    for name in APPLIANCES:
+        assert from_bundle["overall"][name]["model"]["mae_w"] == pytest.approx(
+            from_run["overall"][name]["model"]["mae_w"], rel=1e-3, abs=1e-3)
+
+
+def test_real_server_answers_like_offline_inference(pipeline: Pipeline) -> None:
+    house = load_house(Path(pipeline.cfg.paths.prepared) / "ukdale_house2.npz")
+    day = house.aggregate[1440 * 30 : 1440 * 31].astype(np.float64)
+    manifest = pipeline.bundle.manifest
+    expected = predict_series(
+        day.astype(np.float32), OnnxModel(pipeline.bundle.model_path).run,
+        Normalisation.from_json(manifest.preprocessing["normalisation"]), 99)
+    with running_server(pipeline.bundle.path) as url:
+        info = httpx.get(f"{url}/info", timeout=10).json()
+        assert info["version"] == manifest.version
+        response = httpx.post(f"{url}/predict", json={"aggregate_w": day.tolist()}, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        bad = httpx.post(f"{url}/predict", json={"aggregate_w": day[:10].tolist()}, timeout=30)
+        assert bad.status_code == 422
+    assert body["length"] == 1440
+    for j, name in enumerate(APPLIANCES):
+        assert len(body["appliances"][name]) == 1440
+        np.testing.assert_allclose(body["appliances"][name], expected[:, j], atol=0.01)
