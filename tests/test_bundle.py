@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bundle_factory import AGGREGATE_LIMIT_W, VERSION, make_nilm_bundle
 from pydantic import ValidationError
 
+from bundle_factory import AGGREGATE_LIMIT_W, VERSION, make_nilm_bundle
 from modelyard.core.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -210,9 +210,7 @@ def test_write_bundle_leaves_only_the_bundle_behind(source_bundle: Bundle, tmp_p
     assert load_bundle(written.path).manifest == written.manifest
 
 
-def test_write_bundle_replaces_an_existing_bundle(
-    source_bundle: Bundle, tmp_path: Path
-) -> None:
+def test_write_bundle_replaces_an_existing_bundle(source_bundle: Bundle, tmp_path: Path) -> None:
     target = tmp_path / "bundles" / "current"
     old = write_bundle(target, source_bundle.model_path, manifest_fields(source_bundle))
     (target / "stray.txt").write_text("left over from the old bundle")

@@ -28,8 +28,14 @@ APPLIANCES = ["kettle", "microwave", "dishwasher", "washing_machine"]
 class Pipeline:
     """The artifacts of one quick pipeline run, shared by the tests of this module."""
 
-    def __init__(self, cfg: DictConfig, trained: TrainResult, bundle: Bundle,
-                 fetched: Any, prepared: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        trained: TrainResult,
+        bundle: Bundle,
+        fetched: Any,
+        prepared: dict[str, Any],
+    ) -> None:
         self.cfg = cfg
         self.trained = trained
         self.bundle = bundle
@@ -70,11 +76,16 @@ def test_training_run_is_complete_and_reproducible_on_disk(pipeline: Pipeline) -
     assert (run_dir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_on_an_unseen_house_directory(pipeline: Pipeline, nilm_source: Path,
-                                               tmp_path: Path) -> None:
+def test_evaluate_on_an_unseen_house_directory(
+    pipeline: Pipeline, nilm_source: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "chosen" / "metrics.json"
-    metrics, path = evaluate.run(pipeline.cfg, model=pipeline.trained.run_dir,
-                                 source=nilm_source / "ukdale_house2", output=output)
+    metrics, path = evaluate.run(
+        pipeline.cfg,
+        model=pipeline.trained.run_dir,
+        source=nilm_source / "ukdale_house2",
+        output=output,
+    )
     assert path == output and output.is_file()
     on_disk = json.loads(output.read_text())
     assert set(on_disk["houses"]) == {"ukdale_house2"}
@@ -85,7 +96,8 @@ def test_evaluate_on_an_unseen_house_directory(pipeline: Pipeline, nilm_source: 
         assert scores["model"]["mae_w"] >= 0
         assert scores["baseline_mean"]["f1"] == 0.0  # the mean never crosses an on-threshold
         assert scores["mae_ratio_to_baseline"] == pytest.approx(
-            scores["model"]["mae_w"] / scores["baseline_mean"]["mae_w"])
+            scores["model"]["mae_w"] / scores["baseline_mean"]["mae_w"]
+        )
     # even the quick model beats always-predict-the-mean on the kettle
     assert overall["kettle"]["model"]["mae_w"] < overall["kettle"]["baseline_mean"]["mae_w"]
     plots = on_disk["houses"]["ukdale_house2"]["plots"]
@@ -102,20 +114,25 @@ def test_bundle_manifest_and_parity(pipeline: Pipeline) -> None:
     assert manifest.inputs[0].shape == ["batch", 99]
     assert manifest.outputs[0].shape == ["batch", 4]
     assert manifest.preprocessing["appliances"] == APPLIANCES
-    assert manifest.data_fingerprint == json.loads(
-        (pipeline.trained.run_dir / "train.json").read_text())["data_fingerprint"]
+    assert (
+        manifest.data_fingerprint
+        == json.loads((pipeline.trained.run_dir / "train.json").read_text())["data_fingerprint"]
+    )
     assert "overall" in manifest.metrics
     assert manifest.config["model"]["hidden"] == 128
 
 
 def test_bundle_and_run_score_the_same(pipeline: Pipeline, tmp_path: Path) -> None:
-    from_run, _ = evaluate.run(pipeline.cfg, model=pipeline.trained.run_dir,
-                               output=tmp_path / "run.json")
-    from_bundle, _ = evaluate.run(pipeline.cfg, model=pipeline.bundle.path,
-                                  output=tmp_path / "bundle.json")
+    from_run, _ = evaluate.run(
+        pipeline.cfg, model=pipeline.trained.run_dir, output=tmp_path / "run.json"
+    )
+    from_bundle, _ = evaluate.run(
+        pipeline.cfg, model=pipeline.bundle.path, output=tmp_path / "bundle.json"
+    )
     for name in APPLIANCES:
         assert from_bundle["overall"][name]["model"]["mae_w"] == pytest.approx(
-            from_run["overall"][name]["model"]["mae_w"], rel=1e-3, abs=1e-3)
+            from_run["overall"][name]["model"]["mae_w"], rel=1e-3, abs=1e-3
+        )
 
 
 def test_real_server_answers_like_offline_inference(pipeline: Pipeline) -> None:
@@ -123,8 +140,11 @@ def test_real_server_answers_like_offline_inference(pipeline: Pipeline) -> None:
     day = house.aggregate[1440 * 30 : 1440 * 31].astype(np.float64)
     manifest = pipeline.bundle.manifest
     expected = predict_series(
-        day.astype(np.float32), OnnxModel(pipeline.bundle.model_path).run,
-        Normalisation.from_json(manifest.preprocessing["normalisation"]), 99)
+        day.astype(np.float32),
+        OnnxModel(pipeline.bundle.model_path).run,
+        Normalisation.from_json(manifest.preprocessing["normalisation"]),
+        99,
+    )
     with running_server(pipeline.bundle.path) as url:
         info = httpx.get(f"{url}/info", timeout=10).json()
         assert info["version"] == manifest.version

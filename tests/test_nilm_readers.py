@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from nilm_fixtures import CSV_HEADER, write_gzip_csv
 
 from modelyard.core.errors import DataError
 from modelyard.projects.nilm.readers import discover_houses, read_csv_house, snake_case
+from nilm_fixtures import CSV_HEADER, write_gzip_csv
 
+COLUMNS = ["aggregate", "kettle", "dishwasher", "washing_machine", "microwave"]
 REAL_NILM = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nilm"
 
 
@@ -113,7 +114,7 @@ def test_read_csv_house_joins_monthly_files_sorted_without_duplicates(tmp_path: 
 
     frame = read_csv_house(house)
 
-    assert list(frame.columns) == ["aggregate", "kettle", "dishwasher", "washing_machine", "microwave"]
+    assert list(frame.columns) == COLUMNS
     expected_index = pd.DatetimeIndex(
         ["2014-01-31 23:58", "2014-01-31 23:59", "2014-02-01 00:00", "2014-02-01 00:01"]
     )
@@ -231,7 +232,7 @@ def test_read_real_ukdale_house2() -> None:
     frame = read_csv_house(REAL_NILM / "ukdale_house2")
 
     assert len(frame) == 204948
-    assert list(frame.columns) == ["aggregate", "kettle", "dishwasher", "washing_machine", "microwave"]
+    assert list(frame.columns) == COLUMNS
     steps = np.diff(frame.index.to_numpy().astype("datetime64[s]").astype(np.int64))
     assert (steps == 60).all()
     aggregate = frame["aggregate"].to_numpy()

@@ -5,7 +5,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from nilm_fixtures import make_house, simple_normalisation
 
 from modelyard.core.errors import ConfigError
 from modelyard.projects.nilm.dataset import (
@@ -17,6 +16,7 @@ from modelyard.projects.nilm.dataset import (
 )
 from modelyard.projects.nilm.preparation import PreparedHouse
 from modelyard.projects.nilm.splits import check_house_split, split_by_time
+from nilm_fixtures import make_house, simple_normalisation
 
 WINDOW = 5
 HALF = WINDOW // 2

@@ -93,7 +93,9 @@ def test_pad_edges_lengths_and_values() -> None:
 # --------------------------------------------------------------------------- predict_series
 
 # aggregate z = (w - 100) / 50; target watts = score * 5 + 10 = (w - 100) / 10 + 10 = w / 10
-NORM = Normalisation(aggregate_mean=100.0, aggregate_std=50.0, target_mean=(10.0,), target_std=(5.0,))
+NORM = Normalisation(
+    aggregate_mean=100.0, aggregate_std=50.0, target_mean=(10.0,), target_std=(5.0,)
+)
 
 
 def _midpoint(windows: np.ndarray) -> np.ndarray:

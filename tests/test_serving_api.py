@@ -5,6 +5,7 @@ server on 127.0.0.1, because raw bytes such as ``NaN`` or a missing content type
 the same way once they have crossed a socket.
 """
 
+import itertools
 import json
 import math
 import warnings
@@ -15,9 +16,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from bundle_factory import AGGREGATE_LIMIT_W, INTERVAL_S, MAX_LENGTH, VERSION, make_nilm_bundle
 from fastapi import FastAPI
 
+from bundle_factory import AGGREGATE_LIMIT_W, INTERVAL_S, MAX_LENGTH, VERSION, make_nilm_bundle
 from modelyard import __version__
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.hashing import sha256_file
@@ -202,12 +203,12 @@ def test_timestamps_follow_start_at_the_model_interval(
     response = client.post("/predict", json={"aggregate_w": series, "start": start})
 
     assert response.status_code == 200, response.text
-    stamps = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in response.json()["timestamps"]]
+    stamps = [
+        datetime.fromisoformat(t.replace("Z", "+00:00")) for t in response.json()["timestamps"]
+    ]
     assert len(stamps) == len(series)
     assert stamps[0] == first
-    assert {b - a for a, b in zip(stamps, stamps[1:], strict=False)} == {
-        timedelta(seconds=INTERVAL_S)
-    }
+    assert {b - a for a, b in itertools.pairwise(stamps)} == {timedelta(seconds=INTERVAL_S)}
 
 
 def test_negative_readings_are_treated_as_zero(client: httpx.Client, reference: Any) -> None:
@@ -233,39 +234,40 @@ def test_application_json_with_charset_is_json(client: httpx.Client) -> None:
 # --- bad requests: always a 4xx with a JSON detail, never a 500 --------------------------------
 
 _OK = numbers(mains(20))
+J = "application/json"
 
 BAD_REQUESTS: list[tuple[str, str | bytes, str | None, int]] = [
-    ("string in list", f'{{"aggregate_w": [{_OK}, "abc"]}}', "application/json", 422),
-    ("numeric string", f'{{"aggregate_w": [{_OK}, "100"]}}', "application/json", 422),
-    ("boolean in list", f'{{"aggregate_w": [{_OK}, true]}}', "application/json", 422),
-    ("null in list", f'{{"aggregate_w": [{_OK}, null]}}', "application/json", 422),
-    ("nested list", f'{{"aggregate_w": [{_OK}, [1]]}}', "application/json", 422),
-    ("series is a string", '{"aggregate_w": "100,200"}', "application/json", 422),
-    ("NaN", f'{{"aggregate_w": [NaN, {_OK}]}}', "application/json", 422),
-    ("Infinity", f'{{"aggregate_w": [{_OK}, Infinity]}}', "application/json", 422),
-    ("-Infinity", f'{{"aggregate_w": [{_OK}, -Infinity]}}', "application/json", 422),
-    ("overflowing number", f'{{"aggregate_w": [{_OK}, 1e999]}}', "application/json", 422),
-    ("huge integer", f'{{"aggregate_w": [{_OK}, 1{"0" * 400}]}}', "application/json", 422),
-    ("integer too long to parse", f'{{"aggregate_w": [1{"0" * 5000}]}}', "application/json", 400),
-    ("empty body", "", "application/json", 422),
-    ("invalid JSON", '{"aggregate_w": [1, 2', "application/json", 422),
-    ("not UTF-8", b'{"aggregate_w": [\xff\xfe]}', "application/json", 400),
-    ("deeply nested JSON", "[" * 100_000 + "]" * 100_000, "application/json", 400),
-    ("JSON array body", f"[{_OK}]", "application/json", 422),
-    ("JSON null body", "null", "application/json", 422),
-    ("missing aggregate_w", '{"interval_s": 60}', "application/json", 422),
+    ("string in list", f'{{"aggregate_w": [{_OK}, "abc"]}}', J, 422),
+    ("numeric string", f'{{"aggregate_w": [{_OK}, "100"]}}', J, 422),
+    ("boolean in list", f'{{"aggregate_w": [{_OK}, true]}}', J, 422),
+    ("null in list", f'{{"aggregate_w": [{_OK}, null]}}', J, 422),
+    ("nested list", f'{{"aggregate_w": [{_OK}, [1]]}}', J, 422),
+    ("series is a string", '{"aggregate_w": "100,200"}', J, 422),
+    ("NaN", f'{{"aggregate_w": [NaN, {_OK}]}}', J, 422),
+    ("Infinity", f'{{"aggregate_w": [{_OK}, Infinity]}}', J, 422),
+    ("-Infinity", f'{{"aggregate_w": [{_OK}, -Infinity]}}', J, 422),
+    ("overflowing number", f'{{"aggregate_w": [{_OK}, 1e999]}}', J, 422),
+    ("huge integer", f'{{"aggregate_w": [{_OK}, 1{"0" * 400}]}}', J, 422),
+    ("integer too long to parse", f'{{"aggregate_w": [1{"0" * 5000}]}}', J, 400),
+    ("empty body", "", J, 422),
+    ("invalid JSON", '{"aggregate_w": [1, 2', J, 422),
+    ("not UTF-8", b'{"aggregate_w": [\xff\xfe]}', J, 400),
+    ("deeply nested JSON", "[" * 100_000 + "]" * 100_000, J, 400),
+    ("JSON array body", f"[{_OK}]", J, 422),
+    ("JSON null body", "null", J, 422),
+    ("missing aggregate_w", '{"interval_s": 60}', J, 422),
     ("text/plain", f'{{"aggregate_w": [{_OK}]}}', "text/plain", 415),
     ("form content type", "aggregate_w=1", "application/x-www-form-urlencoded", 415),
     ("no content type", f'{{"aggregate_w": [{_OK}]}}', None, 415),
-    ("unknown field", f'{{"aggregate_w": [{_OK}], "house": 2}}', "application/json", 422),
-    ("wrong interval", f'{{"aggregate_w": [{_OK}], "interval_s": 6}}', "application/json", 422),
-    ("fractional interval", f'{{"aggregate_w": [{_OK}], "interval_s": 60.5}}', "application/json", 422),
-    ("start not a date", f'{{"aggregate_w": [{_OK}], "start": "soon"}}', "application/json", 422),
-    ("start too late", f'{{"aggregate_w": [{_OK}], "start": "9999-12-31T23:59:00"}}', "application/json", 422),
-    ("above the aggregate limit", f'{{"aggregate_w": [{_OK}, 23000.5]}}', "application/json", 422),
-    ("too short", f'{{"aggregate_w": [{numbers(mains(WINDOW - 1))}]}}', "application/json", 422),
-    ("too long", f'{{"aggregate_w": [{numbers(mains(MAX_LENGTH + 1))}]}}', "application/json", 422),
-    ("empty series", '{"aggregate_w": []}', "application/json", 422),
+    ("unknown field", f'{{"aggregate_w": [{_OK}], "house": 2}}', J, 422),
+    ("wrong interval", f'{{"aggregate_w": [{_OK}], "interval_s": 6}}', J, 422),
+    ("fractional interval", f'{{"aggregate_w": [{_OK}], "interval_s": 60.5}}', J, 422),
+    ("start not a date", f'{{"aggregate_w": [{_OK}], "start": "soon"}}', J, 422),
+    ("start too late", f'{{"aggregate_w": [{_OK}], "start": "9999-12-31T23:59:00"}}', J, 422),
+    ("above the aggregate limit", f'{{"aggregate_w": [{_OK}, 23000.5]}}', J, 422),
+    ("too short", f'{{"aggregate_w": [{numbers(mains(WINDOW - 1))}]}}', J, 422),
+    ("too long", f'{{"aggregate_w": [{numbers(mains(MAX_LENGTH + 1))}]}}', J, 422),
+    ("empty series", '{"aggregate_w": []}', J, 422),
 ]  # fmt: skip
 
 

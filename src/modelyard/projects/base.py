@@ -64,6 +64,10 @@ class Task(ABC):
         """The model's input and output tensors, for the ONNX export and the manifest."""
 
     @abstractmethod
+    def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The few numbers of an evaluation a person reads first (for summaries)."""
+
+    @abstractmethod
     def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
         """A real ``POST /predict`` request (keyword arguments for ``httpx.post``) for demos."""
 

@@ -30,7 +30,8 @@ def run(
     log("[5/6] export")
     bundle = export.run(cfg, run_dir=trained.run_dir)
     log("[6/6] serve + one HTTP prediction")
-    request = load_task(cfg).sample_request(bundle.manifest.preprocessing)
+    task = load_task(cfg)
+    request = task.sample_request(bundle.manifest.preprocessing)
     with running_server(bundle.path) as url:
         response = httpx.post(f"{url}/predict", timeout=60.0, **request)
         if response.status_code != 200:
@@ -43,7 +44,7 @@ def run(
         "prepared_data": str(Path(cfg.paths.prepared)),
         "run": str(trained.run_dir),
         "metrics": str(metrics_path),
-        "overall": metrics.get("overall", {}),
+        "headline": task.headline(metrics),
         "bundle": str(bundle.path),
         "server": url,
         "prediction": {k: v for k, v in answer.items() if not isinstance(v, dict | list)},

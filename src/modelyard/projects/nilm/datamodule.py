@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from modelyard.core.errors import ConfigError
+from modelyard.projects.nilm.augmentation import ActivationInjector, find_activations
 from modelyard.projects.nilm.dataset import (
     WindowBatches,
     batch_loader,
@@ -15,6 +16,7 @@ from modelyard.projects.nilm.dataset import (
     oversample_active,
 )
 from modelyard.projects.nilm.normalisation import Normalisation, fit_normalisation
+from modelyard.projects.nilm.preparation import PreparedHouse
 from modelyard.projects.nilm.splits import split_by_time
 from modelyard.projects.nilm.storage import list_prepared, load_house
 
@@ -32,6 +34,8 @@ class NilmDataModule(L.LightningDataModule):
         num_workers: int = 0,
         on_threshold_w: Sequence[float] = (),
         oversample_on: int = 1,
+        augment_probability: float = 0.0,
+        augment_scale: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -44,6 +48,8 @@ class NilmDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.on_threshold_w = list(on_threshold_w)
         self.oversample_on = oversample_on
+        self.augment_probability = augment_probability
+        self.augment_scale = augment_scale
         self.normalisation: Normalisation | None = None
         self.train_windows: WindowBatches | None = None
         self.val_windows: WindowBatches | None = None
@@ -73,11 +79,36 @@ class NilmDataModule(L.LightningDataModule):
             self.normalisation,
             self.oversample_on,
         )
+        if self.augment_probability > 0:
+            self.train_windows.augment = self._injector(split.train, columns)
         self.val_windows = build_windows(split.val, columns, self.window, self.normalisation)
         if len(self.train_windows) == 0:
             raise ConfigError(
                 f"no gap-free window of {self.window} readings in the training houses"
             )
+
+    def _injector(
+        self, houses: Sequence[PreparedHouse], columns: Sequence[int]
+    ) -> ActivationInjector:
+        """Activations of each appliance, cut from the training part of the training houses."""
+        assert self.normalisation is not None
+        pools = [
+            [
+                activation
+                for house in houses
+                for activation in find_activations(
+                    house.targets[:, column], house.valid, threshold, max_length=self.window
+                )
+            ]
+            for column, threshold in zip(columns, self.on_threshold_w, strict=True)
+        ]
+        return ActivationInjector(
+            activations=pools,
+            probability=self.augment_probability,
+            scale_range=self.augment_scale,
+            normalisation=self.normalisation,
+            seed=self.seed,
+        )
 
     def _target_columns(self, prepared: Sequence[str]) -> list[int]:
         missing = [a for a in self.appliances if a not in prepared]

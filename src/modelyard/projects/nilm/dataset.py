@@ -5,7 +5,7 @@ loader's cost per batch is one memory copy, not one Python object per window. Th
 therefore used with ``batch_size=None`` and a ``BatchSampler``: each "item" it fetches is a batch.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,11 +19,19 @@ from modelyard.projects.nilm.windows import gather_windows, valid_window_starts
 class WindowBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Indexable by a list of window numbers; returns ``(x, y)`` tensors for that batch."""
 
-    def __init__(self, aggregate: np.ndarray, targets: np.ndarray, starts: np.ndarray, window: int):
+    def __init__(
+        self,
+        aggregate: np.ndarray,
+        targets: np.ndarray,
+        starts: np.ndarray,
+        window: int,
+        augment: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    ):
         self.aggregate = aggregate
         self.targets = targets
         self.starts = starts
         self.window = window
+        self.augment = augment
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
@@ -32,6 +40,8 @@ class WindowBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         starts = self.starts[np.asarray(index, dtype=np.int64)]
         x = gather_windows(self.aggregate, starts, self.window)
         y = self.targets[starts + self.window // 2]
+        if self.augment is not None:
+            self.augment(x, y)  # x and y are fresh copies: the source arrays stay untouched
         return torch.from_numpy(x), torch.from_numpy(y)
 
 

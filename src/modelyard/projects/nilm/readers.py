@@ -70,7 +70,7 @@ def read_csv_file(path: Path) -> pd.DataFrame:
         raise DataError(f"{path} is empty") from exc
     if TIME_COLUMN not in frame.columns:
         raise DataError(f"{path} has no '{TIME_COLUMN}' column (columns: {list(frame.columns)})")
-    frame.columns = [TIME_COLUMN, *(snake_case(str(c)) for c in frame.columns[1:])]
+    frame.columns = [c if c == TIME_COLUMN else snake_case(str(c)) for c in frame.columns]
     if AGGREGATE not in frame.columns:
         raise DataError(f"{path} has no 'Aggregate' column (columns: {list(frame.columns)})")
     try:

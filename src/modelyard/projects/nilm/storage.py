@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def load_house(path: Path) -> PreparedHouse:
                 targets=data["targets"],
                 valid=data["valid"],
             )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable prepared house: {exc}") from exc
 
 

@@ -95,6 +95,8 @@ class NilmTask(Task):
                 float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances
             ],
             oversample_on=int(self.data.get("oversample_on", 1)),
+            augment_probability=float(self.data.augment.probability),
+            augment_scale=(float(self.data.augment.scale[0]), float(self.data.augment.scale[1])),
         )
 
     def build_model(self, datamodule: L.LightningDataModule) -> Seq2PointModule:
@@ -157,6 +159,17 @@ class NilmTask(Task):
             [TensorSpec(name="mains", dtype="float32", shape=["batch", window])],
             [TensorSpec(name="power", dtype="float32", shape=["batch", outputs])],
         )
+
+    def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Per appliance: model MAE, mean-baseline MAE and on/off F1."""
+        return {
+            name: {
+                "mae_w": round(scores["model"]["mae_w"], 2),
+                "baseline_mae_w": round(scores["baseline_mean"]["mae_w"], 2),
+                "f1": round(scores["model"]["f1"], 3),
+            }
+            for name, scores in metrics.get("overall", {}).items()
+        }
 
     def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
         """The busiest day of the first test house, as a mains series request."""

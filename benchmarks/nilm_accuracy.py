@@ -1,0 +1,99 @@
+"""Benchmark: NILM accuracy on a house never seen in training, next to the mean-predictor baseline.
+
+    python benchmarks/nilm_accuracy.py --source ../shared/datasets/nilm [HYDRA OVERRIDES...]
+
+Trains ``experiment=baseline`` (unless overridden) on ``project.data.train_houses``, evaluates on
+``project.data.test_houses`` and prints, per appliance, MAE of model vs baseline, their ratio and
+on/off F1, then checks the targets of the NILM issue: MAE ratio <= 0.5 for every appliance and
+kettle F1 >= 0.8. Results are written as JSON under ``benchmarks/results/``.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from modelyard.core.config import load_config
+from modelyard.stages import evaluate, fetch, prepare, train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MAX_MAE_RATIO = 0.5
+MIN_KETTLE_F1 = 0.8
+
+
+def table(overall: dict[str, Any]) -> str:
+    lines = [
+        "| appliance | MAE model (W) | MAE mean baseline (W) | ratio | F1 | precision | recall "
+        "| SAE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, scores in overall.items():
+        model, base = scores["model"], scores["baseline_mean"]
+        sae = "n/a" if model["sae"] is None else f"{model['sae']:.2f}"
+        lines.append(
+            f"| {name} | {model['mae_w']:.2f} | {base['mae_w']:.2f} | "
+            f"{scores['mae_ratio_to_baseline']:.2f} | {model['f1']:.3f} | "
+            f"{model['precision']:.3f} | {model['recall']:.3f} | {sae} |"
+        )
+    return "\n".join(lines)
+
+
+def targets_met(overall: dict[str, Any]) -> dict[str, bool]:
+    met = {
+        f"{n} MAE ratio <= {MAX_MAE_RATIO}": s["mae_ratio_to_baseline"] <= MAX_MAE_RATIO
+        for n, s in overall.items()
+    }
+    if "kettle" in overall:
+        met[f"kettle F1 >= {MIN_KETTLE_F1}"] = overall["kettle"]["model"]["f1"] >= MIN_KETTLE_F1
+    return met
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True, help="NILM data directory or URL")
+    parser.add_argument("--workdir", default=".modelyard-bench", help="modelyard working dir")
+    parser.add_argument("--name", default="nilm_accuracy", help="results file name")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides")
+    args = parser.parse_args()
+    overrides = list(args.overrides)
+    if not any(o.startswith("experiment=") for o in overrides):
+        overrides.insert(0, "experiment=baseline")
+    cfg = load_config([*overrides, f"paths.workdir={args.workdir}"])
+    fetch.run(cfg, source=args.source, progress=False)
+    prepare.run(cfg)
+    started = time.perf_counter()
+    trained = train.run(cfg)
+    train_s = time.perf_counter() - started
+    metrics, path = evaluate.run(cfg, model=trained.run_dir)
+    overall = metrics["overall"]
+    met = targets_met(overall)
+    houses = f"{list(cfg.project.data.train_houses)} -> {list(cfg.project.data.test_houses)}"
+    print(f"\n{houses}; {trained.epochs + 1} epochs in {train_s:.0f} s; overrides: {overrides}")
+    print(table(overall))
+    for target, ok in met.items():
+        print(f"  [{'x' if ok else ' '}] {target}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(
+        json.dumps(
+            {
+                "overrides": overrides,
+                "train_houses": list(cfg.project.data.train_houses),
+                "test_houses": list(cfg.project.data.test_houses),
+                "train_seconds": train_s,
+                "epochs": trained.epochs + 1,
+                "machine": platform.processor() or platform.machine(),
+                "run": str(trained.run_dir),
+                "metrics": str(path),
+                "overall": overall,
+                "targets": met,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
