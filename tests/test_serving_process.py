@@ -130,6 +130,7 @@ _NO_TORCH_SCRIPT = textwrap.dedent(
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
+    HEAVY = ("torch", "lightning", "pandas", "omegaconf", "hydra", "matplotlib")
     client = TestClient(create_app(load_bundle(Path(sys.argv[1]))))
     response = client.post("/predict", json={"aggregate_w": [300.0] * 40})
     print(json.dumps({
@@ -137,7 +138,7 @@ _NO_TORCH_SCRIPT = textwrap.dedent(
         "length": response.json().get("length"),
         "torch": "torch" in sys.modules,
         "lightning": "lightning" in sys.modules,
-        "heavy": sorted(m for m in ("torch", "lightning", "pandas") if m in sys.modules),
+        "heavy": sorted(m for m in HEAVY if m in sys.modules),
     }))
     """
 )

@@ -105,7 +105,7 @@ def train(overrides: Overrides = None) -> None:
         result = train_stage.run(_config(overrides))
         console.print(
             f"run: {result.run_dir}\nbest checkpoint: {result.checkpoint} "
-            f"(val_loss {result.best_val_loss}) after {result.epochs + 1} epoch(s), "
+            f"({result.monitor} {result.best_score}) after {result.epochs} epoch(s), "
             f"{result.duration_s:.1f} s"
         )
 

@@ -3,11 +3,11 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
-
 from modelyard.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
     from modelyard.projects.base import Task
 
 #: task family -> (training-side Task class, torch-free serving adapter class)
@@ -30,7 +30,7 @@ def _entry(task: str) -> tuple[str, str]:
     return TASKS[task]
 
 
-def load_task(cfg: DictConfig) -> "Task":
+def load_task(cfg: "DictConfig") -> "Task":
     """Instantiate the training-side task named by ``cfg.project.task``."""
     task_class = _load(_entry(str(cfg.project.task))[0])
     return task_class(cfg)  # type: ignore[no-any-return]

@@ -4,7 +4,7 @@ Run directory layout (``paths.runs/<run name>``)::
 
     config.yaml            the resolved configuration
     preprocessing.json     parameters fitted on the training data (plain JSON)
-    checkpoints/best.ckpt  the best epoch by validation loss
+    checkpoints/best.ckpt  the best epoch by the project's monitored validation metric
     logs/metrics.csv       per-step / per-epoch metrics
     training_curves.png    loss per epoch
     train.json             summary: best score, epochs, duration, data fingerprint, git commit
@@ -38,7 +38,8 @@ _OWN_TRAINER_KEYS = {"early_stopping_patience", "num_threads"}
 class TrainResult:
     run_dir: Path
     checkpoint: Path
-    best_val_loss: float | None
+    monitor: str
+    best_score: float | None
     epochs: int
     duration_s: float
     data_fingerprint: str
@@ -64,10 +65,11 @@ def run(cfg: DictConfig) -> TrainResult:
     preprocessing = task.preprocessing(datamodule)
     (run_dir / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2) + "\n")
 
+    monitor = str(cfg.project.get("monitor", "val_loss"))
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor="val_loss",
+        monitor=monitor,
         mode="min",
         save_top_k=1,
         enable_version_counter=False,
@@ -75,7 +77,7 @@ def run(cfg: DictConfig) -> TrainResult:
     callbacks: list[L.Callback] = [checkpoint]
     patience = int(cfg.trainer.get("early_stopping_patience", 0))
     if patience > 0:
-        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=patience))
     try:
         trainer = L.Trainer(
             **_trainer_kwargs(cfg),
@@ -94,7 +96,8 @@ def run(cfg: DictConfig) -> TrainResult:
     result = TrainResult(
         run_dir=run_dir,
         checkpoint=Path(checkpoint.best_model_path or run_dir / "checkpoints" / "best.ckpt"),
-        best_val_loss=float(best) if best is not None else None,
+        monitor=monitor,
+        best_score=float(best) if best is not None else None,
         epochs=int(trainer.current_epoch),
         duration_s=duration,
         data_fingerprint=fingerprint,

@@ -47,12 +47,30 @@ class Seq2PointModule(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        n = len(self.hparams["appliances"])
+        self._abs_error = torch.zeros(n, dtype=torch.float64)
+        self._abs_baseline = torch.zeros(n, dtype=torch.float64)
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         prediction = self(x)
         self.log("val_loss", self.loss_fn(prediction, y), prog_bar=True, batch_size=len(x))
         mae_w = ((prediction - y).abs() * self.target_std).mean()
         self.log("val_mae_w", mae_w, prog_bar=True, batch_size=len(x))
+        # Targets are z-scores around the training mean, so |y| is the error of the
+        # always-predict-the-mean baseline; the std factor cancels in the ratio below.
+        self._abs_error += (prediction - y).abs().sum(dim=0).double().cpu()
+        self._abs_baseline += y.abs().sum(dim=0).double().cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        """``val_rel_mae``: MAE relative to the mean baseline, averaged over appliances.
+
+        Unlike the loss, it weighs a rare appliance as much as a frequent one, and a network
+        that predicts "always off" does not score well on it. Checkpoints are selected on it.
+        """
+        ratio = self._abs_error / self._abs_baseline.clamp_min(1e-12)
+        self.log("val_rel_mae", ratio.mean().float(), prog_bar=True)
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(

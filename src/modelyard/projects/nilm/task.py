@@ -166,6 +166,7 @@ class NilmTask(Task):
             name: {
                 "mae_w": round(scores["model"]["mae_w"], 2),
                 "baseline_mae_w": round(scores["baseline_mean"]["mae_w"], 2),
+                "always_off_mae_w": round(scores["baseline_off"]["mae_w"], 2),
                 "f1": round(scores["model"]["f1"], 3),
             }
             for name, scores in metrics.get("overall", {}).items()
@@ -280,15 +281,21 @@ def _score(
     norm: Normalisation,
     thresholds: dict[str, float],
 ) -> dict[str, Any]:
-    """Model and mean-predictor scores side by side for every appliance."""
+    """Model, mean-predictor and always-off scores side by side for every appliance.
+
+    The mean predictor is the baseline the targets refer to; "always off" is reported too
+    because for a rarely used appliance it is a much stronger baseline than the mean.
+    """
     scores: dict[str, Any] = {}
     for j, name in enumerate(appliances):
         model = score_appliance(truth[:, j], predicted[:, j], thresholds[name])
         mean = np.full(truth.shape[0], norm.target_mean[j], dtype=np.float32)
         baseline = score_appliance(truth[:, j], mean, thresholds[name])
+        always_off = score_appliance(truth[:, j], np.zeros_like(mean), thresholds[name])
         scores[name] = {
             "model": model.to_json(),
             "baseline_mean": baseline.to_json(),
+            "baseline_off": always_off.to_json(),
             "mae_ratio_to_baseline": model.mae_w / baseline.mae_w if baseline.mae_w else None,
         }
     return scores

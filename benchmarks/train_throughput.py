@@ -1,0 +1,157 @@
+"""Benchmark: training throughput of the real pipeline vs the limit of this machine.
+
+    python benchmarks/train_throughput.py --source ../shared/datasets/nilm [HYDRA OVERRIDES...]
+
+Two contenders, same model, same batch size, same number of threads, measured alternately in one
+process (so machine noise hits both):
+
+* **pipeline**: ``lightning.Trainer.fit`` on the real ``NilmDataModule`` (prepared houses ->
+  windows gathered per batch, oversampling, augmentation as configured) - what ``modelyard
+  train`` runs;
+* **tight loop**: the same LightningModule fed pre-made tensors in a plain Python loop
+  (forward, loss, backward, optimiser step) - the limit for this model on this machine.
+
+Overhead = 1 - pipeline / tight loop. Target: at most 10 %.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from modelyard.core.config import load_config
+from modelyard.core.seeding import seed_everything
+from modelyard.projects.registry import load_task
+from modelyard.stages import fetch, prepare
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class BatchClock(L.Callback):
+    """Times batches ``warmup`` .. end of an epoch, so start-up costs are not counted."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.started = 0.0
+        self.finished = 0.0
+        self.windows = 0
+
+    def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx >= self.warmup:
+            self.windows += int(batch[0].shape[0])
+            self.finished = time.perf_counter()
+
+
+def pipeline_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
+    task = load_task(cfg)
+    datamodule = task.datamodule()
+    datamodule.setup("fit")
+    model = task.build_model(datamodule)
+    clock = BatchClock(warmup)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=batches + warmup,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return clock.windows / (clock.finished - clock.started)
+
+
+def tight_loop_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
+    task = load_task(cfg)
+    datamodule = task.datamodule()
+    datamodule.setup("fit")
+    model = task.build_model(datamodule)
+    model.train()
+    optimiser = model.configure_optimizers()
+    assert isinstance(optimiser, torch.optim.Optimizer)
+    loss_fn = model.loss_fn
+    assert isinstance(loss_fn, torch.nn.Module)
+    first_x, first_y = next(iter(datamodule.train_dataloader()))
+    x, y = first_x.clone(), first_y.clone()
+    clip = float(cfg.trainer.gradient_clip_val or 0.0)
+    started = 0.0
+    for step in range(batches + warmup):
+        if step == warmup:
+            started = time.perf_counter()
+        optimiser.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimiser.step()
+    return float(batches * x.shape[0] / (time.perf_counter() - started))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True, help="NILM data directory or URL")
+    parser.add_argument("--workdir", default=".modelyard-bench", help="modelyard working dir")
+    parser.add_argument("--batches", type=int, default=60, help="timed batches per repeat")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches per repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats")
+    parser.add_argument("--name", default="train_throughput", help="results file name")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides")
+    args = parser.parse_args()
+    overrides = list(args.overrides)
+    if not any(o.startswith("experiment=") for o in overrides):
+        overrides.insert(0, "experiment=baseline")
+    cfg = load_config([*overrides, f"paths.workdir={args.workdir}"])
+    fetch.run(cfg, source=args.source, progress=False)
+    if not Path(cfg.paths.prepared, "prepare.json").is_file():
+        prepare.run(cfg)
+    seed_everything(int(cfg.seed), int(cfg.trainer.get("num_threads", 0)))
+    pipeline, tight = [], []
+    for _ in range(args.repeats):
+        tight.append(tight_loop_rate(cfg, args.batches, args.warmup))
+        pipeline.append(pipeline_rate(cfg, args.batches, args.warmup))
+    p, t = statistics.median(pipeline), statistics.median(tight)
+    overhead = 1.0 - p / t
+    print(
+        f"\noverrides: {overrides}; batch {cfg.project.data.batch_size}; "
+        f"threads {torch.get_num_threads()}"
+    )
+    print(f"tight loop : {t:10.0f} windows/s  (runs: {[round(v) for v in tight]})")
+    print(f"pipeline   : {p:10.0f} windows/s  (runs: {[round(v) for v in pipeline]})")
+    print(f"overhead   : {overhead:10.1%}  (target <= 10 %)")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(
+        json.dumps(
+            {
+                "overrides": overrides,
+                "batch_size": int(cfg.project.data.batch_size),
+                "threads": torch.get_num_threads(),
+                "machine": platform.processor() or platform.machine(),
+                "tight_loop_windows_per_s": tight,
+                "pipeline_windows_per_s": pipeline,
+                "overhead": overhead,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
