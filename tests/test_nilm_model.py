@@ -1,10 +1,17 @@
 """seq2point network and its Lightning wrapper, on real (small, seeded, CPU) torch."""
 
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
+from modelyard.core.seeding import seed_everything
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.nilm.model import Seq2Point
+from modelyard.serving.runtime import OnnxModel
+from modelyard.stages.export import export_onnx
 
 SMALL = {"channels": (4, 6), "kernels": (3, 5), "hidden": 16}
 
@@ -90,3 +97,153 @@ def test_a_few_optimisation_steps_reduce_the_loss() -> None:
         after = loss().item()
 
     assert after < 0.3 * before, (before, after)
+
+
+# --------------------------------------------------------------------------- gated seq2point
+
+ZERO_LEVEL = (-0.5, -2.0, -1.25)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_gated_output_shape(batch: int) -> None:
+    model = Seq2Point(11, 3, gated=True, zero_level=ZERO_LEVEL, **SMALL).eval()
+    out = model(torch.randn(batch, 11))
+    assert out.shape == (batch, 3)
+    prediction, logits = model.parts(torch.randn(batch, 11))
+    assert prediction.shape == (batch, 3)
+    assert logits is not None and logits.shape == (batch, 3)
+    # sigmoid * softplus >= 0: a gated network never predicts below the zero level
+    assert (out >= torch.tensor(ZERO_LEVEL)).all()
+
+
+def _constant_gated(logit: float) -> tuple[Seq2Point, list[float]]:
+    """A gated network whose last layer ignores its input: power biases, then logit biases."""
+    model = Seq2Point(11, 3, gated=True, zero_level=ZERO_LEVEL, **SMALL).eval()
+    power = [-1.0, 0.0, 2.5]
+    last = model.head[-1]
+    assert isinstance(last, torch.nn.Linear)
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([*power, logit, logit, logit]))
+    return model, power
+
+
+def test_gated_output_is_the_zero_level_when_off() -> None:
+    model, _ = _constant_gated(-1e4)
+    out = model(torch.randn(5, 11))
+    assert torch.equal(out, torch.tensor(ZERO_LEVEL).expand(5, 3))
+
+
+def test_gated_output_is_softplus_power_plus_zero_level_when_on() -> None:
+    model, power = _constant_gated(1e4)
+    out = model(torch.randn(5, 11))
+    expected = [math.log1p(math.exp(p)) + z for p, z in zip(power, ZERO_LEVEL, strict=True)]
+    torch.testing.assert_close(out, torch.tensor(expected).expand(5, 3), rtol=0, atol=1e-6)
+    _, logits = model.parts(torch.randn(2, 11))
+    assert logits is not None and torch.equal(logits, torch.full((2, 3), 1e4))
+
+
+@pytest.mark.parametrize("zero_level", [None, (0.0, 0.0)], ids=["missing", "too-short"])
+def test_gated_needs_one_zero_level_per_output(zero_level: tuple[float, ...] | None) -> None:
+    with pytest.raises(ValueError, match="needs one zero_level per output"):
+        Seq2Point(11, 3, gated=True, zero_level=zero_level, **SMALL)
+
+
+def _gated_module(on_loss_weight: float = 1.0, seed: int = 0) -> Seq2PointModule:
+    torch.manual_seed(seed)
+    return Seq2PointModule(
+        11,
+        ["kettle", "microwave"],
+        target_std=[25.0, 2.0],
+        target_mean=[50.0, 10.0],
+        on_threshold_w=[100.0, 15.0],
+        gated=True,
+        on_loss_weight=on_loss_weight,
+        dropout=0.0,
+        **SMALL,
+    )
+
+
+def test_on_threshold_and_zero_level_in_z_scores() -> None:
+    module = _gated_module()
+    # (100 - 50) / 25 = 2 ; (15 - 10) / 2 = 2.5
+    assert torch.equal(module.on_threshold_z, torch.tensor([2.0, 2.5]))
+    # 0 W as a z-score: -50 / 25 = -2 ; -10 / 2 = -5
+    assert torch.equal(module.net.zero_level, torch.tensor([-2.0, -5.0]))
+
+
+def test_gated_loss_adds_the_on_off_classification_term() -> None:
+    without, weighted = _gated_module(on_loss_weight=0.0), _gated_module(on_loss_weight=1.0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(without.state_dict().values(), weighted.state_dict().values(), strict=True)
+    )
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 11, generator=generator)
+    y = 3.0 * torch.randn(32, 2, generator=generator)
+
+    loss0, prediction = without.compute_loss(x, y)
+    loss1, _ = weighted.compute_loss(x, y)
+    assert loss0.item() < loss1.item()
+    # without the on/off term it is the plain regression loss
+    assert loss0.item() == pytest.approx(((prediction - y) ** 2).mean().item(), rel=1e-6)
+
+    _, logits = weighted.net.parts(x)
+    assert logits is not None
+    on = y > torch.tensor([2.0, 2.5])
+    assert 0 < on.sum() < on.numel()
+    p = torch.sigmoid(logits.double())
+    bce = -(torch.where(on, p.log(), (1 - p).log())).mean()
+    assert loss1.item() - loss0.item() == pytest.approx(bce.item(), rel=1e-4)
+
+
+def test_gated_module_exports_to_onnx_with_parity(tmp_path: Path) -> None:
+    module = _gated_module(seed=3).eval()
+    example = torch.randn(16, 11, generator=torch.Generator().manual_seed(4)).numpy()
+    path = tmp_path / "model.onnx"
+    export_onnx(module, example, path, "mains", "power")
+    runtime = OnnxModel(path)
+    for size in (1, 16):
+        batch = example[:size]
+        with torch.no_grad():
+            expected = module(torch.from_numpy(batch)).numpy()
+        got = runtime.run(batch)
+        assert got.shape == (size, 2)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- reproducibility
+
+
+def _seeded_module(seed: int) -> Seq2PointModule:
+    seed_everything(seed)
+    return Seq2PointModule(11, ["a", "b"], [1.0, 1.0], dropout=0.2, **SMALL)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(p, q)
+        for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_seeded_modules_start_and_train_identically() -> None:
+    first, second = _seeded_module(7), _seeded_module(7)
+    assert _same_weights(first, second)
+    assert not _same_weights(first, _seeded_module(8))
+    initial = {k: v.clone() for k, v in first.state_dict().items()}
+
+    x = torch.randn(32, 11, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    for module in (first, second):
+        seed_everything(7)  # dropout masks come from the global generator
+        module.train()
+        optimiser = module.configure_optimizers()
+        for _ in range(3):
+            optimiser.zero_grad()
+            loss, _ = module.compute_loss(x, y)
+            loss.backward()
+            optimiser.step()
+
+    assert _same_weights(first, second)
+    assert any(not torch.equal(initial[k], v) for k, v in first.state_dict().items())

@@ -76,8 +76,10 @@ class ActivationInjector:
                 length = trace.shape[0]
                 # Place the activation so that it covers the midpoint about half of the time:
                 # the network must learn *when* the appliance is on, not only that it ran.
-                first = max(0, mid - 2 * length + 1)
-                last = min(window - length, mid + length)
+                # The `length` covering starts are mid - length + 1 .. mid; as many again that
+                # miss it are split either side (before clipping to the window).
+                first = max(0, mid - length - length // 2 + 1)
+                last = min(window - length, mid + length - length // 2)
                 start = int(self.rng.integers(first, last + 1))
                 windows[row, start : start + length] += trace / agg_std
                 if start <= mid < start + length:

@@ -102,7 +102,11 @@ def oversample_active(
     active = (midpoint_w > np.asarray(on_threshold_w, dtype=np.float32)).any(axis=1)
     repeated = [dataset.starts] + [dataset.starts[active]] * (factor - 1)
     return WindowBatches(
-        dataset.aggregate, dataset.targets, np.concatenate(repeated), dataset.window
+        dataset.aggregate,
+        dataset.targets,
+        np.concatenate(repeated),
+        dataset.window,
+        augment=dataset.augment,
     )
 
 

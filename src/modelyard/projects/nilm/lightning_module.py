@@ -15,6 +15,9 @@ _LOSSES: dict[str, nn.Module] = {"mse": nn.MSELoss(), "l1": nn.L1Loss(), "huber"
 class Seq2PointModule(L.LightningModule):
     """Trains seq2point on normalised targets; also logs validation MAE in watts for people."""
 
+    target_std: torch.Tensor
+    on_threshold_z: torch.Tensor
+
     def __init__(
         self,
         window: int,
@@ -27,23 +30,51 @@ class Seq2PointModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         loss: str = "mse",
+        gated: bool = False,
+        target_mean: Sequence[float] | None = None,
+        on_threshold_w: Sequence[float] | None = None,
+        on_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if loss not in _LOSSES:
             raise ValueError(f"model.loss must be one of {sorted(_LOSSES)}, got {loss!r}")
         self.save_hyperparameters()
-        self.net = Seq2Point(window, len(appliances), channels, kernels, hidden, dropout)
+        std = torch.tensor(list(target_std), dtype=torch.float32)
+        mean = torch.tensor(list(target_mean or [0.0] * len(appliances)), dtype=torch.float32)
+        thresholds = torch.tensor(list(on_threshold_w or [0.0] * len(appliances)))
+        self.net = Seq2Point(
+            window,
+            len(appliances),
+            channels,
+            kernels,
+            hidden,
+            dropout,
+            gated=gated,
+            zero_level=(-mean / std).tolist(),
+        )
         self.loss_fn = _LOSSES[loss]
-        self.register_buffer("target_std", torch.tensor(list(target_std), dtype=torch.float32))
+        self.on_loss = nn.BCEWithLogitsLoss()
+        self.register_buffer("target_std", std)
+        # "On" in z-score units, to label the on/off head from the normalised targets.
+        self.register_buffer("on_threshold_z", (thresholds - mean) / std)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         return self.net(windows)  # type: ignore[no-any-return]
+
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training loss and the prediction it was computed from."""
+        prediction, logits = self.net.parts(x)
+        loss: torch.Tensor = self.loss_fn(prediction, y)
+        if logits is not None:
+            labels = (y > self.on_threshold_z).float()
+            loss = loss + self.hparams["on_loss_weight"] * self.on_loss(logits, labels)
+        return loss, prediction
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         x, y = batch
-        loss: torch.Tensor = self.loss_fn(self(x), y)
+        loss, _ = self.compute_loss(x, y)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
 
@@ -54,8 +85,8 @@ class Seq2PointModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        prediction = self(x)
-        self.log("val_loss", self.loss_fn(prediction, y), prog_bar=True, batch_size=len(x))
+        loss, prediction = self.compute_loss(x, y)
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(x))
         mae_w = ((prediction - y).abs() * self.target_std).mean()
         self.log("val_mae_w", mae_w, prog_bar=True, batch_size=len(x))
         # Targets are z-scores around the training mean, so |y| is the error of the

@@ -3,6 +3,12 @@
 One network predicts every configured appliance at once (one output per appliance): the
 convolutional features of the mains window are shared, which costs one forward pass instead of one
 per appliance.
+
+With ``gated=True`` each appliance gets two heads (as in subtask-gated networks, Shin et al.,
+AAAI 2019): an on/off logit and a non-negative power; the output is ``sigmoid(logit) * power``,
+expressed as a z-score (``zero_level`` is the z-score of 0 W). The on/off head is trained with its
+own classification loss, which keeps learning rare appliances that a regression loss alone would
+rather predict as "always off".
 """
 
 from collections.abc import Sequence
@@ -14,6 +20,8 @@ from torch import nn
 class Seq2Point(nn.Module):
     """Conv1d stack (valid padding, ReLU) -> dense -> one output per appliance."""
 
+    zero_level: torch.Tensor
+
     def __init__(
         self,
         window: int,
@@ -22,8 +30,14 @@ class Seq2Point(nn.Module):
         kernels: Sequence[int] = (10, 8, 6, 5, 5),
         hidden: int = 1024,
         dropout: float = 0.1,
+        gated: bool = False,
+        zero_level: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        if gated and (zero_level is None or len(zero_level) != n_outputs):
+            raise ValueError("a gated seq2point needs one zero_level per output")
+        self.gated = gated
+        self.n_outputs = n_outputs
         if len(channels) != len(kernels) or not channels:
             raise ValueError("model.channels and model.kernels must be non-empty and equally long")
         length = window - sum(k - 1 for k in kernels)
@@ -44,9 +58,21 @@ class Seq2Point(nn.Module):
             nn.Linear(in_channels * length, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden, n_outputs),
+            nn.Linear(hidden, 2 * n_outputs if gated else n_outputs),
         )
+        self.register_buffer(
+            "zero_level", torch.tensor(list(zero_level or [0.0] * n_outputs), dtype=torch.float32)
+        )
+
+    def parts(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised power and, when gated, the on/off logits (batch, n_outputs) each."""
+        raw: torch.Tensor = self.head(self.features(windows.unsqueeze(1)))
+        if not self.gated:
+            return raw, None
+        power, logit = raw[:, : self.n_outputs], raw[:, self.n_outputs :]
+        gated = torch.sigmoid(logit) * nn.functional.softplus(power) + self.zero_level
+        return gated, logit
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """(batch, window) normalised mains -> (batch, n_outputs) normalised appliance power."""
-        return self.head(self.features(windows.unsqueeze(1)))  # type: ignore[no-any-return]
+        return self.parts(windows)[0]

@@ -114,6 +114,12 @@ class NilmTask(Task):
                 lr=float(model_cfg.lr),
                 weight_decay=float(model_cfg.weight_decay),
                 loss=str(model_cfg.loss),
+                gated=bool(model_cfg.get("gated", False)),
+                target_mean=datamodule.normalisation.target_mean,
+                on_threshold_w=[
+                    float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances
+                ],
+                on_loss_weight=float(model_cfg.get("on_loss_weight", 1.0)),
             )
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from exc
