@@ -8,17 +8,13 @@ on/off F1, then checks the targets of the NILM issue: MAE ratio <= 0.5 for every
 kettle F1 >= 0.8. Results are written as JSON under ``benchmarks/results/``.
 """
 
-import argparse
-import json
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
-from modelyard.core.config import load_config
-from modelyard.stages import evaluate, fetch, prepare, train
+from bench_common import parser, prepared_config, write_results
+from modelyard.stages import evaluate, train
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MAX_MAE_RATIO = 0.5
 MIN_KETTLE_F1 = 0.8
 
@@ -52,18 +48,8 @@ def targets_met(overall: dict[str, Any]) -> dict[str, bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, help="NILM data directory or URL")
-    parser.add_argument("--workdir", default=".modelyard-bench", help="modelyard working dir")
-    parser.add_argument("--name", default="nilm_accuracy", help="results file name")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides")
-    args = parser.parse_args()
-    overrides = list(args.overrides)
-    if not any(o.startswith("experiment=") for o in overrides):
-        overrides.insert(0, "experiment=baseline")
-    cfg = load_config([*overrides, f"paths.workdir={args.workdir}"])
-    fetch.run(cfg, source=args.source, progress=False)
-    prepare.run(cfg)
+    args = parser(__doc__.splitlines()[0], "nilm_accuracy").parse_args()
+    cfg, overrides = prepared_config(args)
     started = time.perf_counter()
     trained = train.run(cfg)
     train_s = time.perf_counter() - started
@@ -75,24 +61,20 @@ def main() -> None:
     print(table(overall))
     for target, ok in met.items():
         print(f"  [{'x' if ok else ' '}] {target}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(
-        json.dumps(
-            {
-                "overrides": overrides,
-                "train_houses": list(cfg.project.data.train_houses),
-                "test_houses": list(cfg.project.data.test_houses),
-                "train_seconds": train_s,
-                "epochs": trained.epochs,
-                "machine": platform.processor() or platform.machine(),
-                "run": str(trained.run_dir),
-                "metrics": str(path),
-                "overall": overall,
-                "targets": met,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.name,
+        {
+            "overrides": overrides,
+            "train_houses": list(cfg.project.data.train_houses),
+            "test_houses": list(cfg.project.data.test_houses),
+            "train_seconds": train_s,
+            "epochs": trained.epochs,
+            "machine": platform.processor() or platform.machine(),
+            "run": str(trained.run_dir),
+            "metrics": str(path),
+            "overall": overall,
+            "targets": met,
+        },
     )
 
 

@@ -14,24 +14,19 @@ process (so machine noise hits both):
 Overhead = 1 - pipeline / tight loop. Target: at most 10 %.
 """
 
-import argparse
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from modelyard.core.config import load_config
+from bench_common import parser, prepared_config, write_results
 from modelyard.core.seeding import seed_everything
+from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.registry import load_task
-from modelyard.stages import fetch, prepare
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class BatchClock(L.Callback):
@@ -86,8 +81,7 @@ def tight_loop_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
     model.train()
     optimiser = model.configure_optimizers()
     assert isinstance(optimiser, torch.optim.Optimizer)
-    loss_fn = model.loss_fn
-    assert isinstance(loss_fn, torch.nn.Module)
+    assert isinstance(model, Seq2PointModule)
     first_x, first_y = next(iter(datamodule.train_dataloader()))
     x, y = first_x.clone(), first_y.clone()
     clip = float(cfg.trainer.gradient_clip_val or 0.0)
@@ -96,8 +90,8 @@ def tight_loop_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
         if step == warmup:
             started = time.perf_counter()
         optimiser.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
+        loss, _ = model.compute_loss(x, y)  # the module's own loss, exactly as in training
+        loss.backward()  # type: ignore[no-untyped-call]
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimiser.step()
@@ -105,22 +99,12 @@ def tight_loop_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, help="NILM data directory or URL")
-    parser.add_argument("--workdir", default=".modelyard-bench", help="modelyard working dir")
-    parser.add_argument("--batches", type=int, default=60, help="timed batches per repeat")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed batches per repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats")
-    parser.add_argument("--name", default="train_throughput", help="results file name")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides")
-    args = parser.parse_args()
-    overrides = list(args.overrides)
-    if not any(o.startswith("experiment=") for o in overrides):
-        overrides.insert(0, "experiment=baseline")
-    cfg = load_config([*overrides, f"paths.workdir={args.workdir}"])
-    fetch.run(cfg, source=args.source, progress=False)
-    if not Path(cfg.paths.prepared, "prepare.json").is_file():
-        prepare.run(cfg)
+    arguments = parser(__doc__.splitlines()[0], "train_throughput")
+    arguments.add_argument("--batches", type=int, default=60, help="timed batches per repeat")
+    arguments.add_argument("--warmup", type=int, default=5, help="untimed batches per repeat")
+    arguments.add_argument("--repeats", type=int, default=3, help="alternating repeats")
+    args = arguments.parse_args()
+    cfg, overrides = prepared_config(args)
     seed_everything(int(cfg.seed), int(cfg.trainer.get("num_threads", 0)))
     pipeline, tight = [], []
     for _ in range(args.repeats):
@@ -135,21 +119,17 @@ def main() -> None:
     print(f"tight loop : {t:10.0f} windows/s  (runs: {[round(v) for v in tight]})")
     print(f"pipeline   : {p:10.0f} windows/s  (runs: {[round(v) for v in pipeline]})")
     print(f"overhead   : {overhead:10.1%}  (target <= 10 %)")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(
-        json.dumps(
-            {
-                "overrides": overrides,
-                "batch_size": int(cfg.project.data.batch_size),
-                "threads": torch.get_num_threads(),
-                "machine": platform.processor() or platform.machine(),
-                "tight_loop_windows_per_s": tight,
-                "pipeline_windows_per_s": pipeline,
-                "overhead": overhead,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.name,
+        {
+            "overrides": overrides,
+            "batch_size": int(cfg.project.data.batch_size),
+            "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(),
+            "tight_loop_windows_per_s": tight,
+            "pipeline_windows_per_s": pipeline,
+            "overhead": overhead,
+        },
     )
 
 

@@ -9,7 +9,11 @@ from torch import nn
 
 from modelyard.projects.nilm.model import Seq2Point
 
-_LOSSES: dict[str, nn.Module] = {"mse": nn.MSELoss(), "l1": nn.L1Loss(), "huber": nn.HuberLoss()}
+_LOSSES: dict[str, nn.Module] = {
+    "mse": nn.MSELoss(reduction="none"),
+    "l1": nn.L1Loss(reduction="none"),
+    "huber": nn.HuberLoss(reduction="none"),
+}
 
 
 class Seq2PointModule(L.LightningModule):
@@ -34,6 +38,8 @@ class Seq2PointModule(L.LightningModule):
         target_mean: Sequence[float] | None = None,
         on_threshold_w: Sequence[float] | None = None,
         on_loss_weight: float = 1.0,
+        on_power_weight: float = 0.0,
+        hard_gate: bool = False,
     ) -> None:
         super().__init__()
         if loss not in _LOSSES:
@@ -51,6 +57,7 @@ class Seq2PointModule(L.LightningModule):
             dropout,
             gated=gated,
             zero_level=(-mean / std).tolist(),
+            hard_gate=hard_gate,
         )
         self.loss_fn = _LOSSES[loss]
         self.on_loss = nn.BCEWithLogitsLoss()
@@ -62,12 +69,21 @@ class Seq2PointModule(L.LightningModule):
         return self.net(windows)  # type: ignore[no-any-return]
 
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training loss and the prediction it was computed from."""
-        prediction, logits = self.net.parts(x)
-        loss: torch.Tensor = self.loss_fn(prediction, y)
-        if logits is not None:
-            labels = (y > self.on_threshold_z).float()
-            loss = loss + self.hparams["on_loss_weight"] * self.on_loss(logits, labels)
+        """Training loss and the prediction it was computed from.
+
+        Plain: the regression loss of the prediction. Gated: plus ``on_loss_weight`` times the
+        on/off classification loss, plus ``on_power_weight`` times the regression loss of the
+        power head on the readings where the appliance is truly on (its amplitude is then
+        learnt from on-readings only, however rare they are).
+        """
+        prediction, logits, power_if_on = self.net.gated_parts(x)
+        loss: torch.Tensor = self.loss_fn(prediction, y).mean()
+        if logits is not None and power_if_on is not None:
+            on = y > self.on_threshold_z
+            loss = loss + self.hparams["on_loss_weight"] * self.on_loss(logits, on.float())
+            if self.hparams["on_power_weight"] > 0 and bool(on.any()):
+                on_error = self.loss_fn(power_if_on, y)[on].mean()
+                loss = loss + self.hparams["on_power_weight"] * on_error
         return loss, prediction
 
     def training_step(

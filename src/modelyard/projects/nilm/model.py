@@ -4,7 +4,8 @@ One network predicts every configured appliance at once (one output per applianc
 convolutional features of the mains window are shared, which costs one forward pass instead of one
 per appliance.
 
-With ``gated=True`` each appliance gets two heads (as in subtask-gated networks, Shin et al.,
+With ``gated=True`` (and ``hard_gate=True`` at inference: on or off, nothing in between) each
+appliance gets two heads (as in subtask-gated networks, Shin et al.,
 AAAI 2019): an on/off logit and a non-negative power; the output is ``sigmoid(logit) * power``,
 expressed as a z-score (``zero_level`` is the z-score of 0 W). The on/off head is trained with its
 own classification loss, which keeps learning rare appliances that a regression loss alone would
@@ -32,11 +33,13 @@ class Seq2Point(nn.Module):
         dropout: float = 0.1,
         gated: bool = False,
         zero_level: Sequence[float] | None = None,
+        hard_gate: bool = False,
     ) -> None:
         super().__init__()
         if gated and (zero_level is None or len(zero_level) != n_outputs):
             raise ValueError("a gated seq2point needs one zero_level per output")
         self.gated = gated
+        self.hard_gate = hard_gate
         self.n_outputs = n_outputs
         if len(channels) != len(kernels) or not channels:
             raise ValueError("model.channels and model.kernels must be non-empty and equally long")
@@ -66,12 +69,26 @@ class Seq2Point(nn.Module):
 
     def parts(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Normalised power and, when gated, the on/off logits (batch, n_outputs) each."""
+        prediction, logit, _ = self.gated_parts(windows)
+        return prediction, logit
+
+    def gated_parts(
+        self, windows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Like :meth:`parts`, plus the power head alone: the power *if* the appliance is on."""
         raw: torch.Tensor = self.head(self.features(windows.unsqueeze(1)))
         if not self.gated:
-            return raw, None
+            return raw, None, None
         power, logit = raw[:, : self.n_outputs], raw[:, self.n_outputs :]
-        gated = torch.sigmoid(logit) * nn.functional.softplus(power) + self.zero_level
-        return gated, logit
+        power_if_on = nn.functional.softplus(power)
+        if self.hard_gate and not self.training:
+            # At inference an appliance is either on (full predicted power) or off (0 W): a
+            # 20 % on-probability must not leak 20 % of a kettle's power into every minute.
+            gate = (logit > 0).to(power_if_on.dtype)
+        else:
+            gate = torch.sigmoid(logit)
+        gated = gate * power_if_on + self.zero_level
+        return gated, logit, power_if_on + self.zero_level
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """(batch, window) normalised mains -> (batch, n_outputs) normalised appliance power."""

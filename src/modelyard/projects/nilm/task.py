@@ -10,14 +10,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 from modelyard.core.bundle import TensorSpec
-from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.errors import ConfigError
 from modelyard.projects.base import Predictor, Task
 from modelyard.projects.nilm.datamodule import NilmDataModule
-from modelyard.projects.nilm.inference import predict_series
+from modelyard.projects.nilm.evaluation import evaluate_houses
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
-from modelyard.projects.nilm.metrics import score_appliance
 from modelyard.projects.nilm.normalisation import Normalisation
-from modelyard.projects.nilm.plots import busiest_days, plot_day
+from modelyard.projects.nilm.plots import busiest_days
 from modelyard.projects.nilm.preparation import PreparedHouse, prepare_house
 from modelyard.projects.nilm.readers import csv_files
 from modelyard.projects.nilm.sources import iter_raw_houses
@@ -120,6 +119,8 @@ class NilmTask(Task):
                     float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances
                 ],
                 on_loss_weight=float(model_cfg.get("on_loss_weight", 1.0)),
+                on_power_weight=float(model_cfg.get("on_power_weight", 0.0)),
+                hard_gate=bool(model_cfg.get("hard_gate", False)),
             )
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from exc
@@ -208,100 +209,15 @@ class NilmTask(Task):
         source: Path | None,
         output_dir: Path,
     ) -> dict[str, Any]:
-        window = int(preprocessing["window"])
-        appliances = list(preprocessing["appliances"])
-        norm = Normalisation.from_json(preprocessing["normalisation"])
-        thresholds = {a: float(v) for a, v in preprocessing["on_threshold_w"].items()}
-        houses = self._evaluation_houses(source)
-        if not houses:
-            raise DataError("no houses to evaluate on")
-        per_house: dict[str, Any] = {}
-        pooled_true, pooled_pred = [], []
-        for house in houses:
-            missing = [a for a in appliances if a not in house.appliances]
-            if missing:
-                raise DataError(f"house {house.name!r} has no ground truth for {missing}")
-            columns = [house.appliances.index(a) for a in appliances]
-            truth = house.targets[:, columns]
-            predicted = predict_series(house.aggregate, predictor, norm, window)
-            centres = valid_window_starts(house.valid, window) + window // 2
-            if centres.size == 0:
-                raise DataError(f"house {house.name!r} has no gap-free window of {window} readings")
-            pooled_true.append(truth[centres])
-            pooled_pred.append(predicted[centres])
-            per_house[house.name] = {
-                "windows": int(centres.size),
-                "start": str(np.datetime64(int(house.times[0]), "ns")),
-                "end": str(np.datetime64(int(house.times[-1]), "ns")),
-                "appliances": _score(
-                    truth[centres], predicted[centres], appliances, norm, thresholds
-                ),
-                "plots": self._plot(house, truth, predicted, appliances, output_dir),
-            }
-        overall = _score(
-            np.concatenate(pooled_true), np.concatenate(pooled_pred), appliances, norm, thresholds
+        metrics = evaluate_houses(
+            self._evaluation_houses(source),
+            predictor,
+            preprocessing,
+            output_dir,
+            plot_days=int(self.cfg.project.evaluation.plot_days),
         )
         return {
             "task": "nilm",
             "source": str(source) if source is not None else str(self.cfg.paths.prepared),
-            "window": window,
-            "interval_s": int(preprocessing["interval_s"]),
-            "overall": overall,
-            "houses": per_house,
+            **metrics,
         }
-
-    def _plot(
-        self,
-        house: PreparedHouse,
-        truth: np.ndarray,
-        predicted: np.ndarray,
-        appliances: list[str],
-        output_dir: Path,
-    ) -> list[str]:
-        days = busiest_days(
-            house.times,
-            np.where(house.valid[:, None], truth, 0.0),
-            int(self.cfg.project.evaluation.plot_days),
-        )
-        return [
-            str(
-                plot_day(
-                    output_dir / "plots" / f"{house.name}_{day}.png",
-                    day,
-                    house.times,
-                    house.aggregate,
-                    truth,
-                    predicted,
-                    appliances,
-                    f"{house.name} {day}: predicted vs true power",
-                )
-            )
-            for day in days
-        ]
-
-
-def _score(
-    truth: np.ndarray,
-    predicted: np.ndarray,
-    appliances: list[str],
-    norm: Normalisation,
-    thresholds: dict[str, float],
-) -> dict[str, Any]:
-    """Model, mean-predictor and always-off scores side by side for every appliance.
-
-    The mean predictor is the baseline the targets refer to; "always off" is reported too
-    because for a rarely used appliance it is a much stronger baseline than the mean.
-    """
-    scores: dict[str, Any] = {}
-    for j, name in enumerate(appliances):
-        model = score_appliance(truth[:, j], predicted[:, j], thresholds[name])
-        mean = np.full(truth.shape[0], norm.target_mean[j], dtype=np.float32)
-        baseline = score_appliance(truth[:, j], mean, thresholds[name])
-        always_off = score_appliance(truth[:, j], np.zeros_like(mean), thresholds[name])
-        scores[name] = {
-            "model": model.to_json(),
-            "baseline_mean": baseline.to_json(),
-            "baseline_off": always_off.to_json(),
-            "mae_ratio_to_baseline": model.mae_w / baseline.mae_w if baseline.mae_w else None,
-        }
-    return scores

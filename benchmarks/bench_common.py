@@ -1,0 +1,41 @@
+"""What every benchmark script shares: arguments, a prepared configuration, the results folder."""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from modelyard.core.config import load_config
+from modelyard.stages import fetch, prepare
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(description: str, name: str) -> argparse.ArgumentParser:
+    """Arguments common to the benchmarks; scripts add their own."""
+    result = argparse.ArgumentParser(description=description)
+    result.add_argument("--source", required=True, help="NILM data directory or URL")
+    result.add_argument("--workdir", default=".modelyard-bench", help="modelyard working dir")
+    result.add_argument("--name", default=name, help="results file name (without .json)")
+    result.add_argument("overrides", nargs="*", help="Hydra overrides")
+    return result
+
+
+def prepared_config(args: argparse.Namespace) -> tuple[DictConfig, list[str]]:
+    """Compose the config (``experiment=baseline`` unless overridden), fetch and prepare data."""
+    overrides = list(args.overrides)
+    if not any(o.startswith("experiment=") for o in overrides):
+        overrides.insert(0, "experiment=baseline")
+    cfg = load_config([*overrides, f"paths.workdir={args.workdir}"])
+    fetch.run(cfg, source=args.source, progress=False)
+    prepare.run(cfg)
+    return cfg, overrides
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
