@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 from omegaconf import DictConfig
 
 from modelyard.core.bundle import Bundle, load_bundle
@@ -18,6 +19,7 @@ from modelyard.projects.nilm.storage import load_house
 from modelyard.serving.launcher import running_server
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages import evaluate, export, fetch, prepare, train
+from modelyard.stages.export import ExportError
 from modelyard.stages.train import TrainResult
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -66,10 +68,12 @@ def test_fetch_and_prepare_cover_both_houses(pipeline: Pipeline) -> None:
 def test_training_run_is_complete_and_reproducible_on_disk(pipeline: Pipeline) -> None:
     run_dir = pipeline.trained.run_dir
     assert pipeline.trained.checkpoint.is_file()
-    saved = (run_dir / "config.yaml").read_text()
-    assert "experiment" not in saved or "quick" in saved
-    assert load_config(["experiment=quick"]).model.hidden == 128
-    assert "hidden: 128" in saved
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # the resolved config, with the quick experiment's overrides applied and paths resolved
+    assert saved["model"]["hidden"] == pipeline.cfg.model.hidden == 128
+    assert saved["trainer"]["limit_train_batches"] == 60
+    assert saved["paths"]["prepared"] == str(pipeline.cfg.paths.prepared)
+    assert "${" not in (run_dir / "config.yaml").read_text()
     summary = json.loads((run_dir / "train.json").read_text())
     assert len(summary["data_fingerprint"]) == 64
     assert (run_dir / "logs" / "metrics.csv").is_file()
@@ -157,3 +161,11 @@ def test_real_server_answers_like_offline_inference(pipeline: Pipeline) -> None:
     for j, name in enumerate(APPLIANCES):
         assert len(body["appliances"][name]) == 1440
         np.testing.assert_allclose(body["appliances"][name], expected[:, j], atol=0.01)
+
+
+def test_export_refuses_a_model_beyond_tolerance(pipeline: Pipeline, tmp_path: Path) -> None:
+    target = tmp_path / "bundle"
+    with pytest.raises(ExportError, match="differs from the trained model"):
+        export.run(pipeline.cfg, run_dir=pipeline.trained.run_dir, output=target, tolerance=-1.0)
+    assert not target.exists()
+    assert not list(tmp_path.iterdir())  # no staging directory left behind either

@@ -17,9 +17,10 @@ def _epoch_means(metrics_csv: Path) -> dict[str, dict[int, float]]:
             epoch = row.get("epoch")
             if not epoch:
                 continue
-            for key in ("train_loss_epoch", "val_loss"):
+            for key in ("train_loss", "train_loss_epoch", "val_loss"):
                 if row.get(key):
-                    sums[key][int(float(epoch))].append(float(row[key]))
+                    name = "train_loss" if key.startswith("train") else key
+                    sums[name][int(float(epoch))].append(float(row[key]))
     return {k: {e: sum(v) / len(v) for e, v in per.items()} for k, per in sums.items()}
 
 
@@ -31,7 +32,7 @@ def plot_training_curves(metrics_csv: Path, output: Path) -> Path | None:
     if not curves:
         return None
     figure, axis = plt.subplots(figsize=(7, 4))
-    for key, label in (("train_loss_epoch", "training"), ("val_loss", "validation")):
+    for key, label in (("train_loss", "training"), ("val_loss", "validation")):
         if key in curves:
             epochs = sorted(curves[key])
             axis.plot(epochs, [curves[key][e] for e in epochs], marker="o", label=label)

@@ -59,28 +59,49 @@ class ActivationInjector:
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
+        self._padded = [_pad(pool) for pool in self.activations]
 
     def __call__(self, windows: np.ndarray, targets: np.ndarray) -> None:
+        """Vectorised per appliance: no Python loop over the injected rows."""
         batch, window = windows.shape
         mid = window // 2
-        agg_std = self.normalisation.aggregate_std
-        for j, pool in enumerate(self.activations):
-            if not pool:
+        for j, (traces, lengths) in enumerate(self._padded):
+            if lengths.size == 0:
                 continue
             rows = np.flatnonzero(self.rng.random(batch) < self.probability)
-            picks = self.rng.integers(0, len(pool), size=rows.size)
-            scales = self.rng.uniform(*self.scale_range, size=rows.size)
-            target_std = self.normalisation.target_std[j]
-            for row, pick, scale in zip(rows, picks, scales, strict=True):
-                trace = pool[pick] * np.float32(scale)
-                length = trace.shape[0]
-                # Place the activation so that it covers the midpoint about half of the time:
-                # the network must learn *when* the appliance is on, not only that it ran.
-                # The `length` covering starts are mid - length + 1 .. mid; as many again that
-                # miss it are split either side (before clipping to the window).
-                first = max(0, mid - length - length // 2 + 1)
-                last = min(window - length, mid + length - length // 2)
-                start = int(self.rng.integers(first, last + 1))
-                windows[row, start : start + length] += trace / agg_std
-                if start <= mid < start + length:
-                    targets[row, j] += trace[mid - start] / target_std
+            if rows.size == 0:
+                continue
+            picks = self.rng.integers(0, lengths.size, size=rows.size)
+            scales = self.rng.uniform(*self.scale_range, size=rows.size).astype(np.float32)
+            length = lengths[picks]
+            # Place each activation so that it covers the midpoint about half of the time: the
+            # network must learn *when* the appliance is on, not only that it ran. The `length`
+            # covering starts are mid - length + 1 .. mid; as many again that miss it are split
+            # either side (before clipping to the window).
+            first = np.maximum(0, mid - length - length // 2 + 1)
+            last = np.minimum(window - length, mid + length - length // 2)
+            start = self.rng.integers(first, last + 1)
+            scaled = traces[picks] * scales[:, None]
+            offsets = np.arange(traces.shape[1])
+            inside = offsets < length[:, None]
+            columns = start[:, None] + offsets
+            row_index = np.broadcast_to(rows[:, None], columns.shape)
+            # Each (row, column) pair occurs once per appliance, so a plain fancy += is exact.
+            windows[row_index[inside], columns[inside]] += (
+                scaled[inside] / self.normalisation.aggregate_std
+            )
+            covers = (start <= mid) & (mid < start + length)
+            targets[rows[covers], j] += (
+                scaled[covers, mid - start[covers]] / self.normalisation.target_std[j]
+            )
+
+
+def _pad(pool: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Activations of varying length as one zero-padded (n, longest) array plus their lengths."""
+    if not pool:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    lengths = np.array([trace.shape[0] for trace in pool], dtype=np.int64)
+    padded = np.zeros((len(pool), int(lengths.max())), dtype=np.float32)
+    for k, trace in enumerate(pool):
+        padded[k, : trace.shape[0]] = trace
+    return padded, lengths
