@@ -139,9 +139,23 @@ def test_predict_series_several_appliances_and_short_series() -> None:
 
     aggregate = np.array([3.0, -1.0])  # shorter than the window: padding still gives one row each
     watts = predict_series(aggregate, two_outputs, norm, window=7)
-    # column 0: z;      3 -> 3, -1 -> clipped to 0
-    # column 1: -z*2+100: 3 -> 94, -1 -> 102
-    np.testing.assert_allclose(watts, [[3.0, 94.0], [0.0, 102.0]], rtol=1e-6)
+    # column 0: z;        3 -> 3, -1 -> clipped to 0
+    # column 1: -z*2+100: 3 -> 94 -> clipped to the mains reading 3; -1 -> 102 -> mains 0
+    np.testing.assert_allclose(watts, [[3.0, 3.0], [0.0, 0.0]], rtol=1e-6)
+
+
+def test_predict_series_never_exceeds_the_mains_reading() -> None:
+    norm = Normalisation(
+        aggregate_mean=0.0, aggregate_std=1.0, target_mean=(500.0,), target_std=(1.0,)
+    )
+
+    def constant(windows: np.ndarray) -> np.ndarray:
+        return np.zeros((windows.shape[0], 1), dtype=np.float32)  # always 500 W
+
+    aggregate = np.array([100.0, 800.0, 450.0, -20.0, 2000.0])
+    watts = predict_series(aggregate, constant, norm, window=3)
+    # min(500, max(mains, 0)) for each reading
+    np.testing.assert_allclose(watts[:, 0], [100.0, 500.0, 450.0, 0.0, 500.0])
 
 
 def test_predict_series_rejects_bad_window() -> None:

@@ -20,8 +20,9 @@ def predict_series(
 ) -> np.ndarray:
     """Return (len(aggregate_w), appliances) predicted watts, one row per mains reading.
 
-    The series is edge-padded so the output has the input's length (see ``pad_edges``); predicted
-    power is clipped at 0 because an appliance cannot produce power.
+    The series is edge-padded so the output has the input's length (see ``pad_edges``).
+    Predicted power is clipped to [0, mains reading]: an appliance cannot produce power, nor draw
+    more than the whole house (measured on UK-DALE house 2 this lowers every appliance's MAE).
     """
     check_window(window)
     normalised = normalisation.normalise_aggregate(
@@ -33,5 +34,6 @@ def predict_series(
         for start in range(0, windows.shape[0], batch_size)
     ]
     scores = np.concatenate(outputs, axis=0)
-    watts: np.ndarray = np.maximum(normalisation.denormalise_targets(scores), 0.0)
+    mains = np.maximum(np.asarray(aggregate_w, dtype=np.float32), 0.0)[:, None]
+    watts: np.ndarray = np.clip(normalisation.denormalise_targets(scores), 0.0, mains)
     return watts
