@@ -1,0 +1,1 @@
+"""Schema-driven tabular regression (apartment prices and other tables): config is the project."""
