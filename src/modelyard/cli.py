@@ -122,12 +122,12 @@ def evaluate(
 ) -> None:
     """Score a model next to a trivial baseline; writes metrics JSON and plots."""
     with user_errors():
+        from modelyard.projects.registry import load_task
         from modelyard.stages import evaluate as evaluate_stage
 
-        metrics, path = evaluate_stage.run(
-            _config(overrides), model=model, source=source, output=output
-        )
-        _print_json("overall", metrics.get("overall", {}))
+        cfg = _config(overrides)
+        metrics, path = evaluate_stage.run(cfg, model=model, source=source, output=output)
+        _print_json("headline", load_task(cfg).headline(metrics))
         console.print(f"metrics: {path}")
 
 

@@ -16,6 +16,10 @@ TASKS: dict[str, tuple[str, str]] = {
         "modelyard.projects.nilm.task:NilmTask",
         "modelyard.projects.nilm.serving:NilmServing",
     ),
+    "tabular": (
+        "modelyard.projects.tabular.task:TabularTask",
+        "modelyard.projects.tabular.serving:TabularServing",
+    ),
 }
 
 

@@ -185,6 +185,11 @@ class TableSchema(_Strict):
             raise ValueError(f"features listed twice: {duplicates}")
         if self.target.name in names:
             raise ValueError(f"the target {self.target.name!r} is also a feature")
+        required_numbers = {f.name for f in self.features.numeric if f.required}
+        if self.total is not None and self.total.multiply_by not in required_numbers:
+            raise ValueError(
+                f"total.multiply_by {self.total.multiply_by!r} must be a required numeric feature"
+            )
         return self
 
 

@@ -1,0 +1,70 @@
+"""Lightning DataModule for tables: prepared CSVs -> features fitted on training rows -> tensors."""
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from modelyard.projects.tabular.features import FeaturePipeline, encode_target, fit_target
+from modelyard.projects.tabular.metrics import fit_group_medians
+from modelyard.projects.tabular.schema import TableSchema
+from modelyard.projects.tabular.table_io import feature_columns, group_keys, read_prepared
+
+
+class TabularDataModule(L.LightningDataModule):
+    def __init__(self, prepared_dir: Path, schema: TableSchema, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.prepared_dir = Path(prepared_dir)
+        self.schema = schema
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pipeline: FeaturePipeline | None = None
+        self.target_params: dict[str, Any] = {}
+        self.baseline: dict[str, Any] = {}
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+
+    @property
+    def n_inputs(self) -> int:
+        assert self.pipeline is not None, "call setup() first"
+        return len(self.pipeline.output_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train = read_prepared(self.prepared_dir, "train", self.schema)
+        val = read_prepared(self.prepared_dir, "val", self.schema)
+        target = self.schema.target.name
+        self.pipeline = FeaturePipeline.fit(
+            self.schema.features, feature_columns(train, self.schema)
+        )
+        self.target_params = fit_target(self.schema.target, train[target].tolist())
+        self.baseline = {
+            "group": self.schema.baseline_group,
+            **fit_group_medians(group_keys(train, self.schema), train[target].to_numpy()),
+        }
+        self.train_set = self._tensors(train)
+        self.val_set = self._tensors(val)
+
+    def _tensors(self, frame: Any) -> TensorDataset:
+        assert self.pipeline is not None
+        x = self.pipeline.transform(feature_columns(frame, self.schema))
+        y = encode_target(self.target_params, frame[self.schema.target.name].to_numpy())
+        return TensorDataset(torch.from_numpy(x), torch.from_numpy(y.reshape(-1, 1)))
+
+    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
+        assert self.train_set is not None, "call setup() first"
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=generator,
+            drop_last=len(self.train_set) > self.batch_size,  # BatchNorm needs > 1 row
+        )
+
+    def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
+        assert self.val_set is not None, "call setup() first"
+        return DataLoader(self.val_set, batch_size=self.batch_size * 4)

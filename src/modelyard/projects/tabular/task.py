@@ -1,0 +1,212 @@
+"""The tabular task: a table schema from configuration drives reading, features, model and API."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from modelyard.core.bundle import TensorSpec
+from modelyard.core.errors import ConfigError, DataError
+from modelyard.projects.base import Predictor, Task
+from modelyard.projects.tabular.datamodule import TabularDataModule
+from modelyard.projects.tabular.features import FeaturePipeline, decode_target
+from modelyard.projects.tabular.metrics import predict_group_medians, valuation_scores
+from modelyard.projects.tabular.model import TabularRegressor
+from modelyard.projects.tabular.plots import plot_predicted_vs_true
+from modelyard.projects.tabular.reading import (
+    MALFORMED_LINES_ATTR,
+    apply_filters,
+    derive_columns,
+    drop_outliers,
+    fit_outlier_bounds,
+    read_table,
+)
+from modelyard.projects.tabular.schema import TableSchema, parse_schema
+from modelyard.projects.tabular.splitting import split_table
+from modelyard.projects.tabular.table_io import (
+    feature_columns,
+    group_keys,
+    read_prepared,
+    write_prepared,
+)
+
+SUMMARY_FILE = "prepare.json"
+
+
+def load_schema(cfg: DictConfig) -> TableSchema:
+    raw = OmegaConf.to_container(cfg.project.table, resolve=True)
+    if not isinstance(raw, dict):
+        raise ConfigError("project.table must be a mapping")
+    return parse_schema({str(k): v for k, v in raw.items()})
+
+
+class TabularTask(Task):
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.schema = load_schema(cfg)
+
+    # -- data ---------------------------------------------------------------------------------
+    def _source_file(self, source: Path) -> Path:
+        return source / self.schema.read.file if source.is_dir() else source
+
+    def _read_clean(self, source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Read, derive columns and apply the row filters (never the outlier rules)."""
+        frame = read_table(self.schema.read, self._source_file(source))
+        rows_read = len(frame)
+        malformed = int(frame.attrs.get(MALFORMED_LINES_ATTR, 0))
+        frame = derive_columns(frame, self.schema.derive)
+        frame, filtered = apply_filters(frame, self.schema.filters)
+        target = self.schema.target.name
+        if target not in frame.columns:
+            raise ConfigError(f"target column {target!r} is not in the table")
+        frame = frame[frame[target].notna() & (frame[target] > 0)].reset_index(drop=True)
+        report = {
+            "rows_read": rows_read,
+            "malformed_lines_skipped": malformed,
+            "filters": filtered,
+            "rows_kept": len(frame),
+        }
+        return frame, report
+
+    def prepare(self, source: Path, output: Path) -> dict[str, Any]:
+        frame, report = self._read_clean(source)
+        split = split_table(frame, self.schema.split)
+        bounds = fit_outlier_bounds(split.train, self.schema.outliers)
+        train, outliers = drop_outliers(split.train, bounds)
+        split = type(split)(train=train, val=split.val, test=split.test)
+        files = write_prepared(split, output, self.schema)
+        summary = {
+            "source": str(self._source_file(source)),
+            **report,
+            "outliers_removed_from_train": outliers,
+            "outlier_bounds": bounds,
+            "rows": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+            "files": files,
+        }
+        (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        return summary
+
+    def training_files(self, raw: Path) -> list[Path]:
+        return [raw / self.schema.read.file]
+
+    # -- model --------------------------------------------------------------------------------
+    def datamodule(self) -> TabularDataModule:
+        return TabularDataModule(
+            prepared_dir=Path(self.cfg.paths.prepared),
+            schema=self.schema,
+            batch_size=int(self.cfg.project.data.batch_size),
+            seed=int(self.cfg.seed),
+        )
+
+    def build_model(self, datamodule: L.LightningDataModule) -> TabularRegressor:
+        assert isinstance(datamodule, TabularDataModule)
+        model_cfg = self.cfg.model
+        try:
+            return TabularRegressor(
+                inputs=datamodule.n_inputs,
+                target=datamodule.target_params,
+                hidden=list(model_cfg.hidden),
+                dropout=float(model_cfg.dropout),
+                lr=float(model_cfg.lr),
+                weight_decay=float(model_cfg.weight_decay),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from exc
+
+    def load_model(self, checkpoint: Path) -> TabularRegressor:
+        module = TabularRegressor.load_from_checkpoint(checkpoint, map_location="cpu")
+        module.eval()
+        return module
+
+    def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
+        assert isinstance(datamodule, TabularDataModule) and datamodule.pipeline is not None
+        first = read_prepared(Path(self.cfg.paths.prepared), "val", self.schema).head(1)
+        columns = feature_columns(first, self.schema)
+        return {
+            "schema": self.schema.model_dump(mode="json"),
+            "example_row": {name: _json_value(values[0]) for name, values in columns.items()},
+            "features": datamodule.pipeline.to_json(),
+            "target": datamodule.target_params,
+            "baseline": datamodule.baseline,
+        }
+
+    def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
+        pipeline = FeaturePipeline.from_json(preprocessing["features"])
+        test = read_prepared(Path(self.cfg.paths.prepared), "test", self.schema).head(batch)
+        return pipeline.transform(feature_columns(test, self.schema))
+
+    def tensor_specs(
+        self, preprocessing: dict[str, Any]
+    ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        width = len(FeaturePipeline.from_json(preprocessing["features"]).output_names)
+        return (
+            [TensorSpec(name="features", dtype="float32", shape=["batch", width])],
+            [TensorSpec(name="score", dtype="float32", shape=["batch", 1])],
+        )
+
+    def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        keep = ("mae", "mdape", "within_10pct")
+        return {
+            who: {k: round(float(metrics[who][k]), 4) for k in keep}
+            for who in ("model", "baseline")
+            if who in metrics
+        }
+
+    def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        test = read_prepared(Path(self.cfg.paths.prepared), "test", self.schema).head(2)
+        columns = feature_columns(test, self.schema)
+        rows = [
+            {name: _json_value(values[i]) for name, values in columns.items()}
+            for i in range(len(test))
+        ]
+        return {"json": rows}
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(
+        self,
+        predictor: Predictor,
+        preprocessing: dict[str, Any],
+        source: Path | None,
+        output_dir: Path,
+    ) -> dict[str, Any]:
+        if source is None:
+            frame = read_prepared(Path(self.cfg.paths.prepared), "test", self.schema)
+        else:
+            frame, _ = self._read_clean(source)
+        if frame.empty:
+            raise DataError("no rows to evaluate on")
+        pipeline = FeaturePipeline.from_json(preprocessing["features"])
+        scores = predictor(pipeline.transform(feature_columns(frame, self.schema)))
+        predicted = decode_target(preprocessing["target"], scores.reshape(-1))
+        truth = frame[self.schema.target.name].to_numpy(dtype=np.float64)
+        baseline = predict_group_medians(preprocessing["baseline"], group_keys(frame, self.schema))
+        unit = self.schema.target.unit or self.schema.target.name
+        plot = plot_predicted_vs_true(
+            output_dir / "plots" / "predicted_vs_true.png", truth, predicted, baseline, unit
+        )
+        model_scores = valuation_scores(truth, predicted)
+        baseline_scores = valuation_scores(truth, baseline)
+        return {
+            "task": "tabular",
+            "source": str(source) if source is not None else str(self.cfg.paths.prepared),
+            "target": self.schema.target.name,
+            "model": model_scores,
+            "baseline": {
+                "kind": f"median per {self.schema.baseline_group or 'table'}",
+                **baseline_scores,
+            },
+            "mdape_reduction_vs_baseline": 1.0 - model_scores["mdape"] / baseline_scores["mdape"],
+            "plots": [str(plot)],
+        }
+
+
+def _json_value(value: Any) -> Any:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
