@@ -72,6 +72,7 @@ def pipeline_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
         callbacks=[clock],
         gradient_clip_val=cfg.trainer.gradient_clip_val,
     )
+    assert isinstance(model, L.LightningModule)
     trainer.fit(model, datamodule=datamodule)
     return clock.windows / (clock.finished - clock.started)
 

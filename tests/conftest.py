@@ -20,3 +20,12 @@ def nilm_source() -> Path:
     if not (path / "ukdale_house2").is_dir() or not (path / "refit_house2").is_dir():
         pytest.skip(f"real NILM data not found at {path} (set MODELYARD_DATA_ROOT)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tables_source() -> Path:
+    """The real Boliga sales table; tests needing it skip when it is absent."""
+    path = shared_datasets_root() / "tables"
+    if not (path / "boliga_sales_2021.csv").is_file():
+        pytest.skip(f"real tabular data not found at {path} (set MODELYARD_DATA_ROOT)")
+    return path

@@ -9,7 +9,7 @@ module (see :mod:`modelyard.serving.adapter`).
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from omegaconf import DictConfig
@@ -21,6 +21,29 @@ if TYPE_CHECKING:
 
 #: A model as the stages see it: a float32 input batch in, a float32 output batch out.
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    """A model trained without Lightning (e.g. gradient-boosted trees).
+
+    The train stage calls :meth:`fit` instead of ``lightning.Trainer.fit``; export calls
+    :meth:`export_onnx` instead of the torch exporter. Everything else (parity check, bundle,
+    serving) is the same for both kinds of model.
+    """
+
+    def fit(self, datamodule: Any, checkpoint: Path) -> dict[str, Any]:
+        """Train, write the best model to ``checkpoint`` (no pickles), return
+        ``{"monitor": name, "best_score": value, "iterations": n}``."""
+        ...
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Float32 (batch, inputs) -> float32 (batch, outputs)."""
+        ...
+
+    def export_onnx(self, path: Path, input_name: str, output_name: str, inputs: int) -> None:
+        """Write an ONNX graph with a dynamic batch axis and the given tensor names."""
+        ...
 
 
 class Task(ABC):
@@ -42,12 +65,12 @@ class Task(ABC):
         """The training/validation data, set up lazily by Lightning."""
 
     @abstractmethod
-    def build_model(self, datamodule: "L.LightningDataModule") -> "L.LightningModule":
+    def build_model(self, datamodule: "L.LightningDataModule") -> "L.LightningModule | Estimator":
         """A fresh model for the configured architecture (after ``datamodule.setup``)."""
 
     @abstractmethod
-    def load_model(self, checkpoint: Path) -> "L.LightningModule":
-        """A trained model from a Lightning checkpoint, in eval mode."""
+    def load_model(self, checkpoint: Path) -> "L.LightningModule | Estimator":
+        """A trained model from its checkpoint, ready for inference (eval mode)."""
 
     @abstractmethod
     def preprocessing(self, datamodule: "L.LightningDataModule") -> dict[str, Any]:

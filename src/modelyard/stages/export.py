@@ -21,10 +21,11 @@ from modelyard.core.bundle import Bundle, ParityCheck, new_version, write_bundle
 from modelyard.core.config import read_saved_config, to_plain
 from modelyard.core.errors import ModelyardError
 from modelyard.core.runs import mark_latest
+from modelyard.projects.base import Estimator
 from modelyard.projects.registry import load_task
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages.evaluate import METRICS_FILE
-from modelyard.stages.model_source import CHECKPOINT, latest_run, torch_predictor
+from modelyard.stages.model_source import CHECKPOINT, latest_run, predictor_for
 
 DEFAULT_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 64)
@@ -63,9 +64,9 @@ def export_onnx(
         exporter_log.setLevel(previous)
 
 
-def parity(module: torch.nn.Module, onnx_path: Path, example: np.ndarray) -> ParityCheck:
-    """Largest absolute difference between torch and ONNX Runtime outputs on ``example``."""
-    reference = torch_predictor(module)
+def parity(model: torch.nn.Module | Estimator, onnx_path: Path, example: np.ndarray) -> ParityCheck:
+    """Largest absolute difference between the trained model and ONNX Runtime on ``example``."""
+    reference = predictor_for(model)
     runtime = OnnxModel(onnx_path)
     worst, samples = 0.0, 0
     for size in PARITY_BATCHES:
@@ -96,7 +97,10 @@ def run(
 
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        export_onnx(module, example, onnx_path, inputs[0].name, outputs[0].name)
+        if isinstance(module, Estimator):
+            module.export_onnx(onnx_path, inputs[0].name, outputs[0].name, example.shape[1])
+        else:
+            export_onnx(module, example, onnx_path, inputs[0].name, outputs[0].name)
         check = parity(module, onnx_path, example)
         check = ParityCheck(
             max_abs_diff=check.max_abs_diff, tolerance=tolerance, samples=check.samples

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from modelyard.core.bundle import MANIFEST_FILE, load_bundle
 from modelyard.core.errors import ConfigError, ModelyardError
 from modelyard.core.runs import resolve_latest
-from modelyard.projects.base import Predictor, Task
+from modelyard.projects.base import Estimator, Predictor, Task
 from modelyard.serving.runtime import OnnxModel
 
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
@@ -45,6 +45,13 @@ def run_project(run_dir: Path) -> str:
     return str(saved["project"]["name"])
 
 
+def predictor_for(model: torch.nn.Module | Estimator) -> Predictor:
+    """The numpy predictor of a trained model of either kind."""
+    if isinstance(model, Estimator):
+        return model.predict
+    return torch_predictor(model)
+
+
 def torch_predictor(module: torch.nn.Module) -> Predictor:
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -74,7 +81,7 @@ def load_model_source(cfg: DictConfig, task: Task, path: Path | None) -> ModelSo
         source = ModelSource(
             path,
             "run",
-            torch_predictor(task.load_model(checkpoint)),
+            predictor_for(task.load_model(checkpoint)),
             preprocessing,
             run_project(path),
         )

@@ -27,8 +27,10 @@ from modelyard.core.gitinfo import git_state
 from modelyard.core.hashing import fingerprint_files
 from modelyard.core.runs import mark_latest, timestamp_name
 from modelyard.core.seeding import seed_everything
+from modelyard.projects.base import Estimator
 from modelyard.projects.registry import load_task
 from modelyard.stages.curves import plot_training_curves
+from modelyard.stages.model_source import CHECKPOINT
 
 #: Keys of the ``trainer`` config group that modelyard handles itself (not lightning.Trainer args).
 _OWN_TRAINER_KEYS = {"early_stopping_patience", "num_threads"}
@@ -50,25 +52,17 @@ def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
-def run(cfg: DictConfig) -> TrainResult:
-    """Train ``cfg.project`` with ``cfg.model`` and ``cfg.trainer``; return where the run lives."""
-    seed_everything(int(cfg.seed), int(cfg.trainer.get("num_threads", 0)))
-    task = load_task(cfg)
-    run_dir = Path(cfg.paths.runs) / str(cfg.run_name or timestamp_name())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    fingerprint = fingerprint_files(task.training_files(Path(cfg.paths.raw)), Path(cfg.paths.raw))
-
-    datamodule = task.datamodule()
-    datamodule.setup("fit")
-    model = task.build_model(datamodule)
-    preprocessing = task.preprocessing(datamodule)
-    (run_dir / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2) + "\n")
-
-    monitor = str(cfg.project.get("monitor", "val_loss"))
+def _fit_lightning(
+    cfg: DictConfig,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    run_dir: Path,
+    monitor: str,
+) -> tuple[Path, float | None, int]:
+    """``lightning.Trainer.fit`` with best-checkpoint selection and early stopping."""
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
+        dirpath=run_dir / CHECKPOINT.parent,
+        filename=CHECKPOINT.stem,
         monitor=monitor,
         mode="min",
         save_top_k=1,
@@ -87,18 +81,48 @@ def run(cfg: DictConfig) -> TrainResult:
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"trainer: {exc}") from exc
-    started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
+    best = checkpoint.best_model_score
+    path = Path(checkpoint.best_model_path or run_dir / CHECKPOINT)
+    return path, float(best) if best is not None else None, int(trainer.current_epoch)
+
+
+def run(cfg: DictConfig) -> TrainResult:
+    """Train ``cfg.project`` with ``cfg.model`` and ``cfg.trainer``; return where the run lives."""
+    seed_everything(int(cfg.seed), int(cfg.trainer.get("num_threads", 0)))
+    task = load_task(cfg)
+    run_dir = Path(cfg.paths.runs) / str(cfg.run_name or timestamp_name())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    fingerprint = fingerprint_files(task.training_files(Path(cfg.paths.raw)), Path(cfg.paths.raw))
+
+    datamodule = task.datamodule()
+    datamodule.setup("fit")
+    model = task.build_model(datamodule)
+    preprocessing = task.preprocessing(datamodule)
+    (run_dir / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2) + "\n")
+
+    monitor = str(cfg.project.get("monitor", "val_loss"))
+    started = time.perf_counter()
+    if isinstance(model, Estimator):
+        outcome = model.fit(datamodule, run_dir / CHECKPOINT)
+        checkpoint_path, best, epochs = (
+            run_dir / CHECKPOINT,
+            outcome["best_score"],
+            outcome["iterations"],
+        )
+        monitor = str(outcome.get("monitor", monitor))
+    else:
+        checkpoint_path, best, epochs = _fit_lightning(cfg, model, datamodule, run_dir, monitor)
     duration = time.perf_counter() - started
 
-    best = checkpoint.best_model_score
     git = git_state()
     result = TrainResult(
         run_dir=run_dir,
-        checkpoint=Path(checkpoint.best_model_path or run_dir / "checkpoints" / "best.ckpt"),
+        checkpoint=checkpoint_path,
         monitor=monitor,
         best_score=float(best) if best is not None else None,
-        epochs=int(trainer.current_epoch),
+        epochs=int(epochs),
         duration_s=duration,
         data_fingerprint=fingerprint,
     )

@@ -166,8 +166,12 @@ class TabularServing(ServingAdapter):
         """CSV with one column per feature -> the same CSV plus prediction columns."""
         if not source.is_file():
             raise DataError(f"input CSV not found: {source}")
-        with source.open(newline="") as handle:
-            records = list(csv.DictReader(handle))
+        try:
+            # utf-8-sig: a spreadsheet's byte order mark must not become part of the first name
+            with source.open(newline="", encoding="utf-8-sig") as handle:
+                records = list(csv.DictReader(handle))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{source} is not a readable UTF-8 CSV file: {exc}") from exc
         if not records:
             raise DataError(f"{source} has no data rows")
         rows = []
@@ -184,7 +188,7 @@ class TabularServing(ServingAdapter):
         results = self.predict_rows(rows)
         output.parent.mkdir(parents=True, exist_ok=True)
         extra = [k for k in results[0] if k != "warnings"]
-        with output.open("w", newline="") as handle:
+        with output.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=[*records[0].keys(), *extra, "warnings"])
             writer.writeheader()
             for record, result in zip(records, results, strict=True):

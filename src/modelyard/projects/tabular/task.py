@@ -14,6 +14,7 @@ from modelyard.core.errors import ConfigError, DataError
 from modelyard.projects.base import Predictor, Task
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.features import FeaturePipeline, decode_target
+from modelyard.projects.tabular.gbm import GradientBoostedRegressor, is_text_model
 from modelyard.projects.tabular.metrics import predict_group_medians, valuation_scores
 from modelyard.projects.tabular.model import TabularRegressor
 from modelyard.projects.tabular.plots import plot_predicted_vs_true
@@ -102,9 +103,19 @@ class TabularTask(Task):
             seed=int(self.cfg.seed),
         )
 
-    def build_model(self, datamodule: L.LightningDataModule) -> TabularRegressor:
+    def build_model(
+        self, datamodule: L.LightningDataModule
+    ) -> TabularRegressor | GradientBoostedRegressor:
         assert isinstance(datamodule, TabularDataModule)
         model_cfg = self.cfg.model
+        if str(model_cfg.name) == "lightgbm":
+            return GradientBoostedRegressor(
+                params=dict(model_cfg.params),
+                n_estimators=int(model_cfg.n_estimators),
+                early_stopping_rounds=int(model_cfg.early_stopping_rounds),
+                target=datamodule.target_params,
+                seed=int(self.cfg.seed),
+            )
         try:
             return TabularRegressor(
                 inputs=datamodule.n_inputs,
@@ -117,7 +128,10 @@ class TabularTask(Task):
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from exc
 
-    def load_model(self, checkpoint: Path) -> TabularRegressor:
+    def load_model(self, checkpoint: Path) -> TabularRegressor | GradientBoostedRegressor:
+        if is_text_model(checkpoint):
+            target = json.loads((checkpoint.parent.parent / "preprocessing.json").read_text())
+            return GradientBoostedRegressor.load(checkpoint, target["target"])
         module = TabularRegressor.load_from_checkpoint(checkpoint, map_location="cpu")
         module.eval()
         return module

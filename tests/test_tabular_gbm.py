@@ -1,0 +1,101 @@
+"""LightGBM as a tabular model: trained, checkpointed without pickles, exported to ONNX with a
+parity check, evaluated and served exactly like the MLP."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from modelyard.core.bundle import load_bundle
+from modelyard.core.config import load_config
+from modelyard.projects.tabular.gbm import (
+    GradientBoostedRegressor,
+    float32_exact_thresholds,
+    is_text_model,
+)
+from modelyard.projects.tabular.task import TabularTask
+from modelyard.serving.app import create_app
+from modelyard.stages import evaluate, export, fetch, prepare, train
+from tabular_fixtures import synthetic_sales
+
+
+@pytest.fixture(scope="module")
+def gbm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    source = tmp_path_factory.mktemp("source")
+    (source / "boliga_sales_2021.csv").write_text(synthetic_sales(400), encoding="utf-8")
+    cfg = load_config(
+        [
+            "project=avm",
+            "model=lightgbm",
+            f"paths.workdir={tmp_path_factory.mktemp('work')}",
+            f"project.data.source={source}",
+            "project.data.files=[]",
+            "model.n_estimators=200",
+            "model.early_stopping_rounds=20",
+        ]
+    )
+    fetch.run(cfg, progress=False)
+    prepare.run(cfg)
+    return cfg, train.run(cfg).run_dir
+
+
+def test_checkpoint_is_lightgbm_text_not_a_pickle(gbm_run: tuple[object, Path]) -> None:
+    _, run_dir = gbm_run
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    assert is_text_model(checkpoint)
+    assert checkpoint.read_text().startswith("tree")
+    summary = json.loads((run_dir / "train.json").read_text())
+    assert summary["monitor"] == "val_mdape"
+    assert 0 < summary["best_score"] < 1
+    assert 1 <= summary["epochs"] <= 200
+
+
+def test_export_parity_evaluate_and_serve(gbm_run: tuple[object, Path], tmp_path: Path) -> None:
+    cfg, run_dir = gbm_run
+    bundle = export.run(cfg, run_dir=run_dir, output=tmp_path / "bundle")  # type: ignore[arg-type]
+    assert bundle.manifest.name == "avm-lightgbm"
+    assert bundle.manifest.parity is not None and bundle.manifest.parity.max_abs_diff <= 1e-4
+    from_run, _ = evaluate.run(cfg, model=run_dir, output=tmp_path / "run.json")  # type: ignore[arg-type]
+    from_bundle, _ = evaluate.run(cfg, model=bundle.path, output=tmp_path / "b.json")  # type: ignore[arg-type]
+    assert from_bundle["model"]["mdape"] == pytest.approx(from_run["model"]["mdape"], abs=1e-4)
+    # prices in the synthetic table depend on the zip code: the trees must beat a global guess
+    assert from_run["model"]["mdape"] < 0.5
+    client = TestClient(create_app(load_bundle(bundle.path)))
+    answer = client.post(
+        "/predict", json={"area_m2": 80, "zip_code": "2100", "sale_date": "2021-10-01"}
+    )
+    assert answer.status_code == 200, answer.text
+    (prediction,) = answer.json()["predictions"]
+    assert prediction["total_price"] == pytest.approx(prediction["price_per_m2"] * 80, abs=1)
+    cheap = client.post(
+        "/predict", json={"area_m2": 80, "zip_code": "9000", "sale_date": "2021-10-01"}
+    ).json()["predictions"][0]
+    assert cheap["price_per_m2"] < prediction["price_per_m2"]  # 9000 Aalborg < 2100 Copenhagen
+
+
+def test_loaded_model_predicts_like_the_trained_one(gbm_run: tuple[object, Path]) -> None:
+    cfg, run_dir = gbm_run
+    task = TabularTask(cfg)  # type: ignore[arg-type]
+    model = task.load_model(run_dir / "checkpoints" / "best.ckpt")
+    assert isinstance(model, GradientBoostedRegressor)
+    batch = np.random.default_rng(0).standard_normal((5, 40)).astype(np.float32)
+    inputs = model.booster.num_feature()
+    scores = model.predict(batch[:, :inputs] if inputs <= 40 else np.zeros((5, inputs), np.float32))
+    assert scores.shape == (5, 1) and scores.dtype == np.float32
+
+
+def test_thresholds_move_down_to_float32_without_changing_any_float32_decision() -> None:
+    text = "tree\ntree_sizes=10 20\nTree=0\nthreshold=0.1 0.5 -1.3 1e-35\nleaf_value=1 2\n"
+    fixed = float32_exact_thresholds(text)
+    assert "tree_sizes=" not in fixed  # byte sizes would be stale after rewriting numbers
+    (line,) = [ln for ln in fixed.splitlines() if ln.startswith("threshold=")]
+    new = np.array(line.removeprefix("threshold=").split(), dtype=np.float64)
+    old = np.array([0.1, 0.5, -1.3, 1e-35])
+    assert np.array_equal(new.astype(np.float32).astype(np.float64), new)  # exactly float32
+    assert (new <= old).all()
+    # no float32 value lies in (new, old]: every float32 x decides x <= new exactly as x <= old
+    above = np.nextafter(new.astype(np.float32), np.float32(np.inf)).astype(np.float64)
+    assert (above > old).all()
+    assert new[1] == 0.5  # already a float32: unchanged
