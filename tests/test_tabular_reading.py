@@ -569,3 +569,9 @@ def test_reads_the_real_boliga_sales() -> None:
     print(f"boliga: {apartments} of {len(derived)} sales have a floor ({share:.1%})")
     assert 0.05 <= share <= 0.50, f"{apartments} of {len(derived)} rows have a floor ({share:.1%})"
     assert set(derived["floor"].dropna().unique()) >= {-1.0, 0.0, 1.0, 2.0}
+
+
+def test_concat_joins_sources_and_is_missing_when_any_part_is() -> None:
+    frame = pd.DataFrame({"street": ["Parkvej", "Ryesgade", None], "zip": ["8000", None, "2100"]})
+    derived = derive_columns(frame, [Derivation(name="key", op="concat", source=["street", "zip"])])
+    assert derived["key"].tolist() == ["Parkvej | 8000", None, None]

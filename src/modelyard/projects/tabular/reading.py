@@ -348,12 +348,24 @@ def _derive_copy(frame: pd.DataFrame, derivation: Derivation) -> pd.Series:
     return _single_source(frame, derivation).copy()
 
 
+def _derive_concat(frame: pd.DataFrame, derivation: Derivation) -> pd.Series:
+    """The sources' text joined with `` | ``; missing when any source is missing."""
+    sources = derivation.source if isinstance(derivation.source, list) else [derivation.source]
+    columns = [list(map(_as_text, _source_column(frame, derivation, name))) for name in sources]
+    values = [
+        None if any(part is None for part in parts) else " | ".join(str(p) for p in parts)
+        for parts in zip(*columns, strict=True)
+    ]
+    return pd.Series(values, index=frame.index, dtype=object)
+
+
 _DERIVERS: dict[str, Callable[[pd.DataFrame, Derivation], pd.Series]] = {
     "regex": _derive_regex,
     "danish_floor": _derive_floor,
     "danish_side": _derive_side,
     "ratio": _derive_ratio,
     "copy": _derive_copy,
+    "concat": _derive_concat,
 }
 
 

@@ -48,11 +48,12 @@ class Derivation(_Strict):
     ``regex``: first capture group of ``pattern`` in ``source`` (text); ``danish_floor``: floor
     number from a Danish address (``st.`` = 0, ``kl.`` = -1, ``3.`` = 3; missing = not an
     apartment); ``danish_side``: ``tv``/``th``/``mf`` from a Danish address; ``ratio``:
-    ``source[0] / source[1]``; ``copy``: the source column unchanged.
+    ``source[0] / source[1]``; ``copy``: the source column unchanged; ``concat``: the sources'
+    text joined with `` | `` (e.g. a building key that is unique across towns).
     """
 
     name: str
-    op: Literal["regex", "danish_floor", "danish_side", "ratio", "copy"]
+    op: Literal["regex", "danish_floor", "danish_side", "ratio", "copy", "concat"]
     source: str | list[str]
     pattern: str | None = None
 

@@ -1,0 +1,1 @@
+"""Image-folder classification (one folder per class): decoding, indexing, splitting, caching."""
