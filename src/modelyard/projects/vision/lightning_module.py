@@ -1,0 +1,191 @@
+"""Lightning wrapper around an image backbone: loss, optimiser, LR schedule and epoch metrics."""
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from modelyard.core.errors import ConfigError
+from modelyard.projects.vision.metrics import classification_scores
+from modelyard.projects.vision.model import build_backbone
+
+
+class WarmupCosine:
+    """LR multiplier: linear warm-up from ~0 to 1, then a cosine decay to ``floor``.
+
+    A callable object rather than a closure, so that ``LambdaLR`` can save and restore its state
+    in a checkpoint. Warm-up matters for AdamW from scratch with BatchNorm: the first updates,
+    made with poor second-moment estimates, would otherwise be the largest of the run.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, floor: float) -> None:
+        self.total_steps = max(1, total_steps)
+        self.warmup_steps = min(max(0, warmup_steps), self.total_steps - 1)
+        self.floor = floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy classifier; checkpoints are selected on ``val_error`` = 1 - macro-F1.
+
+    Macro-F1 rather than accuracy or loss, because the potato-leaf classes are imbalanced: a
+    model that ignores the rare class can have a good accuracy but not a good macro-F1.
+    """
+
+    class_weights: torch.Tensor | None
+
+    def __init__(
+        self,
+        n_classes: int,
+        class_names: Sequence[str] | None = None,
+        backbone: str = "resnet_small",
+        backbone_options: Mapping[str, Any] | None = None,
+        class_weights: Sequence[float] | None = None,
+        lr: float = 2e-3,
+        weight_decay: float = 0.05,
+        label_smoothing: float = 0.0,
+        max_epochs: int | None = None,
+        warmup_fraction: float = 0.05,
+        min_lr_fraction: float = 0.01,
+    ) -> None:
+        """``max_epochs``: length of the cosine schedule in epochs; ``None`` spans the whole
+        Trainer run (``trainer.estimated_stepping_batches``). Past its end the LR stays at
+        ``min_lr_fraction * lr``. ``warmup_fraction`` of the schedule's steps warm up linearly.
+        """
+        super().__init__()
+        names = [str(name) for name in class_names] if class_names is not None else None
+        if names is not None and len(names) != n_classes:
+            raise ConfigError(f"{len(names)} class names given for {n_classes} classes")
+        if class_weights is not None and len(class_weights) != n_classes:
+            raise ConfigError(f"{len(class_weights)} class weights given for {n_classes} classes")
+        if class_weights is not None and any(float(w) <= 0 for w in class_weights):
+            raise ConfigError(f"class weights must be positive, got {list(class_weights)}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ConfigError(f"model.warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        self.save_hyperparameters()
+        self.class_names = names or [str(i) for i in range(n_classes)]
+        self.net = build_backbone(backbone, n_classes, **dict(backbone_options or {}))
+        weights = None
+        if class_weights is not None:
+            weights = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
+        # A buffer, so the weights follow the module to the GPU and into the checkpoint.
+        self.register_buffer("class_weights", weights)
+        self._val_predictions: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) float32 -> (batch, n_classes) logits; what ONNX export traces."""
+        logits: torch.Tensor = self.net(images)
+        return logits
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) float32 -> (batch, features) penultimate features."""
+        features: torch.Tensor = self.net.embed(images)  # type: ignore[operator]
+        return features
+
+    def compute_loss(
+        self, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy (class-weighted, label-smoothed as configured) and the logits.
+
+        With class weights the loss is the weighted mean ``sum(w[y] * nll) / sum(w[y])``, so its
+        scale does not depend on the weights' overall size, only on their ratios.
+        """
+        logits = self(images)
+        loss = nn.functional.cross_entropy(
+            logits,
+            targets,
+            weight=self.class_weights,
+            label_smoothing=float(self.hparams["label_smoothing"]),
+        )
+        return loss, logits
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        images, targets = batch
+        loss, _ = self.compute_loss(images, targets)
+        # Epoch-level only and off the progress bar: per-step logging costs Lightning a few
+        # percent of a small network's step time.
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(images))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_predictions = []
+        self._val_targets = []
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, targets = batch
+        loss, logits = self.compute_loss(images, targets)
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(images))
+        self._val_predictions.append(logits.argmax(dim=1).cpu())
+        self._val_targets.append(targets.cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        """Accuracy and macro-F1 over the whole validation set, not averaged over batches.
+
+        F1 is not a mean of per-batch values (a batch without a rare class would score it 0),
+        so predictions are gathered over the epoch and scored once.
+        """
+        if not self._val_targets:
+            return
+        predictions = torch.cat(self._val_predictions).numpy()
+        targets = torch.cat(self._val_targets).numpy()
+        scores = classification_scores(targets, predictions, self.class_names)
+        self.log("val_acc", float(scores["accuracy"]), prog_bar=True)
+        self.log("val_macro_f1", float(scores["macro_f1"]), prog_bar=True)
+        self.log("val_error", 1.0 - float(scores["macro_f1"]))
+        self._val_predictions = []
+        self._val_targets = []
+
+    def _schedule_steps(self) -> int:
+        """Optimiser steps the cosine schedule spans (see ``max_epochs`` in ``__init__``)."""
+        trainer = self.trainer
+        total = float(trainer.estimated_stepping_batches)
+        max_epochs = self.hparams["max_epochs"]
+        if max_epochs is not None:
+            per_epoch = float(trainer.num_training_batches) / trainer.accumulate_grad_batches
+            total = float(max_epochs) * math.ceil(per_epoch) if math.isfinite(per_epoch) else total
+        if not math.isfinite(total):
+            raise ConfigError(
+                "the LR schedule needs a finite run: set trainer.max_epochs or model.max_epochs"
+            )
+        return max(1, int(total))
+
+    def configure_optimizers(self) -> Any:
+        """AdamW with a per-step warm-up + cosine schedule.
+
+        Biases and normalisation parameters (the 1-D tensors) get no weight decay: shrinking a
+        BatchNorm scale towards 0 only fights the normalisation and does not regularise.
+        """
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
+        optimiser = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": float(self.hparams["weight_decay"])},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=float(self.hparams["lr"]),
+        )
+        total = self._schedule_steps()
+        schedule = WarmupCosine(
+            total,
+            round(float(self.hparams["warmup_fraction"]) * total),
+            float(self.hparams["min_lr_fraction"]),
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+        return {
+            "optimizer": optimiser,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }

@@ -1,0 +1,187 @@
+"""Image classifiers: a small residual CNN for small images, or any timm model by name.
+
+:class:`ResidualCNN` is a ResNet (He et al., CVPR 2016) cut down for 64x64 inputs such as
+EuroSAT: a 3x3 stem without the 7x7/stride-2 conv and max-pool of the ImageNet design (they would
+shrink a 64x64 tile to 16x16 before the first block and throw away most of its detail), then a few
+stages of BasicBlocks that halve the resolution and widen the features, global average pooling and
+one linear layer. Global pooling makes the network independent of the input size, so the same
+weights run on 64x64 and 128x128 images and the ONNX graph only fixes the channel count.
+
+Every backbone also exposes ``embed(x)``, the penultimate (pooled) features, which the evaluation
+plots project to 2-D to show how well the classes separate.
+"""
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from modelyard.core.errors import ConfigError
+
+#: Backbone names accepted by :func:`build_backbone` besides ``timm:<model>``.
+BACKBONES = ("resnet_small",)
+TIMM_PREFIX = "timm:"
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus a shortcut, then ReLU.
+
+    The shortcut is the identity when shape is preserved, otherwise a strided 1x1 conv + BN
+    ("projection", option B of the ResNet paper): it costs few parameters and lets the residual
+    sum line up when a stage halves the resolution or changes the width.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        # No conv bias: the BatchNorm that follows has its own shift, a bias would be redundant.
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out: torch.Tensor = self.relu(residual + self.shortcut(x))
+        return out
+
+
+class ResidualCNN(nn.Module):
+    """Stem -> stages of BasicBlocks -> global average pool -> dropout -> linear logits.
+
+    ``stages`` are the widths of the stages; every stage after the first starts with a stride-2
+    block, so the feature map shrinks by ``stem_stride * 2 ** (len(stages) - 1)``: 8 with the
+    defaults, i.e. 8x8 features for a 64x64 tile. The defaults (ResNet-18's layout at half its
+    width) have about 2.8 M parameters.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        stages: Sequence[int] = (32, 64, 128, 256),
+        blocks_per_stage: int = 2,
+        stem_stride: int = 1,
+        dropout: float = 0.2,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ConfigError(f"an image classifier needs at least 2 classes, got {n_classes}")
+        if not stages or any(int(width) < 1 for width in stages):
+            raise ConfigError(f"model.stages must be non-empty positive widths, got {list(stages)}")
+        if blocks_per_stage < 1:
+            raise ConfigError(f"model.blocks_per_stage must be >= 1, got {blocks_per_stage}")
+        if stem_stride not in (1, 2):
+            raise ConfigError(f"model.stem_stride must be 1 or 2, got {stem_stride}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+        widths = [int(width) for width in stages]
+        self.width = widths[-1]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        blocks: list[nn.Module] = []
+        previous = widths[0]
+        for index, width in enumerate(widths):
+            for block in range(blocks_per_stage):
+                stride = 2 if index > 0 and block == 0 else 1
+                blocks.append(BasicBlock(previous, width, stride))
+                previous = width
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.width, n_classes)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """He init for convs; the last BN of each block starts at zero.
+
+        A zero-initialised residual branch makes every block start as the identity, which trains
+        faster and more stably from scratch (Goyal et al., 2017) -- we never load ImageNet weights.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, BasicBlock):
+                nn.init.zeros_(module.bn2.weight)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) float32 -> (batch, width) pooled penultimate features."""
+        features: torch.Tensor = self.blocks(self.stem(x))
+        # mean over H, W instead of AdaptiveAvgPool2d: same result, exports as one ReduceMean.
+        return features.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) float32 -> (batch, n_classes) logits."""
+        logits: torch.Tensor = self.classifier(self.dropout(self.embed(x)))
+        return logits
+
+
+class TimmClassifier(nn.Module):
+    """A timm model with the same ``forward``/``embed`` interface as :class:`ResidualCNN`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled pre-logit features: timm's own head pooling when it has one, else a mean."""
+        features: torch.Tensor = self.model.forward_features(x)  # type: ignore[operator]
+        forward_head = getattr(self.model, "forward_head", None)
+        if callable(forward_head):
+            pooled: torch.Tensor = forward_head(features, pre_logits=True)
+            return pooled
+        return features.mean(dim=(2, 3)) if features.ndim == 4 else features.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.model(x)
+        return logits
+
+
+def _timm_backbone(model_name: str, n_classes: int, **kwargs: Any) -> nn.Module:
+    if not model_name:
+        raise ConfigError("timm backbone needs a model name, e.g. 'timm:resnet18'")
+    try:
+        # Imported by name so that timm stays an optional dependency (and untyped for mypy).
+        timm = importlib.import_module("timm")
+    except ImportError as exc:
+        raise ConfigError(
+            f"timm is not installed; pip install timm to use timm:{model_name}"
+        ) from exc
+    try:
+        model = timm.create_model(model_name, pretrained=False, num_classes=n_classes, **kwargs)
+    except (RuntimeError, TypeError, ValueError) as exc:  # unknown model or bad keyword
+        raise ConfigError(f"timm cannot build {model_name!r}: {exc}") from exc
+    return TimmClassifier(model)
+
+
+def build_backbone(name: str, n_classes: int, **kwargs: Any) -> nn.Module:
+    """The network for ``model.backbone``: ``resnet_small`` or ``timm:<model>``.
+
+    ``kwargs`` go to the constructor (:class:`ResidualCNN` or ``timm.create_model``). The result
+    has ``forward(x) -> logits`` and ``embed(x) -> features``.
+    """
+    if name.startswith(TIMM_PREFIX):
+        return _timm_backbone(name[len(TIMM_PREFIX) :], n_classes, **kwargs)
+    if name == "resnet_small":
+        try:
+            return ResidualCNN(n_classes, **kwargs)
+        except TypeError as exc:  # an option the network does not have
+            raise ConfigError(f"backbone resnet_small: {exc}") from exc
+    choices = ", ".join([*BACKBONES, f"{TIMM_PREFIX}<model>"])
+    raise ConfigError(f"unknown backbone {name!r}; choose one of: {choices}")
