@@ -101,5 +101,10 @@ class Task(ABC):
         preprocessing: dict[str, Any],
         source: Path | None,
         output_dir: Path,
+        embedder: Predictor | None = None,
     ) -> dict[str, Any]:
-        """Score the model on ``source`` (default: the configured test data); write plots."""
+        """Score the model on ``source`` (default: the configured test data); write plots.
+
+        ``embedder``, when the model offers one, maps the same inputs to penultimate-layer
+        features (for embedding plots); bundles have none.
+        """

@@ -20,6 +20,10 @@ TASKS: dict[str, tuple[str, str]] = {
         "modelyard.projects.tabular.task:TabularTask",
         "modelyard.projects.tabular.serving:TabularServing",
     ),
+    "vision": (
+        "modelyard.projects.vision.task:VisionTask",
+        "modelyard.projects.vision.serving:VisionServing",
+    ),
 }
 
 

@@ -23,7 +23,9 @@ def run(
     loaded = load_model_source(cfg, task, model)
     output = Path(output) if output is not None else loaded.path / METRICS_FILE
     output.parent.mkdir(parents=True, exist_ok=True)
-    metrics = task.evaluate(loaded.predictor, loaded.preprocessing, source, output.parent)
+    metrics = task.evaluate(
+        loaded.predictor, loaded.preprocessing, source, output.parent, embedder=loaded.embedder
+    )
     metrics["evaluated"] = {"path": str(loaded.path), "kind": loaded.kind}
     output.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics, output

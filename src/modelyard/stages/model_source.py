@@ -27,6 +27,7 @@ class ModelSource:
     predictor: Predictor
     preprocessing: dict[str, Any]
     project: str
+    embedder: Predictor | None = None
 
 
 def is_bundle(path: Path) -> bool:
@@ -50,6 +51,19 @@ def predictor_for(model: torch.nn.Module | Estimator) -> Predictor:
     if isinstance(model, Estimator):
         return model.predict
     return torch_predictor(model)
+
+
+def embedder_for(model: torch.nn.Module | Estimator) -> Predictor | None:
+    """Penultimate-layer features of a torch model that defines ``embed``, else None."""
+    embed = getattr(model, "embed", None)
+    if isinstance(model, Estimator) or embed is None:
+        return None
+
+    def features(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return embed(torch.from_numpy(batch)).numpy()  # type: ignore[no-any-return]
+
+    return features
 
 
 def torch_predictor(module: torch.nn.Module) -> Predictor:
@@ -78,12 +92,14 @@ def load_model_source(cfg: DictConfig, task: Task, path: Path | None) -> ModelSo
                 f"{path} is neither a bundle nor a training run ({CHECKPOINT} missing)"
             )
         preprocessing = json.loads((path / "preprocessing.json").read_text())
+        model = task.load_model(checkpoint)
         source = ModelSource(
             path,
             "run",
-            predictor_for(task.load_model(checkpoint)),
+            predictor_for(model),
             preprocessing,
             run_project(path),
+            embedder=embedder_for(model),
         )
     if source.project != str(cfg.project.name):
         raise ConfigError(

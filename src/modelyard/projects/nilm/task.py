@@ -208,6 +208,7 @@ class NilmTask(Task):
         preprocessing: dict[str, Any],
         source: Path | None,
         output_dir: Path,
+        embedder: Predictor | None = None,
     ) -> dict[str, Any]:
         metrics = evaluate_houses(
             self._evaluation_houses(source),

@@ -186,6 +186,7 @@ class TabularTask(Task):
         preprocessing: dict[str, Any],
         source: Path | None,
         output_dir: Path,
+        embedder: Predictor | None = None,
     ) -> dict[str, Any]:
         if source is None:
             frame = read_prepared(Path(self.cfg.paths.prepared), "test", self.schema)

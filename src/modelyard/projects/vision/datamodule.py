@@ -1,0 +1,131 @@
+"""Lightning DataModule for image folders: cached uint8 pixels -> augmented, normalised batches.
+
+Augmentation (training only) works on whole uint8 batches with numpy: random horizontal and
+vertical flips and 90-degree rotations (land cover and leaves have no canonical orientation), and
+a random brightness factor. Normalisation statistics are fitted on the training pixels.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from modelyard.projects.vision.image_cache import load_classes, load_part
+from modelyard.projects.vision.image_decoding import normalise
+from modelyard.projects.vision.image_folders import class_weights
+
+
+def augment(pixels: np.ndarray, rng: np.random.Generator, brightness: float) -> np.ndarray:
+    """Random flips, 90-degree rotations and brightness on a uint8 (B, H, W, 3) batch."""
+    out = pixels.copy()
+    flip_h = rng.random(len(out)) < 0.5
+    out[flip_h] = out[flip_h][:, :, ::-1]
+    flip_v = rng.random(len(out)) < 0.5
+    out[flip_v] = out[flip_v][:, ::-1]
+    turns = rng.integers(0, 4, size=len(out))
+    for k in (1, 2, 3):
+        chosen = turns == k
+        out[chosen] = np.rot90(out[chosen], k=k, axes=(1, 2))
+    if brightness > 0:
+        factor = rng.uniform(1 - brightness, 1 + brightness, size=(len(out), 1, 1, 1))
+        out = np.clip(out * factor, 0, 255).astype(np.uint8)
+    return out
+
+
+class ImageBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Indexable by a list of rows; returns a normalised float batch and its labels."""
+
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        labels: np.ndarray,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment_brightness: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.pixels = pixels
+        self.labels = labels
+        self.mean = list(mean)
+        self.std = list(std)
+        self.augment_brightness = augment_brightness
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = np.asarray(rows, dtype=np.int64)
+        batch = self.pixels[index]
+        if self.augment_brightness is not None:
+            batch = augment(batch, self.rng, self.augment_brightness)
+        images = normalise(batch, self.mean, self.std)
+        return torch.from_numpy(images), torch.from_numpy(self.labels[index].astype(np.int64))
+
+
+def channel_statistics(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 pixels, on the 0-1 scale."""
+    scaled = pixels.reshape(-1, 3).astype(np.float64) / 255.0
+    return scaled.mean(axis=0).tolist(), np.maximum(scaled.std(axis=0), 1e-3).tolist()
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        prepared_dir: Path,
+        batch_size: int,
+        seed: int,
+        weighted: bool,
+        brightness: float,
+        augment_training: bool = True,
+    ) -> None:
+        super().__init__()
+        self.prepared_dir = Path(prepared_dir)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.weighted = weighted
+        self.brightness = brightness
+        self.augment_training = augment_training
+        self.classes: list[str] = []
+        self.mean: list[float] = []
+        self.std: list[float] = []
+        self.weights: list[float] | None = None
+        self.train_set: ImageBatches | None = None
+        self.val_set: ImageBatches | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.classes = load_classes(self.prepared_dir)
+        train_pixels, train_labels = load_part(self.prepared_dir, "train")
+        val_pixels, val_labels = load_part(self.prepared_dir, "val")
+        self.mean, self.std = channel_statistics(train_pixels)
+        if self.weighted:
+            self.weights = class_weights(train_labels, len(self.classes)).tolist()
+        brightness = self.brightness if self.augment_training else None
+        self.train_set = ImageBatches(
+            train_pixels, train_labels, self.mean, self.std, brightness, self.seed
+        )
+        self.val_set = ImageBatches(val_pixels, val_labels, self.mean, self.std)
+
+    def _loader(self, dataset: ImageBatches, shuffle: bool) -> DataLoader[Any]:
+        base = (
+            RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+            if shuffle
+            else SequentialSampler(dataset)
+        )
+        return DataLoader(
+            dataset, sampler=BatchSampler(base, self.batch_size, drop_last=False), batch_size=None
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        assert self.val_set is not None, "call setup() first"
+        return self._loader(self.val_set, shuffle=False)

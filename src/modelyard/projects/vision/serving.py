@@ -1,0 +1,162 @@
+"""Vision serving: ``POST /predict`` with an uploaded image (multipart) -> top-k classes.
+
+Preprocessing is :func:`.image_decoding.to_model_input` with the bundle's image size and training
+statistics: the same decode-resize-normalise path the evaluation uses. Uploads are refused with a
+precise 4xx: not multipart (415), no ``file`` part (422), larger than ``max_upload_bytes`` (413),
+not an image / truncated / unsupported format / decompression bomb (422).
+"""
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from modelyard.core.errors import DataError
+from modelyard.projects.vision.image_decoding import ImageError, decode_image, to_model_input
+from modelyard.projects.vision.metrics import softmax, top_k
+from modelyard.serving.adapter import ServingAdapter
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class ClassProbability(BaseModel):
+    label: str = Field(examples=["Forest"])
+    probability: float = Field(examples=[0.97])
+
+
+class ImagePrediction(BaseModel):
+    model: str
+    version: str
+    top: list[ClassProbability] = Field(description="Most probable classes, most probable first.")
+
+
+class VisionServing(ServingAdapter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pre = self.bundle.manifest.preprocessing
+        self.classes = [str(c) for c in pre["classes"]]
+        self.size = int(pre["image_size"])
+        self.mean = [float(v) for v in pre["mean"]]
+        self.std = [float(v) for v in pre["std"]]
+        self.top_k = int(self.settings.get("top_k", 3))
+        self.max_upload_bytes = int(self.settings.get("max_upload_bytes", 10_000_000))
+        self.max_pixels = int(self.settings.get("max_pixels", 40_000_000))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "classes": self.classes,
+            "image_size": self.size,
+            "top_k": self.top_k,
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_pixels": self.max_pixels,
+        }
+
+    def classify(self, data: bytes) -> list[dict[str, Any]]:
+        image = decode_image(data, max_pixels=self.max_pixels)
+        batch = to_model_input(image, self.size, self.mean, self.std)[None]
+        probabilities = softmax(self.model.run(batch))
+        indices, values = top_k(probabilities, min(self.top_k, len(self.classes)))
+        return [
+            {"label": self.classes[int(i)], "probability": round(float(p), 6)}
+            for i, p in zip(indices[0], values[0], strict=True)
+        ]
+
+    def warm_up(self) -> None:
+        self.model.run(np.zeros((1, 3, self.size, self.size), dtype=np.float32))
+
+    def router(self) -> APIRouter:
+        router = APIRouter(tags=["prediction"])
+        manifest = self.bundle.manifest
+
+        @router.post(
+            "/predict",
+            response_model=ImagePrediction,
+            openapi_extra={
+                "requestBody": {
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {
+                                        "type": "string",
+                                        "format": "binary",
+                                        "description": "A JPEG or PNG image",
+                                    }
+                                },
+                            }
+                        }
+                    }
+                }
+            },
+            responses={
+                413: {"description": "Upload too large"},
+                415: {"description": "Not a multipart upload"},
+                422: {"description": "Missing file, not an image, corrupt, too many pixels"},
+            },
+        )
+        async def predict(request: Request) -> ImagePrediction:
+            """Classify one uploaded image (multipart field ``file``)."""
+            data = await self._read_upload(request)
+            try:
+                top = await run_in_threadpool(self.classify, data)  # off the event loop
+            except ImageError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            return ImagePrediction(
+                model=manifest.name,
+                version=manifest.version,
+                top=[ClassProbability(**t) for t in top],
+            )
+
+        return router
+
+    async def _read_upload(self, request: Request) -> bytes:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            raise HTTPException(415, f"expected a multipart/form-data upload, got {content_type!r}")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_upload_bytes + 4096:
+            raise HTTPException(413, f"upload larger than {self.max_upload_bytes} bytes")
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except Exception as exc:  # starlette raises several parser errors for bad multipart
+            raise HTTPException(422, f"malformed multipart body: {exc}") from exc
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "no file part named 'file' in the upload")
+        data = await upload.read(self.max_upload_bytes + 1)
+        if len(data) > self.max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {self.max_upload_bytes} bytes")
+        return data
+
+    def predict_file(self, source: Path, output: Path) -> int:
+        """A folder of images (searched recursively) -> CSV: file, top-k labels, probabilities."""
+        if not source.is_dir():
+            raise DataError(f"expected a folder of images, got {source}")
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"no .jpg/.jpeg/.png images under {source}")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        k = min(self.top_k, len(self.classes))
+        with output.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(
+                [
+                    "file",
+                    *(f"{kind}_{i + 1}" for i in range(k) for kind in ("label", "probability")),
+                    "error",
+                ]
+            )
+            for path in files:
+                try:
+                    top = self.classify(path.read_bytes())
+                    cells = [v for t in top for v in (t["label"], t["probability"])]
+                    writer.writerow([path.relative_to(source).as_posix(), *cells, ""])
+                except ImageError as exc:
+                    writer.writerow([path.relative_to(source).as_posix(), *[""] * (2 * k), exc])
+        return len(files)

@@ -1,0 +1,200 @@
+"""The vision task: classify images from a folder-per-class dataset (zip or directory)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from modelyard.core.bundle import TensorSpec
+from modelyard.core.errors import ConfigError, DataError
+from modelyard.projects.base import Predictor, Task
+from modelyard.projects.vision.datamodule import ImageDataModule
+from modelyard.projects.vision.image_cache import (
+    PARTS,
+    load_part,
+    save_classes,
+    save_part,
+)
+from modelyard.projects.vision.image_decoding import normalise
+from modelyard.projects.vision.image_folders import (
+    cache_images,
+    class_weights,
+    index_image_folder,
+    read_member,
+    stratified_split,
+)
+from modelyard.projects.vision.lightning_module import ImageClassifier
+from modelyard.projects.vision.metrics import classification_scores
+from modelyard.projects.vision.plots import plot_confusion_matrix, plot_embedding
+
+SUMMARY_FILE = "prepare.json"
+EVAL_BATCH = 256
+
+
+class VisionTask(Task):
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.data = cfg.project.data
+        self.size = int(self.data.image_size)
+
+    def _source(self, source: Path) -> Path:
+        return (
+            source / str(self.data.archive)
+            if (source / str(self.data.archive)).exists()
+            else source
+        )
+
+    def prepare(self, source: Path, output: Path) -> dict[str, Any]:
+        index = index_image_folder(self._source(source))
+        split = self.data.split
+        parts = stratified_split(
+            index.labels, float(split.test_fraction), float(split.val_fraction), int(split.seed)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for part in PARTS:
+            rows = parts[part]
+            pixels = cache_images(index, rows, self.size, progress=True)
+            save_part(output, part, pixels, index.labels[rows])
+            counts[part] = {
+                name: int(np.sum(index.labels[rows] == k)) for k, name in enumerate(index.classes)
+            }
+        weights = class_weights(index.labels[parts["train"]], len(index.classes)).tolist()
+        save_classes(output, index.classes, {"class_weights": weights})
+        summary = {
+            "source": str(index.source),
+            "classes": index.classes,
+            "images": int(index.labels.size),
+            "image_size": self.size,
+            "per_split_and_class": counts,
+            "class_weights": dict(zip(index.classes, weights, strict=True)),
+        }
+        (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def training_files(self, raw: Path) -> list[Path]:
+        return [raw / str(self.data.archive)]
+
+    def datamodule(self) -> ImageDataModule:
+        return ImageDataModule(
+            prepared_dir=Path(self.cfg.paths.prepared),
+            batch_size=int(self.data.batch_size),
+            seed=int(self.cfg.seed),
+            weighted=bool(self.data.class_weights),
+            brightness=float(self.data.augment.brightness),
+            augment_training=bool(self.data.augment.enabled),
+        )
+
+    def build_model(self, datamodule: L.LightningDataModule) -> ImageClassifier:
+        assert isinstance(datamodule, ImageDataModule)
+        model = self.cfg.model
+        try:
+            return ImageClassifier(
+                n_classes=len(datamodule.classes),
+                class_names=datamodule.classes,
+                backbone=str(model.backbone),
+                backbone_options=_plain(model.get("backbone_options")),
+                class_weights=datamodule.weights,
+                lr=float(model.lr),
+                weight_decay=float(model.weight_decay),
+                label_smoothing=float(model.label_smoothing),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model: {exc}") from exc
+
+    def load_model(self, checkpoint: Path) -> ImageClassifier:
+        module = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+        module.eval()
+        return module
+
+    def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
+        assert isinstance(datamodule, ImageDataModule)
+        return {
+            "classes": datamodule.classes,
+            "image_size": self.size,
+            "mean": datamodule.mean,
+            "std": datamodule.std,
+            "resize": "bilinear to image_size x image_size (non-square images are squashed)",
+        }
+
+    def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
+        pixels, _ = load_part(Path(self.cfg.paths.prepared), "test")
+        return normalise(pixels[:batch], preprocessing["mean"], preprocessing["std"])
+
+    def tensor_specs(
+        self, preprocessing: dict[str, Any]
+    ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        size = int(preprocessing["image_size"])
+        return (
+            [TensorSpec(name="image", dtype="float32", shape=["batch", 3, size, size])],
+            [
+                TensorSpec(
+                    name="logits", dtype="float32", shape=["batch", len(preprocessing["classes"])]
+                )
+            ],
+        )
+
+    def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {k: round(float(metrics[k]), 4) for k in ("accuracy", "macro_f1") if k in metrics}
+
+    def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        index = index_image_folder(self._source(Path(self.cfg.paths.raw)))
+        member = index.members[0]
+        return {"files": {"file": (Path(member).name, read_member(index, member), "image/jpeg")}}
+
+    def _evaluation_images(self, source: Path | None, classes: list[str]) -> tuple[Any, Any]:
+        if source is None:
+            return load_part(Path(self.cfg.paths.prepared), "test")
+        index = index_image_folder(self._source(source))
+        unknown = sorted(set(index.classes) - set(classes))
+        if unknown:
+            raise DataError(f"{source} has classes the model does not know: {unknown}")
+        rows = np.arange(len(index.members))
+        labels = np.array([classes.index(index.classes[k]) for k in index.labels], np.int64)
+        return cache_images(index, rows, self.size, progress=True), labels
+
+    def evaluate(
+        self,
+        predictor: Predictor,
+        preprocessing: dict[str, Any],
+        source: Path | None,
+        output_dir: Path,
+        embedder: Predictor | None = None,
+    ) -> dict[str, Any]:
+        classes = [str(c) for c in preprocessing["classes"]]
+        pixels, labels = self._evaluation_images(source, classes)
+        logits, features = [], []
+        for start in range(0, len(labels), EVAL_BATCH):
+            batch = normalise(
+                pixels[start : start + EVAL_BATCH], preprocessing["mean"], preprocessing["std"]
+            )
+            logits.append(predictor(batch))
+            features.append(embedder(batch) if embedder is not None else logits[-1])
+        predicted = np.concatenate(logits).argmax(axis=1)
+        scores = classification_scores(labels, predicted, classes)
+        plots = output_dir / "plots"
+        confusion = plot_confusion_matrix(
+            plots / "confusion_matrix.png", scores["confusion_matrix"], classes
+        )
+        embedding = plot_embedding(
+            plots / "embedding.png", np.concatenate(features), labels, classes
+        )
+        return {
+            "task": "vision",
+            "source": str(source) if source is not None else str(self.cfg.paths.prepared),
+            **scores,
+            "embedding_of": "penultimate features" if embedder is not None else "logits",
+            "plots": [str(confusion), str(embedding)],
+        }
+
+
+def _plain(options: Any) -> dict[str, Any]:
+    """Config options as plain containers: checkpoints must not hold OmegaConf objects."""
+    if options is None:
+        return {}
+    container = OmegaConf.to_container(options, resolve=True)
+    if not isinstance(container, dict):
+        raise ConfigError("model.backbone_options must be a mapping")
+    return {str(k): v for k, v in container.items()}

@@ -1,0 +1,210 @@
+"""The vision project end to end on a small synthetic image folder (no real data needed):
+prepare -> train -> evaluate -> export -> the HTTP API, including every bad upload."""
+
+import io
+import json
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelyard.core.bundle import Bundle, load_bundle
+from modelyard.core.config import load_config
+from modelyard.projects.vision.image_decoding import decode_image, to_model_input
+from modelyard.serving.app import create_app
+from modelyard.serving.runtime import OnnxModel
+from modelyard.stages import evaluate, export, fetch, prepare, train
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+CLASSES = {"Bright": 220, "Dark": 30, "Red": None}
+
+
+def picture(kind: str, rng: np.random.Generator, size: int = 32) -> Image.Image:
+    noise = rng.integers(-15, 16, size=(size, size, 3))
+    if kind == "Red":
+        base = np.broadcast_to(np.array([200, 20, 20]), (size, size, 3))
+    else:
+        base = np.full((size, size, 3), CLASSES[kind])
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def encoded(image: Image.Image, kind: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Bundle]:
+    source = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(source / "eurosat_rgb.zip", "w") as archive:
+        for kind in CLASSES:
+            count = 20 if kind == "Red" else 40  # an imbalanced class
+            for i in range(count):
+                archive.writestr(f"Top/{kind}/{kind}_{i}.png", encoded(picture(kind, rng)))
+    cfg = load_config(
+        [
+            "project=eurosat",
+            "experiment=quick",
+            f"paths.workdir={tmp_path_factory.mktemp('w')}",
+            f"project.data.source={source}",
+            "project.data.files=[]",
+            "project.data.image_size=32",
+            "project.data.batch_size=16",
+            "trainer.max_epochs=6",
+            "trainer.limit_train_batches=null",
+            "trainer.limit_val_batches=null",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    fetch.run(cfg, progress=False)
+    prepare.run(cfg)
+    trained = train.run(cfg)
+    evaluate.run(cfg, model=trained.run_dir)
+    return cfg, trained.run_dir, export.run(cfg, run_dir=trained.run_dir)
+
+
+@pytest.fixture(scope="module")
+def client(built: tuple[object, Path, Bundle]) -> TestClient:
+    return TestClient(create_app(load_bundle(built[2].path), {"max_upload_bytes": 50_000}))
+
+
+def test_prepare_reports_a_stratified_split_and_class_weights(
+    built: tuple[object, Path, Bundle],
+) -> None:
+    cfg = built[0]
+    summary = json.loads((Path(cfg.paths.prepared) / "prepare.json").read_text())  # type: ignore[attr-defined]
+    assert summary["classes"] == ["Bright", "Dark", "Red"]
+    assert summary["images"] == 100
+    for part in ("train", "val", "test"):
+        assert summary["per_split_and_class"][part]["Red"] >= 1  # the rare class is everywhere
+    weights = summary["class_weights"]
+    assert weights["Red"] > weights["Bright"] == pytest.approx(weights["Dark"])
+
+
+def test_evaluation_writes_scores_and_plots(built: tuple[object, Path, Bundle]) -> None:
+    metrics = json.loads((built[1] / "evaluation" / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9  # three trivially separable classes
+    assert len(metrics["confusion_matrix"]) == 3
+    assert metrics["embedding_of"] == "penultimate features"
+    for plot in metrics["plots"]:
+        assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_upload_is_classified_like_offline_preprocessing(
+    client: TestClient, built: tuple[object, Path, Bundle]
+) -> None:
+    bundle = built[2]
+    image = picture("Dark", np.random.default_rng(5))
+    data = encoded(image, "JPEG")
+    response = client.post("/predict", files={"file": ("dark.jpg", data, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    top = response.json()["top"]
+    assert top[0]["label"] == "Dark"
+    assert sum(t["probability"] for t in top) == pytest.approx(1.0, abs=1e-5)
+    pre = bundle.manifest.preprocessing
+    batch = to_model_input(decode_image(data), 32, pre["mean"], pre["std"])[None]
+    logits = OnnxModel(bundle.model_path).run(batch)[0]
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert top[0]["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
+
+
+def test_serving_preprocessing_matches_the_training_cache(
+    built: tuple[object, Path, Bundle],
+) -> None:
+    """The pixels training read (prepare's cache) equal what the server computes per upload."""
+    from modelyard.projects.vision.image_cache import load_part
+    from modelyard.projects.vision.image_decoding import normalise, prepare_pixels
+    from modelyard.projects.vision.image_folders import index_image_folder, read_member
+
+    cfg, _, bundle = built
+    pixels, _ = load_part(Path(cfg.paths.prepared), "test")  # type: ignore[attr-defined]
+    index = index_image_folder(Path(cfg.paths.raw) / "eurosat_rgb.zip")  # type: ignore[attr-defined]
+    direct = np.stack(
+        [prepare_pixels(decode_image(read_member(index, m)), 32) for m in index.members]
+    )
+    # every cached test image is one of the source images, pixel for pixel
+    assert all((direct == p).all(axis=(1, 2, 3)).any() for p in pixels)
+    pre = bundle.manifest.preprocessing
+    np.testing.assert_allclose(
+        normalise(pixels[:1], pre["mean"], pre["std"])[0],
+        to_model_input(Image.fromarray(pixels[0]), 32, pre["mean"], pre["std"]),
+        atol=1e-6,
+    )
+
+
+def bomb_png() -> bytes:
+    image = Image.new("1", (12_000, 12_000))
+    return encoded(image)
+
+
+@pytest.mark.parametrize(
+    ("files", "content_type", "status"),
+    [
+        ({"file": ("x.txt", b"hello, not an image", "text/plain")}, None, 422),
+        ({"file": ("empty.png", b"", "image/png")}, None, 422),
+        ({"file": ("cut.jpg", b"", "image/jpeg")}, "truncate", 422),
+        ({"file": ("a.gif", b"", "image/gif")}, "gif", 422),
+        ({"file": ("bomb.png", b"", "image/png")}, "bomb", 422),
+        ({"file": ("big.png", b"", "image/png")}, "big", 413),
+        ({"other": ("x.png", b"", "image/png")}, "png", 422),
+    ],
+)
+def test_bad_uploads_get_a_clear_4xx(
+    client: TestClient,
+    files: dict[str, tuple[str, bytes, str]],
+    content_type: str | None,
+    status: int,
+) -> None:
+    rng = np.random.default_rng(1)
+    name, data, mime = next(iter(files.values()))
+    if content_type == "truncate":
+        data = encoded(picture("Dark", rng, 64), "JPEG")[:300]
+    elif content_type == "gif":
+        data = encoded(picture("Dark", rng), "GIF")
+    elif content_type == "bomb":
+        data = bomb_png()
+    elif content_type in ("big", "png"):
+        size = 400 if content_type == "big" else 32
+        data = encoded(Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)))
+    field = next(iter(files))
+    response = client.post("/predict", files={field: (name, data, mime)})
+    assert response.status_code == status, response.text
+    assert "detail" in response.json()
+
+
+def test_non_multipart_body_is_415(client: TestClient) -> None:
+    response = client.post("/predict", json={"file": "abc"})
+    assert response.status_code == 415
+
+
+def test_offline_predict_over_a_folder(built: tuple[object, Path, Bundle], tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(9)
+    picture("Bright", rng).save(folder / "a.png")
+    picture("Red", rng).save(folder / "b.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "modelyard", "predict", str(built[2].path), str(folder), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("file,label_1,probability_1")
+    by_file = {row.split(",")[0]: row.split(",") for row in rows[1:]}
+    assert by_file["a.png"][1] == "Bright" and by_file["b.jpg"][1] == "Red"
+    assert "invalid image" in by_file["broken.jpg"][-1]
