@@ -1,0 +1,68 @@
+"""Both image projects end to end on the real shared zips: fetch -> prepare -> train (quick) ->
+evaluate -> export -> real server on 127.0.0.1 -> one multipart upload over HTTP."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import shared_datasets_root
+from modelyard.core.config import load_config
+from modelyard.projects.vision.image_folders import index_image_folder, read_member
+from modelyard.serving.launcher import running_server
+from modelyard.stages import evaluate, export, fetch, prepare, train
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EXPECTED = {
+    "eurosat": ("eurosat_rgb.zip", 10, 21_688),
+    "plants": ("plantvillage_potato.zip", 3, 1_713),
+}
+
+
+@pytest.mark.parametrize("project", sorted(EXPECTED))
+def test_image_project_from_real_zip_to_http(project: str, tmp_path: Path) -> None:
+    archive, n_classes, n_images = EXPECTED[project]
+    images = shared_datasets_root() / "images"
+    if not (images / archive).is_file():
+        pytest.skip(f"real image data not found at {images / archive} (set MODELYARD_DATA_ROOT)")
+    cfg = load_config(
+        [
+            f"project={project}",
+            "experiment=quick",
+            f"paths.workdir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    fetch.run(cfg, source=str(images), progress=False)
+    summary = prepare.run(cfg)
+    assert summary["images"] == n_images
+    assert len(summary["classes"]) == n_classes
+    per_part = summary["per_split_and_class"]
+    assert sum(sum(part.values()) for part in per_part.values()) == n_images
+    assert all(count >= 1 for part in per_part.values() for count in part.values())
+
+    trained = train.run(cfg)
+    metrics, _ = evaluate.run(cfg, model=trained.run_dir)
+    assert metrics["n_samples"] == sum(per_part["test"].values())
+    assert metrics["accuracy"] > 1.0 / n_classes  # better than guessing, even after 20 batches
+    bundle = export.run(cfg, run_dir=trained.run_dir)
+    assert bundle.manifest.parity is not None
+    assert bundle.manifest.parity.max_abs_diff <= 1e-4
+
+    index = index_image_folder(images / archive)
+    member = index.members[0]
+    with running_server(bundle.path) as url:
+        response = httpx.post(
+            f"{url}/predict",
+            timeout=30,
+            files={"file": (Path(member).name, read_member(index, member), "image/jpeg")},
+        )
+        refused = httpx.post(
+            f"{url}/predict", timeout=30, files={"file": ("x.jpg", b"not an image", "image/jpeg")}
+        )
+    assert response.status_code == 200, response.text
+    top = response.json()["top"]
+    assert len(top) == min(3, n_classes)
+    assert {t["label"] for t in top} <= set(summary["classes"])
+    assert refused.status_code == 422
