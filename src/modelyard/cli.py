@@ -98,14 +98,14 @@ def data_prepare(
 
 @app.command()
 def train(overrides: Overrides = None) -> None:
-    """Train a model (Lightning); prints where the run directory is."""
+    """Train a model (Lightning, or LightGBM for tables); prints where the run is."""
     with user_errors():
         from modelyard.stages import train as train_stage
 
         result = train_stage.run(_config(overrides))
         console.print(
             f"run: {result.run_dir}\nbest checkpoint: {result.checkpoint} "
-            f"({result.monitor} {result.best_score}) after {result.epochs} epoch(s), "
+            f"({result.monitor} {result.best_score}) after {result.epochs} epoch(s) or boosting round(s), "
             f"{result.duration_s:.1f} s"
         )
 
