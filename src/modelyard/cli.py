@@ -105,8 +105,8 @@ def train(overrides: Overrides = None) -> None:
         result = train_stage.run(_config(overrides))
         console.print(
             f"run: {result.run_dir}\nbest checkpoint: {result.checkpoint} "
-            f"({result.monitor} {result.best_score}) after {result.epochs} epoch(s) or boosting round(s), "
-            f"{result.duration_s:.1f} s"
+            f"({result.monitor} {result.best_score}) after {result.epochs} "
+            f"epoch(s) or boosting round(s), {result.duration_s:.1f} s"
         )
 
 
