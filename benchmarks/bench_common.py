@@ -2,13 +2,15 @@
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from modelyard.core.config import load_config
-from modelyard.stages import fetch, prepare
+from modelyard.stages import evaluate, fetch, prepare, train
+from modelyard.stages.train import TrainResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,3 +41,12 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def train_and_evaluate(cfg: DictConfig) -> tuple[TrainResult, dict[str, Any], Path, float]:
+    """Train, then evaluate the run on the configured test data; also the training wall time."""
+    started = time.perf_counter()
+    trained = train.run(cfg)
+    seconds = time.perf_counter() - started
+    metrics, path = evaluate.run(cfg, model=trained.run_dir)
+    return trained, metrics, path, seconds

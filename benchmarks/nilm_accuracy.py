@@ -9,11 +9,9 @@ kettle F1 >= 0.8. Results are written as JSON under ``benchmarks/results/``.
 """
 
 import platform
-import time
 from typing import Any
 
-from bench_common import parser, prepared_config, write_results
-from modelyard.stages import evaluate, train
+from bench_common import parser, prepared_config, train_and_evaluate, write_results
 
 MAX_MAE_RATIO = 0.5
 MIN_KETTLE_F1 = 0.8
@@ -50,10 +48,7 @@ def targets_met(overall: dict[str, Any]) -> dict[str, bool]:
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "nilm_accuracy").parse_args()
     cfg, overrides = prepared_config(args)
-    started = time.perf_counter()
-    trained = train.run(cfg)
-    train_s = time.perf_counter() - started
-    metrics, path = evaluate.run(cfg, model=trained.run_dir)
+    trained, metrics, path, train_s = train_and_evaluate(cfg)
     overall = metrics["overall"]
     met = targets_met(overall)
     houses = f"{list(cfg.project.data.train_houses)} -> {list(cfg.project.data.test_houses)}"

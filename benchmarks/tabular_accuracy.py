@@ -9,11 +9,9 @@ Trains ``experiment=baseline`` (unless overridden) and evaluates on the prepared
 """
 
 import platform
-import time
 from typing import Any
 
-from bench_common import parser, prepared_config, write_results
-from modelyard.stages import evaluate, train
+from bench_common import parser, prepared_config, train_and_evaluate, write_results
 
 MIN_MDAPE_REDUCTION = 0.20
 MIN_WITHIN_10PCT = 0.55
@@ -31,10 +29,7 @@ def table(metrics: dict[str, Any]) -> str:
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "tabular_accuracy").parse_args()
     cfg, overrides = prepared_config(args)
-    started = time.perf_counter()
-    trained = train.run(cfg)
-    train_s = time.perf_counter() - started
-    metrics, path = evaluate.run(cfg, model=trained.run_dir)
+    trained, metrics, path, train_s = train_and_evaluate(cfg)
     reduction = float(metrics["mdape_reduction_vs_baseline"])
     met = {
         f"MdAPE >= {MIN_MDAPE_REDUCTION:.0%} lower than baseline": reduction >= MIN_MDAPE_REDUCTION,

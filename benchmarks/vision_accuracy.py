@@ -9,19 +9,14 @@ EuroSAT >= 97 % accuracy; plants >= 99 % accuracy and >= 0.97 macro-F1.
 """
 
 import platform
-import time
 
-from bench_common import parser, prepared_config, write_results
-from modelyard.stages import evaluate, train
+from bench_common import parser, prepared_config, train_and_evaluate, write_results
 
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "vision_accuracy").parse_args()
     cfg, overrides = prepared_config(args)
-    started = time.perf_counter()
-    trained = train.run(cfg)
-    train_s = time.perf_counter() - started
-    metrics, path = evaluate.run(cfg, model=trained.run_dir)
+    trained, metrics, path, train_s = train_and_evaluate(cfg)
     print(
         f"\n{cfg.project.name}: {metrics['n_samples']} test images; {trained.epochs} epochs "
         f"in {train_s:.0f} s on {platform.processor() or platform.machine()}; {overrides}"

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from modelyard.core.bundle import load_bundle
 from modelyard.core.config import load_config
+from modelyard.projects.tabular.features import decode_target
 from modelyard.projects.tabular.gbm import (
     GradientBoostedRegressor,
     float32_exact_thresholds,
@@ -76,14 +77,22 @@ def test_export_parity_evaluate_and_serve(gbm_run: tuple[object, Path], tmp_path
 
 
 def test_loaded_model_predicts_like_the_trained_one(gbm_run: tuple[object, Path]) -> None:
+    """The reloaded text checkpoint scores the validation rows exactly as training reported."""
     cfg, run_dir = gbm_run
     task = TabularTask(cfg)  # type: ignore[arg-type]
     model = task.load_model(run_dir / "checkpoints" / "best.ckpt")
     assert isinstance(model, GradientBoostedRegressor)
-    batch = np.random.default_rng(0).standard_normal((5, 40)).astype(np.float32)
-    inputs = model.booster.num_feature()
-    scores = model.predict(batch[:, :inputs] if inputs <= 40 else np.zeros((5, inputs), np.float32))
-    assert scores.shape == (5, 1) and scores.dtype == np.float32
+    datamodule = task.datamodule()
+    datamodule.setup()
+    assert datamodule.val_set is not None
+    x_val, y_val = (t.numpy() for t in datamodule.val_set.tensors)
+    scores = model.predict(x_val)
+    assert scores.shape == (len(x_val), 1) and scores.dtype == np.float32
+    true = decode_target(datamodule.target_params, y_val.ravel())
+    predicted = decode_target(datamodule.target_params, scores.ravel())
+    mdape = float(np.median(np.abs(predicted - true) / np.abs(true)))
+    reported = json.loads((run_dir / "train.json").read_text())["best_score"]
+    assert mdape == pytest.approx(reported, rel=1e-6)
 
 
 def test_thresholds_move_down_to_float32_without_changing_any_float32_decision() -> None:

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
+def load_lightning_checkpoint(module_class: Any, checkpoint: Path) -> Any:
+    """A LightningModule subclass restored from ``checkpoint`` on the CPU, in eval mode."""
+    module = module_class.load_from_checkpoint(checkpoint, map_location="cpu")
+    module.eval()
+    return module
+
+
 @runtime_checkable
 class Estimator(Protocol):
     """A model trained without Lightning (e.g. gradient-boosted trees).

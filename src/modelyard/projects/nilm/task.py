@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError
-from modelyard.projects.base import Predictor, Task
+from modelyard.projects.base import Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
@@ -126,8 +126,7 @@ class NilmTask(Task):
             raise ConfigError(f"model: {exc}") from exc
 
     def load_model(self, checkpoint: Path) -> Seq2PointModule:
-        module = Seq2PointModule.load_from_checkpoint(checkpoint, map_location="cpu")
-        module.eval()
+        module: Seq2PointModule = load_lightning_checkpoint(Seq2PointModule, checkpoint)
         return module
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
-from modelyard.projects.base import Predictor, Task
+from modelyard.projects.base import Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.features import FeaturePipeline, decode_target
 from modelyard.projects.tabular.gbm import GradientBoostedRegressor, is_text_model
@@ -132,8 +132,7 @@ class TabularTask(Task):
         if is_text_model(checkpoint):
             target = json.loads((checkpoint.parent.parent / "preprocessing.json").read_text())
             return GradientBoostedRegressor.load(checkpoint, target["target"])
-        module = TabularRegressor.load_from_checkpoint(checkpoint, map_location="cpu")
-        module.eval()
+        module: TabularRegressor = load_lightning_checkpoint(TabularRegressor, checkpoint)
         return module
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
-from modelyard.projects.base import Predictor, Task
+from modelyard.projects.base import Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.image_cache import (
     PARTS,
@@ -105,8 +105,7 @@ class VisionTask(Task):
             raise ConfigError(f"model: {exc}") from exc
 
     def load_model(self, checkpoint: Path) -> ImageClassifier:
-        module = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
-        module.eval()
+        module: ImageClassifier = load_lightning_checkpoint(ImageClassifier, checkpoint)
         return module
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
