@@ -11,7 +11,7 @@ DATA_ROOT ?= $(abspath ../shared/datasets)
 NILM_SOURCE := $(if $(wildcard $(DATA_ROOT)/nilm),$(DATA_ROOT)/nilm,)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv clean help
+.PHONY: demo test lint typecheck venv postgres clean help
 
 help:
 	@echo "make demo   - set up and run the NILM pipeline end to end (fetch .. HTTP prediction)"
@@ -37,7 +37,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+# The prediction-log tests start their own PostgreSQL server (127.0.0.1 only) from Debian's
+# postgresql package; install it when it is missing and we may (root with apt), else they skip.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends postgresql >/dev/null; \
+	else echo "PostgreSQL not installed: its tests will skip (apt-get install postgresql)"; fi
+
+test: $(STAMP) lint typecheck postgres
 	MODELYARD_DATA_ROOT=$(DATA_ROOT) $(BIN)/pytest -q
 
 clean:

@@ -29,3 +29,25 @@ def tables_source() -> Path:
     if not (path / "boliga_sales_2021.csv").is_file():
         pytest.skip(f"real tabular data not found at {path} (set MODELYARD_DATA_ROOT)")
     return path
+
+
+@pytest.fixture(scope="session")
+def kc_house_data(tables_source: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The real King County table fetched and prepared once per session.
+
+    Returns the overrides that point a configuration at it (``project``, ``paths.raw``,
+    ``paths.prepared``); each test still chooses its own ``paths.workdir``.
+    """
+    from modelyard.core.config import load_config
+    from modelyard.stages import fetch, prepare
+
+    data = tmp_path_factory.mktemp("kc_house_data")
+    overrides = [
+        "project=kc_house",
+        f"paths.raw={data / 'raw'}",
+        f"paths.prepared={data / 'prepared'}",
+    ]
+    cfg = load_config([*overrides, f"paths.workdir={data}", "tracking=none"])
+    fetch.run(cfg, source=str(tables_source), progress=False)
+    prepare.run(cfg)
+    return overrides

@@ -1,35 +1,13 @@
 """The command line: bad input gets one clear line and exit code 2, never a traceback."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from cli_helpers import assert_user_error, modelyard
 from modelyard.cli import app
-
-TIMEOUT_S = 120
-
-
-def modelyard(*args: str, workdir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelyard", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-        env={"MODELYARD_HOME": str(workdir), "PATH": "/usr/bin:/bin", "COLUMNS": "80"},
-    )
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:")
-    assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

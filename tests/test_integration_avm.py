@@ -54,6 +54,7 @@ def pipeline(tables_source: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         [
             "project=avm",
             "experiment=quick",
+            "tracking=none",
             f"paths.workdir={workdir}",
             "trainer.enable_progress_bar=false",
         ]

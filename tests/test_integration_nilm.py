@@ -7,7 +7,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 import yaml
 from omegaconf import DictConfig
 
@@ -21,6 +23,7 @@ from modelyard.serving.runtime import OnnxModel
 from modelyard.stages import evaluate, export, fetch, prepare, train
 from modelyard.stages.export import ExportError
 from modelyard.stages.train import TrainResult
+from modelyard.tracking.mlflow_backend import client_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -107,6 +110,41 @@ def test_evaluate_on_an_unseen_house_directory(
     plots = on_disk["houses"]["ukdale_house2"]["plots"]
     assert plots and all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in plots)
     assert metrics["overall"] == overall
+
+
+def test_the_whole_run_is_tracked_in_the_embedded_mlflow_store(pipeline: Pipeline) -> None:
+    """Default tracking: one MLflow run holds config, curves, evaluation, bundle and provenance."""
+    cfg, run_dir = pipeline.cfg, pipeline.trained.run_dir
+    record = json.loads((run_dir / "tracking.json").read_text())
+    assert record["backend"] == "mlflow"
+    assert record["location"] == f"sqlite:///{cfg.paths.workdir}/mlflow.db"
+    assert pipeline.bundle.manifest.tracking == record
+    client = client_for(record["location"])
+    run = client.get_run(record["run_id"])
+    assert run.info.run_name == run_dir.name and run.info.status == "FINISHED"
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    summary = json.loads((run_dir / "train.json").read_text())
+    assert tags["git_commit"] == str(summary["git_commit"])
+    assert tags["git_dirty"] == str(summary["git_dirty"])
+    assert tags["data_fingerprint"] == summary["data_fingerprint"]
+    assert tags["bundle_version"] == pipeline.bundle.manifest.version
+    assert tags["energy_measured"] == str(summary["energy"]["measured"])
+    assert params["model.hidden"] == "128" and params["trainer.max_epochs"] == "2"
+    assert params["version.torch"] == torch.__version__
+    # per-epoch validation scores, as Lightning's own CSV log has them
+    history = client.get_metric_history(record["run_id"], "val_rel_mae")
+    logged = pd.read_csv(run_dir / "logs" / "metrics.csv").dropna(subset=["val_rel_mae"])
+    assert [m.step for m in history] == [0, 1]
+    assert [m.value for m in history] == pytest.approx(logged["val_rel_mae"].tolist())
+    assert metrics["best_val_rel_mae"] == pytest.approx(summary["best_score"])
+    evaluation = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    kettle = evaluation["overall"]["kettle"]["model"]["mae_w"]
+    assert metrics["eval/overall/kettle/model/mae_w"] == pytest.approx(kettle)
+    artifacts = {a.path for a in client.list_artifacts(record["run_id"])}
+    expected = {"config.yaml", "environment.json", "train.json", "training_curves.png", "eval"}
+    assert expected | {"bundle", "logs", "preprocessing.json"} <= artifacts
+    bundle_files = {a.path for a in client.list_artifacts(record["run_id"], "bundle")}
+    assert bundle_files == {"bundle/model.onnx", "bundle/manifest.json"}
 
 
 def test_bundle_manifest_and_parity(pipeline: Pipeline) -> None:

@@ -30,6 +30,7 @@ def test_image_project_from_real_zip_to_http(project: str, tmp_path: Path) -> No
         [
             f"project={project}",
             "experiment=quick",
+            "tracking=none",
             f"paths.workdir={tmp_path}",
             "trainer.enable_progress_bar=false",
         ]

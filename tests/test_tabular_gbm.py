@@ -30,6 +30,7 @@ def gbm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
         [
             "project=avm",
             "model=lightgbm",
+            "tracking=none",
             f"paths.workdir={tmp_path_factory.mktemp('work')}",
             f"project.data.source={source}",
             "project.data.files=[]",

@@ -47,6 +47,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[DictConfig, Bundle]
         [
             "project=avm",
             "experiment=quick",
+            "tracking=none",
             f"paths.workdir={workdir}",
             f"project.data.source={source}",
             "project.data.files=[]",

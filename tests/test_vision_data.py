@@ -625,3 +625,16 @@ def test_real_plantvillage() -> None:
     parts = stratified_split(index.labels, 0.15, 0.15, seed=0)
     for rows in parts.values():
         assert set(index.labels[rows].tolist()) == {0, 1, 2}
+
+
+def test_channel_statistics_match_a_float_computation_without_copying() -> None:
+    from modelyard.projects.vision.datamodule import channel_statistics
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(50, 9, 7, 3), dtype=np.uint8)
+    pixels[..., 2] = 17  # a constant channel: its std is floored at 1e-3
+    scaled = pixels.reshape(-1, 3).astype(np.float64) / 255.0
+    mean, std = channel_statistics(pixels, chunk=7)  # chunks that do not divide the images
+    np.testing.assert_allclose(mean, scaled.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std[:2], scaled.std(axis=0)[:2], rtol=1e-9)
+    assert mean[2] == pytest.approx(17 / 255) and std[2] == 1e-3

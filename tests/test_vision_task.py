@@ -55,6 +55,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Bundl
         [
             "project=eurosat",
             "experiment=quick",
+            "tracking=none",
             f"paths.workdir={tmp_path_factory.mktemp('w')}",
             f"project.data.source={source}",
             "project.data.files=[]",

@@ -103,6 +103,8 @@ def train(overrides: Overrides = None) -> None:
         from modelyard.stages import train as train_stage
 
         result = train_stage.run(_config(overrides))
+        if not train_stage.is_main_process():
+            return  # the other DDP ranks: rank 0 reports
         console.print(
             f"run: {result.run_dir}\nbest checkpoint: {result.checkpoint} "
             f"({result.monitor} {result.best_score}) after {result.epochs} "
@@ -137,13 +139,16 @@ def export(
     run: Annotated[Path | None, typer.Option(help="Training run directory; default latest")] = None,
     output: Annotated[Path | None, typer.Option(help=BUNDLE_OUT_HELP)] = None,
     tolerance: Annotated[float, typer.Option(help="Max |ONNX - torch| allowed")] = 1e-4,
+    metrics: Annotated[
+        Path | None, typer.Option(help="Metrics JSON for the manifest; default the run's own")
+    ] = None,
 ) -> None:
     """Export a run to a bundle: model.onnx + manifest.json, parity-checked."""
     with user_errors():
         from modelyard.stages import export as export_stage
 
         bundle = export_stage.run(
-            _config(overrides), run_dir=run, output=output, tolerance=tolerance
+            _config(overrides), run_dir=run, output=output, tolerance=tolerance, metrics=metrics
         )
         parity = bundle.manifest.parity
         console.print(
@@ -152,25 +157,33 @@ def export(
         )
 
 
+BUNDLE_HELP = "Bundle directory, or a registry reference such as models:/nilm@production"
+REGISTRY_URI_HELP = (
+    "Registry for models:/ references; default $MLFLOW_REGISTRY_URI or the embedded store"
+)
+
+
 @app.command()
 def serve(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
+    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP)],
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0 = auto)")] = 0,
     min_length: Annotated[int | None, typer.Option(help="Shortest accepted series")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest accepted series")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    registry_uri: Annotated[str | None, typer.Option(help=REGISTRY_URI_HELP)] = None,
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime; no torch)."""
     with user_errors():
         import uvicorn
 
         from modelyard.core.bundle import load_bundle
+        from modelyard.registry.resolve import bundle_path
         from modelyard.serving.app import create_app
 
         service = create_app(
-            load_bundle(bundle),
+            load_bundle(bundle_path(bundle, registry_uri)),
             {"min_length": min_length, "max_length": max_length},
             threads=threads,
         )
@@ -179,17 +192,19 @@ def serve(
 
 @app.command()
 def predict(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory")],
+    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP)],
     source: Annotated[Path, typer.Argument(help="Input CSV (or folder, per project)")],
     output: Annotated[Path, typer.Argument(help="Output CSV")],
+    registry_uri: Annotated[str | None, typer.Option(help=REGISTRY_URI_HELP)] = None,
 ) -> None:
     """Offline batch prediction with a bundle: file in, CSV out (no server, no torch)."""
     with user_errors():
         from modelyard.core.bundle import load_bundle
         from modelyard.projects.registry import serving_adapter_class
+        from modelyard.registry.resolve import bundle_path
         from modelyard.serving.runtime import OnnxModel
 
-        loaded = load_bundle(bundle)
+        loaded = load_bundle(bundle_path(bundle, registry_uri))
         adapter_class: Callable[..., Any] = serving_adapter_class(loaded.manifest.task)
         adapter = adapter_class(loaded, OnnxModel(loaded.model_path), {})
         rows = adapter.predict_file(source, output)
@@ -210,6 +225,127 @@ def demo(
             overrides = ["experiment=quick", *overrides]
         summary = demo_stage.run(_config(overrides), source=source, log=console.print)
         _print_json("demo summary", summary)
+
+
+@app.command()
+def sweep(
+    overrides: Overrides = None,
+    name: Annotated[str | None, typer.Option(help="Study name (re-use to resume)")] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Number of trials; default sweep.n_trials")
+    ] = None,
+    register_best: Annotated[
+        bool, typer.Option(help="Evaluate, export and register the best trial")
+    ] = False,
+) -> None:
+    """Hyperparameter search (Optuna TPE, median pruning) over sweep/<project>.yaml."""
+    with user_errors():
+        from modelyard.stages import sweep as sweep_stage
+
+        result = sweep_stage.run(
+            overrides or [],
+            name=name,
+            n_trials=trials,
+            register_best=register_best,
+            log=console.print,
+        )
+        states = [t["state"] for t in result.trials]
+        console.print(
+            f"sweep: {result.directory} ({states.count('COMPLETE')} complete, "
+            f"{states.count('PRUNED')} pruned)\nbest: {result.best_value:.5g} with "
+            f"{' '.join(result.best_overrides)}\nbest config: {result.directory / 'best.yaml'}"
+        )
+        if result.registered:
+            console.print(f"registered: {result.registered}")
+
+
+@app.command()
+def register(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory to register")],
+    overrides: Overrides = None,
+    name: Annotated[
+        str | None, typer.Option(help="Registered model name; default the bundle's project")
+    ] = None,
+) -> None:
+    """Register a bundle as the next version of its project's model."""
+    with user_errors():
+        from modelyard.registry.promotion import open_registry
+
+        registered = open_registry(_config(overrides)).register(bundle, name)
+        console.print(
+            f"registered {registered.name} version {registered.version} "
+            f"(bundle {registered.tags.get('bundle_version')}); "
+            f"promote with: modelyard promote {registered.name} {registered.version} --to staging"
+        )
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name, e.g. nilm")],
+    version: Annotated[str, typer.Argument(help="Version number to promote")],
+    overrides: Overrides = None,
+    to: Annotated[
+        str, typer.Option("--to", help="Alias to move: staging or production")
+    ] = "staging",
+    force: Annotated[
+        bool, typer.Option(help="Promote even if a gate fails (recorded as forced)")
+    ] = False,
+    source: Annotated[Path | None, typer.Option(help=EVAL_SOURCE_HELP)] = None,
+) -> None:
+    """Move an alias to a version through the gates (metrics vs the holder, p95 latency)."""
+    with user_errors():
+        from modelyard.registry.promotion import promote as run_promotion
+        from modelyard.registry.store import ALIASES
+
+        if to not in ALIASES:
+            raise ModelyardError(f"--to must be one of {', '.join(ALIASES)}, not {to!r}")
+        report = run_promotion(name, version, to, overrides or [], force=force, source=source)
+        for gate in report.gates:
+            mark = "[green]PASS[/]" if gate.passed else "[red]FAIL[/]"
+            console.print(f"{mark} {gate.name}: {gate.summary}", highlight=False)
+        if report.promoted:
+            how = " (FORCED past failing gates)" if report.forced else ""
+            console.print(f"{name}@{to} -> version {version}{how}; was {report.previous}")
+        else:
+            console.print(f"not promoted: {name}@{to} stays at version {report.previous}")
+        console.print(f"evidence: {report.evidence}")
+        if not report.promoted:
+            raise typer.Exit(code=1)
+
+
+@app.command()
+def models(
+    name: Annotated[str, typer.Argument(help="Registered model name, e.g. nilm")],
+    overrides: Overrides = None,
+) -> None:
+    """List the registered versions of a model with their aliases."""
+    with user_errors():
+        from modelyard.registry.promotion import open_registry
+
+        for found in open_registry(_config(overrides)).versions(name):
+            aliases = ",".join(found.aliases) or "-"
+            typer.echo(
+                f"{found.version}\t{aliases}\tbundle {found.tags.get('bundle_version')}"
+                f"\tgit {found.tags.get('git_commit', '?')[:10]}"
+            )
+
+
+@app.command()
+def ui(
+    overrides: Overrides = None,
+    port: Annotated[int, typer.Option(help="TCP port")] = 5000,
+) -> None:
+    """Open the MLflow UI on the configured tracking store (127.0.0.1)."""
+    with user_errors():
+        import subprocess
+        import sys
+
+        cfg = _config(overrides)
+        uri = str(cfg.tracking.get("uri") or cfg.registry.uri)
+        console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}")
+        command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+        raise typer.Exit(code=subprocess.call(command))
 
 
 def main() -> None:

@@ -62,6 +62,9 @@ class Manifest(BaseModel):
     git_dirty: bool | None = None
     data_fingerprint: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    tracking: dict[str, str] | None = Field(
+        default=None, description="The tracked training run (backend, run id, location)."
+    )
 
 
 class Bundle(BaseModel):

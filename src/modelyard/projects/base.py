@@ -8,6 +8,7 @@ module (see :mod:`modelyard.serving.adapter`).
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -53,6 +54,14 @@ class Estimator(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class GateMetric:
+    """One score a promotion compares between a candidate model and the current one."""
+
+    value: float
+    higher_is_better: bool
+
+
 class Task(ABC):
     """A project's domain knowledge behind a small, stage-facing interface."""
 
@@ -96,6 +105,10 @@ class Task(ABC):
     @abstractmethod
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """The few numbers of an evaluation a person reads first (for summaries)."""
+
+    @abstractmethod
+    def gate_metrics(self, metrics: dict[str, Any]) -> dict[str, GateMetric]:
+        """The scores a promotion must not make worse (from an evaluation's metrics)."""
 
     @abstractmethod
     def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: fl
 
 @contextlib.contextmanager
 def running_server(
-    bundle: Path,
+    bundle: Path | str,
     port: int | None = None,
     extra_args: Sequence[str] = (),
     timeout_s: float = 60.0,

@@ -8,6 +8,8 @@ from omegaconf import DictConfig
 
 from modelyard.projects.registry import load_task
 from modelyard.stages.model_source import load_model_source
+from modelyard.tracking.base import numeric_metrics
+from modelyard.tracking.factory import resume_tracking
 
 METRICS_FILE = Path("evaluation") / "metrics.json"
 
@@ -28,4 +30,18 @@ def run(
     )
     metrics["evaluated"] = {"path": str(loaded.path), "kind": loaded.kind}
     output.write_text(json.dumps(metrics, indent=2) + "\n")
+    if loaded.kind == "run":
+        _track(loaded.path, output, source)
     return metrics, output
+
+
+def _track(run_dir: Path, output: Path, source: Path | None) -> None:
+    """Add the scores and plots to the run's tracked run (if it is tracked)."""
+    tracker = resume_tracking(run_dir)
+    if tracker.run is None:
+        return
+    prefix = "eval" if source is None else f"eval_{Path(source).name}"
+    metrics = json.loads(output.read_text())
+    tracker.log_metrics(numeric_metrics(metrics, f"{prefix}/"))
+    tracker.log_artifact(output.parent, prefix)
+    tracker.finish()

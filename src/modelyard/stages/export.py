@@ -9,6 +9,7 @@ import json
 import logging
 import tempfile
 import warnings
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from modelyard.projects.registry import load_task
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages.evaluate import METRICS_FILE
 from modelyard.stages.model_source import CHECKPOINT, latest_run, predictor_for
+from modelyard.tracking.base import TrackedRun
+from modelyard.tracking.factory import resume_tracking
 
 DEFAULT_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 64)
@@ -77,13 +80,30 @@ def parity(model: torch.nn.Module | Estimator, onnx_path: Path, example: np.ndar
     return ParityCheck(max_abs_diff=worst, tolerance=0.0, samples=samples)
 
 
+def _read_metrics(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelyardError(f"metrics file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ModelyardError(f"metrics file {path} does not hold a JSON object")
+    return loaded
+
+
 def run(
     cfg: DictConfig,
     run_dir: Path | None = None,
     output: Path | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    metrics: Path | None = None,
 ) -> Bundle:
-    """Export ``run_dir`` (default: the latest run) to ``output`` (default: bundles/<version>)."""
+    """Export ``run_dir`` (default: the latest run) to ``output`` (default: bundles/<version>).
+
+    The manifest carries the evaluation metrics from ``metrics`` (default: the run's own
+    ``evaluation/metrics.json``, when it has been evaluated).
+    """
     run_dir = Path(run_dir) if run_dir is not None else latest_run(cfg)
     checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file():
@@ -111,8 +131,7 @@ def run(
                 f"(tolerance {tolerance:g}); no bundle written"
             )
         train = json.loads((run_dir / "train.json").read_text())
-        metrics_path = run_dir / METRICS_FILE
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        evaluation = _read_metrics(run_dir / METRICS_FILE if metrics is None else Path(metrics))
         version = new_version()
         project = str(run_cfg.project.name)
         target = Path(output) if output is not None else Path(cfg.paths.bundles) / version
@@ -128,14 +147,25 @@ def run(
                 "inputs": inputs,
                 "outputs": outputs,
                 "preprocessing": preprocessing,
-                "metrics": metrics,
+                "metrics": evaluation,
                 "parity": check,
                 "git_commit": train.get("git_commit"),
                 "git_dirty": train.get("git_dirty"),
                 "data_fingerprint": train.get("data_fingerprint"),
                 "config": to_plain(run_cfg),
+                "tracking": _tracking_record(run_dir),
             },
         )
     if output is None:
         mark_latest(bundle.path)
+    tracker = resume_tracking(run_dir)
+    if tracker.run is not None:
+        tracker.log_artifact(bundle.path, "bundle")
+        tracker.set_tags({"bundle_version": bundle.manifest.version})
+        tracker.finish()
     return bundle
+
+
+def _tracking_record(run_dir: Path) -> dict[str, str] | None:
+    run = TrackedRun.read(run_dir)
+    return None if run is None else asdict(run)

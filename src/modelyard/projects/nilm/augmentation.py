@@ -6,7 +6,9 @@ windows (to both the mains input and the appliance target) shows the network tha
 signature on top of many different backgrounds. A random amplitude scale covers appliances of the
 same kind drawing different power in other houses.
 
-Augmentation is applied per batch, to training windows only, with its own seeded generator.
+Augmentation is applied per batch, to training windows only, with its own seeded generator; each
+DataLoader worker process and each DDP rank draws from its own stream of it
+(:mod:`modelyard.projects.loading`).
 """
 
 from collections.abc import Sequence
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelyard.projects.loading import stream_seed
 from modelyard.projects.nilm.normalisation import Normalisation
 
 
@@ -60,6 +63,10 @@ class ActivationInjector:
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
         self._padded = [_pad(pool) for pool in self.activations]
+
+    def use_stream(self, rank: int, worker: int | None, base: int = 0) -> None:
+        """Restart the generator on the stream of a DDP rank and DataLoader worker."""
+        self.rng = np.random.default_rng(stream_seed(self.seed, rank, worker, base))
 
     def __call__(self, windows: np.ndarray, targets: np.ndarray) -> None:
         """Vectorised per appliance: no Python loop over the injected rows."""

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from modelyard.core.errors import ConfigError
+from modelyard.projects.loading import check_num_workers
 from modelyard.projects.nilm.augmentation import ActivationInjector, find_activations
 from modelyard.projects.nilm.dataset import (
     WindowBatches,
@@ -45,7 +46,7 @@ class NilmDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.seed = seed
-        self.num_workers = num_workers
+        self.num_workers = check_num_workers(num_workers)
         self.on_threshold_w = list(on_threshold_w)
         self.oversample_on = oversample_on
         self.augment_probability = augment_probability

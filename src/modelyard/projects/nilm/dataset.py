@@ -3,6 +3,8 @@
 A batch is produced by one fancy-index into a strided window view (see :mod:`.windows`), so the
 loader's cost per batch is one memory copy, not one Python object per window. The DataLoader is
 therefore used with ``batch_size=None`` and a ``BatchSampler``: each "item" it fetches is a batch.
+Under DDP, Lightning wraps that ``BatchSampler`` so that each rank gets every ``world_size``-th
+batch (see :mod:`modelyard.projects.loading`).
 """
 
 from collections.abc import Callable, Sequence
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from modelyard.projects.loading import RandomStreams, worker_options
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.preparation import PreparedHouse
 from modelyard.projects.nilm.windows import gather_windows, valid_window_starts
@@ -35,6 +38,12 @@ class WindowBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
+
+    def use_stream(self, rank: int, worker: int | None, base: int = 0) -> None:
+        """Put the augmentation, if it is random, on the stream of this rank and worker."""
+        augment: object = self.augment
+        if isinstance(augment, RandomStreams):
+            augment.use_stream(rank, worker, base)
 
     def __getitem__(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         starts = self.starts[np.asarray(index, dtype=np.int64)]
@@ -111,9 +120,18 @@ def oversample_active(
 
 
 def batch_loader(
-    dataset: WindowBatches, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+    dataset: WindowBatches,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    rank: int | None = None,
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    """A DataLoader whose sampler yields whole batches of window numbers."""
+    """A DataLoader whose sampler yields whole batches of window numbers.
+
+    Batches are made in ``num_workers`` processes (0: in this one), each augmenting from its own
+    random stream for ``rank`` (default: the ``torch.distributed`` rank, 0 without it).
+    """
     generator = torch.Generator().manual_seed(seed)
     base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
@@ -121,6 +139,5 @@ def batch_loader(
         dataset,
         sampler=sampler,
         batch_size=None,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        **worker_options(dataset, num_workers, seed, rank),
     )

@@ -104,9 +104,9 @@ class Seq2PointModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         loss, prediction = self.compute_loss(x, y)
-        self.log("val_loss", loss, prog_bar=True, batch_size=len(x))
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
         mae_w = ((prediction - y).abs() * self.target_std).mean()
-        self.log("val_mae_w", mae_w, prog_bar=True, batch_size=len(x))
+        self.log("val_mae_w", mae_w, prog_bar=True, batch_size=len(x), sync_dist=True)
         # Targets are z-scores around the training mean, so |y| is the error of the
         # always-predict-the-mean baseline; the std factor cancels in the ratio below.
         self._abs_error += (prediction - y).abs().sum(dim=0).double().cpu()
@@ -118,7 +118,12 @@ class Seq2PointModule(L.LightningModule):
         Unlike the loss, it weighs a rare appliance as much as a frequent one, and a network
         that predicts "always off" does not score well on it. Checkpoints are selected on it.
         """
-        ratio = self._abs_error / self._abs_baseline.clamp_min(1e-12)
+        error, baseline = self._abs_error, self._abs_baseline
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # under DDP each rank saw a share of the validation windows: add them all up
+            error = self.trainer.strategy.reduce(error, reduce_op="sum")
+            baseline = self.trainer.strategy.reduce(baseline, reduce_op="sum")
+        ratio = error / baseline.clamp_min(1e-12)
         self.log("val_rel_mae", ratio.mean().float(), prog_bar=True)
 
     def configure_optimizers(self) -> Any:

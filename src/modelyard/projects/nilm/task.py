@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError
-from modelyard.projects.base import Predictor, Task, load_lightning_checkpoint
+from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
@@ -175,6 +175,13 @@ class NilmTask(Task):
                 "always_off_mae_w": round(scores["baseline_off"]["mae_w"], 2),
                 "f1": round(scores["model"]["f1"], 3),
             }
+            for name, scores in metrics.get("overall", {}).items()
+        }
+
+    def gate_metrics(self, metrics: dict[str, Any]) -> dict[str, GateMetric]:
+        """MAE of every appliance over all test houses (lower is better)."""
+        return {
+            f"{name}.mae_w": GateMetric(float(scores["model"]["mae_w"]), higher_is_better=False)
             for name, scores in metrics.get("overall", {}).items()
         }
 

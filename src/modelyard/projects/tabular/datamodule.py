@@ -1,4 +1,9 @@
-"""Lightning DataModule for tables: prepared CSVs -> features fitted on training rows -> tensors."""
+"""Lightning DataModule for tables: prepared CSVs -> features fitted on training rows -> tensors.
+
+Rows are already tensors in memory, so batches are cheapest made in the training process
+(``num_workers=0``, the default); worker processes are available for parity with the other
+projects. Under DDP, Lightning replaces the shuffling sampler with a ``DistributedSampler``.
+"""
 
 from pathlib import Path
 from typing import Any
@@ -7,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from modelyard.projects.loading import check_num_workers, worker_options
 from modelyard.projects.tabular.features import FeaturePipeline, encode_target, fit_target
 from modelyard.projects.tabular.metrics import fit_group_medians
 from modelyard.projects.tabular.schema import TableSchema
@@ -14,12 +20,20 @@ from modelyard.projects.tabular.table_io import feature_columns, group_keys, rea
 
 
 class TabularDataModule(L.LightningDataModule):
-    def __init__(self, prepared_dir: Path, schema: TableSchema, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        prepared_dir: Path,
+        schema: TableSchema,
+        batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+    ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
         self.schema = schema
         self.batch_size = batch_size
         self.seed = seed
+        self.num_workers = check_num_workers(num_workers)
         self.pipeline: FeaturePipeline | None = None
         self.target_params: dict[str, Any] = {}
         self.baseline: dict[str, Any] = {}
@@ -56,15 +70,24 @@ class TabularDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         assert self.train_set is not None, "call setup() first"
-        generator = torch.Generator().manual_seed(self.seed)
+        options = worker_options(self.train_set, self.num_workers, self.seed)
+        # One generator shuffles and draws each epoch's worker base seed, exactly as before
+        # workers existed. Workers restart every epoch (not persistent) so that it draws once
+        # per epoch with or without them: the batches do not depend on num_workers.
+        options["generator"] = torch.Generator().manual_seed(self.seed)
+        options["persistent_workers"] = False
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
             shuffle=True,
-            generator=generator,
             drop_last=len(self.train_set) > self.batch_size,  # BatchNorm needs > 1 row
+            **options,
         )
 
     def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         assert self.val_set is not None, "call setup() first"
-        return DataLoader(self.val_set, batch_size=self.batch_size * 4)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size * 4,
+            **worker_options(self.val_set, self.num_workers, self.seed),
+        )

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
-from modelyard.projects.base import Predictor, Task, load_lightning_checkpoint
+from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.features import FeaturePipeline, decode_target
 from modelyard.projects.tabular.gbm import GradientBoostedRegressor, is_text_model
@@ -101,6 +101,7 @@ class TabularTask(Task):
             schema=self.schema,
             batch_size=int(self.cfg.project.data.batch_size),
             seed=int(self.cfg.seed),
+            num_workers=self.cfg.project.data.get("num_workers", 0),
         )
 
     def build_model(
@@ -167,6 +168,14 @@ class TabularTask(Task):
             who: {k: round(float(metrics[who][k]), 4) for k in keep}
             for who in ("model", "baseline")
             if who in metrics
+        }
+
+    def gate_metrics(self, metrics: dict[str, Any]) -> dict[str, GateMetric]:
+        """Median absolute percentage error and the share within +-10 % of the true value."""
+        model = metrics["model"]
+        return {
+            "mdape": GateMetric(float(model["mdape"]), higher_is_better=False),
+            "within_10pct": GateMetric(float(model["within_10pct"]), higher_is_better=True),
         }
 
     def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,13 @@ weights run on 64x64 and 128x128 images and the ONNX graph only fixes the channe
 
 Every backbone also exposes ``embed(x)``, the penultimate (pooled) features, which the evaluation
 plots project to 2-D to show how well the classes separate.
+
+:class:`ResidualCNN` keeps its weights and activations in the channels-last memory layout (NHWC
+strides) by default. The PyTorch profiler shows CPU training time going almost entirely to the
+oneDNN convolutions (forward and backward) and batch norms, and those kernels are faster on
+channels-last tensors: per EuroSAT training step, convolution forward -26 %, backward -15 %, batch
+norm -46 %; whole training 1.1-1.5x faster on the 2-vCPU machine (docs/profiling.md). Same
+weights and state_dict, same function: outputs agree to float32 rounding.
 """
 
 import importlib
@@ -73,6 +80,7 @@ class ResidualCNN(nn.Module):
         stem_stride: int = 1,
         dropout: float = 0.2,
         in_channels: int = 3,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -103,6 +111,11 @@ class ResidualCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.width, n_classes)
         self._initialise()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            # Only the 4-D conv weights change strides; values and state_dict keys are the same.
+            # (Documented Module.to keyword that torch's type stubs leave out of the overloads.)
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def _initialise(self) -> None:
         """He init for convs; the last BN of each block starts at zero.
@@ -122,6 +135,9 @@ class ResidualCNN(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) float32 -> (batch, width) pooled penultimate features."""
+        if self.channels_last:
+            # A no-op for input already in NHWC strides; one small copy of the batch otherwise.
+            x = x.contiguous(memory_format=torch.channels_last)
         features: torch.Tensor = self.blocks(self.stem(x))
         # mean over H, W instead of AdaptiveAvgPool2d: same result, exports as one ReduceMean.
         return features.mean(dim=(2, 3))

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
-from modelyard.projects.base import Predictor, Task, load_lightning_checkpoint
+from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.image_cache import (
     PARTS,
@@ -85,6 +85,7 @@ class VisionTask(Task):
             weighted=bool(self.data.class_weights),
             brightness=float(self.data.augment.brightness),
             augment_training=bool(self.data.augment.enabled),
+            num_workers=self.data.get("num_workers", 0),
         )
 
     def build_model(self, datamodule: L.LightningDataModule) -> ImageClassifier:
@@ -137,6 +138,13 @@ class VisionTask(Task):
 
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {k: round(float(metrics[k]), 4) for k in ("accuracy", "macro_f1") if k in metrics}
+
+    def gate_metrics(self, metrics: dict[str, Any]) -> dict[str, GateMetric]:
+        """Accuracy and macro-F1 on the evaluation images."""
+        return {
+            key: GateMetric(float(metrics[key]), higher_is_better=True)
+            for key in ("accuracy", "macro_f1")
+        }
 
     def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
         index = index_image_folder(self._source(Path(self.cfg.paths.raw)))

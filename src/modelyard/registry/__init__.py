@@ -1,0 +1,1 @@
+"""Model registry on MLflow: registered bundles, aliases, promotion through gates."""

@@ -1,0 +1,34 @@
+"""Turn what a user passes to ``serve``/``predict`` (a path or ``models:/...``) into a bundle path.
+
+Kept free of Hydra so that the serving command line stays light: the registry location comes
+from ``--registry-uri``, else ``MLFLOW_REGISTRY_URI``/``MLFLOW_TRACKING_URI``, else the embedded
+store in the working directory (``MODELYARD_HOME``, default ``.modelyard``) — the same defaults
+as the configuration's ``registry`` section.
+"""
+
+import os
+from pathlib import Path
+
+from modelyard.registry.references import is_reference, parse_reference
+
+
+def workdir() -> Path:
+    return Path(os.environ.get("MODELYARD_HOME", ".modelyard"))
+
+
+def default_registry_uri() -> str:
+    for name in ("MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return f"sqlite:///{workdir()}/mlflow.db"
+
+
+def bundle_path(text: str, registry_uri: str | None = None) -> Path:
+    """A local bundle directory for ``text``; registry versions are downloaded and verified."""
+    if not is_reference(text):
+        return Path(text)
+    reference = parse_reference(text)
+    from modelyard.registry.store import ModelRegistry
+
+    registry = ModelRegistry(registry_uri or default_registry_uri(), workdir() / "registry-cache")
+    return registry.fetch(reference).path

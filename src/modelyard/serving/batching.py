@@ -1,0 +1,131 @@
+"""Adaptive micro-batching: concurrent requests share one ONNX Runtime call.
+
+:class:`BatchingModel` has the same ``run(batch) -> batch`` interface as
+:class:`~modelyard.serving.runtime.OnnxModel`, so adapters do not know it is there. Each caller
+(a request handler on a worker thread) enqueues its rows and waits; one inference thread takes
+whatever is queued, up to ``max_batch`` rows, waiting at most ``max_wait_ms`` for more to arrive
+once the first request is in, runs the model once and hands every caller its slice.
+
+The batch size adapts to the load by itself: while the model runs one batch, new requests
+queue up, and the next batch takes all of them (up to ``max_batch`` rows) at once. ``max_wait_ms``
+only bounds how long a batch waits for company after its first request arrived; 0 never waits.
+A request larger than ``max_batch`` rows runs on its own, in one call.
+"""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelyard.serving.runtime import OnnxModel
+
+
+@dataclass
+class _Pending:
+    rows: np.ndarray
+    future: Future[np.ndarray] = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    requests: int = 0
+
+
+class BatchingModel:
+    def __init__(
+        self,
+        model: OnnxModel,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        on_batch: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ValueError("micro-batching needs max_batch >= 1 and max_wait_ms >= 0")
+        self.model = model
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.on_batch = on_batch  # (requests, rows, seconds) after every model call
+        self.stats = BatchStats()
+        self._queue: deque[_Pending] = deque()
+        self._ready = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name="micro-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def input_name(self) -> str:
+        return self.model.input_name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Blocks the calling thread until the rows of ``batch`` have been predicted."""
+        pending = _Pending(np.ascontiguousarray(batch, dtype=np.float32))
+        with self._ready:
+            if self._stopped:
+                raise RuntimeError("the model is shutting down")
+            self._queue.append(pending)
+            self._ready.notify()
+        return pending.future.result()
+
+    def close(self) -> None:
+        with self._ready:
+            self._stopped = True
+            self._ready.notify()
+        self._thread.join(timeout=10)
+
+    def _take(self) -> list[_Pending]:
+        """Wait for work, then gather requests up to ``max_batch`` rows or ``max_wait``."""
+        with self._ready:
+            while not self._queue and not self._stopped:
+                self._ready.wait()
+            if not self._queue:
+                return []
+            taken = [self._queue.popleft()]
+            rows = taken[0].rows.shape[0]
+            deadline = time.perf_counter() + self.max_wait_s
+            while rows < self.max_batch:
+                if not self._queue:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0 or self._stopped:
+                        break
+                    self._ready.wait(remaining)
+                    continue
+                if rows + self._queue[0].rows.shape[0] > self.max_batch:
+                    break
+                taken.append(self._queue.popleft())
+                rows += taken[-1].rows.shape[0]
+            return taken
+
+    def _serve(self) -> None:
+        while True:
+            taken = self._take()
+            if not taken:
+                return
+            started = time.perf_counter()
+            try:
+                joined = (
+                    taken[0].rows
+                    if len(taken) == 1
+                    else np.concatenate([p.rows for p in taken], axis=0)
+                )
+                outputs = self.model.run(joined)
+            except Exception as exc:  # every waiting caller gets the error
+                for pending in taken:
+                    pending.future.set_exception(exc)
+                continue
+            elapsed = time.perf_counter() - started
+            offset = 0
+            for pending in taken:
+                size = pending.rows.shape[0]
+                pending.future.set_result(outputs[offset : offset + size])
+                offset += size
+            self.stats.batches += 1
+            self.stats.rows += offset
+            self.stats.requests += len(taken)
+            if self.on_batch is not None:
+                self.on_batch(len(taken), offset, elapsed)

@@ -1,0 +1,31 @@
+"""Run the real ``modelyard`` command line in a subprocess, and check its user errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+TIMEOUT_S = 300
+
+
+def modelyard(
+    *args: str, workdir: Path, timeout_s: float = TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """``python -m modelyard ARGS`` with only ``MODELYARD_HOME`` set (no MLflow variables)."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelyard", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        env={"MODELYARD_HOME": str(workdir), "PATH": "/usr/bin:/bin", "COLUMNS": "80"},
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    """Exit code 2 and one ``error:`` line containing ``fragment``; never a traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    assert fragment in lines[0], lines[0]
