@@ -14,11 +14,12 @@ from types import FrameType
 
 import pytest
 
+from conftest import shared_datasets_root
 from modelyard.core.errors import DataError
 from modelyard.core.fetch import FileSpec, fetch_dataset
 from modelyard.core.hashing import sha256_file
 
-SHARED_NILM = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "nilm"
+SHARED_NILM = shared_datasets_root() / "nilm"
 
 
 class _Server(ThreadingHTTPServer):

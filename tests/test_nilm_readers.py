@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import shared_datasets_root
 from modelyard.core.errors import DataError
 from modelyard.projects.nilm.readers import discover_houses, read_csv_house, snake_case
 from nilm_fixtures import CSV_HEADER, write_gzip_csv
 
 COLUMNS = ["aggregate", "kettle", "dishwasher", "washing_machine", "microwave"]
-REAL_NILM = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nilm"
+REAL_NILM = shared_datasets_root() / "nilm"
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import shared_datasets_root
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.projects.tabular.reading import (
     apply_filters,
@@ -21,7 +22,7 @@ from modelyard.projects.tabular.reading import (
 )
 from modelyard.projects.tabular.schema import Derivation, OutlierRule, ReadSpec, RowFilter
 
-REAL_TABLES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tables"
+REAL_TABLES = shared_datasets_root() / "tables"
 BOLIGA_COLUMNS = [
     "address",
     "zip_city",

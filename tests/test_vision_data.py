@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
+from conftest import shared_datasets_root
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.projects.vision.image_decoding import (
     ALLOWED_FORMATS,
@@ -33,7 +34,7 @@ from modelyard.projects.vision.image_folders import (
     stratified_split,
 )
 
-REAL_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "images"
+REAL_IMAGES = shared_datasets_root() / "images"
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 40), (30, 40, 230)
 
 
