@@ -11,6 +11,7 @@ tests check it, with Lightning's wrapper in-process and with two real processes.
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -255,3 +256,51 @@ def test_modelyard_train_trainer_ddp_runs_two_processes_into_one_run(nilm_workdi
         outputs = model(torch.zeros(3, int(cfg.project.data.window)))
     assert outputs.shape[0] == 3
     assert np.isfinite(outputs.numpy()).all()
+
+
+def test_validation_rows_are_gathered_from_every_rank(tmp_path: Path) -> None:
+    """Two real gloo processes with shares of different lengths (and one empty) get the union,
+    in rank order, as a median or a macro-F1 over the whole validation set needs."""
+    script = tmp_path / "gather.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            import torch
+            import torch.distributed as dist
+            from modelyard.projects.distributed import gather_rows, world_size
+
+            rank, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+            dist.init_process_group(
+                "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+            )
+            shares = {0: torch.tensor([1.0, 2.0, 3.0]), 1: torch.tensor([10.0, 20.0])}
+            gathered = gather_rows(shares[rank])
+            empty = gather_rows(torch.zeros(0) if rank == 0 else torch.tensor([7.0]))
+            with open(f"{out}.{rank}", "w") as handle:
+                json.dump([world_size(), gathered.tolist(), empty.tolist()], handle)
+            dist.destroy_process_group()
+            """
+        )
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    out = tmp_path / "result"
+    processes = [
+        subprocess.Popen([sys.executable, str(script), str(rank), port, str(out)])
+        for rank in (0, 1)
+    ]
+    assert [p.wait(timeout=120) for p in processes] == [0, 0]
+    for rank in (0, 1):
+        size, gathered, empty = json.loads(Path(f"{out}.{rank}").read_text())
+        assert size == 2
+        assert gathered == [1.0, 2.0, 3.0, 10.0, 20.0]
+        assert empty == [7.0]
+
+
+def test_without_a_process_group_rows_are_returned_as_they_are() -> None:
+    from modelyard.projects.distributed import gather_rows, world_size
+
+    values = torch.tensor([3.0, 1.0])
+    assert world_size() == 1 and gather_rows(values) is values

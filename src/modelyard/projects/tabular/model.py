@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from modelyard.projects.distributed import gather_rows
 from modelyard.projects.tabular.features import decode_target
 
 
@@ -66,15 +67,17 @@ class TabularRegressor(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         prediction = self(x)
-        self.log("val_loss", self.loss_fn(prediction, y), prog_bar=True, batch_size=len(x))
+        loss = self.loss_fn(prediction, y)
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
         target = self.hparams["target"]
         true = decode_target(target, y.detach().cpu().numpy())
         predicted = decode_target(target, prediction.detach().cpu().numpy())
         self._relative_errors.append(torch.from_numpy(abs(predicted - true) / abs(true)))
 
     def on_validation_epoch_end(self) -> None:
-        if self._relative_errors:
-            errors = torch.cat([e.flatten() for e in self._relative_errors])
+        local = [e.flatten() for e in self._relative_errors] or [torch.zeros(0)]
+        errors = gather_rows(torch.cat(local))  # every rank's share under DDP
+        if errors.numel():
             self.log("val_mdape", errors.median().float(), prog_bar=True)
 
     def configure_optimizers(self) -> Any:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from modelyard.core.errors import ConfigError
+from modelyard.projects.distributed import gather_rows
 from modelyard.projects.vision.metrics import classification_scores
 from modelyard.projects.vision.model import build_backbone
 
@@ -128,7 +129,7 @@ class ImageClassifier(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
         loss, logits = self.compute_loss(images, targets)
-        self.log("val_loss", loss, prog_bar=True, batch_size=len(images))
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(images), sync_dist=True)
         self._val_predictions.append(logits.argmax(dim=1).cpu())
         self._val_targets.append(targets.cpu())
 
@@ -138,10 +139,12 @@ class ImageClassifier(L.LightningModule):
         F1 is not a mean of per-batch values (a batch without a rare class would score it 0),
         so predictions are gathered over the epoch and scored once.
         """
-        if not self._val_targets:
+        empty = torch.zeros(0, dtype=torch.long)
+        # under DDP each rank holds a share of the validation set: score all of it
+        predictions = gather_rows(torch.cat(self._val_predictions or [empty])).numpy()
+        targets = gather_rows(torch.cat(self._val_targets or [empty])).numpy()
+        if targets.size == 0:
             return
-        predictions = torch.cat(self._val_predictions).numpy()
-        targets = torch.cat(self._val_targets).numpy()
         scores = classification_scores(targets, predictions, self.class_names)
         self.log("val_acc", float(scores["accuracy"]), prog_bar=True)
         self.log("val_macro_f1", float(scores["macro_f1"]), prog_bar=True)
