@@ -4,12 +4,20 @@ A ``LATEST`` text file beside the runs (or bundles) names the newest one, so tha
 ``modelyard evaluate`` or ``modelyard export`` without arguments act on what was just trained.
 """
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from modelyard.core.errors import ModelyardError
 
 LATEST = "LATEST"
+#: Environment variable that moves the working directory (config: ``paths.workdir``).
+HOME_ENV = "MODELYARD_HOME"
+
+
+def default_workdir() -> Path:
+    """The working directory when no configuration is composed (as ``paths.workdir``)."""
+    return Path(os.environ.get(HOME_ENV, ".modelyard"))
 
 
 def timestamp_name() -> str:

@@ -9,18 +9,15 @@ as the configuration's ``registry`` section.
 import os
 from pathlib import Path
 
+from modelyard.core.runs import default_workdir
 from modelyard.registry.references import is_reference, parse_reference
-
-
-def workdir() -> Path:
-    return Path(os.environ.get("MODELYARD_HOME", ".modelyard"))
 
 
 def default_registry_uri() -> str:
     for name in ("MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI"):
         if os.environ.get(name):
             return os.environ[name]
-    return f"sqlite:///{workdir()}/mlflow.db"
+    return f"sqlite:///{default_workdir()}/mlflow.db"
 
 
 def bundle_path(text: str, registry_uri: str | None = None) -> Path:
@@ -30,5 +27,7 @@ def bundle_path(text: str, registry_uri: str | None = None) -> Path:
     reference = parse_reference(text)
     from modelyard.registry.store import ModelRegistry
 
-    registry = ModelRegistry(registry_uri or default_registry_uri(), workdir() / "registry-cache")
+    registry = ModelRegistry(
+        registry_uri or default_registry_uri(), default_workdir() / "registry-cache"
+    )
     return registry.fetch(reference).path

@@ -18,7 +18,7 @@ Sweep directory (``<workdir>/sweeps/<project>/<name>``)::
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,7 @@ def run(
         raise
     _track_summary(parent, result, directory, monitor)
     parent.finish()
-    return SweepResult(**{**result.__dict__, "registered": registered})
+    return replace(result, registered=registered)
 
 
 def _summarise(study: Any, directory: Path, monitor: str) -> SweepResult:

@@ -81,38 +81,41 @@ def is_main_process() -> bool:
 def _run_name(cfg: DictConfig) -> str:
     if cfg.get("run_name"):
         return str(cfg.run_name)
-    launched_outside = int(os.environ.get("WORLD_SIZE", "1")) > 1 and RUN_NAME_ENV not in os.environ
-    if launched_outside:  # torchrun/SLURM started every rank: they cannot agree on a timestamp
+    shared = os.environ.get(RUN_NAME_ENV)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or not is_main_process()
+    if distributed and not shared:  # torchrun/SLURM started every rank: no shared timestamp
         raise ConfigError(
             "distributed run started outside modelyard (torchrun, SLURM): set run_name=... "
             "(e.g. the job id) so that every rank writes to the same run"
         )
     if not is_main_process():
-        shared = os.environ.get(RUN_NAME_ENV)
-        if not shared:
-            raise ConfigError(
-                "this is a non-zero rank of a distributed run started outside modelyard "
-                "(torchrun, SLURM): set run_name=... so that every rank writes to the same run"
-            )
-        return shared
+        return str(shared)
     return timestamp_name()
+
+
+def _profiler_name(cfg: DictConfig) -> str | None:
+    """``trainer.profiler``, checked (None when profiling is off)."""
+    name = cfg.trainer.get("profiler")
+    if name in (None, "", False):
+        return None
+    if name not in PROFILERS:
+        raise ConfigError(f"trainer.profiler must be one of {', '.join(PROFILERS)}, not {name!r}")
+    return str(name)
 
 
 def _profiler(cfg: DictConfig, run_dir: Path) -> Profiler | None:
     """``trainer.profiler=simple|advanced|pytorch``: a report in ``<run>/profile/``."""
-    name = cfg.trainer.get("profiler")
-    if name in (None, "", False):
+    name = _profiler_name(cfg)
+    if name is None:
         return None
     dirpath, filename = run_dir / PROFILE_DIR, "report"
     if name == "simple":
         return SimpleProfiler(dirpath=dirpath, filename=filename, extended=True)
     if name == "advanced":
         return AdvancedProfiler(dirpath=dirpath, filename=filename)
-    if name == "pytorch":
-        return PyTorchProfiler(
-            dirpath=dirpath, filename=filename, sort_by_key="cpu_time_total", row_limit=40
-        )
-    raise ConfigError(f"trainer.profiler must be one of {', '.join(PROFILERS)}, not {name!r}")
+    return PyTorchProfiler(
+        dirpath=dirpath, filename=filename, sort_by_key="cpu_time_total", row_limit=40
+    )
 
 
 def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -189,9 +192,7 @@ def run(
     ``callbacks`` are added to the Lightning trainer (e.g. a sweep's pruning callback);
     ``parent_run_id`` nests the tracked run under another one (the sweep's).
     """
-    name = cfg.trainer.get("profiler")
-    if name not in (None, "", False, *PROFILERS):
-        raise ConfigError(f"trainer.profiler must be one of {', '.join(PROFILERS)}, not {name!r}")
+    _profiler_name(cfg)  # a typo fails now, not after the data is set up
     seed_everything(int(cfg.seed), int(cfg.trainer.get("num_threads", 0)))
     task = load_task(cfg)
     main = is_main_process()

@@ -1,7 +1,6 @@
 """Open the tracker a configuration asks for, or resume the one a run directory records."""
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from modelyard.core.errors import ConfigError
+from modelyard.core.runs import default_workdir
 from modelyard.tracking.base import NullTracker, TrackedRun, Tracker, TrackingError
 
 BACKENDS = ("mlflow", "wandb", "none")
@@ -82,11 +82,7 @@ def _resume(run: TrackedRun) -> Tracker:
 
         offline = Path(run.location).is_absolute()
         # offline runs live in <dir>/wandb/offline-run-*; online ones need a local scratch dir
-        directory = (
-            Path(run.location).parent.parent
-            if offline
-            else Path(os.environ.get("MODELYARD_HOME", ".modelyard"))
-        )
+        directory = Path(run.location).parent.parent if offline else default_workdir()
         return WandbTracker.open(
             project=run.experiment,
             entity=None,
