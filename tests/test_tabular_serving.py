@@ -350,6 +350,7 @@ def test_info_reports_target_and_features(client: TestClient, bundle: Bundle) ->
         "unit": "DKK/m2",
         "features": feature_names(bundle),
         "max_rows": 1000,
+        "example": bundle.manifest.preprocessing.get("example_row"),
     }
     assert set(FIELDS) <= set(info["details"]["features"])
     assert {"mae", "mdape", "within_10pct"} <= set(info["metrics"].get("model", {})) or (

@@ -94,6 +94,8 @@ class TabularServing(ServingAdapter):
             "unit": self.schema.target.unit,
             "features": self.schema.features.names(),
             "max_rows": self.max_rows,
+            # a valid request row (from the training data), for clients and load tests
+            "example": self.example,
         }
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
