@@ -3,6 +3,10 @@
 import math
 
 import numpy as np
+import pytest
+from omegaconf import DictConfig
+
+from modelyard.core.bundle import Bundle
 
 ZIPS = {"0800": 22000, "2100": 62000, "5000": 30000, "8000": 38000, "9000": 20000}
 CITIES = {"0800": "Høje Taastrup", "2100": "København Ø", "5000": "Odense C"}
@@ -36,3 +40,32 @@ def synthetic_sales(rows: int, seed: int = 7) -> str:
             f"{address},{city},{danish(price)},{day},{area} ,{danish(round(price / area))},{year}\n"
         )
     return "".join(lines)
+
+
+def build_avm_bundle(
+    tmp_path_factory: pytest.TempPathFactory, rows: int
+) -> tuple[DictConfig, Bundle]:
+    """fetch -> prepare -> train (quick) -> export with the avm config on a synthetic table."""
+    from modelyard.core.bundle import load_bundle
+    from modelyard.core.config import load_config
+    from modelyard.stages import export, fetch, prepare, train
+
+    source = tmp_path_factory.mktemp("source")
+    (source / "boliga_sales_2021.csv").write_text(synthetic_sales(rows), encoding="utf-8")
+    cfg = load_config(
+        [
+            "project=avm",
+            "experiment=quick",
+            "tracking=none",
+            f"paths.workdir={tmp_path_factory.mktemp('workdir')}",
+            f"project.data.source={source}",
+            "project.data.files=[]",
+            "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1",
+            "+trainer.enable_model_summary=false",
+        ]
+    )
+    fetch.run(cfg, progress=False)
+    prepare.run(cfg)
+    exported = export.run(cfg, run_dir=train.run(cfg).run_dir)
+    return cfg, load_bundle(exported.path)

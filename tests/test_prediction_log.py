@@ -1,6 +1,9 @@
 """The prediction log on a real SQLite file and a real PostgreSQL server: batched writes off the
 request path, and nothing lost when the database goes away, overflows or the service stops."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +42,10 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def own_spool(directory: Path) -> Path:
+    return directory / f"spool-{os.getpid()}.jsonl"
+
+
 def request_ids(url: str) -> list[str]:
     engine = sa.create_engine(url)
     try:
@@ -51,7 +58,7 @@ def request_ids(url: str) -> list[str]:
 
 def test_records_from_many_threads_are_all_written_in_batches(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/predictions.db"
-    log = PredictionLog(url, spool=tmp_path / "spool.jsonl", batch_size=50)
+    log = PredictionLog(url, spool_dir=tmp_path / "spool", batch_size=50)
     log.start()
 
     def client(first: int) -> None:
@@ -66,7 +73,7 @@ def test_records_from_many_threads_are_all_written_in_batches(tmp_path: Path) ->
     log.close()
     assert log.stats.recorded == log.stats.written == 1000
     assert sorted(request_ids(url)) == [f"req-{n:06d}" for n in range(1000)]
-    assert not (tmp_path / "spool.jsonl").exists()
+    assert not list((tmp_path / "spool").glob("*"))
 
     engine = sa.create_engine(url)
     with engine.connect() as connection:
@@ -83,7 +90,7 @@ def test_records_from_many_threads_are_all_written_in_batches(tmp_path: Path) ->
 def test_recording_never_waits_for_the_database(tmp_path: Path) -> None:
     # a database that cannot be opened yet: its directory does not exist
     url = f"sqlite:///{tmp_path}/later/predictions.db"
-    log = PredictionLog(url, spool=tmp_path / "spool.jsonl", batch_size=10, retry_max_s=0.2)
+    log = PredictionLog(url, spool_dir=tmp_path / "spool", batch_size=10, retry_max_s=0.2)
     log.start()
     started = time.perf_counter()
     for number in range(200):
@@ -101,13 +108,13 @@ def test_recording_never_waits_for_the_database(tmp_path: Path) -> None:
 
 def test_overflow_goes_to_the_spool_and_is_replayed_in_order(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/later/predictions.db"
-    spool = tmp_path / "spool.jsonl"
-    log = PredictionLog(url, spool=spool, batch_size=10, max_buffer=50, retry_max_s=0.2)
+    spool = tmp_path / "spool"
+    log = PredictionLog(url, spool_dir=spool, batch_size=10, max_buffer=50, retry_max_s=0.2)
     log.start()
     for number in range(300):
         log.record(record(number))
     assert log.stats.buffered <= 50 + 10  # bounded (plus one batch in flight)
-    assert log.stats.spooled >= 240 and spool.is_file()
+    assert log.stats.spooled >= 240 and own_spool(spool).is_file()
 
     (tmp_path / "later").mkdir()
     wait_for(lambda: log.stats.written == 300)
@@ -115,29 +122,56 @@ def test_overflow_goes_to_the_spool_and_is_replayed_in_order(tmp_path: Path) -> 
     assert log.stats.replayed == log.stats.spooled
     stored = request_ids(url)
     assert len(stored) == 300 and sorted(stored) == [f"req-{n:06d}" for n in range(300)]
-    assert not spool.exists() and log.stats.spool_pending == 0
+    assert not list(spool.glob("*")) and log.stats.spool_pending == 0
 
 
 def test_shutdown_with_the_database_down_spools_and_the_next_start_replays(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path}/later/predictions.db"
-    spool = tmp_path / "spool.jsonl"
-    first = PredictionLog(url, spool=spool, batch_size=10, retry_max_s=0.2)
+    spool = tmp_path / "spool"
+    first = PredictionLog(url, spool_dir=spool, batch_size=10, retry_max_s=0.2)
     first.start()
     for number in range(120):
         first.record(record(number))
     first.close(timeout_s=2)
-    assert first.stats.written == 0 and len(spool.read_text().splitlines()) == 120
+    assert first.stats.written == 0 and len(own_spool(spool).read_text().splitlines()) == 120
 
     (tmp_path / "later").mkdir()
-    second = PredictionLog(url, spool=spool)
+    second = PredictionLog(url, spool_dir=spool)
     assert second.stats.spool_pending == 120
     second.start()
     second.record(record(120))
     wait_for(lambda: second.stats.written == 121)
     second.close()
     assert request_ids(url) == [f"req-{n:06d}" for n in range(121)]
+
+
+def spool_file(directory: Path, pid: int, numbers: range) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"spool-{pid}.jsonl"
+    path.write_text("".join(record(n).to_json() + "\n" for n in numbers))
+    return path
+
+
+def test_spools_of_stopped_processes_are_replayed_and_live_ones_left_alone(
+    tmp_path: Path,
+) -> None:
+    # a worker that is gone (its process has exited) and one that is still running
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    spool = tmp_path / "spool"
+    gone = spool_file(spool, int(finished.stdout), range(30))
+    running = spool_file(spool, os.getppid(), range(30, 40))
+    url = f"sqlite:///{tmp_path}/predictions.db"
+    log = PredictionLog(url, spool_dir=spool, batch_size=10)
+    assert log.stats.spool_pending == 30  # only what this process may take over
+    log.start()
+    log.record(record(40))
+    wait_for(lambda: log.stats.written == 31)
+    log.close()
+    assert sorted(request_ids(url)) == [f"req-{n:06d}" for n in [*range(30), 40]]
+    assert not gone.exists() and running.is_file()
 
 
 def test_bad_settings_are_refused(tmp_path: Path) -> None:
@@ -157,9 +191,7 @@ def postgres() -> Iterator[PostgresServer]:
 def test_postgresql_outage_is_buffered_and_caught_up(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    log = PredictionLog(
-        postgres.url, spool=tmp_path / "spool.jsonl", batch_size=20, retry_max_s=0.3
-    )
+    log = PredictionLog(postgres.url, spool_dir=tmp_path / "spool", batch_size=20, retry_max_s=0.3)
     log.start()
     for number in range(100):
         log.record(record(number))

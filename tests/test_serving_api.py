@@ -248,11 +248,11 @@ BAD_REQUESTS: list[tuple[str, str | bytes, str | None, int]] = [
     ("-Infinity", f'{{"aggregate_w": [{_OK}, -Infinity]}}', J, 422),
     ("overflowing number", f'{{"aggregate_w": [{_OK}, 1e999]}}', J, 422),
     ("huge integer", f'{{"aggregate_w": [{_OK}, 1{"0" * 400}]}}', J, 422),
-    ("integer too long to parse", f'{{"aggregate_w": [1{"0" * 5000}]}}', J, 400),
+    ("integer too long to parse", f'{{"aggregate_w": [1{"0" * 5000}]}}', J, 422),
     ("empty body", "", J, 422),
     ("invalid JSON", '{"aggregate_w": [1, 2', J, 422),
-    ("not UTF-8", b'{"aggregate_w": [\xff\xfe]}', J, 400),
-    ("deeply nested JSON", "[" * 100_000 + "]" * 100_000, J, 400),
+    ("not UTF-8", b'{"aggregate_w": [\xff\xfe]}', J, 422),
+    ("deeply nested JSON", "[" * 100_000 + "]" * 100_000, J, 422),
     ("JSON array body", f"[{_OK}]", J, 422),
     ("JSON null body", "null", J, 422),
     ("missing aggregate_w", '{"interval_s": 60}', J, 422),
@@ -360,6 +360,9 @@ def test_zero_min_length_still_refuses_an_empty_series(bundle: Bundle) -> None:
 
 
 def _schema(openapi: dict[str, Any], ref_holder: dict[str, Any]) -> dict[str, Any]:
+    """The schema itself when inline, else the component it refers to."""
+    if "$ref" not in ref_holder:
+        return ref_holder
     name = ref_holder["$ref"].rsplit("/", 1)[-1]
     return openapi["components"]["schemas"][name]  # type: ignore[no-any-return]
 
@@ -400,3 +403,46 @@ def test_docs_page_is_served(test_client: TestClient) -> None:
     response = test_client.get("/docs")
     assert response.status_code == 200
     assert "openapi.json" in response.text
+
+
+# --- edges=valid: only full windows ----------------------------------------------------------
+
+
+def test_valid_edges_return_only_full_window_readings(client: httpx.Client, reference: Any) -> None:
+    series = mains(40, seed=3)
+    start = datetime(2013, 6, 1, 7, 0)
+    response = client.post(
+        "/predict", json={"aggregate_w": series, "edges": "valid", "start": start.isoformat()}
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["first_reading"] == HALF and body["edge_readings"] == 0
+    assert body["length"] == 40
+    values = predicted(response)
+    assert values.shape == (40 - WINDOW + 1, len(APPLIANCES))
+    # the same windows as the padded answer's middle: the same numbers
+    np.testing.assert_allclose(values, reference(series)[HALF : 40 - HALF], atol=0.01)
+    stamps = [datetime.fromisoformat(t) for t in body["timestamps"]]
+    assert stamps[0] == start + HALF * timedelta(seconds=INTERVAL_S)
+    assert len(stamps) == values.shape[0]
+
+
+def test_one_window_gives_one_value_per_appliance(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"aggregate_w": mains(WINDOW), "edges": "valid"})
+
+    assert response.status_code == 200, response.text
+    assert {a: len(v) for a, v in response.json()["appliances"].items()} == dict.fromkeys(
+        APPLIANCES, 1
+    )
+
+
+def test_valid_edges_need_a_full_window(bundle: Bundle) -> None:
+    client = TestClient(create_app(bundle, {"min_length": 3}), raise_server_exceptions=False)
+    short = client.post("/predict", json={"aggregate_w": mains(WINDOW - 1), "edges": "valid"})
+    unknown = client.post("/predict", json={"aggregate_w": mains(WINDOW), "edges": "trim"})
+
+    assert short.status_code == 422
+    assert f"{WINDOW} readings, got {WINDOW - 1}" in short.json()["detail"]
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["loc"] == ["body", "edges"]

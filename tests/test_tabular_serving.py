@@ -19,15 +19,13 @@ import pytest
 from fastapi import FastAPI
 from omegaconf import DictConfig
 
-from modelyard.core.bundle import Bundle, load_bundle
-from modelyard.core.config import load_config
+from modelyard.core.bundle import Bundle
 from modelyard.projects.tabular.features import FeaturePipeline, decode_target
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.projects.tabular.table_io import feature_columns, read_prepared
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
-from modelyard.stages import export, fetch, prepare, train
-from tabular_fixtures import synthetic_sales
+from tabular_fixtures import build_avm_bundle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -40,27 +38,7 @@ JSON = "application/json"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[DictConfig, Bundle]:
     """fetch -> prepare -> train (quick) -> export with the avm config on the synthetic table."""
-    source = tmp_path_factory.mktemp("source")
-    (source / "boliga_sales_2021.csv").write_text(synthetic_sales(400), encoding="utf-8")
-    workdir = tmp_path_factory.mktemp("workdir")
-    cfg = load_config(
-        [
-            "project=avm",
-            "experiment=quick",
-            "tracking=none",
-            f"paths.workdir={workdir}",
-            f"project.data.source={source}",
-            "project.data.files=[]",
-            "trainer.enable_progress_bar=false",
-            "trainer.log_every_n_steps=1",
-            "+trainer.enable_model_summary=false",
-        ]
-    )
-    fetch.run(cfg, progress=False)
-    prepare.run(cfg)
-    trained = train.run(cfg)
-    exported = export.run(cfg, run_dir=trained.run_dir)
-    return cfg, load_bundle(exported.path)
+    return build_avm_bundle(tmp_path_factory, rows=400)
 
 
 @pytest.fixture(scope="module")

@@ -142,19 +142,46 @@ def export(
     metrics: Annotated[
         Path | None, typer.Option(help="Metrics JSON for the manifest; default the run's own")
     ] = None,
+    quantize: Annotated[
+        bool | None,
+        typer.Option(
+            "--quantize/--no-quantize",
+            help="Also write an INT8 model, scored on the evaluation data; default export.quantize",
+            show_default=False,
+        ),
+    ] = None,
+    quantize_tolerance: Annotated[
+        float | None,
+        typer.Option(
+            help="Largest relative worsening of a gate metric for the INT8 model to be served "
+            "(0.01 = 1 %); default export.quantize_tolerance",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Export a run to a bundle: model.onnx + manifest.json, parity-checked."""
+    """Export a run to a bundle: model.onnx + manifest.json, parity-checked (+ INT8 model)."""
     with user_errors():
         from modelyard.stages import export as export_stage
+        from modelyard.stages.quantize import verdict
 
         bundle = export_stage.run(
-            _config(overrides), run_dir=run, output=output, tolerance=tolerance, metrics=metrics
+            _config(overrides),
+            run_dir=run,
+            output=output,
+            tolerance=tolerance,
+            metrics=metrics,
+            quantize=quantize,
+            quantize_tolerance=quantize_tolerance,
         )
         parity = bundle.manifest.parity
         console.print(
             f"bundle: {bundle.path} (version {bundle.manifest.version}, "
             f"parity max |diff| {parity.max_abs_diff if parity else 'n/a'})"
         )
+        quantization = bundle.manifest.quantization
+        if quantization is not None:
+            style = "green" if quantization.within_tolerance else "bold yellow"
+            console.print(f"[{style}]{verdict(quantization)}[/]", highlight=False, soft_wrap=True)
 
 
 BUNDLE_HELP = "Bundle directory, or a registry reference such as models:/nilm@production"
@@ -163,31 +190,90 @@ REGISTRY_URI_HELP = (
 )
 
 
+PREDICTION_LOG_HELP = (
+    "SQLAlchemy URL of the prediction log (postgresql+psycopg://... for PostgreSQL); "
+    "'none' to log nothing. Default: SQLite in the working directory"
+)
+
+
 @app.command()
 def serve(
     bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP)],
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0 = auto)")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the port")] = 1,
+    threads: Annotated[
+        int, typer.Option(help="ONNX Runtime threads per worker (0 = cores / workers)")
+    ] = 0,
+    max_batch: Annotated[int, typer.Option(help="Most model rows in one micro-batch")] = 256,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="Longest a micro-batch waits for more requests")
+    ] = 1.0,
+    batching: Annotated[bool, typer.Option(help="Micro-batch concurrent requests")] = True,
+    quantized: Annotated[
+        bool, typer.Option(help="Serve the bundle's INT8 model (only if within tolerance)")
+    ] = False,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 above)")] = (
+        16 * 1024 * 1024
+    ),
+    request_timeout: Annotated[float, typer.Option(help="Seconds before a 504")] = 30.0,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Requests in flight per worker before 503 + Retry-After")
+    ] = 512,
+    prediction_log: Annotated[str | None, typer.Option(help=PREDICTION_LOG_HELP)] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Allowed CORS origin (repeatable); default CORS off")
+    ] = None,
+    log_format: Annotated[str, typer.Option(help="json or text")] = "json",
+    access_log: Annotated[bool, typer.Option(help="One log line per request")] = True,
     min_length: Annotated[int | None, typer.Option(help="Shortest accepted series")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest accepted series")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    log_level: Annotated[str, typer.Option(help="Log level")] = "info",
     registry_uri: Annotated[str | None, typer.Option(help=REGISTRY_URI_HELP)] = None,
 ) -> None:
-    """Serve a bundle over HTTP (FastAPI + ONNX Runtime; no torch)."""
+    """Serve a bundle over HTTP (FastAPI + ONNX Runtime; no torch). See docs/serving.md."""
     with user_errors():
-        import uvicorn
-
-        from modelyard.core.bundle import load_bundle
+        from modelyard.core.runs import default_workdir
         from modelyard.registry.resolve import bundle_path
-        from modelyard.serving.app import create_app
+        from modelyard.serving.server import serve as run_server
+        from modelyard.serving.settings import build_settings
 
-        service = create_app(
-            load_bundle(bundle_path(bundle, registry_uri)),
-            {"min_length": min_length, "max_length": max_length},
+        if prediction_log is None:
+            prediction_log = f"sqlite:///{(default_workdir() / 'predictions.db').resolve()}"
+        settings = build_settings(
+            bundle=str(bundle_path(bundle, registry_uri)),
+            overrides={"min_length": min_length, "max_length": max_length},
+            host=host,
+            port=port,
+            workers=workers,
             threads=threads,
+            batching=batching,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_body_bytes=max_body_bytes,
+            request_timeout_s=request_timeout,
+            max_concurrency=max_concurrency,
+            quantized=quantized,
+            prediction_log=None if prediction_log.lower() == "none" else prediction_log,
+            cors_origins=_cors_origins(cors_origin),
+            log_format=log_format,
+            log_level=log_level.lower(),
+            access_log=access_log,
         )
-        uvicorn.run(service, host=host, port=port, log_level=log_level)
+        if workers > 1:  # a bad bundle: one clear error here, not one traceback per worker
+            _check_bundle(settings.bundle, quantized)
+        run_server(settings)
+
+
+def _cors_origins(values: list[str] | None) -> list[str]:
+    return [v.strip() for v in values or [] if v.strip()]
+
+
+def _check_bundle(path: str, quantized: bool) -> None:
+    """Load and verify the bundle (and the model file that will be served)."""
+    from modelyard.core.bundle import load_bundle, serving_model_path
+
+    serving_model_path(load_bundle(Path(path)), quantized)
 
 
 @app.command()
@@ -209,6 +295,59 @@ def predict(
         adapter = adapter_class(loaded, OnnxModel(loaded.model_path), {})
         rows = adapter.predict_file(source, output)
         console.print(f"wrote {rows} row(s) to {output}")
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Argument(help="Server on this machine, e.g. http://127.0.0.1:8000")],
+    project: Annotated[
+        str | None, typer.Option(help="Locustfile to use; default the served project")
+    ] = None,
+    users: Annotated[int, typer.Option(help="Concurrent simulated clients")] = 50,
+    spawn_rate: Annotated[float, typer.Option(help="Clients started per second")] = 10.0,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of load (rounded up to whole seconds)")
+    ] = 30.0,
+    output: Annotated[
+        Path | None, typer.Option(help="Report directory; default .modelyard/loadtests/<run>")
+    ] = None,
+    nilm_length: Annotated[
+        str,
+        typer.Option(
+            help="NILM series length: window, day or a number of readings",
+            envvar="MODELYARD_LOADTEST_NILM_LENGTH",
+        ),
+    ] = "window",
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of real images to upload (vision)", envvar="MODELYARD_LOADTEST_IMAGES"
+        ),
+    ] = None,
+    request_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append the id of each successful prediction here",
+            envvar="MODELYARD_LOADTEST_REQUEST_LOG",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the generated payloads", envvar="MODELYARD_LOADTEST_SEED")
+    ] = 0,
+) -> None:
+    """Load-test a local server with Locust (headless); CSV + HTML report. Exit 1 on failures."""
+    with user_errors():
+        from modelyard.loadtest.options import LoadOptions
+        from modelyard.loadtest.runner import run_loadtest
+
+        options = LoadOptions(
+            seed=seed, nilm_length=nilm_length, images=images, request_log=request_log
+        )
+        summary = run_loadtest(url, project, users, spawn_rate, duration, output, options)
+        for line in summary.describe():
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if not summary.passed:
+            raise typer.Exit(code=1)
 
 
 @app.command()

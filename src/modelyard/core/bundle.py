@@ -6,23 +6,30 @@ request into those tensors, its evaluation metrics, and where it came from (git 
 fingerprint, resolved config). Loading a bundle verifies the model file's sha256, so a bundle that
 was edited or truncated after export is refused. Nothing in a bundle is a pickle.
 
+A bundle exported with ``--quantize`` also holds ``model.int8.onnx``, verified the same way, and a
+``quantization`` record in the manifest: how the INT8 model scored against the fp32 one on the
+evaluation data. :func:`serving_model_path` hands out the INT8 model only when that record says it
+stayed within its tolerance.
+
 This module must stay importable without torch or pandas: the server imports it.
 """
 
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from modelyard.core.errors import BundleError
 from modelyard.core.hashing import sha256_file
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+INT8_MODEL_FILE = "model.int8.onnx"
 FORMAT_VERSION = 1
 
 
@@ -40,6 +47,104 @@ class ParityCheck(BaseModel):
     max_abs_diff: float
     tolerance: float
     samples: int
+
+
+def check_file_name(name: str) -> str:
+    """A file name inside the bundle directory: no separators, no parent references."""
+    if not name or name in {".", "..", MANIFEST_FILE} or "/" in name or "\\" in name:
+        raise ValueError(f"{name!r} is not a plain file name inside the bundle")
+    return name
+
+
+class MetricChange(BaseModel):
+    """One gate metric on the evaluation data, scored with the fp32 and with the INT8 model."""
+
+    fp32: float
+    int8: float
+    relative_change: float | None = Field(
+        description="(int8 - fp32) / |fp32|, signed; null when the fp32 value is 0."
+    )
+    higher_is_better: bool
+    within_tolerance: bool
+
+    @classmethod
+    def between(
+        cls, fp32: float, int8: float, higher_is_better: bool, tolerance: float
+    ) -> "MetricChange":
+        """Compare like the promotion gate: INT8 may be worse by at most ``tolerance`` * |fp32|."""
+        return cls(
+            fp32=fp32,
+            int8=int8,
+            relative_change=(int8 - fp32) / abs(fp32) if fp32 != 0 else None,
+            higher_is_better=higher_is_better,
+            within_tolerance=_within(fp32, int8, higher_is_better, tolerance),
+        )
+
+    def worsening(self) -> float:
+        """How much worse INT8 is, relative to |fp32| (negative: better; inf: worse than 0)."""
+        worse_by = self.fp32 - self.int8 if self.higher_is_better else self.int8 - self.fp32
+        if self.fp32 != 0:
+            return worse_by / abs(self.fp32)
+        return float("inf") if worse_by > 0 else 0.0
+
+
+def _within(fp32: float, int8: float, higher_is_better: bool, tolerance: float) -> bool:
+    slack = abs(fp32) * tolerance
+    return int8 >= fp32 - slack if higher_is_better else int8 <= fp32 + slack
+
+
+class SizeBytes(BaseModel):
+    fp32: int
+    int8: int
+
+
+class SpeedCheck(BaseModel):
+    """Single-thread ONNX Runtime latency of one batch, both models timed in the same process.
+
+    Informative only (it depends on the exporting machine), never a gate.
+    """
+
+    batch: int
+    threads: int
+    fp32_ms: float
+    int8_ms: float
+    speedup: float = Field(description="fp32_ms / int8_ms: above 1, the INT8 model is faster.")
+
+
+class Quantization(BaseModel):
+    """The INT8 copy of the model and the evidence on whether it may be served."""
+
+    model_file: str = INT8_MODEL_FILE
+    sha256: str
+    method: str = Field(description="static_qdq (calibrated) or dynamic.")
+    calibration_rows: int = Field(description="Real input rows calibrated on (0 for dynamic).")
+    quantized_ops: list[str]
+    tolerance: float = Field(ge=0, description="Largest allowed relative worsening per metric.")
+    metrics: dict[str, MetricChange] = Field(min_length=1)
+    within_tolerance: bool
+    size_bytes: SizeBytes
+    speed: SpeedCheck
+    note: str | None = None
+
+    @field_validator("model_file")
+    @classmethod
+    def _plain_file_name(cls, name: str) -> str:
+        return check_file_name(name)
+
+    @model_validator(mode="after")
+    def _verdicts_agree(self) -> Self:
+        """A verdict must follow from the numbers, so a hand-edited flag cannot serve INT8."""
+        for name, change in self.metrics.items():
+            expected = _within(change.fp32, change.int8, change.higher_is_better, self.tolerance)
+            if change.within_tolerance != expected:
+                raise ValueError(f"metrics.{name}.within_tolerance contradicts its values")
+        if self.within_tolerance != all(m.within_tolerance for m in self.metrics.values()):
+            raise ValueError("within_tolerance contradicts the per-metric verdicts")
+        return self
+
+    def worst(self) -> tuple[str, MetricChange]:
+        """The metric the INT8 model made worst, relative to its fp32 value."""
+        return max(self.metrics.items(), key=lambda item: item[1].worsening())
 
 
 class Manifest(BaseModel):
@@ -65,6 +170,15 @@ class Manifest(BaseModel):
     tracking: dict[str, str] | None = Field(
         default=None, description="The tracked training run (backend, run id, location)."
     )
+    quantization: Quantization | None = Field(
+        default=None, description="The INT8 model, when exported with --quantize."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_model_files(self) -> Self:
+        if self.quantization is not None and self.quantization.model_file == self.model_file:
+            raise ValueError("quantization.model_file must differ from model_file")
+        return self
 
 
 class Bundle(BaseModel):
@@ -83,21 +197,33 @@ def new_version() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
-def write_bundle(target: Path, model_file: Path, manifest_fields: dict[str, Any]) -> Bundle:
+def write_bundle(
+    target: Path,
+    model_file: Path,
+    manifest_fields: dict[str, Any],
+    extra_files: Mapping[str, Path] | None = None,
+) -> Bundle:
     """Write a bundle directory atomically and return it loaded.
 
     ``manifest_fields`` holds every manifest field except ``sha256`` and ``model_file``, which are
-    computed here. The bundle is assembled in a temporary sibling directory and renamed into place,
-    so a crash never leaves a half-written bundle at ``target``.
+    computed here. ``extra_files`` maps file names inside the bundle (e.g. ``model.int8.onnx``) to
+    the files to copy there. The bundle is assembled and verified in a temporary sibling
+    directory and renamed into place, so a crash never leaves a half-written bundle at ``target``
+    and a bundle whose manifest does not match its files is never written.
     """
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         shutil.copyfile(model_file, staging / MODEL_FILE)
+        for name, source in (extra_files or {}).items():
+            if check_file_name(name) == MODEL_FILE:
+                raise ValueError(f"extra file {name!r} would replace the model")
+            shutil.copyfile(source, staging / name)
         manifest = Manifest(
             **manifest_fields, model_file=MODEL_FILE, sha256=sha256_file(staging / MODEL_FILE)
         )
+        _verify_files(staging, manifest)
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -128,13 +254,55 @@ def load_bundle(path: Path) -> Bundle:
             f"{manifest_path} has format_version {manifest.format_version}; "
             f"this modelyard reads version {FORMAT_VERSION}"
         )
-    model_path = path / manifest.model_file
-    if not model_path.is_file():
-        raise BundleError(f"{path}: model file {manifest.model_file} is missing")
-    actual = sha256_file(model_path)
-    if actual != manifest.sha256:
-        raise BundleError(
-            f"{model_path} failed its integrity check: sha256 is {actual}, "
-            f"the manifest says {manifest.sha256}"
-        )
+    _verify_files(path, manifest)
     return Bundle(path=path, manifest=manifest)
+
+
+def _verify_files(path: Path, manifest: Manifest) -> None:
+    """Every model file the manifest names is present and has the sha256 it records."""
+    _verify_file(path, "model file", manifest.model_file, manifest.sha256)
+    if manifest.quantization is not None:
+        quantized = manifest.quantization
+        _verify_file(path, "INT8 model file", quantized.model_file, quantized.sha256)
+
+
+def _verify_file(path: Path, what: str, name: str, expected: str) -> None:
+    file = path / name
+    if not file.is_file():
+        raise BundleError(f"{path}: {what} {name} is missing")
+    actual = sha256_file(file)
+    if actual != expected:
+        raise BundleError(
+            f"{file} failed its integrity check: sha256 is {actual}, the manifest says {expected}"
+        )
+
+
+def serving_model_path(bundle: Bundle, quantized: bool) -> Path:
+    """The model file to serve: fp32, or INT8 when asked for and measured within tolerance.
+
+    Raises :class:`BundleError` saying why when INT8 is asked for but may not be served.
+    """
+    if not quantized:
+        return bundle.model_path
+    record = bundle.manifest.quantization
+    if record is None:
+        raise BundleError(f"{bundle.path}: this bundle has no INT8 model; export with --quantize")
+    if not record.within_tolerance:
+        name, change = record.worst()
+        raise BundleError(
+            f"{bundle.path}: the INT8 model changed {name} by {_describe(change)}, above the "
+            f"{record.tolerance:.2%} tolerance; serve the fp32 model"
+        )
+    int8_path = bundle.path / record.model_file
+    if not int8_path.is_file():
+        raise BundleError(f"{bundle.path}: INT8 model file {record.model_file} is missing")
+    return int8_path
+
+
+def _describe(change: MetricChange) -> str:
+    """'+4.20% (12.5 -> 13.025, lower is better)', from the values themselves."""
+    direction = "higher" if change.higher_is_better else "lower"
+    values = f"{change.fp32:.6g} -> {change.int8:.6g}, {direction} is better"
+    if change.fp32 == 0:
+        return f"an unbounded fraction ({values})"
+    return f"{(change.int8 - change.fp32) / abs(change.fp32):+.2%} ({values})"

@@ -1,20 +1,38 @@
 """What a task family provides to the server: its ``/predict`` route and offline batch prediction.
 
-Adapters are torch-free: they see the bundle (manifest + ONNX model) and numpy only.
+Adapters are torch-free: they see the bundle (manifest + ONNX model) and numpy only. The model
+they get is a :class:`ModelRunner`: the ONNX Runtime session itself (offline prediction) or the
+micro-batcher in front of it (the server); both predict a float32 batch.
+
+A route tells the server what it predicted with :func:`modelyard.serving.context.record_prediction`
+(the inputs or their summary features, the outputs, values for the distribution metrics); the
+server logs it once the response has been sent.
 """
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from fastapi import APIRouter
 
 from modelyard.core.bundle import Bundle
-from modelyard.serving.runtime import OnnxModel
+
+
+class ModelRunner(Protocol):
+    @property
+    def input_name(self) -> str: ...
+
+    @property
+    def threads(self) -> int: ...
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    async def run_async(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 class ServingAdapter(ABC):
-    def __init__(self, bundle: Bundle, model: OnnxModel, settings: dict[str, Any]) -> None:
+    def __init__(self, bundle: Bundle, model: ModelRunner, settings: dict[str, Any]) -> None:
         self.bundle = bundle
         self.model = model
         self.settings = settings

@@ -6,12 +6,16 @@
 whatever is queued, up to ``max_batch`` rows, waiting at most ``max_wait_ms`` for more to arrive
 once the first request is in, runs the model once and hands every caller its slice.
 
+Request handlers on the event loop use :meth:`BatchingModel.run_async`, which waits without
+holding a thread; worker threads use :meth:`BatchingModel.run`.
+
 The batch size adapts to the load by itself: while the model runs one batch, new requests
 queue up, and the next batch takes all of them (up to ``max_batch`` rows) at once. ``max_wait_ms``
 only bounds how long a batch waits for company after its first request arrived; 0 never waits.
-A request larger than ``max_batch`` rows runs on its own, in one call.
+A request larger than ``max_batch`` rows runs on its own, split into calls of ``max_batch`` rows.
 """
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -48,6 +52,7 @@ class BatchingModel:
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError("micro-batching needs max_batch >= 1 and max_wait_ms >= 0")
         self.model = model
+        self.threads = model.threads
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.on_batch = on_batch  # (requests, rows, seconds) after every model call
@@ -64,13 +69,20 @@ class BatchingModel:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Blocks the calling thread until the rows of ``batch`` have been predicted."""
+        return self._submit(batch).result()
+
+    async def run_async(self, batch: np.ndarray) -> np.ndarray:
+        """Awaits the rows of ``batch`` without holding a thread (the event loop's way in)."""
+        return await asyncio.wrap_future(self._submit(batch))
+
+    def _submit(self, batch: np.ndarray) -> "Future[np.ndarray]":
         pending = _Pending(np.ascontiguousarray(batch, dtype=np.float32))
         with self._ready:
             if self._stopped:
                 raise RuntimeError("the model is shutting down")
             self._queue.append(pending)
             self._ready.notify()
-        return pending.future.result()
+        return pending.future
 
     def close(self) -> None:
         with self._ready:
@@ -79,14 +91,22 @@ class BatchingModel:
         self._thread.join(timeout=10)
 
     def _take(self) -> list[_Pending]:
-        """Wait for work, then gather requests up to ``max_batch`` rows or ``max_wait``."""
+        """Wait for work, then gather requests up to ``max_batch`` rows or ``max_wait``.
+
+        Requests whose caller gave up (a cancelled future: timeout, disconnect) are dropped here;
+        the ones taken are marked running, so they can no longer be cancelled half-way.
+        """
         with self._ready:
-            while not self._queue and not self._stopped:
-                self._ready.wait()
-            if not self._queue:
-                return []
-            taken = [self._queue.popleft()]
-            rows = taken[0].rows.shape[0]
+            while True:
+                while not self._queue and not self._stopped:
+                    self._ready.wait()
+                if not self._queue:
+                    return []
+                first = self._queue.popleft()
+                if first.future.set_running_or_notify_cancel():
+                    break
+            taken = [first]
+            rows = first.rows.shape[0]
             deadline = time.perf_counter() + self.max_wait_s
             while rows < self.max_batch:
                 if not self._queue:
@@ -97,8 +117,10 @@ class BatchingModel:
                     continue
                 if rows + self._queue[0].rows.shape[0] > self.max_batch:
                     break
-                taken.append(self._queue.popleft())
-                rows += taken[-1].rows.shape[0]
+                pending = self._queue.popleft()
+                if pending.future.set_running_or_notify_cancel():
+                    taken.append(pending)
+                    rows += pending.rows.shape[0]
             return taken
 
     def _serve(self) -> None:
@@ -106,19 +128,17 @@ class BatchingModel:
             taken = self._take()
             if not taken:
                 return
-            started = time.perf_counter()
             try:
                 joined = (
                     taken[0].rows
                     if len(taken) == 1
                     else np.concatenate([p.rows for p in taken], axis=0)
                 )
-                outputs = self.model.run(joined)
+                outputs = self._run_in_chunks(joined, len(taken))
             except Exception as exc:  # every waiting caller gets the error
                 for pending in taken:
                     pending.future.set_exception(exc)
                 continue
-            elapsed = time.perf_counter() - started
             offset = 0
             for pending in taken:
                 size = pending.rows.shape[0]
@@ -127,5 +147,16 @@ class BatchingModel:
             self.stats.batches += 1
             self.stats.rows += offset
             self.stats.requests += len(taken)
+
+    def _run_in_chunks(self, rows: np.ndarray, requests: int) -> np.ndarray:
+        """One call per ``max_batch`` rows: a large request is split, which bounds ONNX Runtime's
+        working memory (activations grow with the batch) at almost no cost in speed (measured:
+        batch 256 runs at 98 % of the windows/s of batch 1,440)."""
+        outputs = []
+        for start in range(0, rows.shape[0], self.max_batch):
+            chunk = rows[start : start + self.max_batch]
+            began = time.perf_counter()
+            outputs.append(self.model.run(chunk))
             if self.on_batch is not None:
-                self.on_batch(len(taken), offset, elapsed)
+                self.on_batch(requests, chunk.shape[0], time.perf_counter() - began)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)

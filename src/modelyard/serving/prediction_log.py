@@ -9,7 +9,7 @@ Nothing is lost:
 * when the database cannot be reached, records stay buffered and the writer retries with
   back-off; the service keeps answering;
 * the buffer is bounded: beyond ``max_buffer`` records the oldest ones are appended to a spool
-  file (JSON lines) on local disk instead of being dropped;
+  file (JSON lines, one per process) in ``spool_dir`` on local disk instead of being dropped;
 * spooled records are replayed into the database once it is reachable again, oldest first;
 * :meth:`PredictionLog.close` (graceful shutdown) writes everything still buffered, or spools it
   when the database is down, so the next start replays it.
@@ -17,8 +17,10 @@ Nothing is lost:
 This module imports no torch; it is part of the server.
 """
 
+import contextlib
 import json
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -66,7 +68,7 @@ class PredictionRecord:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.row() | {"created_at": self.created_at.isoformat()})
+        return _to_json(self.row() | {"created_at": self.created_at.isoformat()})
 
     @classmethod
     def from_json(cls, line: str) -> "PredictionRecord":
@@ -89,9 +91,14 @@ class LogStats:
     database_ok: bool = False
 
 
+def _to_json(value: Any) -> str:
+    """Inputs may hold dates or decimals: written as text rather than failing the batch."""
+    return json.dumps(value, default=str)
+
+
 def sqlite_engine(url: str) -> Engine:
     """SQLite in WAL mode: readers never block the writer; a busy file is waited for."""
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
+    engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=_to_json)
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(connection: Any, _record: Any) -> None:
@@ -106,14 +113,16 @@ def sqlite_engine(url: str) -> Engine:
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return sqlite_engine(url)
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=0)
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=2, max_overflow=0, json_serializer=_to_json
+    )
 
 
 class PredictionLog:
     def __init__(
         self,
         url: str,
-        spool: Path,
+        spool_dir: Path,
         batch_size: int = 500,
         flush_interval_s: float = 0.25,
         max_buffer: int = 50_000,
@@ -122,7 +131,8 @@ class PredictionLog:
         if batch_size < 1 or max_buffer < batch_size:
             raise ValueError("prediction log: need 1 <= batch_size <= max_buffer")
         self.url = url
-        self.spool = Path(spool)
+        self.spool_dir = Path(spool_dir)
+        self._claims = 0
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_buffer = max_buffer
@@ -237,39 +247,88 @@ class PredictionLog:
                 connection.execute(predictions.insert(), [r.row() for r in chunk])
 
     # -- spool -----------------------------------------------------------------------------
+    # Each process appends to its own file, spool-<pid>.jsonl, so several workers never write
+    # the same file. Replaying claims a file by renaming it to spool-<pid>-<n>.replaying (one
+    # rename: two workers cannot both claim it); files of processes that are gone (a previous
+    # run, a crashed worker) are claimed the same way, so nothing waits for its own writer.
+    def _own_spool(self) -> Path:
+        return self.spool_dir / f"spool-{os.getpid()}.jsonl"
+
     def _spool_records(self, records: list[PredictionRecord]) -> None:
         with self._spool_lock:
-            self.spool.parent.mkdir(parents=True, exist_ok=True)
-            with self.spool.open("a", encoding="utf-8") as handle:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            with self._own_spool().open("a", encoding="utf-8") as handle:
                 handle.writelines(r.to_json() + "\n" for r in records)
                 handle.flush()
             self.stats.spooled += len(records)
             self.stats.spool_pending += len(records)
 
+    def _claimable(self) -> list[Path]:
+        """Spool files this process may replay: its own and those of processes that are gone."""
+        if not self.spool_dir.is_dir():
+            return []
+        me = os.getpid()
+        return [
+            path
+            for path in sorted(self.spool_dir.glob("spool-*"))
+            if path.suffix in {".jsonl", ".replaying"}
+            and ((owner := _spool_owner(path)) == me or not _alive(owner))
+        ]
+
     def _count_spooled(self) -> int:
-        if not self.spool.is_file():
-            return 0
-        with self.spool.open(encoding="utf-8") as handle:
-            return sum(1 for line in handle if line.strip())
+        total = 0
+        for path in self._claimable():
+            with contextlib.suppress(OSError), path.open(encoding="utf-8") as handle:
+                total += sum(1 for line in handle if line.strip())
+        return total
+
+    def _claim(self, path: Path) -> Path | None:
+        """Rename ``path`` to a name owned by this process; None if another one was faster."""
+        if path.suffix == ".replaying" and _spool_owner(path) == os.getpid():
+            return path
+        self._claims += 1
+        target = self.spool_dir / f"spool-{os.getpid()}-{self._claims}.replaying"
+        try:
+            path.replace(target)
+        except FileNotFoundError:
+            return None
+        return target
 
     def _write_pending_spool(self) -> None:
-        """Replay the spool file into the database (all of it, in batches), then remove it."""
-        if self.stats.spool_pending == 0 and not self.spool.is_file():
+        """Replay every claimable spool file into the database, one transaction per file."""
+        if self.stats.spool_pending == 0 and not self._claimable():
             return
-        with self._spool_lock:
-            if not self.spool.is_file():
-                return
-            replaying = self.spool.with_suffix(".replaying")
-            if not replaying.exists():
-                self.spool.replace(replaying)
-        lines = replaying.read_text(encoding="utf-8").splitlines()
-        records = [PredictionRecord.from_json(line) for line in lines if line.strip()]
-        self._insert(records)  # one transaction: a failure half-way leaves no duplicates
-        replaying.unlink()
-        self.stats.replayed += len(records)
-        self.stats.written += len(records)
+        for path in self._claimable():
+            with self._spool_lock:
+                claimed = self._claim(path)
+            if claimed is None:
+                continue
+            lines = claimed.read_text(encoding="utf-8").splitlines()
+            records = [PredictionRecord.from_json(line) for line in lines if line.strip()]
+            self._insert(records)  # one transaction: a failure half-way leaves no duplicates
+            claimed.unlink()
+            self.stats.replayed += len(records)
+            self.stats.written += len(records)
         with self._spool_lock:
             self.stats.spool_pending = self._count_spooled()
+
+
+def _spool_owner(path: Path) -> int:
+    """The pid in ``spool-<pid>.jsonl`` or ``spool-<pid>-<n>.replaying`` (0 if unreadable)."""
+    digits = path.stem.removeprefix("spool-").split("-", 1)[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def count_rows(url: str) -> int:

@@ -1,5 +1,13 @@
-"""ONNX Runtime session around a bundle's model file, with deliberate thread settings."""
+"""ONNX Runtime session around a bundle's model file, with deliberate thread settings.
 
+Threads: one ONNX Runtime intra-op thread per core the worker may use (the cores divided among the
+workers), one inter-op thread (these models are a single chain of operators), and no spinning:
+an idle intra-op thread that spins waiting for work burns a core the event loop and the other
+workers need (measured in benchmarks/serving.py).
+"""
+
+import asyncio
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,16 +16,31 @@ import onnxruntime as ort
 from modelyard.core.errors import BundleError
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def intra_op_threads(requested: int, workers: int = 1) -> int:
+    """``requested`` when set, else the cores shared fairly among ``workers`` (at least 1)."""
+    if requested > 0:
+        return requested
+    return max(1, available_cores() // max(1, workers))
+
+
 class OnnxModel:
     """One input, one output: a float32 batch in, a float32 batch out."""
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, threads: int = 0, spinning: bool = False) -> None:
         options = ort.SessionOptions()
-        # 0 lets ONNX Runtime use one thread per physical core; set explicitly when several
-        # server workers share a host so they do not oversubscribe the cores.
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = intra_op_threads(threads)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        spin = "1" if spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -30,7 +53,12 @@ class OnnxModel:
             raise BundleError(f"{path}: expected one input and one output tensor")
         self.input_name: str = inputs[0].name
         self.output_name: str = outputs[0].name
+        self.threads = options.intra_op_num_threads
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         result = self.session.run([self.output_name], {self.input_name: batch.astype(np.float32)})
         return np.asarray(result[0])
+
+    async def run_async(self, batch: np.ndarray) -> np.ndarray:
+        """``run`` on a worker thread, so the event loop keeps serving meanwhile."""
+        return await asyncio.to_thread(self.run, batch)

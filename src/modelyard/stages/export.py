@@ -3,6 +3,11 @@
 The parity check runs the exported graph in ONNX Runtime on real input windows at two batch sizes
 (proving the batch axis is really dynamic) and compares with the framework model; the export
 fails, and writes nothing, if any output differs by more than ``tolerance``.
+
+With quantization asked for (``--quantize`` or ``export.quantize``), the bundle also holds an INT8
+model scored against the fp32 one on the run's evaluation data (see :mod:`.quantize`); it is
+written even when the INT8 model falls outside its tolerance (as evidence, never served), but not
+at all when the INT8 model cannot be made or measured.
 """
 
 import json
@@ -18,15 +23,23 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from modelyard.core.bundle import Bundle, ParityCheck, new_version, write_bundle
+from modelyard.core.bundle import (
+    INT8_MODEL_FILE,
+    Bundle,
+    ParityCheck,
+    Quantization,
+    new_version,
+    write_bundle,
+)
 from modelyard.core.config import read_saved_config, to_plain
 from modelyard.core.errors import ModelyardError
 from modelyard.core.runs import mark_latest
-from modelyard.projects.base import Estimator
+from modelyard.projects.base import Estimator, Task
 from modelyard.projects.registry import load_task
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages.evaluate import METRICS_FILE
 from modelyard.stages.model_source import CHECKPOINT, latest_run, predictor_for
+from modelyard.stages.quantize import QuantizeSettings, quantize_and_measure, requested
 from modelyard.tracking.base import TrackedRun
 from modelyard.tracking.factory import resume_tracking
 
@@ -98,12 +111,16 @@ def run(
     output: Path | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     metrics: Path | None = None,
+    quantize: bool | None = None,
+    quantize_tolerance: float | None = None,
 ) -> Bundle:
     """Export ``run_dir`` (default: the latest run) to ``output`` (default: bundles/<version>).
 
     The manifest carries the evaluation metrics from ``metrics`` (default: the run's own
-    ``evaluation/metrics.json``, when it has been evaluated).
+    ``evaluation/metrics.json``, when it has been evaluated). ``quantize`` and
+    ``quantize_tolerance`` (default: ``cfg.export``) add the measured INT8 model.
     """
+    settings = requested(cfg, quantize, quantize_tolerance)
     run_dir = Path(run_dir) if run_dir is not None else latest_run(cfg)
     checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file():
@@ -130,6 +147,7 @@ def run(
                 f"ONNX export differs from the trained model by {check.max_abs_diff:.3g} "
                 f"(tolerance {tolerance:g}); no bundle written"
             )
+        quantization, extra_files = _quantize(task, preprocessing, onnx_path, settings)
         train = json.loads((run_dir / "train.json").read_text())
         evaluation = _read_metrics(run_dir / METRICS_FILE if metrics is None else Path(metrics))
         version = new_version()
@@ -154,7 +172,9 @@ def run(
                 "data_fingerprint": train.get("data_fingerprint"),
                 "config": to_plain(run_cfg),
                 "tracking": _tracking_record(run_dir),
+                "quantization": quantization,
             },
+            extra_files=extra_files,
         )
     if output is None:
         mark_latest(bundle.path)
@@ -164,6 +184,17 @@ def run(
         tracker.set_tags({"bundle_version": bundle.manifest.version})
         tracker.finish()
     return bundle
+
+
+def _quantize(
+    task: Task, preprocessing: dict[str, Any], onnx_path: Path, settings: QuantizeSettings | None
+) -> tuple[Quantization | None, dict[str, Path]]:
+    """The INT8 record and file (beside ``onnx_path``) when asked for; else nothing."""
+    if settings is None:
+        return None, {}
+    int8_path = onnx_path.with_name(INT8_MODEL_FILE)
+    record = quantize_and_measure(task, preprocessing, onnx_path, int8_path, settings)
+    return record, {INT8_MODEL_FILE: int8_path}
 
 
 def _tracking_record(run_dir: Path) -> dict[str, str] | None:

@@ -1,25 +1,38 @@
 """NILM serving: a mains power series in, one power series per appliance out. Numpy only.
 
-Edges: the series is padded by repeating its first and last reading ``window // 2`` times, so the
-response has exactly one value per input reading (see :func:`..windows.pad_edges`). Values within
-``window // 2`` readings of either end see a partly made-up window and are less reliable; the
-response says how many readings that is (``edge_readings``).
+Edges (``edges`` in the request): ``pad`` (default) repeats the series' first and last reading
+``window // 2`` times, so the response has exactly one value per input reading (see
+:func:`..windows.pad_edges`); values within ``window // 2`` readings of either end see a partly
+made-up window and are less reliable, and the response says how many readings that is
+(``edge_readings``). ``valid`` predicts only readings with a full window of real data around them:
+``length - window + 1`` values from reading ``window // 2`` on (``first_reading``). A meter that
+sends its latest ``window`` readings gets exactly one value per appliance: the one-window request.
+
+The prediction log stores summary features of the series (length, mean, spread, extremes) and of
+each appliance's predicted power, not the series themselves.
 """
 
 import csv
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from modelyard.core.errors import DataError
-from modelyard.projects.nilm.inference import predict_series
+from modelyard.projects.nilm.inference import predict_series, scores_to_watts, series_windows
 from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.projects.nilm.windows import window_view
 from modelyard.serving.adapter import ServingAdapter
-from modelyard.serving.http_checks import require_json
+from modelyard.serving.context import PredictionEvent, record_prediction
+from modelyard.serving.http_checks import (
+    json_body_schema,
+    json_response,
+    parse_json_body,
+    require_json,
+)
 
 # Strict: a JSON number only; a string ("100") or a boolean is refused, not coerced to watts.
 FiniteWatts = Annotated[float, Field(allow_inf_nan=False, strict=True)]
@@ -48,6 +61,11 @@ class NilmRequest(BaseModel):
     start: datetime | None = Field(
         default=None, description="Time of the first reading; when given, timestamps are returned."
     )
+    edges: Literal["pad", "valid"] = Field(
+        default="pad",
+        description="pad: one value per reading (edges from padded windows); valid: only "
+        "readings with a full window of real data around them.",
+    )
 
 
 class NilmResponse(BaseModel):
@@ -59,6 +77,7 @@ class NilmResponse(BaseModel):
                     "version": "20261122-120000",
                     "interval_s": 60,
                     "length": 3,
+                    "first_reading": 0,
                     "edge_readings": 49,
                     "appliances": {"kettle": [0.0, 2650.2, 0.0], "microwave": [0.0, 0.0, 0.0]},
                     "timestamps": None,
@@ -70,8 +89,13 @@ class NilmResponse(BaseModel):
     model: str
     version: str
     interval_s: int
-    length: int = Field(description="Readings in the request = values per appliance.")
-    edge_readings: int = Field(description="Readings at each end predicted from padded windows.")
+    length: int = Field(description="Readings in the request.")
+    first_reading: int = Field(
+        default=0, description="Index of the reading the first value belongs to (0 with pad)."
+    )
+    edge_readings: int = Field(
+        description="Readings at each end predicted from padded windows (0 with valid)."
+    )
     appliances: dict[str, list[float]] = Field(description="Predicted power (W) per appliance.")
     timestamps: list[datetime] | None = None
 
@@ -104,6 +128,19 @@ class NilmServing(ServingAdapter):
         clean = np.maximum(aggregate_w.astype(np.float32), 0.0)
         return predict_series(clean, self.model.run, self.normalisation, self.window)
 
+    async def predict_watts_async(self, aggregate_w: np.ndarray, edges: str) -> np.ndarray:
+        """Watts for every predicted reading: all of them (pad) or the full-window ones (valid)."""
+        clean = np.maximum(aggregate_w.astype(np.float32), 0.0)
+        if edges == "valid":
+            half = self.window // 2
+            windows = window_view(self.normalisation.normalise_aggregate(clean), self.window)
+            mains = clean[half : clean.size - half]
+        else:
+            windows = series_windows(clean, self.normalisation, self.window)
+            mains = clean
+        scores = await self.model.run_async(np.ascontiguousarray(windows))
+        return scores_to_watts(scores, mains, self.normalisation)
+
     def warm_up(self) -> None:
         self.predict_watts(np.full(self.window * 4, self.normalisation.aggregate_mean))
 
@@ -121,6 +158,12 @@ class NilmServing(ServingAdapter):
                 422,
                 f"aggregate_w has {series.size} readings; between "
                 f"{self.min_length} and {self.max_length} are accepted",
+            )
+        if request.edges == "valid" and series.size < self.window:
+            raise HTTPException(
+                422,
+                f"edges=valid needs at least one full window: {self.window} readings, "
+                f"got {series.size}",
             )
         if series.size and series.max() > self.max_aggregate_w:
             raise HTTPException(
@@ -145,33 +188,66 @@ class NilmServing(ServingAdapter):
             "/predict",
             response_model=NilmResponse,
             dependencies=[Depends(require_json)],
+            openapi_extra=json_body_schema(NilmRequest),
             responses={
+                413: {"description": "Body too large"},
                 415: {"description": "Body is not JSON"},
                 422: {"description": "Series too short/long, NaN, bad values"},
             },
         )
-        def predict(request: NilmRequest) -> NilmResponse:
+        async def predict(request: Request) -> Response:
             """Estimate each appliance's power from the mains series (same length out as in)."""
-            series = self.check(request)
-            watts = self.predict_watts(series)
+            body = await parse_json_body(request, NilmRequest)
+            series = self.check(body)
+            watts = await self.predict_watts_async(series, body.edges)
+            first = self.window // 2 if body.edges == "valid" else 0
             timestamps = None
-            if request.start is not None:
+            if body.start is not None:
                 step = timedelta(seconds=self.interval_s)
-                timestamps = [request.start + i * step for i in range(series.size)]
-            return NilmResponse(
-                model=manifest.name,
-                version=manifest.version,
-                interval_s=self.interval_s,
-                length=int(series.size),
-                edge_readings=self.window // 2,
-                appliances={
-                    a: np.round(watts[:, j].astype(np.float64), 2).tolist()
-                    for j, a in enumerate(self.appliances)
-                },
-                timestamps=timestamps,
+                timestamps = [body.start + (first + i) * step for i in range(watts.shape[0])]
+            record_prediction(self.describe(series, body, watts))
+            rounded = np.round(np.ascontiguousarray(watts.T), 2)  # one row per appliance
+            return json_response(
+                {
+                    "model": manifest.name,
+                    "version": manifest.version,
+                    "interval_s": self.interval_s,
+                    "length": int(series.size),
+                    "first_reading": first,
+                    "edge_readings": 0 if body.edges == "valid" else self.window // 2,
+                    "appliances": dict(zip(self.appliances, rounded, strict=True)),
+                    "timestamps": timestamps,
+                }
             )
 
         return router
+
+    def describe(
+        self, series: np.ndarray, request: NilmRequest, watts: np.ndarray
+    ) -> PredictionEvent:
+        """Summary features of the series and of each appliance's prediction, for the log."""
+        hours = self.interval_s / 3600
+        inputs = {
+            "length": int(series.size),
+            "edges": request.edges,
+            "start": None if request.start is None else request.start.isoformat(),
+            "mean_w": round(float(series.mean()), 2),
+            "std_w": round(float(series.std()), 2),
+            "min_w": round(float(series.min()), 2),
+            "max_w": round(float(series.max()), 2),
+        }
+        means = watts.mean(axis=0)
+        peaks = watts.max(axis=0)
+        outputs = {
+            a: {
+                "mean_w": round(float(means[j]), 2),
+                "max_w": round(float(peaks[j]), 2),
+                "energy_wh": round(float(means[j]) * watts.shape[0] * hours, 3),
+            }
+            for j, a in enumerate(self.appliances)
+        }
+        values = {a: [float(means[j])] for j, a in enumerate(self.appliances)}
+        return PredictionEvent(inputs=inputs, outputs=outputs, values=values)
 
     def predict_file(self, source: Path, output: Path) -> int:
         """CSV with ``Aggregate`` (and optional ``Time``) column -> CSV with appliance columns."""

@@ -23,6 +23,7 @@ from modelyard.core.errors import DataError
 from modelyard.projects.tabular.features import FeaturePipeline, category_key, decode_target
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.serving.adapter import ServingAdapter
+from modelyard.serving.context import PredictionEvent, record_prediction
 from modelyard.serving.http_checks import require_json
 
 DEFAULT_MAX_ROWS = 1000
@@ -156,11 +157,17 @@ class TabularServing(ServingAdapter):
                 raise HTTPException(
                     422, f"send between 1 and {self.max_rows} rows, got {len(rows)}"
                 )
-            return {
-                "model": manifest.name,
-                "version": manifest.version,
-                "predictions": self.predict_rows([row.model_dump() for row in rows]),
-            }
+            inputs = [row.model_dump() for row in rows]
+            predictions = self.predict_rows(inputs)
+            target = self.schema.target.name
+            record_prediction(
+                PredictionEvent(
+                    inputs=inputs,
+                    outputs=predictions,
+                    values={target: [p[target] for p in predictions]},
+                )
+            )
+            return {"model": manifest.name, "version": manifest.version, "predictions": predictions}
 
         return router
 

@@ -19,6 +19,7 @@ from modelyard.core.errors import DataError
 from modelyard.projects.vision.image_decoding import ImageError, decode_image, to_model_input
 from modelyard.projects.vision.metrics import softmax, top_k
 from modelyard.serving.adapter import ServingAdapter
+from modelyard.serving.context import PredictionEvent, record_prediction
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -55,15 +56,30 @@ class VisionServing(ServingAdapter):
             "max_pixels": self.max_pixels,
         }
 
-    def classify(self, data: bytes) -> list[dict[str, Any]]:
+    def decode(self, data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+        """Upload bytes -> the model's (1, 3, size, size) input and the image's summary features."""
         image = decode_image(data, max_pixels=self.max_pixels)
         batch = to_model_input(image, self.size, self.mean, self.std)[None]
-        probabilities = softmax(self.model.run(batch))
+        features = {
+            "bytes": len(data),
+            "width": image.width,
+            "height": image.height,
+            # per-channel mean of the normalised input: ~0 for images like the training data
+            "channel_means": [round(float(v), 4) for v in batch[0].mean(axis=(1, 2))],
+        }
+        return batch, features
+
+    def top_classes(self, scores: np.ndarray) -> list[dict[str, Any]]:
+        probabilities = softmax(scores)
         indices, values = top_k(probabilities, min(self.top_k, len(self.classes)))
         return [
             {"label": self.classes[int(i)], "probability": round(float(p), 6)}
             for i, p in zip(indices[0], values[0], strict=True)
         ]
+
+    def classify(self, data: bytes) -> list[dict[str, Any]]:
+        batch, _ = self.decode(data)
+        return self.top_classes(self.model.run(batch))
 
     def warm_up(self) -> None:
         self.model.run(np.zeros((1, 3, self.size, self.size), dtype=np.float32))
@@ -104,9 +120,18 @@ class VisionServing(ServingAdapter):
             """Classify one uploaded image (multipart field ``file``)."""
             data = await self._read_upload(request)
             try:
-                top = await run_in_threadpool(self.classify, data)  # off the event loop
+                batch, features = await run_in_threadpool(self.decode, data)  # off the loop
             except ImageError as exc:
                 raise HTTPException(422, str(exc)) from exc
+            top = self.top_classes(await self.model.run_async(batch))
+            record_prediction(
+                PredictionEvent(
+                    inputs=features,
+                    outputs=top,
+                    values={"top1_probability": [top[0]["probability"]]},
+                    labels=[top[0]["label"]],
+                )
+            )
             return ImagePrediction(
                 model=manifest.name,
                 version=manifest.version,
@@ -124,6 +149,8 @@ class VisionServing(ServingAdapter):
             raise HTTPException(413, f"upload larger than {self.max_upload_bytes} bytes")
         try:
             form = await request.form(max_files=1, max_fields=10)
+        except HTTPException:
+            raise  # e.g. the server's body size limit (413)
         except Exception as exc:  # starlette raises several parser errors for bad multipart
             raise HTTPException(422, f"malformed multipart body: {exc}") from exc
         upload = form.get("file")

@@ -1,0 +1,270 @@
+"""Serving benchmark: the usual course-project API vs ``modelyard serve`` vs the hardware's limit.
+
+Contenders, on the same NILM model (the full seq2point, 99-reading windows):
+
+* (a) ``baseline_api.py``: FastAPI + PyTorch eager, one forward pass per request;
+* (b) ``modelyard serve`` with its defaults (micro-batching, metrics, access log and the SQLite
+  prediction log all on), with one worker and with one worker per core;
+* (c) ONNX Runtime called in-process on large batches: no HTTP, no JSON, the limit of the machine.
+
+Workloads: **small** (one model window per request: 99 readings, ``edges=valid``) and **bulk**
+(a day of 1-minute readings per request: 1,440 windows), each at 1, 8 and 64 concurrent clients
+of ``loadgen.py`` (a lean keep-alive HTTP client in its own process, whose CPU use is reported).
+Reported: requests/s, windows/s, p50/p99 latency, time from process start to ready, resident
+memory after the load.
+
+The model is trained for a few batches first (speed does not depend on the weights), unless
+``--run`` and ``--bundle`` name an existing training run and its bundle.
+
+    .venv/bin/python benchmarks/serving.py --source ../shared/datasets/nilm
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench_common import write_results
+from modelyard.serving.launcher import HOST, free_port
+from modelyard.serving.runtime import OnnxModel, available_cores
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+CLIENTS = (1, 8, 64)
+DAY = 1440
+
+
+def build_model(source: str, workdir: Path) -> tuple[Path, Path]:
+    """Train the full seq2point for a few batches and export it: (run dir, bundle dir)."""
+    env = {**os.environ, "MODELYARD_HOME": str(workdir)}
+    cli = [PYTHON, "-m", "modelyard"]
+    steps = [
+        ["data", "fetch", "--source", source],
+        ["data", "prepare"],
+        ["train", "experiment=quick", "model=nilm", "tracking=none", "trainer.max_epochs=1"],
+        ["export", "experiment=quick", "model=nilm", "tracking=none"],
+    ]
+    for step in steps:
+        subprocess.run([*cli, *step], env=env, check=True, capture_output=True)
+    runs = workdir / "runs" / "nilm"
+    bundles = workdir / "bundles" / "nilm"
+    return runs / (runs / "LATEST").read_text().strip(), bundles / (
+        bundles / "LATEST"
+    ).read_text().strip()
+
+
+def request_bodies(workdir: Path, window: int) -> dict[str, tuple[Path, int]]:
+    """Request body files and the windows each request asks for."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(150.0, 450.0, DAY)
+    base[600:604] += 2800.0  # a kettle
+    bodies = {
+        "small": ({"aggregate_w": np.round(base[:window], 1).tolist(), "edges": "valid"}, 1),
+        "bulk": ({"aggregate_w": np.round(base, 1).tolist()}, DAY),
+    }
+    files = {}
+    for name, (body, windows) in bodies.items():
+        path = workdir / f"{name}.json"
+        path.write_text(json.dumps(body))
+        files[name] = (path, windows)
+    return files
+
+
+def resident_mb(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn workers), in MB."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.is_file():
+        pids += [int(p) for p in children.read_text().split()]
+    for member in pids:
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
+
+
+def worker_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [int(p) for p in children.read_text().split()] if children.is_file() else []
+    return found or [pid]
+
+
+@contextmanager
+def server(command: Sequence[str], probe: str, env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """Start a server process, wait for ``probe`` to answer 200; yield its facts; SIGTERM it."""
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=log, stderr=log, env={**os.environ, **env}
+        )
+        try:
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"server exited: {log.read().decode()[-2000:]}")
+                try:
+                    if httpx.get(f"{url}{probe}", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.01)
+            ready = round(time.perf_counter() - started, 2)
+            yield {"port": port, "ready_s": ready, "pid": process.pid}
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def load(port: int, body: Path, clients: int, seconds: float, cpu: int | None) -> dict[str, Any]:
+    command = [PYTHON, str(HERE / "loadgen.py"), "--port", str(port), "--body", str(body)]
+    command += ["--clients", str(clients), "--seconds", str(seconds)]
+    if cpu is not None:
+        command += ["--cpu", str(cpu)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def measure_contender(
+    name: str,
+    command: Sequence[str],
+    probe: str,
+    env: dict[str, str],
+    bodies: dict[str, tuple[Path, int]],
+    seconds: float,
+    client_cpu: int | None,
+) -> dict[str, Any]:
+    with server(command, probe, env) as facts:
+        results: dict[str, Any] = {"ready_s": facts["ready_s"], "workloads": {}}
+        for workload, (body, windows) in bodies.items():
+            points = []
+            for clients in CLIENTS:
+                point = load(facts["port"], body, clients, seconds, client_cpu)
+                point["windows_per_s"] = round(point["requests_per_s"] * windows, 1)
+                points.append(point)
+                print(
+                    f"{name:>22} {workload:>5} {clients:>3} clients: "
+                    f"{point['requests_per_s']:>8.1f} req/s {point['windows_per_s']:>9.1f} win/s "
+                    f"p50 {point['p50_ms']:>7.2f} p99 {point['p99_ms']:>7.2f} ms "
+                    f"errors {point['errors']} loadgen cpu {point['client_cpu_share']:.0%}",
+                    flush=True,
+                )
+            results["workloads"][workload] = points
+        results["resident_mb"] = resident_mb(facts["pid"])
+        results["workers"] = len(worker_pids(facts["pid"]))
+    return results
+
+
+def onnx_limit(bundle: Path, window: int, seconds: float) -> dict[str, Any]:
+    """(c): windows/s of ONNX Runtime alone, on day-sized batches, all cores."""
+    model = OnnxModel(bundle / "model.onnx", threads=available_cores())
+    batch = np.random.default_rng(0).standard_normal((DAY, window)).astype(np.float32)
+    for _ in range(3):
+        model.run(batch)
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.run(batch)
+        calls += 1
+    elapsed = time.perf_counter() - started
+    return {"batch": DAY, "windows_per_s": round(calls * DAY / elapsed, 1)}
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, computed from the measurements."""
+    a = results["contenders"]["a_torch_eager"]["workloads"]
+    c = results["c_onnx_in_process"]["windows_per_s"]
+    out: dict[str, Any] = {}
+    for name, contender in results["contenders"].items():
+        if not name.startswith("b_"):
+            continue
+        small = contender["workloads"]["small"][-1]
+        bulk = max(p["windows_per_s"] for p in contender["workloads"]["bulk"])
+        out[name] = {
+            "small_64_speedup_vs_a": round(
+                small["requests_per_s"] / a["small"][-1]["requests_per_s"], 2
+            ),
+            "small_64_p99_over_p50": round(small["p99_ms"] / small["p50_ms"], 2),
+            "bulk_share_of_c": round(bulk / c, 3),
+            "ready_s": contender["ready_s"],
+            "resident_mb_per_worker": round(contender["resident_mb"] / contender["workers"], 1),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--source", help="NILM data (directory or URL) to train the model on")
+    parser.add_argument("--run", type=Path, help="Existing training run (for the baseline)")
+    parser.add_argument("--bundle", type=Path, help="Its exported bundle")
+    parser.add_argument("--seconds", type=float, default=5.0, help="Per load point")
+    parser.add_argument("--pin", action="store_true", help="Servers on core 1, client on core 0")
+    parser.add_argument("--name", default="serving")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="modelyard-serving-bench-"))
+    if args.run is None or args.bundle is None:
+        if not args.source:
+            parser.error("give --source (to train a model) or both --run and --bundle")
+        args.run, args.bundle = build_model(args.source, scratch / "home")
+    window = int(json.loads((args.bundle / "manifest.json").read_text())["preprocessing"]["window"])
+    bodies = request_bodies(scratch, window)
+    cores = available_cores()
+    pin: list[str] = ["taskset", "-c", "1"] if args.pin else []
+    client_cpu = 0 if args.pin else None
+    serve = [PYTHON, "-m", "modelyard", "serve", str(args.bundle)]
+    log_db = f"sqlite:///{scratch}/predictions.db"
+    contenders = {
+        "a_torch_eager": (
+            [*pin, PYTHON, "-m", "uvicorn", "baseline_api:app", "--app-dir", str(HERE),
+             "--log-level", "warning"],
+            "/openapi.json",
+            {"BASELINE_RUN_DIR": str(args.run)},
+        ),
+        "b_modelyard_1_worker": (
+            [*pin, *serve, "--prediction-log", log_db],
+            "/ready",
+            {},
+        ),
+    }  # fmt: skip
+    if not args.pin and cores > 1:
+        contenders[f"b_modelyard_{cores}_workers"] = (
+            [*serve, "--workers", str(cores), "--prediction-log", log_db],
+            "/ready",
+            {},
+        )
+    results: dict[str, Any] = {
+        "cores": cores,
+        "pinned": args.pin,
+        "seconds_per_point": args.seconds,
+        "window": window,
+        "contenders": {},
+    }
+    for name, (command, probe, env) in contenders.items():
+        results["contenders"][name] = measure_contender(
+            name, command, probe, env, bodies, args.seconds, client_cpu
+        )
+    results["c_onnx_in_process"] = onnx_limit(args.bundle, window, args.seconds)
+    print(f"(c) ONNX Runtime in-process: {results['c_onnx_in_process']['windows_per_s']} win/s")
+    results["summary"] = summary(results)
+    print(json.dumps(results["summary"], indent=2))
+    print(f"results: {write_results(args.name, results)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Per-request context shared by the middleware, the task routes and the logs.
+
+The middleware opens a :class:`RequestContext` for every HTTP request (its id, its start time) in a
+context variable; task routes describe what they predicted with :func:`record_prediction`; once
+the response has been sent, the middleware turns that description into metrics and a row of the
+prediction log, with the status the client really received. Context variables follow the request
+into worker threads, so sync routes can record too.
+"""
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_MAX_ID_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class PredictionEvent:
+    """What one request predicted, as the task describes it.
+
+    ``inputs``/``outputs`` are JSON-ready (raw values when small, summary features otherwise);
+    ``values`` are numbers whose distribution is exported per output name; ``labels`` are the
+    predicted classes of a classifier.
+    """
+
+    inputs: Any
+    outputs: Any
+    values: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    labels: Sequence[str] = ()
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    prediction: PredictionEvent | None = None
+
+
+current_request: ContextVar[RequestContext | None] = ContextVar("modelyard_request", default=None)
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's id when it is a sane token (printable, short), else 32 random hex digits."""
+    if header and len(header) <= _MAX_ID_LENGTH and header.isascii() and header.isprintable():
+        cleaned = header.strip()
+        if cleaned and all(c.isalnum() or c in "-_.:" for c in cleaned):
+            return cleaned
+    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+
+
+def current_request_id() -> str | None:
+    context = current_request.get()
+    return None if context is None else context.request_id
+
+
+def record_prediction(event: PredictionEvent) -> None:
+    """Attach ``event`` to the current request (no-op outside a request, e.g. offline)."""
+    context = current_request.get()
+    if context is not None:
+        context.prediction = event

@@ -1,0 +1,87 @@
+"""How a server runs: workers, threads, micro-batching, limits, the prediction log, logging.
+
+These are properties of a deployment, not of a model, so they come from ``modelyard serve``'s
+options (or the ``MODELYARD_SERVE_SETTINGS`` JSON handed to worker processes), never from the
+bundle. Task-specific request limits (series length, rows, upload size) stay in the bundle's
+``serving`` config and are overridden separately.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelyard.core.errors import ConfigError
+
+#: Environment variable carrying the settings (JSON) to uvicorn's worker processes.
+SETTINGS_ENV = "MODELYARD_SERVE_SETTINGS"
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bundle: str = Field(default="", description="Bundle directory (resolved, not a models:/ ref).")
+    overrides: dict[str, int | float | str | None] = Field(
+        default_factory=dict, description="Task settings replacing the bundle's serving config."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    # 0 = one thread per core divided among the workers (see runtime.intra_op_threads)
+    threads: int = Field(default=0, ge=0, le=256)
+    batching: bool = True
+    max_batch: int = Field(default=256, ge=1)
+    max_wait_ms: float = Field(default=1.0, ge=0.0, le=1000.0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    request_timeout_s: float = Field(default=30.0, gt=0.0)
+    max_concurrency: int = Field(default=512, ge=1)
+    retry_after_s: int = Field(default=1, ge=1)
+    quantized: bool = False
+    prediction_log: str | None = Field(
+        default=None, description="SQLAlchemy URL of the prediction log; None = not logged."
+    )
+    spool_dir: Path | None = Field(
+        default=None, description="Where unwritten log records wait (default beside the DB)."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Empty = CORS off.")
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = True
+    warmup_requests: int = Field(default=3, ge=0)
+    shutdown_timeout_s: float = Field(default=20.0, gt=0.0)
+
+    def to_env(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_env(cls) -> "ServerSettings":
+        raw = os.environ.get(SETTINGS_ENV)
+        if not raw:
+            raise ConfigError(f"{SETTINGS_ENV} is not set: start workers with `modelyard serve`")
+        try:
+            return cls.model_validate(json.loads(raw))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ConfigError(f"{SETTINGS_ENV} holds invalid settings: {exc}") from exc
+
+    def resolved_spool_dir(self) -> Path:
+        """Spool directory: the given one, beside a SQLite file, or under the working dir."""
+        if self.spool_dir is not None:
+            return self.spool_dir
+        url = self.prediction_log or ""
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            return Path(url.removeprefix("sqlite:///")).parent / "prediction-spool"
+        from modelyard.core.runs import default_workdir
+
+        return default_workdir() / "prediction-spool"
+
+
+def build_settings(**values: object) -> ServerSettings:
+    """Validate CLI values into settings, with one precise error for a bad value."""
+    try:
+        return ServerSettings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"serve: {where}: {first['msg']}") from exc
