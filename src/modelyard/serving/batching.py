@@ -2,26 +2,29 @@
 
 :class:`BatchingModel` has the same ``run(batch) -> batch`` interface as
 :class:`~modelyard.serving.runtime.OnnxModel`, so adapters do not know it is there. Each caller
-(a request handler on a worker thread) enqueues its rows and waits; one inference thread takes
-whatever is queued, up to ``max_batch`` rows, waiting at most ``max_wait_ms`` for more to arrive
-once the first request is in, runs the model once and hands every caller its slice.
+enqueues its rows and waits; one inference thread takes whatever is queued, up to ``max_batch``
+rows, runs the model once and hands every caller its slice.
 
 Request handlers on the event loop use :meth:`BatchingModel.run_async`, which waits without
-holding a thread; worker threads use :meth:`BatchingModel.run`.
+holding a thread: the results of one batch reach the loop in a single cross-thread call, however
+many requests shared it. Worker threads use :meth:`BatchingModel.run`.
 
-The batch size adapts to the load by itself: while the model runs one batch, new requests
-queue up, and the next batch takes all of them (up to ``max_batch`` rows) at once. ``max_wait_ms``
-only bounds how long a batch waits for company after its first request arrived; 0 never waits.
-A request larger than ``max_batch`` rows runs on its own, split into calls of ``max_batch`` rows.
+The batch size adapts to the load by itself: while the model runs one batch, new requests queue
+up, and the next batch takes all of them (up to ``max_batch`` rows) at once. Under concurrency
+(the previous batch served more than one request) a batch also waits up to ``max_wait_ms`` for
+company after its first request arrived; a lone client never waits. A request larger than
+``max_batch`` rows runs on its own, split into calls of ``max_batch`` rows.
 """
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +33,18 @@ from modelyard.serving.runtime import OnnxModel
 
 @dataclass
 class _Pending:
+    """One caller's rows and where its answer goes: a thread's Future or a loop's future."""
+
     rows: np.ndarray
-    future: Future[np.ndarray] = field(default_factory=Future)
+    future: "Future[np.ndarray] | None" = None
+    waiter: "asyncio.Future[np.ndarray] | None" = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def claim(self) -> bool:
+        """Mark as taken; False when the caller has already given up (timeout, disconnect)."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        return self.waiter is not None and not self.waiter.cancelled()
 
 
 @dataclass
@@ -60,6 +73,7 @@ class BatchingModel:
         self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition()
         self._stopped = False
+        self._last_requests = 0
         self._thread = threading.Thread(target=self._serve, name="micro-batcher", daemon=True)
         self._thread.start()
 
@@ -69,32 +83,36 @@ class BatchingModel:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Blocks the calling thread until the rows of ``batch`` have been predicted."""
-        return self._submit(batch).result()
+        future: Future[np.ndarray] = Future()
+        self._submit(_Pending(_rows(batch), future=future))
+        return future.result()
 
     async def run_async(self, batch: np.ndarray) -> np.ndarray:
         """Awaits the rows of ``batch`` without holding a thread (the event loop's way in)."""
-        return await asyncio.wrap_future(self._submit(batch))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[np.ndarray] = loop.create_future()
+        self._submit(_Pending(_rows(batch), waiter=waiter, loop=loop))
+        return await waiter
 
-    def _submit(self, batch: np.ndarray) -> "Future[np.ndarray]":
-        pending = _Pending(np.ascontiguousarray(batch, dtype=np.float32))
+    def _submit(self, pending: _Pending) -> None:
         with self._ready:
             if self._stopped:
                 raise RuntimeError("the model is shutting down")
             self._queue.append(pending)
             self._ready.notify()
-        return pending.future
 
     def close(self) -> None:
+        """Serve what is queued, then stop the inference thread."""
         with self._ready:
             self._stopped = True
             self._ready.notify()
         self._thread.join(timeout=10)
 
     def _take(self) -> list[_Pending]:
-        """Wait for work, then gather requests up to ``max_batch`` rows or ``max_wait``.
+        """Wait for work, then gather requests up to ``max_batch`` rows (see the module doc).
 
-        Requests whose caller gave up (a cancelled future: timeout, disconnect) are dropped here;
-        the ones taken are marked running, so they can no longer be cancelled half-way.
+        Requests whose caller gave up are dropped here; the ones taken can no longer be
+        cancelled half-way.
         """
         with self._ready:
             while True:
@@ -103,11 +121,12 @@ class BatchingModel:
                 if not self._queue:
                     return []
                 first = self._queue.popleft()
-                if first.future.set_running_or_notify_cancel():
+                if first.claim():
                     break
             taken = [first]
             rows = first.rows.shape[0]
-            deadline = time.perf_counter() + self.max_wait_s
+            wait = self.max_wait_s if self._last_requests > 1 else 0.0
+            deadline = time.perf_counter() + wait
             while rows < self.max_batch:
                 if not self._queue:
                     remaining = deadline - time.perf_counter()
@@ -118,9 +137,10 @@ class BatchingModel:
                 if rows + self._queue[0].rows.shape[0] > self.max_batch:
                     break
                 pending = self._queue.popleft()
-                if pending.future.set_running_or_notify_cancel():
+                if pending.claim():
                     taken.append(pending)
                     rows += pending.rows.shape[0]
+            self._last_requests = len(taken)
             return taken
 
     def _serve(self) -> None:
@@ -136,14 +156,15 @@ class BatchingModel:
                 )
                 outputs = self._run_in_chunks(joined, len(taken))
             except Exception as exc:  # every waiting caller gets the error
-                for pending in taken:
-                    pending.future.set_exception(exc)
+                _deliver(taken, [exc] * len(taken))
                 continue
+            slices: list[np.ndarray | BaseException] = []
             offset = 0
             for pending in taken:
                 size = pending.rows.shape[0]
-                pending.future.set_result(outputs[offset : offset + size])
+                slices.append(outputs[offset : offset + size])
                 offset += size
+            _deliver(taken, slices)
             self.stats.batches += 1
             self.stats.rows += offset
             self.stats.requests += len(taken)
@@ -160,3 +181,34 @@ class BatchingModel:
             if self.on_batch is not None:
                 self.on_batch(requests, chunk.shape[0], time.perf_counter() - began)
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
+
+
+def _rows(batch: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def _deliver(taken: list[_Pending], results: list[np.ndarray | BaseException]) -> None:
+    """Hand every caller its result: threads directly, each event loop in one call."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[np.ndarray], Any]]] = {}
+    for pending, result in zip(taken, results, strict=True):
+        if pending.future is not None:
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+        elif pending.waiter is not None and pending.loop is not None:
+            by_loop.setdefault(pending.loop, []).append((pending.waiter, result))
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, answers)
+
+
+def _resolve(answers: list[tuple["asyncio.Future[np.ndarray]", Any]]) -> None:
+    """On the event loop: complete the futures whose callers are still waiting."""
+    for waiter, result in answers:
+        if waiter.done():  # cancelled meanwhile (timeout, client gone)
+            continue
+        if isinstance(result, BaseException):
+            waiter.set_exception(result)
+        else:
+            waiter.set_result(result)

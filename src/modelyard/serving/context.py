@@ -7,7 +7,7 @@ prediction log, with the status the client really received. Context variables fo
 into worker threads, so sync routes can record too.
 """
 
-import os
+import random
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_ids = random.Random()  # seeded from the system's entropy at start-up
 _MAX_ID_LENGTH = 64
 
 
@@ -49,7 +50,9 @@ def request_id_from(header: str | None) -> str:
         cleaned = header.strip()
         if cleaned and all(c.isalnum() or c in "-_.:" for c in cleaned):
             return cleaned
-    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+    # 128 random bits from the process's seeded generator: unique in practice, and far cheaper
+    # per request than os.urandom (a system call) or uuid4 (a system call and an object)
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def current_request_id() -> str | None:

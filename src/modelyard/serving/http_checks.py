@@ -17,6 +17,11 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 async def require_json(request: Request) -> None:
+    """Dependency form of :func:`check_json`."""
+    check_json(request)
+
+
+def check_json(request: Request) -> None:
     """Refuse bodies that are not declared as JSON with 415, instead of a confusing 422."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()

@@ -10,6 +10,7 @@ import os
 import resource
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -142,6 +143,7 @@ class ServiceMetrics:
             registry=reg,
         )
         self._log_seen: dict[str, int] = {}
+        self._value_children: dict[str, Any] = {}
 
     def observe_batch(self, requests: int, rows: int, seconds: float) -> None:
         self.inference.observe(seconds)
@@ -152,7 +154,9 @@ class ServiceMetrics:
         self, values: Mapping[str, Sequence[float]], labels: Sequence[str]
     ) -> None:
         for name, series in values.items():
-            child = self.values.labels(name)
+            child = self._value_children.get(name)
+            if child is None:
+                child = self._value_children[name] = self.values.labels(name)
             for value in series:
                 child.observe(value)
         for label in labels:
