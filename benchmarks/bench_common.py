@@ -2,6 +2,9 @@
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,3 +53,22 @@ def train_and_evaluate(cfg: DictConfig) -> tuple[TrainResult, dict[str, Any], Pa
     seconds = time.perf_counter() - started
     metrics, path = evaluate.run(cfg, model=trained.run_dir)
     return trained, metrics, path, seconds
+
+
+def nilm_run_and_bundle(source: str, workdir: Path) -> tuple[Path, Path]:
+    """Train the full seq2point for a few batches and export it: (run dir, bundle dir)."""
+    env = {**os.environ, "MODELYARD_HOME": str(workdir)}
+    cli = [sys.executable, "-m", "modelyard"]
+    steps = [
+        ["data", "fetch", "--source", source],
+        ["data", "prepare"],
+        ["train", "experiment=quick", "model=nilm", "tracking=none", "trainer.max_epochs=1"],
+        ["export", "experiment=quick", "model=nilm", "tracking=none"],
+    ]
+    for step in steps:
+        subprocess.run([*cli, *step], env=env, check=True, capture_output=True)
+    runs = workdir / "runs" / "nilm"
+    bundles = workdir / "bundles" / "nilm"
+    return runs / (runs / "LATEST").read_text().strip(), bundles / (
+        bundles / "LATEST"
+    ).read_text().strip()

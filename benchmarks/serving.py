@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench_common import write_results
+from bench_common import nilm_run_and_bundle, write_results
 from modelyard.serving.launcher import HOST, free_port
 from modelyard.serving.runtime import OnnxModel, available_cores
 
@@ -43,25 +43,6 @@ HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 CLIENTS = (1, 8, 64)
 DAY = 1440
-
-
-def build_model(source: str, workdir: Path) -> tuple[Path, Path]:
-    """Train the full seq2point for a few batches and export it: (run dir, bundle dir)."""
-    env = {**os.environ, "MODELYARD_HOME": str(workdir)}
-    cli = [PYTHON, "-m", "modelyard"]
-    steps = [
-        ["data", "fetch", "--source", source],
-        ["data", "prepare"],
-        ["train", "experiment=quick", "model=nilm", "tracking=none", "trainer.max_epochs=1"],
-        ["export", "experiment=quick", "model=nilm", "tracking=none"],
-    ]
-    for step in steps:
-        subprocess.run([*cli, *step], env=env, check=True, capture_output=True)
-    runs = workdir / "runs" / "nilm"
-    bundles = workdir / "bundles" / "nilm"
-    return runs / (runs / "LATEST").read_text().strip(), bundles / (
-        bundles / "LATEST"
-    ).read_text().strip()
 
 
 def request_bodies(workdir: Path, window: int) -> dict[str, tuple[Path, int]]:
@@ -221,7 +202,7 @@ def main() -> None:
     if args.run is None or args.bundle is None:
         if not args.source:
             parser.error("give --source (to train a model) or both --run and --bundle")
-        args.run, args.bundle = build_model(args.source, scratch / "home")
+        args.run, args.bundle = nilm_run_and_bundle(args.source, scratch / "home")
     window = int(json.loads((args.bundle / "manifest.json").read_text())["preprocessing"]["window"])
     bodies = request_bodies(scratch, window)
     cores = available_cores()

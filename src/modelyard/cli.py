@@ -226,6 +226,10 @@ def serve(
     ] = None,
     log_format: Annotated[str, typer.Option(help="json or text")] = "json",
     access_log: Annotated[bool, typer.Option(help="One log line per request")] = True,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(help="After SIGTERM, seconds of serving with /ready 503 before stopping"),
+    ] = 2.0,
     min_length: Annotated[int | None, typer.Option(help="Shortest accepted series")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest accepted series")] = None,
     log_level: Annotated[str, typer.Option(help="Log level")] = "info",
@@ -259,6 +263,7 @@ def serve(
             log_format=log_format,
             log_level=log_level.lower(),
             access_log=access_log,
+            drain_s=drain_seconds,
         )
         if workers > 1:  # a bad bundle: one clear error here, not one traceback per worker
             _check_bundle(settings.bundle, quantized)

@@ -30,6 +30,7 @@ from modelyard.projects.registry import serving_adapter_class
 from modelyard.serving.adapter import ModelRunner, ServingAdapter
 from modelyard.serving.batching import BatchingModel
 from modelyard.serving.context import RequestContext
+from modelyard.serving.draining import Drain, install_drain_on_sigterm
 from modelyard.serving.metrics import CONTENT_TYPE, ServiceMetrics, mark_worker_dead
 from modelyard.serving.middleware import ServiceMiddleware
 from modelyard.serving.prediction_log import PredictionLog, PredictionRecord
@@ -105,6 +106,13 @@ class Service:
         if settings.prediction_log:
             self.log = PredictionLog(settings.prediction_log, settings.resolved_spool_dir())
         self.ready = False
+        self.drain = Drain()
+
+    def start_draining(self) -> None:
+        """A stop was asked for: no longer ready; responses close their connections."""
+        self.ready = False
+        self.metrics.ready.set(0)
+        log.info("draining for %.1f s before shutting down", self.settings.drain_s)
 
     def start(self) -> None:
         if self.log is not None:
@@ -170,6 +178,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(service.start)
+        install_drain_on_sigterm(
+            service.drain, asyncio.get_running_loop(), settings.drain_s, service.start_draining
+        )
         updater = asyncio.create_task(_refresh_stats(service))
         try:
             yield
@@ -257,7 +268,11 @@ def create_app(
         )
     # added last = outermost: it sees every response, CORS and errors included
     app.add_middleware(
-        ServiceMiddleware, settings=settings, metrics=service.metrics, on_prediction=service.record
+        ServiceMiddleware,
+        settings=settings,
+        metrics=service.metrics,
+        on_prediction=service.record,
+        drain=service.drain,
     )
     return app
 

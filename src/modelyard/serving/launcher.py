@@ -63,6 +63,9 @@ def running_server(
         str(port),
         "--log-level",
         "warning",
+        # stopped by its user, nobody to drain for (extra_args may ask for it)
+        "--drain-seconds",
+        "0",
         *extra_args,
     ]
     process = subprocess.Popen(

@@ -30,6 +30,7 @@ from modelyard.serving.context import (
     current_request,
     request_id_from,
 )
+from modelyard.serving.draining import Drain
 from modelyard.serving.metrics import ServiceMetrics
 from modelyard.serving.settings import ServerSettings
 
@@ -61,8 +62,10 @@ class ServiceMiddleware:
         settings: ServerSettings,
         metrics: ServiceMetrics,
         on_prediction: PredictionSink | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.app = app
+        self.drain = drain or Drain()
         self.settings = settings
         self.metrics = metrics
         self.on_prediction = on_prediction
@@ -76,7 +79,7 @@ class ServiceMiddleware:
         headers = dict(scope.get("headers") or ())
         context = RequestContext(request_id_from(_decode(headers.get(_ID_HEADER))))
         token = current_request.set(context)
-        response = _ResponseState(send, context.request_id)
+        response = _ResponseState(send, context.request_id, self.drain)
         try:
             await self._handle(scope, receive, response, headers)
         finally:
@@ -164,11 +167,13 @@ class ServiceMiddleware:
 
 
 class _ResponseState:
-    """Wraps ``send``: adds the request id header and remembers the status sent."""
+    """Wraps ``send``: adds the request id header (and ``Connection: close`` while draining)
+    and remembers the status sent."""
 
-    def __init__(self, send: Send, request_id: str) -> None:
+    def __init__(self, send: Send, request_id: str, drain: Drain) -> None:
         self._send = send
         self._id = request_id.encode()
+        self._drain = drain
         self.status = 0
         self.started = False
 
@@ -176,7 +181,10 @@ class _ResponseState:
         if message["type"] == "http.response.start":
             self.started = True
             self.status = int(message["status"])
-            message["headers"] = [*message.get("headers", ()), (_ID_HEADER, self._id)]
+            headers = [*message.get("headers", ()), (_ID_HEADER, self._id)]
+            if self._drain.active:  # the client reconnects for its next request
+                headers.append((b"connection", b"close"))
+            message["headers"] = headers
         await self._send(message)
 
     async def error(

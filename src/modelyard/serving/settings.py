@@ -51,6 +51,8 @@ class ServerSettings(BaseModel):
     access_log: bool = True
     warmup_requests: int = Field(default=3, ge=0)
     shutdown_timeout_s: float = Field(default=20.0, gt=0.0)
+    # after SIGTERM: keep serving (not ready, Connection: close) this long, then shut down
+    drain_s: float = Field(default=2.0, ge=0.0, le=300.0)
 
     def to_env(self) -> str:
         return self.model_dump_json()
