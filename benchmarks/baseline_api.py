@@ -2,8 +2,9 @@
 
 FastAPI + PyTorch eager, the trained checkpoint loaded once at start, one forward pass per
 request inside ``torch.no_grad()``, a sync endpoint (FastAPI runs it on its thread pool), default
-torch threading. It answers the same requests as ``modelyard serve`` for NILM (``edges`` pad or
-valid), so both contenders do the same work per request.
+torch threading. It answers the same requests as ``modelyard serve`` (NILM: a mains series with
+``edges`` pad or valid; images: one uploaded file, top-3 classes), with the same preprocessing
+code, so both contenders do the same work per request.
 
 Run: ``BASELINE_RUN_DIR=<training run> uvicorn baseline_api:app --app-dir benchmarks``.
 """
@@ -15,12 +16,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from fastapi import FastAPI
+from fastapi import FastAPI, UploadFile
 from pydantic import BaseModel
 
 from modelyard.core.config import read_saved_config
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.registry import load_task
+from modelyard.projects.vision.image_decoding import decode_image, to_model_input
 
 RUN_DIR = Path(os.environ.get("BASELINE_RUN_DIR", "."))
 
@@ -34,29 +36,51 @@ class Response(BaseModel):
     appliances: dict[str, list[float]]
 
 
-def load() -> tuple[torch.nn.Module, Normalisation, int, list[str]]:
-    cfg = read_saved_config(RUN_DIR / "config.yaml")
-    model = load_task(cfg).load_model(RUN_DIR / "checkpoints" / "best.ckpt")
-    assert isinstance(model, torch.nn.Module)
-    model.eval()
-    pre = json.loads((RUN_DIR / "preprocessing.json").read_text())
-    norm = Normalisation.from_json(pre["normalisation"])
-    return model, norm, int(pre["window"]), [str(a) for a in pre["appliances"]]
+CONFIG = read_saved_config(RUN_DIR / "config.yaml")
+PRE = json.loads((RUN_DIR / "preprocessing.json").read_text())
 
 
-MODEL, NORM, WINDOW, APPLIANCES = load()
+def load_network() -> torch.nn.Module:
+    network = load_task(CONFIG).load_model(RUN_DIR / "checkpoints" / "best.ckpt")
+    assert isinstance(network, torch.nn.Module), "the baseline serves torch models"
+    return network.eval()
+
+
+MODEL = load_network()
 app = FastAPI()
 
 
-@app.post("/predict")
-def predict(request: Request) -> Response:
-    series = np.maximum(np.asarray(request.aggregate_w, dtype=np.float32), 0.0)
-    half = WINDOW // 2
-    if request.edges == "pad":
-        series = np.pad(series, (half, half), mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(NORM.normalise_aggregate(series), WINDOW)
-    with torch.no_grad():
-        scores = MODEL(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
-    mains = series[half : series.size - half, None]
-    watts = np.clip(NORM.denormalise_targets(scores), 0.0, mains)
-    return Response(appliances={a: watts[:, j].tolist() for j, a in enumerate(APPLIANCES)})
+if CONFIG.project.task == "nilm":
+    NORM = Normalisation.from_json(PRE["normalisation"])
+    WINDOW = int(PRE["window"])
+    APPLIANCES = [str(a) for a in PRE["appliances"]]
+
+    @app.post("/predict")
+    def predict(request: Request) -> Response:
+        series = np.maximum(np.asarray(request.aggregate_w, dtype=np.float32), 0.0)
+        half = WINDOW // 2
+        if request.edges == "pad":
+            series = np.pad(series, (half, half), mode="edge")
+        normalised = NORM.normalise_aggregate(series)
+        windows = np.lib.stride_tricks.sliding_window_view(normalised, WINDOW)
+        with torch.no_grad():
+            scores = MODEL(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
+        mains = series[half : series.size - half, None]
+        watts = np.clip(NORM.denormalise_targets(scores), 0.0, mains)
+        return Response(appliances={a: watts[:, j].tolist() for j, a in enumerate(APPLIANCES)})
+
+else:
+    CLASSES = [str(c) for c in PRE["classes"]]
+    SIZE, MEAN, STD = int(PRE["image_size"]), PRE["mean"], PRE["std"]
+
+    @app.post("/predict")
+    def classify(file: UploadFile) -> list[dict[str, float | str]]:
+        image = decode_image(file.file.read())
+        batch = torch.from_numpy(to_model_input(image, SIZE, MEAN, STD)[None])
+        with torch.no_grad():
+            probabilities = torch.softmax(MODEL(batch), dim=1)[0]
+        values, indices = torch.topk(probabilities, 3)
+        return [
+            {"label": CLASSES[int(i)], "probability": float(p)}
+            for p, i in zip(values, indices, strict=True)
+        ]

@@ -57,18 +57,29 @@ def train_and_evaluate(cfg: DictConfig) -> tuple[TrainResult, dict[str, Any], Pa
 
 def nilm_run_and_bundle(source: str, workdir: Path) -> tuple[Path, Path]:
     """Train the full seq2point for a few batches and export it: (run dir, bundle dir)."""
+    return quick_run_and_bundle("nilm", source, workdir)
+
+
+def eurosat_run_and_bundle(source: str, workdir: Path) -> tuple[Path, Path]:
+    """Train the full EuroSAT CNN for a few batches and export it: (run dir, bundle dir)."""
+    return quick_run_and_bundle("eurosat", source, workdir)
+
+
+def quick_run_and_bundle(project: str, source: str, workdir: Path) -> tuple[Path, Path]:
+    """A project's full model trained on the quick schedule (speed does not depend on the
+    weights) and exported: (run dir, bundle dir)."""
     env = {**os.environ, "MODELYARD_HOME": str(workdir)}
     cli = [sys.executable, "-m", "modelyard"]
+    chosen = [f"project={project}", "experiment=quick", f"model={project}", "tracking=none"]
     steps = [
-        ["data", "fetch", "--source", source],
-        ["data", "prepare"],
-        ["train", "experiment=quick", "model=nilm", "tracking=none", "trainer.max_epochs=1"],
-        ["export", "experiment=quick", "model=nilm", "tracking=none"],
+        ["data", "fetch", f"project={project}", "--source", source],
+        ["data", "prepare", f"project={project}"],
+        ["train", *chosen, "trainer.max_epochs=1"],
+        ["export", *chosen],
     ]
     for step in steps:
         subprocess.run([*cli, *step], env=env, check=True, capture_output=True)
-    runs = workdir / "runs" / "nilm"
-    bundles = workdir / "bundles" / "nilm"
-    return runs / (runs / "LATEST").read_text().strip(), bundles / (
-        bundles / "LATEST"
-    ).read_text().strip()
+    runs = workdir / "runs" / project
+    bundles = workdir / "bundles" / project
+    latest = (runs / "LATEST").read_text().strip(), (bundles / "LATEST").read_text().strip()
+    return runs / latest[0], bundles / latest[1]

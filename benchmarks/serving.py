@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench_common import nilm_run_and_bundle, write_results
+from bench_common import eurosat_run_and_bundle, nilm_run_and_bundle, write_results
 from modelyard.serving.launcher import HOST, free_port
 from modelyard.serving.runtime import OnnxModel, available_cores
 
@@ -45,8 +46,11 @@ CLIENTS = (1, 8, 64)
 DAY = 1440
 
 
-def request_bodies(workdir: Path, window: int) -> dict[str, tuple[Path, int]]:
-    """Request body files and the windows each request asks for."""
+Body = tuple[Path, int, str]  # request body file, model rows it asks for, content type
+
+
+def request_bodies(workdir: Path, window: int) -> dict[str, Body]:
+    """NILM request body files and the windows each request asks for."""
     rng = np.random.default_rng(0)
     base = rng.uniform(150.0, 450.0, DAY)
     base[600:604] += 2800.0  # a kettle
@@ -58,28 +62,41 @@ def request_bodies(workdir: Path, window: int) -> dict[str, tuple[Path, int]]:
     for name, (body, windows) in bodies.items():
         path = workdir / f"{name}.json"
         path.write_text(json.dumps(body))
-        files[name] = (path, windows)
+        files[name] = (path, windows, "application/json")
     return files
 
 
-def resident_mb(pid: int) -> float:
-    """Resident memory of a process and its children (uvicorn workers), in MB."""
-    total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.is_file():
-        pids += [int(p) for p in children.read_text().split()]
-    for member in pids:
-        for line in Path(f"/proc/{member}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return round(total / 1024, 1)
+def image_body(workdir: Path, image: Path) -> dict[str, Body]:
+    """One multipart upload of ``image`` (field ``file``), as a browser would send it."""
+    boundary = "modelyard-benchmark-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{image.name}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    path = workdir / "image.multipart"
+    path.write_bytes(head + image.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+    return {"image": (path, 1, f"multipart/form-data; boundary={boundary}")}
 
 
-def worker_pids(pid: int) -> list[int]:
+def resident_mb(pid: int) -> dict[str, float]:
+    """Resident memory (MB) of a server: of each worker process, and of all processes together
+    (with several workers, uvicorn's supervisor holds no model: it is counted in the total only)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
-    found = [int(p) for p in children.read_text().split()] if children.is_file() else []
-    return found or [pid]
+    workers = [int(p) for p in children.read_text().split()] if children.is_file() else []
+    sizes = {member: _rss_mb(member) for member in [pid, *workers]}
+    serving = workers or [pid]
+    return {
+        "per_worker_max": max(sizes[w] for w in serving),
+        "total": round(sum(sizes.values()), 1),
+        "workers": len(serving),
+    }
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 @contextmanager
@@ -113,8 +130,9 @@ def server(command: Sequence[str], probe: str, env: dict[str, str]) -> Iterator[
                 process.kill()
 
 
-def load(port: int, body: Path, clients: int, seconds: float, cpu: int | None) -> dict[str, Any]:
-    command = [PYTHON, str(HERE / "loadgen.py"), "--port", str(port), "--body", str(body)]
+def load(port: int, body: Body, clients: int, seconds: float, cpu: int | None) -> dict[str, Any]:
+    command = [PYTHON, str(HERE / "loadgen.py"), "--port", str(port), "--body", str(body[0])]
+    command += ["--content-type", body[2]]
     command += ["--clients", str(clients), "--seconds", str(seconds)]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
@@ -128,13 +146,14 @@ def measure_contender(
     command: Sequence[str],
     probe: str,
     env: dict[str, str],
-    bodies: dict[str, tuple[Path, int]],
+    bodies: dict[str, Body],
     seconds: float,
     client_cpu: int | None,
 ) -> dict[str, Any]:
     with server(command, probe, env) as facts:
         results: dict[str, Any] = {"ready_s": facts["ready_s"], "workloads": {}}
-        for workload, (body, windows) in bodies.items():
+        for workload, body in bodies.items():
+            windows = body[1]
             points = []
             for clients in CLIENTS:
                 point = load(facts["port"], body, clients, seconds, client_cpu)
@@ -142,37 +161,39 @@ def measure_contender(
                 points.append(point)
                 print(
                     f"{name:>22} {workload:>5} {clients:>3} clients: "
-                    f"{point['requests_per_s']:>8.1f} req/s {point['windows_per_s']:>9.1f} win/s "
+                    f"{point['requests_per_s']:>8.1f} req/s {point['windows_per_s']:>9.1f} rows/s "
                     f"p50 {point['p50_ms']:>7.2f} p99 {point['p99_ms']:>7.2f} ms "
                     f"errors {point['errors']} loadgen cpu {point['client_cpu_share']:.0%}",
                     flush=True,
                 )
             results["workloads"][workload] = points
         results["resident_mb"] = resident_mb(facts["pid"])
-        results["workers"] = len(worker_pids(facts["pid"]))
     return results
 
 
-def onnx_limit(bundle: Path, window: int, seconds: float) -> dict[str, Any]:
-    """(c): windows/s of ONNX Runtime alone, on day-sized batches, all cores."""
+def onnx_limit(bundle: Path, batch: int, seconds: float) -> dict[str, Any]:
+    """(c): model rows/s of ONNX Runtime alone, on large batches, all cores."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    shape = [batch, *(int(d) for d in manifest["inputs"][0]["shape"][1:])]
     model = OnnxModel(bundle / "model.onnx", threads=available_cores())
-    batch = np.random.default_rng(0).standard_normal((DAY, window)).astype(np.float32)
+    rows = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     for _ in range(3):
-        model.run(batch)
+        model.run(rows)
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        model.run(batch)
+        model.run(rows)
         calls += 1
     elapsed = time.perf_counter() - started
-    return {"batch": DAY, "windows_per_s": round(calls * DAY / elapsed, 1)}
+    return {"batch": batch, "rows_per_s": round(calls * batch / elapsed, 1)}
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
-    """The issue's targets, computed from the measurements."""
-    a = results["contenders"]["a_torch_eager"]["workloads"]
-    c = results["c_onnx_in_process"]["windows_per_s"]
+    """The issue's targets (NILM), computed from the measurements."""
+    nilm = results["nilm"]
+    a = nilm["contenders"]["a_torch_eager"]["workloads"]
+    c = nilm["c_onnx_in_process"]["rows_per_s"]
     out: dict[str, Any] = {}
-    for name, contender in results["contenders"].items():
+    for name, contender in nilm["contenders"].items():
         if not name.startswith("b_"):
             continue
         small = contender["workloads"]["small"][-1]
@@ -184,16 +205,72 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
             "small_64_p99_over_p50": round(small["p99_ms"] / small["p50_ms"], 2),
             "bulk_share_of_c": round(bulk / c, 3),
             "ready_s": contender["ready_s"],
-            "resident_mb_per_worker": round(contender["resident_mb"] / contender["workers"], 1),
+            "resident_mb_per_worker": contender["resident_mb"]["per_worker_max"],
         }
     return out
+
+
+def contenders_for(
+    run: Path, bundle: Path, scratch: Path, pin: bool
+) -> dict[str, tuple[list[str], str, dict[str, str]]]:
+    """(a) and (b), the latter with one worker and, unpinned, one worker per core."""
+    taskset = ["taskset", "-c", "1"] if pin else []
+    serve = [PYTHON, "-m", "modelyard", "serve", str(bundle)]
+    log_db = f"sqlite:///{scratch}/predictions-{bundle.name}.db"
+    found = {
+        "a_torch_eager": (
+            [*taskset, PYTHON, "-m", "uvicorn", "baseline_api:app", "--app-dir", str(HERE),
+             "--log-level", "warning"],
+            "/openapi.json",
+            {"BASELINE_RUN_DIR": str(run)},
+        ),
+        "b_modelyard_1_worker": ([*taskset, *serve, "--prediction-log", log_db], "/ready", {}),
+    }  # fmt: skip
+    cores = available_cores()
+    if not pin and cores > 1:
+        found[f"b_modelyard_{cores}_workers"] = (
+            [*serve, "--workers", str(cores), "--prediction-log", log_db],
+            "/ready",
+            {},
+        )
+    return found
+
+
+def bench_bundle(
+    run: Path, bundle: Path, bodies: dict[str, Body], batch: int, scratch: Path, args: Any
+) -> dict[str, Any]:
+    client_cpu = 0 if args.pin else None
+    results: dict[str, Any] = {"bundle": str(bundle), "contenders": {}}
+    for name, (command, probe, env) in contenders_for(run, bundle, scratch, args.pin).items():
+        results["contenders"][name] = measure_contender(
+            name, command, probe, env, bodies, args.seconds, client_cpu
+        )
+    results["c_onnx_in_process"] = onnx_limit(bundle, batch, args.seconds)
+    print(f"(c) ONNX Runtime in-process: {results['c_onnx_in_process']['rows_per_s']} rows/s")
+    return results
+
+
+def first_image(raw: Path, scratch: Path) -> Path | None:
+    """The first JPEG of the fetched dataset (a folder, or zip archives in it)."""
+    found = next(iter(sorted(raw.rglob("*.jp*g"))), None)
+    if found is not None:
+        return found
+    for archive in sorted(raw.glob("*.zip")):
+        with zipfile.ZipFile(archive) as opened:
+            names = sorted(n for n in opened.namelist() if n.lower().endswith((".jpg", ".jpeg")))
+            if names:
+                target = scratch / Path(names[0]).name
+                target.write_bytes(opened.read(names[0]))
+                return target
+    return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", help="NILM data (directory or URL) to train the model on")
-    parser.add_argument("--run", type=Path, help="Existing training run (for the baseline)")
+    parser.add_argument("--run", type=Path, help="Existing NILM training run (for the baseline)")
     parser.add_argument("--bundle", type=Path, help="Its exported bundle")
+    parser.add_argument("--image-source", help="EuroSAT data: also benchmark an image model")
     parser.add_argument("--seconds", type=float, default=5.0, help="Per load point")
     parser.add_argument("--pin", action="store_true", help="Servers on core 1, client on core 0")
     parser.add_argument("--name", default="serving")
@@ -204,46 +281,24 @@ def main() -> None:
             parser.error("give --source (to train a model) or both --run and --bundle")
         args.run, args.bundle = nilm_run_and_bundle(args.source, scratch / "home")
     window = int(json.loads((args.bundle / "manifest.json").read_text())["preprocessing"]["window"])
-    bodies = request_bodies(scratch, window)
-    cores = available_cores()
-    pin: list[str] = ["taskset", "-c", "1"] if args.pin else []
-    client_cpu = 0 if args.pin else None
-    serve = [PYTHON, "-m", "modelyard", "serve", str(args.bundle)]
-    log_db = f"sqlite:///{scratch}/predictions.db"
-    contenders = {
-        "a_torch_eager": (
-            [*pin, PYTHON, "-m", "uvicorn", "baseline_api:app", "--app-dir", str(HERE),
-             "--log-level", "warning"],
-            "/openapi.json",
-            {"BASELINE_RUN_DIR": str(args.run)},
-        ),
-        "b_modelyard_1_worker": (
-            [*pin, *serve, "--prediction-log", log_db],
-            "/ready",
-            {},
-        ),
-    }  # fmt: skip
-    if not args.pin and cores > 1:
-        contenders[f"b_modelyard_{cores}_workers"] = (
-            [*serve, "--workers", str(cores), "--prediction-log", log_db],
-            "/ready",
-            {},
-        )
     results: dict[str, Any] = {
-        "cores": cores,
+        "cores": available_cores(),
         "pinned": args.pin,
         "seconds_per_point": args.seconds,
         "window": window,
-        "contenders": {},
+        "nilm": bench_bundle(
+            args.run, args.bundle, request_bodies(scratch, window), DAY, scratch, args
+        ),
     }
-    for name, (command, probe, env) in contenders.items():
-        results["contenders"][name] = measure_contender(
-            name, command, probe, env, bodies, args.seconds, client_cpu
-        )
-    results["c_onnx_in_process"] = onnx_limit(args.bundle, window, args.seconds)
-    print(f"(c) ONNX Runtime in-process: {results['c_onnx_in_process']['windows_per_s']} win/s")
     results["summary"] = summary(results)
     print(json.dumps(results["summary"], indent=2))
+    if args.image_source:
+        home = scratch / "image-home"
+        run, bundle = eurosat_run_and_bundle(args.image_source, home)
+        image = first_image(home / "data" / "raw" / "eurosat", scratch)
+        if image is None:
+            raise SystemExit(f"no JPEG image under {home / 'data' / 'raw' / 'eurosat'}")
+        results["image"] = bench_bundle(run, bundle, image_body(scratch, image), 64, scratch, args)
     print(f"results: {write_results(args.name, results)}")
 
 
