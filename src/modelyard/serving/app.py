@@ -12,9 +12,6 @@ Shutdown stops the batcher after the last request and flushes the prediction log
 
 import asyncio
 import contextlib
-import gc
-import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -25,21 +22,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from modelyard import __version__
-from modelyard.core.bundle import Bundle, TensorSpec, serving_model_path
-from modelyard.projects.registry import serving_adapter_class
-from modelyard.serving.adapter import ModelRunner, ServingAdapter
-from modelyard.serving.batching import BatchingModel
-from modelyard.serving.context import RequestContext
-from modelyard.serving.draining import Drain, install_drain_on_sigterm
-from modelyard.serving.metrics import CONTENT_TYPE, ServiceMetrics, mark_worker_dead
+from modelyard.core.bundle import Bundle, TensorSpec
+from modelyard.serving.adapter import ServingAdapter
+from modelyard.serving.draining import install_drain_on_sigterm
+from modelyard.serving.metrics import CONTENT_TYPE
 from modelyard.serving.middleware import ServiceMiddleware
-from modelyard.serving.prediction_log import PredictionLog, PredictionRecord
-from modelyard.serving.runtime import OnnxModel, intra_op_threads
+from modelyard.serving.service import Service, refresh_stats
 from modelyard.serving.settings import ServerSettings
-
-log = logging.getLogger("modelyard.serving")
-STATS_INTERVAL_S = 1.0
-GC_GEN0_THRESHOLD = 20_000
 
 
 class Health(BaseModel):
@@ -72,95 +61,6 @@ class Info(BaseModel):
     details: dict[str, Any] = Field(description="Task-specific facts (window, appliances, limits).")
 
 
-def serving_settings(bundle: Bundle, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The project's ``serving`` config saved in the bundle, updated with explicit overrides."""
-    project = bundle.manifest.config.get("project", {})
-    settings = dict(project.get("serving", {}) or {})
-    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return settings
-
-
-class Service:
-    """Everything one worker holds: model, adapter, metrics, prediction log, readiness."""
-
-    def __init__(
-        self, bundle: Bundle, overrides: dict[str, Any] | None, settings: ServerSettings
-    ) -> None:
-        self.bundle = bundle
-        self.settings = settings
-        self.metrics = ServiceMetrics()
-        threads = intra_op_threads(settings.threads, settings.workers)
-        onnx = OnnxModel(serving_model_path(bundle, settings.quantized), threads=threads)
-        self.batcher: BatchingModel | None = None
-        runner: ModelRunner = onnx
-        if settings.batching:
-            self.batcher = BatchingModel(
-                onnx, settings.max_batch, settings.max_wait_ms, self.metrics.observe_batch
-            )
-            runner = self.batcher
-        adapter_class = serving_adapter_class(bundle.manifest.task)
-        self.adapter: ServingAdapter = adapter_class(
-            bundle, runner, serving_settings(bundle, overrides)
-        )
-        self.log: PredictionLog | None = None
-        if settings.prediction_log:
-            self.log = PredictionLog(settings.prediction_log, settings.resolved_spool_dir())
-        self.ready = False
-        self.drain = Drain()
-
-    def start_draining(self) -> None:
-        """A stop was asked for: no longer ready; responses close their connections."""
-        self.ready = False
-        self.metrics.ready.set(0)
-        log.info("draining for %.1f s before shutting down", self.settings.drain_s)
-
-    def start(self) -> None:
-        if self.log is not None:
-            self.log.start()
-        for _ in range(max(1, self.settings.warmup_requests)):
-            self.adapter.warm_up()
-        settle_garbage_collector()
-        self.ready = True
-        self.metrics.ready.set(1)
-        self.update_stats()
-
-    def stop(self) -> None:
-        self.ready = False
-        self.metrics.ready.set(0)
-        if self.batcher is not None:
-            self.batcher.close()
-        if self.log is not None:
-            self.log.close(timeout_s=self.settings.shutdown_timeout_s)
-        self.update_stats()
-        mark_worker_dead(os.getpid())
-
-    def update_stats(self) -> None:
-        if self.log is not None:
-            self.metrics.update_log(self.log.stats)
-        self.metrics.update_memory()
-
-    def record(self, context: RequestContext, route: str, seconds: float) -> None:
-        """After a 200 with a prediction: metrics of its values and a prediction-log row."""
-        event = context.prediction
-        if event is None:
-            return
-        self.metrics.observe_prediction(event.values, event.labels)
-        if self.log is not None:
-            manifest = self.bundle.manifest
-            self.log.record(
-                PredictionRecord(
-                    request_id=context.request_id,
-                    model=manifest.name,
-                    version=manifest.version,
-                    route=route,
-                    status=200,
-                    latency_ms=round(seconds * 1000, 3),
-                    inputs=event.inputs,
-                    outputs=event.outputs,
-                )
-            )
-
-
 def create_app(
     bundle: Bundle,
     overrides: dict[str, Any] | None = None,
@@ -181,7 +81,7 @@ def create_app(
         install_drain_on_sigterm(
             service.drain, asyncio.get_running_loop(), settings.drain_s, service.start_draining
         )
-        updater = asyncio.create_task(_refresh_stats(service))
+        updater = asyncio.create_task(refresh_stats(service))
         try:
             yield
         finally:
@@ -275,23 +175,3 @@ def create_app(
         drain=service.drain,
     )
     return app
-
-
-def settle_garbage_collector() -> None:
-    """After start-up: freeze what exists (modules, model, app) out of the collector's sight and
-    collect the youngest generation less often.
-
-    Every request allocates many short-lived containers and almost no cycles; with the default
-    thresholds gen-0 collections, and the full ones that rescan the long-lived start-up objects,
-    add pauses that show up as a latency tail under load (measured in benchmarks/serving.py).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
-
-
-async def _refresh_stats(service: Service) -> None:
-    """Keep the prediction-log and memory gauges current between scrapes."""
-    while True:
-        await asyncio.sleep(STATS_INTERVAL_S)
-        service.update_stats()
