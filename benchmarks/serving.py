@@ -171,8 +171,10 @@ def measure_contender(
     return results
 
 
-def onnx_limit(bundle: Path, batch: int, seconds: float) -> dict[str, Any]:
-    """(c): model rows/s of ONNX Runtime alone, on large batches, all cores."""
+def onnx_limit(bundle: Path, batch: int, seconds: float, pin: bool) -> dict[str, Any]:
+    """(c): model rows/s of ONNX Runtime alone, on large batches, on the servers' cores."""
+    if pin:
+        os.sched_setaffinity(0, {1})
     manifest = json.loads((bundle / "manifest.json").read_text())
     shape = [batch, *(int(d) for d in manifest["inputs"][0]["shape"][1:])]
     model = OnnxModel(bundle / "model.onnx", threads=available_cores())
@@ -245,7 +247,7 @@ def bench_bundle(
         results["contenders"][name] = measure_contender(
             name, command, probe, env, bodies, args.seconds, client_cpu
         )
-    results["c_onnx_in_process"] = onnx_limit(bundle, batch, args.seconds)
+    results["c_onnx_in_process"] = onnx_limit(bundle, batch, args.seconds, args.pin)
     print(f"(c) ONNX Runtime in-process: {results['c_onnx_in_process']['rows_per_s']} rows/s")
     return results
 
