@@ -1,9 +1,12 @@
 """Shared fixtures: where the real datasets are, and an isolated working directory per test."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from postgres_server import PostgresServer, available, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,3 +54,13 @@ def kc_house_data(tables_source: Path, tmp_path_factory: pytest.TempPathFactory)
     fetch.run(cfg, source=str(tables_source), progress=False)
     prepare.run(cfg)
     return overrides
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1 for one test module; skips when it cannot run."""
+    reason = available()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres_server() as server:
+        yield server

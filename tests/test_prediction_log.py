@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from modelyard.serving.prediction_log import (
     count_rows,
     predictions,
 )
-from postgres_server import PostgresServer, available, postgres_server
+from postgres_server import PostgresServer
 
 
 def record(number: int) -> PredictionRecord:
@@ -177,15 +177,6 @@ def test_spools_of_stopped_processes_are_replayed_and_live_ones_left_alone(
 def test_bad_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         PredictionLog(f"sqlite:///{tmp_path}/p.db", tmp_path / "s", batch_size=10, max_buffer=5)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    reason = available()
-    if reason is not None:
-        pytest.skip(reason)
-    with postgres_server() as server:
-        yield server
 
 
 def test_postgresql_outage_is_buffered_and_caught_up(

@@ -24,8 +24,9 @@ from cli_helpers import assert_user_error, modelyard
 from modelyard.core.bundle import MANIFEST_FILE, Bundle, load_bundle
 from modelyard.serving.app import create_app
 from modelyard.serving.launcher import HOST, free_port, running_server
-from modelyard.serving.prediction_log import predictions
+from modelyard.serving.prediction_log import count_rows, predictions
 from modelyard.serving.settings import ServerSettings
+from postgres_server import PostgresServer
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -167,6 +168,17 @@ def test_every_successful_prediction_is_logged_with_its_request_id(
     assert first.inputs["max_w"] == max(SERIES) and first.inputs["min_w"] == min(SERIES)
     assert set(first.outputs) == set(APPLIANCES)
     assert all(o["mean_w"] >= 0 for o in first.outputs.values())
+
+
+def test_the_prediction_log_can_live_in_postgresql(
+    bundle: Bundle, postgres: PostgresServer
+) -> None:
+    app = create_app(bundle, settings=settings(prediction_log=postgres.url))
+    with TestClient(app) as client:
+        ids = {predict(client).headers["X-Request-ID"] for _ in range(4)}
+
+    assert {r.request_id for r in rows(postgres.url)} >= ids
+    assert count_rows(postgres.url) >= 4
 
 
 # --- protection --------------------------------------------------------------------------------
