@@ -419,3 +419,20 @@ def test_serving_int8_needs_a_bundle_that_has_one(bundle: Bundle, tmp_path: Path
     result = modelyard("serve", str(bundle.path), "--quantized", "--port", port, workdir=tmp_path)
 
     assert_user_error(result, "has no INT8 model")
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [
+        (["--workers", "0"], "serve: workers: Input should be greater than or equal to 1"),
+        (["--log-format", "xml"], "serve: log_format: Input should be 'json' or 'text'"),
+        (["--max-wait-ms", "-1"], "serve: max_wait_ms: Input should be greater than or equal to 0"),
+        (["--request-timeout", "0"], "serve: request_timeout_s: Input should be greater than 0"),
+    ],
+)
+def test_bad_server_settings_are_one_line_errors(
+    bundle: Bundle, tmp_path: Path, option: list[str], fragment: str
+) -> None:
+    result = modelyard("serve", str(bundle.path), *option, workdir=tmp_path)
+
+    assert_user_error(result, fragment)
