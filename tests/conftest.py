@@ -11,6 +11,21 @@ from postgres_server import PostgresServer, available, postgres_server
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Whatever the suite writes to the default working directory (servers' prediction logs,
+    tracking stores) goes to a temporary one, never into the checkout's ``.modelyard``."""
+    from modelyard.core.runs import HOME_ENV
+
+    previous = os.environ.get(HOME_ENV)
+    home = tmp_path_factory.mktemp("modelyard-home")
+    if previous is None:
+        os.environ[HOME_ENV] = str(home)
+    yield Path(os.environ[HOME_ENV])
+    if previous is None:
+        os.environ.pop(HOME_ENV, None)
+
+
 def shared_datasets_root() -> Path:
     """``$MODELYARD_DATA_ROOT`` or ``../shared/datasets`` beside the checkout."""
     return Path(os.environ.get("MODELYARD_DATA_ROOT", REPO.parent / "shared" / "datasets"))
