@@ -33,11 +33,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from bench_common import eurosat_run_and_bundle, nilm_run_and_bundle, write_results
-from modelyard.serving.launcher import HOST, free_port
+from modelyard.core.errors import ModelyardError
+from modelyard.serving.launcher import HOST, free_port, wait_until_healthy
 from modelyard.serving.runtime import OnnxModel, available_cores
 
 HERE = Path(__file__).resolve().parent
@@ -105,22 +105,15 @@ def server(command: Sequence[str], probe: str, env: dict[str, str]) -> Iterator[
     port = free_port()
     url = f"http://{HOST}:{port}"
     with tempfile.TemporaryFile() as log:
-        started = time.perf_counter()
         process = subprocess.Popen(
             [*command, "--port", str(port)], stdout=log, stderr=log, env={**os.environ, **env}
         )
         try:
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"server exited: {log.read().decode()[-2000:]}")
-                try:
-                    if httpx.get(f"{url}{probe}", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.01)
-            ready = round(time.perf_counter() - started, 2)
+            try:
+                ready = round(wait_until_healthy(url, process, 120, probe, interval_s=0.01), 2)
+            except ModelyardError as exc:
+                log.seek(0)
+                raise RuntimeError(f"{exc}\n{log.read().decode()[-2000:]}") from exc
             yield {"port": port, "ready_s": ready, "pid": process.pid}
         finally:
             process.send_signal(signal.SIGTERM)

@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
 from bench_common import nilm_run_and_bundle, write_results
 from modelyard.loadtest.options import LoadOptions
 from modelyard.loadtest.report import LoadTestSummary
 from modelyard.loadtest.runner import run_loadtest
-from modelyard.serving.launcher import HOST, free_port
+from modelyard.serving.launcher import HOST, free_port, wait_until_healthy
 from modelyard.serving.prediction_log import predictions
 
 REFUSED = "Connection refused"
@@ -42,15 +41,8 @@ def start(bundle: Path, port: int, log_url: str, workers: int) -> subprocess.Pop
     command = [sys.executable, "-m", "modelyard", "serve", str(bundle), "--port", str(port)]
     command += ["--prediction-log", log_url, "--workers", str(workers), "--log-level", "warning"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://{HOST}:{port}/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("server did not become ready")
+    wait_until_healthy(f"http://{HOST}:{port}", process, 60, "/ready")
+    return process
 
 
 def logged_ids(url: str) -> set[str]:

@@ -23,7 +23,7 @@ from bundle_factory import make_nilm_bundle
 from cli_helpers import assert_user_error, modelyard
 from modelyard.core.bundle import MANIFEST_FILE, Bundle, load_bundle
 from modelyard.serving.app import create_app
-from modelyard.serving.launcher import HOST, free_port, running_server
+from modelyard.serving.launcher import HOST, free_port, running_server, wait_until_healthy
 from modelyard.serving.prediction_log import count_rows, predictions
 from modelyard.serving.settings import ServerSettings
 from postgres_server import PostgresServer
@@ -295,17 +295,8 @@ def start_server(bundle: Path, port: int, *args: str) -> subprocess.Popen[bytes]
     )
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("server did not become ready")
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    wait_until_healthy(url, process, 60, "/ready")
 
 
 def stop(process: subprocess.Popen[bytes], send: bool = True) -> str:

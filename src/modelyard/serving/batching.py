@@ -171,8 +171,8 @@ class BatchingModel:
 
     def _run_in_chunks(self, rows: np.ndarray, requests: int) -> np.ndarray:
         """One call per ``max_batch`` rows: a large request is split, which bounds ONNX Runtime's
-        working memory (activations grow with the batch) at almost no cost in speed (measured:
-        batch 256 runs at 98 % of the windows/s of batch 1,440)."""
+        working memory (activations grow with the batch); benchmarks/serving.py shows bulk
+        requests still at the in-process limit."""
         outputs = []
         for start in range(0, rows.shape[0], self.max_batch):
             chunk = rows[start : start + self.max_batch]

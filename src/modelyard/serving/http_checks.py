@@ -2,8 +2,8 @@
 
 The hot routes read the body themselves: pydantic validates the JSON bytes in one pass (no
 intermediate Python objects), and the answer is written with orjson straight from numpy arrays.
-Both are several times cheaper per request than FastAPI's generic body and response handling
-(measured in benchmarks/serving.py), while the OpenAPI schema still documents both models.
+Both are cheaper per request than FastAPI's generic body and response handling (found by
+profiling the serving benchmark's server), while the OpenAPI schema still documents both models.
 """
 
 from typing import Any, TypeVar

@@ -27,18 +27,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> float:
-    """Poll ``/health`` until it answers 200; return the seconds it took."""
+def wait_until_healthy(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout_s: float,
+    path: str = "/health",
+    interval_s: float = 0.05,
+) -> float:
+    """Poll ``path`` (``/health``, ``/ready``, ...) until it answers 200; return the seconds it
+    took. A process that exits first is an error carrying the end of its output."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
         if process.poll() is not None:
-            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            pipe = process.stdout or process.stderr
+            output = pipe.read().decode(errors="replace") if pipe else ""
             raise ModelyardError(f"server exited with code {process.returncode}:\n{output[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1.0).status_code == 200:
                 return time.perf_counter() - started
-        time.sleep(0.05)
-    raise ModelyardError(f"server at {url} did not become healthy within {timeout_s:.0f} s")
+        time.sleep(interval_s)
+    raise ModelyardError(f"server at {url} did not answer {path} within {timeout_s:.0f} s")
 
 
 @contextlib.contextmanager

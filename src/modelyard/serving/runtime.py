@@ -3,7 +3,7 @@
 Threads: one ONNX Runtime intra-op thread per core the worker may use (the cores divided among the
 workers), one inter-op thread (these models are a single chain of operators), and no spinning:
 an idle intra-op thread that spins waiting for work burns a core the event loop and the other
-workers need (measured in benchmarks/serving.py).
+workers need.
 """
 
 import asyncio

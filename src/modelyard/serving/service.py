@@ -118,7 +118,8 @@ def settle_garbage_collector() -> None:
 
     Every request allocates many short-lived containers and almost no cycles; with the default
     thresholds gen-0 collections, and the full ones that rescan the long-lived start-up objects,
-    add pauses that show up as a latency tail under load (measured in benchmarks/serving.py).
+    add pauses that show up as a latency tail under load (seen in probe runs of the serving
+    benchmark's load generator).
     """
     gc.collect()
     gc.freeze()
