@@ -44,7 +44,7 @@ from modelyard.core.seeding import seed_everything
 from modelyard.projects.loading import check_num_workers
 from modelyard.projects.registry import load_task
 from modelyard.stages import fetch, prepare
-from train_throughput import BatchClock
+from train_throughput import BatchClock, timed_trainer
 
 SOURCES = {"nilm": "nilm_source", "eurosat": "images_source", "plants": "images_source"}
 
@@ -120,19 +120,8 @@ def epoch_run(cfg: DictConfig, workers: int, warmup: int) -> tuple[float, float]
     model = load_task(cfg).build_model(module)
     assert isinstance(model, L.LightningModule)
     clock = BatchClock(warmup)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=cfg.trainer.limit_train_batches,
-        limit_val_batches=cfg.trainer.limit_val_batches,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[clock],
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
+    trainer = timed_trainer(
+        cfg, clock, cfg.trainer.limit_train_batches, cfg.trainer.limit_val_batches
     )
     started = time.perf_counter()
     trainer.fit(model, datamodule=module)

@@ -53,18 +53,18 @@ class BatchClock(L.Callback):
             self.finished = time.perf_counter()
 
 
-def pipeline_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
-    task = load_task(cfg)
-    datamodule = task.datamodule()
-    datamodule.setup("fit")
-    model = task.build_model(datamodule)
-    clock = BatchClock(warmup)
-    trainer = L.Trainer(
+def timed_trainer(
+    cfg: DictConfig, clock: BatchClock, train_batches: int | float, val_batches: int | float
+) -> L.Trainer:
+    """One CPU epoch of ``train_batches`` with nothing but ``clock`` attached (no logger,
+    checkpoints, progress bar or sanity check), clipped as configured."""
+    return L.Trainer(
         accelerator="cpu",
         devices=1,
         max_epochs=1,
-        limit_train_batches=batches + warmup,
-        limit_val_batches=0,
+        limit_train_batches=train_batches,
+        limit_val_batches=val_batches,
+        num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -72,6 +72,15 @@ def pipeline_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
         callbacks=[clock],
         gradient_clip_val=cfg.trainer.gradient_clip_val,
     )
+
+
+def pipeline_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
+    task = load_task(cfg)
+    datamodule = task.datamodule()
+    datamodule.setup("fit")
+    model = task.build_model(datamodule)
+    clock = BatchClock(warmup)
+    trainer = timed_trainer(cfg, clock, train_batches=batches + warmup, val_batches=0)
     assert isinstance(model, L.LightningModule)
     trainer.fit(model, datamodule=datamodule)
     return clock.windows / (clock.finished - clock.started)
