@@ -132,13 +132,28 @@ def test_a_zip_code_with_a_leading_zero_is_known(client: TestClient) -> None:
     assert valuation["warnings"] == []
 
 
-def test_an_unseen_zip_code_is_valued_as_other_with_a_warning(client: TestClient) -> None:
+def test_an_unseen_zip_code_is_valued_as_other_with_a_warning(
+    client: TestClient, bundle: Bundle
+) -> None:
     (first,) = predict(client, row(zip_code="9999"))
-    (second,) = predict(client, row(zip_code="1234"))
     assert len(first["warnings"]) == 1
     assert "zip_code" in first["warnings"][0] and "'9999'" in first["warnings"][0]
-    assert first["price_per_m2"] == second["price_per_m2"]  # both are "other"
     assert first["price_per_m2"] != predict(client, row())[0]["price_per_m2"]
+    # What "valued as unseen" means for each of avm's zip code encodings: the "other" one-hot
+    # column, the training prior as target code, and the code's own number.
+    pipeline = FeaturePipeline.from_json(bundle.manifest.preprocessing["features"])
+    names = pipeline.output_names
+    values = row(zip_code="9999")
+    kinds = ("numeric", "categorical", "date")
+    inputs = [spec["name"] for kind in kinds for spec in pipeline.params[kind]]
+    x = pipeline.transform({name: [values.get(name)] for name in inputs})[0]
+    onehot = [i for i, name in enumerate(names) if name.startswith("zip_code=")]
+    assert [names[i] for i in onehot if x[i] == 1] == ["zip_code=__other__"]
+    spec = next(s for s in pipeline.params["categorical"] if s["name"] == "zip_code")
+    code = x[names.index("zip_code__target")] * spec["target"]["std"] + spec["target"]["mean"]
+    assert code == pytest.approx(spec["target"]["prior"], rel=1e-5)
+    number = x[names.index("zip_code__number")] * spec["number"]["std"] + spec["number"]["mean"]
+    assert number == pytest.approx(9999, rel=1e-5)
 
 
 def test_served_prices_equal_the_evaluation_path_on_prepared_rows(

@@ -1,6 +1,7 @@
 """The vision project end to end on a small synthetic image folder (no real data needed):
 prepare -> train -> evaluate -> export -> the HTTP API, including every bad upload."""
 
+import copy
 import io
 import json
 import subprocess
@@ -11,14 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from omegaconf import DictConfig
 from PIL import Image
 
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.config import load_config
+from modelyard.core.errors import ConfigError
 from modelyard.projects.vision.image_decoding import decode_image, to_model_input
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages import evaluate, export, fetch, prepare, train
+from modelyard.stages.model_source import CHECKPOINT
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -65,6 +70,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Bundl
             "trainer.limit_train_batches=null",
             "trainer.limit_val_batches=null",
             "trainer.enable_progress_bar=false",
+            # The options of the real image runs: bfloat16 autocast and averaged weights.
+            "trainer.precision=bf16-mixed",
+            "trainer.ema_decay=0.9",
         ]
     )
     fetch.run(cfg, progress=False)
@@ -209,3 +217,25 @@ def test_offline_predict_over_a_folder(built: tuple[object, Path, Bundle], tmp_p
     by_file = {row.split(",")[0]: row.split(",") for row in rows[1:]}
     assert by_file["a.png"][1] == "Bright" and by_file["b.jpg"][1] == "Red"
     assert "invalid image" in by_file["broken.jpg"][-1]
+
+
+def test_the_checkpoint_holds_the_moving_average_of_the_weights(
+    built: tuple[object, Path, Bundle],
+) -> None:
+    checkpoint = torch.load(built[1] / CHECKPOINT, map_location="cpu", weights_only=False)
+    averaged, last = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert averaged.keys() == last.keys()
+    weights = [k for k, v in averaged.items() if v.is_floating_point() and k.endswith("weight")]
+    assert weights and all(averaged[k].dtype == torch.float32 for k in weights)
+    assert any(not torch.equal(averaged[k], last[k]) for k in weights)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.5, 2])
+def test_a_moving_average_decay_outside_zero_one_is_a_config_error(
+    built: tuple[object, Path, Bundle], decay: float
+) -> None:
+    cfg = copy.deepcopy(built[0])
+    assert isinstance(cfg, DictConfig)
+    cfg.trainer.ema_decay = decay
+    with pytest.raises(ConfigError, match="ema_decay"):
+        train.run(cfg)

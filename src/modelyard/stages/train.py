@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import (
     AdvancedProfiler,
@@ -53,7 +53,7 @@ from modelyard.tracking.callback import EpochMetricsCallback
 from modelyard.tracking.factory import start_tracking
 
 #: Keys of the ``trainer`` config group that modelyard handles itself (not lightning.Trainer args).
-_OWN_TRAINER_KEYS = {"early_stopping_patience", "num_threads", "profiler"}
+_OWN_TRAINER_KEYS = {"early_stopping_patience", "ema_decay", "num_threads", "profiler"}
 #: Environment variable through which DDP worker processes find rank 0's run directory.
 RUN_NAME_ENV = "MODELYARD_RUN_NAME"
 PROFILERS = ("simple", "advanced", "pytorch")
@@ -123,6 +123,20 @@ def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
+def _ema_callback(cfg: DictConfig) -> EMAWeightAveraging | None:
+    """An exponential moving average of the weights when ``trainer.ema_decay`` is in (0, 1).
+
+    Validation, checkpoint selection and the saved checkpoint then use the averaged weights
+    (batch-norm statistics included), which are steadier than the last step's.
+    """
+    decay = float(cfg.trainer.get("ema_decay", 0) or 0)
+    if decay == 0:
+        return None
+    if not 0 < decay < 1:
+        raise ConfigError(f"trainer.ema_decay must be 0 (off) or in (0, 1), got {decay}")
+    return EMAWeightAveraging(decay=decay, use_buffers=True)
+
+
 def _fit_lightning(
     cfg: DictConfig,
     model: L.LightningModule,
@@ -144,6 +158,9 @@ def _fit_lightning(
     patience = int(cfg.trainer.get("early_stopping_patience", 0))
     if patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=patience))
+    ema = _ema_callback(cfg)
+    if ema is not None:
+        callbacks.append(ema)
     try:
         trainer = L.Trainer(
             **_trainer_kwargs(cfg),

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch.utils.data import DataLoader, TensorDataset
 
 from modelyard.projects.loading import check_num_workers, worker_options
@@ -51,20 +53,23 @@ class TabularDataModule(L.LightningDataModule):
         train = read_prepared(self.prepared_dir, "train", self.schema)
         val = read_prepared(self.prepared_dir, "val", self.schema)
         target = self.schema.target.name
-        self.pipeline = FeaturePipeline.fit(
-            self.schema.features, feature_columns(train, self.schema)
+        # Training rows get out-of-fold target codes; validation rows are encoded like requests.
+        self.pipeline, x_train = FeaturePipeline.fit_transform(
+            self.schema.features,
+            feature_columns(train, self.schema),
+            self.schema.target,
+            train[target].to_numpy(),
         )
         self.target_params = fit_target(self.schema.target, train[target].tolist())
         self.baseline = {
             "group": self.schema.baseline_group,
             **fit_group_medians(group_keys(train, self.schema), train[target].to_numpy()),
         }
-        self.train_set = self._tensors(train)
-        self.val_set = self._tensors(val)
+        self.train_set = self._tensors(x_train, train)
+        x_val = self.pipeline.transform(feature_columns(val, self.schema))
+        self.val_set = self._tensors(x_val, val)
 
-    def _tensors(self, frame: Any) -> TensorDataset:
-        assert self.pipeline is not None
-        x = self.pipeline.transform(feature_columns(frame, self.schema))
+    def _tensors(self, x: NDArray[np.float32], frame: Any) -> TensorDataset:
         y = encode_target(self.target_params, frame[self.schema.target.name].to_numpy())
         return TensorDataset(torch.from_numpy(x), torch.from_numpy(y.reshape(-1, 1)))
 

@@ -18,7 +18,17 @@ schema order):
   ``c=<category>`` over the ``max_categories`` most frequent training categories (most frequent
   first, ties broken by the category string, so the layout is deterministic), then ``c=__other__``
   for every category not kept or not seen in training, then (``required=False`` only)
-  ``c=__missing__``. A missing value of a required feature counts as "other".
+  ``c=__missing__``. A missing value of a required feature counts as "other". Those are the
+  ``onehot`` encoding, the default; a feature may list other ``encodings`` too, whose columns
+  follow in this order:
+
+  - ``target``: ``c__target``, the hierarchical target code of :mod:`.target_encoding` (out of
+    fold for the training rows of :meth:`FeaturePipeline.fit_transform`), and
+    ``c__target_count``, ``log1p`` of the category's training rows; both standardised with the
+    out-of-fold training codes' mean/std (not clipped: they cannot leave the range of the
+    training targets and row counts). The statistics per category are stored in ``params``.
+  - ``number``: ``c__number``, the category read as a number (missing or not a number: the
+    training median), standardised like a numeric feature.
 * **date** ``d`` (``datetime.date``, ``datetime.datetime``, ``numpy.datetime64`` or an ISO
   ``YYYY-MM-DD`` string; times are dropped): a missing date is imputed with the training median
   day, then each of ``parts`` in the listed order gives
@@ -63,11 +73,21 @@ from modelyard.projects.tabular.schema import (
     NumericFeature,
     Target,
 )
+from modelyard.projects.tabular.target_encoding import (
+    Encoded,
+    Level,
+    category_stats,
+    encode,
+    encode_out_of_fold,
+)
 
 Columns = Mapping[str, Sequence[Any] | NDArray[Any]]
 """Column name -> values, one per row (a list, tuple or numpy array)."""
 
 FORMAT_VERSION: Final = 1
+ENCODINGS: Final = ("onehot", "target", "number")
+#: Seed of the permutation that deals training rows into target-encoding folds.
+FOLD_SEED: Final = 0
 CLIP: Final = 10.0
 STD_FLOOR: Final = 1e-6
 OTHER: Final = "__other__"
@@ -289,11 +309,95 @@ def _fit_numeric(feature: NumericFeature, values: NDArray[np.float64]) -> dict[s
     }
 
 
+def _category_numbers(values: list[str | None]) -> NDArray[np.float64]:
+    """Category keys read as numbers; NaN for a missing key or one that is not a finite number."""
+    out = np.full(len(values), np.nan, dtype=np.float64)
+    for row, value in enumerate(values):
+        if value is not None:
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if math.isfinite(number):
+                out[row] = number
+    return out
+
+
 def _fit_categorical(feature: CategoricalFeature, values: list[str | None]) -> dict[str, Any]:
+    """Kept one-hot categories and, with the ``number`` encoding, the numbers' statistics.
+
+    Target-encoding statistics need the target and the parents' estimates: :func:`_fit_targets`.
+    """
     counts = Counter(value for value in values if value is not None)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    kept = [category for category, _ in ranked[: max(feature.max_categories, 0)]]
-    return {"name": feature.name, "required": feature.required, "categories": kept}
+    onehot = "onehot" in feature.encodings
+    kept = [category for category, _ in ranked[: max(feature.max_categories, 0)]] if onehot else []
+    spec: dict[str, Any] = {
+        "name": feature.name,
+        "required": feature.required,
+        "categories": kept,
+        "encodings": list(feature.encodings),
+    }
+    if "number" in feature.encodings:
+        numbers = _category_numbers(values)
+        observed = numbers[~np.isnan(numbers)]
+        if observed.size == 0:
+            raise ConfigError(
+                f"categorical {feature.name!r} has the number encoding but no training value "
+                "reads as a number"
+            )
+        mean, std = _stats(observed)
+        spec["number"] = {"median": _median(observed), "mean": mean, "std": std}
+    return spec
+
+
+def _levels(specs: Sequence[Mapping[str, Any]]) -> list[Level]:
+    """The target-encoded categorical features, parents first (schema order guarantees it)."""
+    return [
+        Level(spec["name"], spec["target"]["parent"], spec["target"]["smoothing"])
+        for spec in specs
+        if "target" in spec["encodings"]
+    ]
+
+
+def _fit_targets(
+    features: Features,
+    specs: list[dict[str, Any]],
+    keys: Mapping[str, list[str | None]],
+    target: NDArray[np.float64] | None,
+) -> dict[str, Encoded]:
+    """Add target-encoding parameters to ``specs``; return the training rows' out-of-fold codes.
+
+    ``target`` is the training target in model space (logged when the target is). The estimates
+    and counts are standardised with the statistics of the out-of-fold training codes: those are
+    what the model is trained on.
+    """
+    options = {f.name: f for f in features.categorical}
+    encoded_specs = [spec for spec in specs if "target" in spec["encodings"]]
+    if not encoded_specs:
+        return {}
+    if target is None:
+        raise ConfigError("target-encoded features need the training target to fit")
+    for spec in encoded_specs:
+        option = options[spec["name"]]
+        spec["target"] = {"parent": option.parent, "smoothing": float(option.smoothing)}
+    levels = _levels(specs)
+    out_of_fold = encode_out_of_fold(levels, keys, target, features.target_folds, FOLD_SEED)
+    prior = float(np.mean(target))
+    for spec in encoded_specs:
+        codes = out_of_fold[spec["name"]]
+        mean, std = _stats(codes.estimate)
+        count_mean, count_std = _stats(np.log1p(codes.count))
+        stats = category_stats(keys[spec["name"]], target)
+        spec["target"].update(
+            prior=prior,
+            mean=mean,
+            std=std,
+            count_mean=count_mean,
+            count_std=count_std,
+            stats={key: [total, count] for key, (total, count) in sorted(stats.items())},
+        )
+    return out_of_fold
 
 
 def _fit_date(
@@ -330,7 +434,29 @@ def _numeric_block(spec: dict[str, Any], values: NDArray[np.float64]) -> Block:
     return block
 
 
-def _categorical_block(spec: dict[str, Any], values: list[str | None]) -> Block:
+def _categorical_block(
+    spec: dict[str, Any], values: list[str | None], codes: Encoded | None
+) -> Block:
+    """One-hot, then target-encoded (estimate, count), then number columns, as configured."""
+    block: Block = []
+    if "onehot" in spec["encodings"]:
+        block.extend(_onehot_block(spec, values))
+    if codes is not None:
+        # Not clipped: a code is a weighted mean of training targets and a count at most the
+        # training rows, so both stay within what training saw.
+        target = spec["target"]
+        block.append((codes.estimate - target["mean"]) / target["std"])
+        count = np.log1p(codes.count)
+        block.append((count - target["count_mean"]) / target["count_std"])
+    if "number" in spec["encodings"]:
+        number = spec["number"]
+        numbers = _category_numbers(values)
+        filled = np.where(np.isnan(numbers), number["median"], numbers)
+        block.append(_standardise(filled, number["mean"], number["std"]))
+    return block
+
+
+def _onehot_block(spec: dict[str, Any], values: list[str | None]) -> Block:
     categories: list[str] = spec["categories"]
     index = {category: i for i, category in enumerate(categories)}
     other = len(categories)
@@ -384,8 +510,15 @@ def _numeric_names(spec: dict[str, Any]) -> list[str]:
 
 def _categorical_names(spec: dict[str, Any]) -> list[str]:
     name: str = spec["name"]
-    labels = [*spec["categories"], OTHER] + ([] if spec["required"] else [MISSING])
-    return [f"{name}={label}" for label in labels]
+    names: list[str] = []
+    if "onehot" in spec["encodings"]:
+        labels = [*spec["categories"], OTHER] + ([] if spec["required"] else [MISSING])
+        names.extend(f"{name}={label}" for label in labels)
+    if "target" in spec["encodings"]:
+        names.extend([f"{name}__target", f"{name}__target_count"])
+    if "number" in spec["encodings"]:
+        names.append(f"{name}__number")
+    return names
 
 
 def _date_names(spec: dict[str, Any]) -> list[str]:
@@ -444,7 +577,70 @@ def _check_categorical(spec: Any, where: str) -> dict[str, Any]:
     if not all(isinstance(c, str) for c in categories) or len(set(categories)) != len(categories):
         raise _bad(f"{where}.categories must be distinct strings")
     out["categories"] = list(categories)
+    # Parameters written before encodings existed are one-hot only.
+    encodings = spec.get("encodings", ["onehot"])
+    if (
+        not isinstance(encodings, list)
+        or not encodings
+        or any(e not in ENCODINGS for e in encodings)
+        or len(set(encodings)) != len(encodings)
+    ):
+        raise _bad(f"{where}.encodings is {encodings!r}")
+    out["encodings"] = list(encodings)
+    if "number" in encodings:
+        number = _get(spec, "number", Mapping, where)
+        out["number"] = {
+            "median": _finite(number, "median", f"{where}.number"),
+            "mean": _finite(number, "mean", f"{where}.number"),
+            "std": _finite(number, "std", f"{where}.number", positive=True),
+        }
+    if "target" in encodings:
+        out["target"] = _check_target_encoding(_get(spec, "target", Mapping, where), where)
     return out
+
+
+def _check_target_encoding(target: Mapping[str, Any], where: str) -> dict[str, Any]:
+    where = f"{where}.target"
+    parent = target.get("parent")
+    if parent is not None and not isinstance(parent, str):
+        raise _bad(f"{where}.parent is {parent!r}")
+    out: dict[str, Any] = {
+        "parent": parent,
+        "smoothing": _finite(target, "smoothing", where, positive=True),
+        "prior": _finite(target, "prior", where),
+        "mean": _finite(target, "mean", where),
+        "std": _finite(target, "std", where, positive=True),
+        "count_mean": _finite(target, "count_mean", where),
+        "count_std": _finite(target, "count_std", where, positive=True),
+    }
+    stats = _get(target, "stats", Mapping, where)
+    checked: dict[str, tuple[float, int]] = {}
+    for key, pair in stats.items():
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or isinstance(pair[0], bool)
+            or not isinstance(pair[0], int | float)
+            or not math.isfinite(pair[0])
+            or isinstance(pair[1], bool)
+            or not isinstance(pair[1], int)
+            or pair[1] < 1
+        ):
+            raise _bad(f"{where}.stats[{key!r}] is {pair!r}")
+        checked[str(key)] = (float(pair[0]), int(pair[1]))
+    out["stats"] = checked
+    return out
+
+
+def _check_parents(categorical: list[dict[str, Any]]) -> None:
+    """Every target-encoding parent is a target-encoded feature listed earlier."""
+    encoded: set[str] = set()
+    for spec in categorical:
+        parent = spec.get("target", {}).get("parent")
+        if parent is not None and parent not in encoded:
+            raise _bad(f"categorical {spec['name']!r}: parent {parent!r} is not encoded before it")
+        if "target" in spec["encodings"]:
+            encoded.add(spec["name"])
 
 
 def _check_date(spec: Any, where: str) -> dict[str, Any]:
@@ -483,6 +679,7 @@ def _validated(data: Any) -> dict[str, Any]:
     names = [spec["name"] for kind in _CHECKS for spec in params[kind]]
     if len(set(names)) != len(names):
         raise _bad(f"feature names repeat: {names}")
+    _check_parents(params["categorical"])
     return params
 
 
@@ -496,24 +693,57 @@ class FeaturePipeline:
     params: dict[str, Any]
 
     @classmethod
-    def fit(cls, features: Features, columns: Columns) -> "FeaturePipeline":
-        """Learn medians, means, stds and kept categories from training rows only."""
+    def fit(
+        cls,
+        features: Features,
+        columns: Columns,
+        target: Target | None = None,
+        target_values: Sequence[float] | NDArray[Any] | None = None,
+    ) -> "FeaturePipeline":
+        """Learn medians, means, stds, kept categories and target codes from training rows only.
+
+        ``target`` and ``target_values`` (the training rows' target) are needed only when a
+        categorical feature is target-encoded.
+        """
+        return cls.fit_transform(features, columns, target, target_values)[0]
+
+    @classmethod
+    def fit_transform(
+        cls,
+        features: Features,
+        columns: Columns,
+        target: Target | None = None,
+        target_values: Sequence[float] | NDArray[Any] | None = None,
+    ) -> tuple["FeaturePipeline", NDArray[np.float32]]:
+        """:meth:`fit`, and the training rows' matrix with out-of-fold target codes.
+
+        Use this matrix, not ``transform`` of the training rows, to train: ``transform`` encodes
+        each training row with statistics that include its own target.
+        """
         names = features.names()
         if not names:
             raise ConfigError("the table schema declares no features")
-        if _row_count(columns, names, ConfigError) == 0:
+        n_rows = _row_count(columns, names, ConfigError)
+        if n_rows == 0:
             raise DataError("cannot fit feature preprocessing on zero rows")
+        keys = {f.name: _read_categories(columns[f.name]) for f in features.categorical}
+        space = None
+        if target is not None and target_values is not None:
+            space = _target_space(target_values, target.log)
+            if space.size != n_rows:
+                raise DataError(f"{space.size} target values for {n_rows} feature rows")
+        categorical = [_fit_categorical(f, keys[f.name]) for f in features.categorical]
+        out_of_fold = _fit_targets(features, categorical, keys, space)
         params: dict[str, Any] = {
             "version": FORMAT_VERSION,
             "numeric": [
                 _fit_numeric(f, _read_numbers(f.name, columns[f.name])) for f in features.numeric
             ],
-            "categorical": [
-                _fit_categorical(f, _read_categories(columns[f.name])) for f in features.categorical
-            ],
+            "categorical": categorical,
             "date": [_fit_date(f, *_read_days(f.name, columns[f.name])) for f in features.date],
         }
-        return cls(params=params)
+        pipeline = cls(params=params)
+        return pipeline, pipeline._transform(columns, n_rows, keys, out_of_fold)
 
     @property
     def output_names(self) -> list[str]:
@@ -530,11 +760,26 @@ class FeaturePipeline:
     def transform(self, columns: Columns) -> NDArray[np.float32]:
         """Rows -> a float32 ``(n_rows, len(output_names))`` matrix; extra columns are ignored."""
         n_rows = _row_count(columns, self._feature_names(), DataError)
+        categorical = self.params["categorical"]
+        keys = {spec["name"]: _read_categories(columns[spec["name"]]) for spec in categorical}
+        stats = {spec["name"]: spec["target"]["stats"] for spec in categorical if "target" in spec}
+        prior = next((spec["target"]["prior"] for spec in categorical if "target" in spec), 0.0)
+        codes = encode(_levels(categorical), keys, stats, prior)
+        return self._transform(columns, n_rows, keys, codes)
+
+    def _transform(
+        self,
+        columns: Columns,
+        n_rows: int,
+        keys: Mapping[str, list[str | None]],
+        codes: Mapping[str, Encoded],
+    ) -> NDArray[np.float32]:
         block: Block = []
         for spec in self.params["numeric"]:
             block.extend(_numeric_block(spec, _read_numbers(spec["name"], columns[spec["name"]])))
         for spec in self.params["categorical"]:
-            block.extend(_categorical_block(spec, _read_categories(columns[spec["name"]])))
+            name = spec["name"]
+            block.extend(_categorical_block(spec, keys[name], codes.get(name)))
         for spec in self.params["date"]:
             block.extend(_date_block(spec, *_read_days(spec["name"], columns[spec["name"]])))
         out = np.empty((n_rows, len(block)), dtype=np.float32)
@@ -544,9 +789,18 @@ class FeaturePipeline:
 
     def categories(self, name: str) -> list[str]:
         """The training categories kept for categorical feature ``name`` (others are "other")."""
+        return list(self._categorical_spec(name)["categories"])
+
+    def known_categories(self, name: str) -> set[str]:
+        """Every training category the model knows something specific about: kept one-hot
+        categories and, when target-encoded, every category with training rows."""
+        spec = self._categorical_spec(name)
+        return set(spec["categories"]) | set(spec.get("target", {}).get("stats", {}))
+
+    def _categorical_spec(self, name: str) -> dict[str, Any]:
         for spec in self.params["categorical"]:
             if spec["name"] == name:
-                return list(spec["categories"])
+                return dict(spec)
         raise KeyError(f"no categorical feature {name!r}")
 
     def to_json(self) -> dict[str, Any]:

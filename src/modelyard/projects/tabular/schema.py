@@ -107,13 +107,40 @@ class NumericFeature(_Strict):
     description: str = ""
 
 
+CategoryEncoding = Literal["onehot", "target", "number"]
+
+
+def _one_hot() -> list[CategoryEncoding]:
+    return ["onehot"]
+
+
 class CategoricalFeature(_Strict):
+    """A category and how it becomes model inputs (one or more ``encodings``).
+
+    ``onehot``: a column per kept category (``max_categories`` most frequent). ``target``: the
+    category's mean (log) training target shrunk towards ``parent``'s estimate (another
+    target-encoded categorical listed earlier) with pseudo-count ``smoothing``, plus how many
+    training rows it has; out of fold for training rows (:mod:`.target_encoding`). ``number``:
+    the category read as a number (e.g. Danish zip codes, which are assigned by region).
+    """
+
     name: str
     required: bool = True
     max_categories: int = Field(
         200, description="Most frequent training categories kept; others share one code."
     )
+    encodings: list[CategoryEncoding] = Field(default_factory=_one_hot, min_length=1)
+    parent: str | None = Field(None, description="Coarser target-encoded feature to shrink to.")
+    smoothing: float = Field(1.0, gt=0, description="Pseudo-count of the parent's estimate.")
     description: str = ""
+
+    @model_validator(mode="after")
+    def _target_options(self) -> "CategoricalFeature":
+        if len(set(self.encodings)) != len(self.encodings):
+            raise ValueError(f"categorical {self.name!r}: encodings repeat: {self.encodings}")
+        if self.parent is not None and "target" not in self.encodings:
+            raise ValueError(f"categorical {self.name!r}: parent needs the target encoding")
+        return self
 
 
 class DateFeature(_Strict):
@@ -127,6 +154,22 @@ class Features(_Strict):
     numeric: list[NumericFeature] = Field(default_factory=list)
     categorical: list[CategoricalFeature] = Field(default_factory=list)
     date: list[DateFeature] = Field(default_factory=list)
+    target_folds: int = Field(
+        5, ge=2, description="Folds for out-of-fold target encoding of training rows."
+    )
+
+    @model_validator(mode="after")
+    def _parents(self) -> "Features":
+        encoded: set[str] = set()
+        for feature in self.categorical:
+            if feature.parent is not None and feature.parent not in encoded:
+                raise ValueError(
+                    f"categorical {feature.name!r}: parent {feature.parent!r} must be a "
+                    "target-encoded categorical feature listed before it"
+                )
+            if "target" in feature.encodings:
+                encoded.add(feature.name)
+        return self
 
     def names(self) -> list[str]:
         return [

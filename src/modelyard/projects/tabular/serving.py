@@ -5,8 +5,9 @@ required/optional come from the schema saved in the bundle, so the OpenAPI page 
 exact features the model was trained on. Defined behaviour for imperfect input:
 
 * an optional feature left out is imputed exactly as in training (median / "missing" column);
-* a category never seen in training (e.g. a new zip code) is valued as the "other" category and
-  the prediction carries a warning saying so;
+* a category never seen in training (e.g. a new zip code) is valued as the "other" category
+  (one-hot) and with its parent's estimate (target-encoded, e.g. a new building gets its
+  street's), and the prediction carries a warning saying so;
 * a value outside the schema's range, a wrong type, an unknown field, an empty list or more than
   ``max_rows`` rows is a 422 with the offending field named.
 """
@@ -86,7 +87,7 @@ class TabularServing(ServingAdapter):
         self.Row = row_model(self.schema, self.example)
         self.Valuation = valuation_model(self.schema)
         self.known = {
-            f.name: set(self.pipeline.categories(f.name)) for f in self.schema.features.categorical
+            f.name: self.pipeline.known_categories(f.name) for f in self.schema.features.categorical
         }
 
     def info(self) -> dict[str, Any]:
@@ -122,7 +123,7 @@ class TabularServing(ServingAdapter):
         for name, known in self.known.items():
             key = category_key(row.get(name))
             if key is not None and key not in known:
-                notes.append(f"{name} {key!r} was not seen in training; valued as 'other'")
+                notes.append(f"{name} {key!r} was not seen in training; valued as an unseen {name}")
         return notes
 
     def warm_up(self) -> None:
