@@ -24,6 +24,7 @@ from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages import evaluate, export, fetch, prepare, train
 from modelyard.stages.model_source import CHECKPOINT
+from modelyard.stages.train import warmed_up_ema
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -239,3 +240,12 @@ def test_a_moving_average_decay_outside_zero_one_is_a_config_error(
     cfg.trainer.ema_decay = decay
     with pytest.raises(ConfigError, match="ema_decay"):
         train.run(cfg)
+
+
+def test_the_moving_average_warms_up_then_keeps_its_decay() -> None:
+    average = warmed_up_ema(0.99)
+    old, new = torch.tensor([1.0]), torch.tensor([0.0])
+    # After n updates the old average keeps min(decay, (1 + n) / (10 + n)) of its weight.
+    assert average(old, new, 0).item() == pytest.approx(0.1)
+    assert average(old, new, torch.tensor(8)).item() == pytest.approx(0.5)
+    assert average(old, new, 10_000).item() == pytest.approx(0.99)

@@ -19,13 +19,14 @@ find the run directory through ``MODELYARD_RUN_NAME`` and leave every file to ra
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import (
     AdvancedProfiler,
@@ -123,18 +124,31 @@ def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _ema_callback(cfg: DictConfig) -> EMAWeightAveraging | None:
+def _ema_callback(cfg: DictConfig) -> WeightAveraging | None:
     """An exponential moving average of the weights when ``trainer.ema_decay`` is in (0, 1).
 
     Validation, checkpoint selection and the saved checkpoint then use the averaged weights
-    (batch-norm statistics included), which are steadier than the last step's.
+    (batch-norm statistics included), which are steadier than the last step's. The decay warms
+    up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early epochs are not judged
+    on an average still dominated by the random initial weights.
     """
     decay = float(cfg.trainer.get("ema_decay", 0) or 0)
     if decay == 0:
         return None
     if not 0 < decay < 1:
         raise ConfigError(f"trainer.ema_decay must be 0 (off) or in (0, 1), got {decay}")
-    return EMAWeightAveraging(decay=decay, use_buffers=True)
+    return WeightAveraging(use_buffers=True, avg_fn=warmed_up_ema(decay))
+
+
+def warmed_up_ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
+    """``avg_fn`` of torch's ``AveragedModel``: EMA whose decay warms up with the update count."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, updates: Any) -> torch.Tensor:
+        n = float(updates)
+        rate = min(decay, (1 + n) / (10 + n))
+        return rate * averaged + (1 - rate) * current
+
+    return average
 
 
 def _fit_lightning(
