@@ -20,6 +20,11 @@ from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
 from modelyard.projects.vision.image_decoding import decode_image, to_model_input
+from modelyard.projects.vision.lightning_module import (
+    TEST_TIME_VIEWS,
+    ImageClassifier,
+    augmented_views,
+)
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages import evaluate, export, fetch, prepare, train
@@ -74,6 +79,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Bundl
             # The options of the real image runs: bfloat16 autocast and averaged weights.
             "trainer.precision=bf16-mixed",
             "trainer.ema_decay=0.9",
+            "model.test_time_augmentation=dihedral",
         ]
     )
     fetch.run(cfg, progress=False)
@@ -249,3 +255,37 @@ def test_the_moving_average_warms_up_then_keeps_its_decay() -> None:
     assert average(old, new, 0).item() == pytest.approx(0.1)
     assert average(old, new, torch.tensor(8)).item() == pytest.approx(0.5)
     assert average(old, new, 10_000).item() == pytest.approx(0.99)
+
+
+def test_dihedral_views_are_the_eight_symmetries_of_the_square() -> None:
+    image = torch.arange(9, dtype=torch.float32).reshape(1, 1, 3, 3)
+    views = augmented_views(image, "dihedral")
+    assert len({tuple(view.flatten().tolist()) for view in views}) == 8
+    assert all(sorted(view.flatten().tolist()) == list(range(9)) for view in views)
+    assert [len(augmented_views(image, name)) for name in TEST_TIME_VIEWS] == [1, 2, 4, 8]
+
+
+def test_test_time_augmentation_averages_views_in_eval_mode_only() -> None:
+    torch.manual_seed(0)
+    model = ImageClassifier(
+        n_classes=3,
+        backbone_options={"stages": [8, 16], "blocks_per_stage": 1},
+        test_time_augmentation="dihedral",
+    ).eval()
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        output = model(images)
+        views = augmented_views(images, "dihedral")
+        expected = torch.stack([torch.softmax(model.net(v), dim=1) for v in views]).mean(dim=0)
+        assert torch.allclose(output.exp(), expected, atol=1e-6)
+        # The averaged prediction does not depend on how the tile is turned.
+        turned = model(torch.rot90(images, 1, dims=(2, 3)).flip(3))
+        assert torch.allclose(turned, output, atol=1e-5)
+        assert not torch.allclose(model.net(images), output, atol=1e-3)
+        model.train()  # one view (same dropout mask with the same seed)
+        torch.manual_seed(1)
+        trained_view = model(images)
+        torch.manual_seed(1)
+        assert torch.equal(trained_view, model.net(images))
+    with pytest.raises(ConfigError, match="test_time_augmentation"):
+        ImageClassifier(n_classes=3, test_time_augmentation="mirror")

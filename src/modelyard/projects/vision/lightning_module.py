@@ -35,11 +35,35 @@ class WarmupCosine:
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+#: Test-time augmentation: the views of an image whose predicted probabilities are averaged.
+TEST_TIME_VIEWS = ("none", "hflip", "flips", "dihedral")
+
+
+def augmented_views(images: torch.Tensor, views: str) -> list[torch.Tensor]:
+    """``hflip``: the image and its mirror; ``flips``: + upside down, + both (rotated 180°);
+    ``dihedral``: all 8 rotations and reflections of a square image (aerial tiles have no up)."""
+    out = [images]
+    if views in ("hflip", "flips", "dihedral"):
+        out.append(images.flip(3))
+    if views == "flips":
+        out.extend([images.flip(2), images.flip(2).flip(3)])
+    if views == "dihedral":
+        turned = [torch.rot90(images, k, dims=(2, 3)) for k in (1, 2, 3)]
+        out.extend(turned)
+        out.extend(view.flip(3) for view in turned)
+    return out
+
+
 class ImageClassifier(L.LightningModule):
     """Cross-entropy classifier; checkpoints are selected on ``val_error`` = 1 - macro-F1.
 
     Macro-F1 rather than accuracy or loss, because the potato-leaf classes are imbalanced: a
     model that ignores the rare class can have a good accuracy but not a good macro-F1.
+
+    ``test_time_augmentation`` (one of :data:`TEST_TIME_VIEWS`) is part of the trained model:
+    in eval mode ``forward`` returns the log of the class probabilities averaged over the views,
+    so evaluation, ONNX export and serving all predict with it (at the views' cost). Training
+    and validation (checkpoint selection) use the single view.
     """
 
     class_weights: torch.Tensor | None
@@ -57,6 +81,7 @@ class ImageClassifier(L.LightningModule):
         max_epochs: int | None = None,
         warmup_fraction: float = 0.05,
         min_lr_fraction: float = 0.01,
+        test_time_augmentation: str = "none",
     ) -> None:
         """``max_epochs``: length of the cosine schedule in epochs; ``None`` spans the whole
         Trainer run (``trainer.estimated_stepping_batches``). Past its end the LR stays at
@@ -74,6 +99,11 @@ class ImageClassifier(L.LightningModule):
             raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
         if not 0.0 <= warmup_fraction < 1.0:
             raise ConfigError(f"model.warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        if test_time_augmentation not in TEST_TIME_VIEWS:
+            raise ConfigError(
+                f"model.test_time_augmentation must be one of {', '.join(TEST_TIME_VIEWS)}, "
+                f"got {test_time_augmentation!r}"
+            )
         self.save_hyperparameters()
         self.class_names = names or [str(i) for i in range(n_classes)]
         self.net = build_backbone(backbone, n_classes, **dict(backbone_options or {}))
@@ -86,9 +116,19 @@ class ImageClassifier(L.LightningModule):
         self._val_targets: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(batch, 3, H, W) float32 -> (batch, n_classes) logits; what ONNX export traces."""
-        logits: torch.Tensor = self.net(images)
-        return logits
+        """(batch, 3, H, W) float32 -> (batch, n_classes) logits; what ONNX export traces.
+
+        In eval mode with test-time augmentation: log of the views' mean class probabilities
+        (a softmax of it gives those mean probabilities).
+        """
+        views = str(self.hparams.get("test_time_augmentation", "none"))
+        if self.training or views == "none":
+            logits: torch.Tensor = self.net(images)
+            return logits
+        probabilities = [
+            torch.softmax(self.net(view), dim=1) for view in augmented_views(images, views)
+        ]
+        return torch.log(torch.stack(probabilities).mean(dim=0))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) float32 -> (batch, features) penultimate features."""
@@ -103,7 +143,7 @@ class ImageClassifier(L.LightningModule):
         With class weights the loss is the weighted mean ``sum(w[y] * nll) / sum(w[y])``, so its
         scale does not depend on the weights' overall size, only on their ratios.
         """
-        logits = self(images)
+        logits = self.net(images)
         loss = nn.functional.cross_entropy(
             logits,
             targets,

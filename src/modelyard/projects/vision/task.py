@@ -101,6 +101,7 @@ class VisionTask(Task):
                 lr=float(model.lr),
                 weight_decay=float(model.weight_decay),
                 label_smoothing=float(model.label_smoothing),
+                test_time_augmentation=str(model.get("test_time_augmentation", "none")),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model: {exc}") from exc
