@@ -1,16 +1,20 @@
-"""Benchmark: the image CNN in the channels-first (NCHW) vs channels-last (NHWC) memory layout.
+"""Benchmark: training speed of the image CNN under two variants of the config, side by side.
 
-    python benchmarks/vision_memory_format.py --source ../shared/datasets/images project=eurosat \
+    # memory layout: channels-first (NCHW) vs channels-last (NHWC), the default variants
+    python benchmarks/vision_training_speed.py --source ../shared/datasets/images project=eurosat \
         model.backbone_options.stem_stride=2 trainer.limit_train_batches=40
-    python benchmarks/vision_memory_format.py --source ../shared/datasets/images project=plants \
+    python benchmarks/vision_training_speed.py --source ../shared/datasets/images project=plants \
         trainer.limit_train_batches=8
+    # precision: float32 vs bfloat16 autocast
+    python benchmarks/vision_training_speed.py --source ../shared/datasets/images project=eurosat \
+        trainer.limit_train_batches=20 --variants trainer.precision=32-true \
+        trainer.precision=bf16-mixed
 
-Runs the real ``modelyard train`` (``stages.train.run``: same config, same seed, one epoch) with
-``model.backbone_options.channels_last=false`` and ``=true``, alternately (false, true, true,
-false, ... so that drift in machine load hits both), and reports per layout the median training
-throughput (images per second, from the second training batch on), validation throughput and the
-validation scores. Same seed and data order, so the scores may differ only by float rounding.
-Finding and numbers: docs/profiling.md.
+Runs the real ``modelyard train`` (``stages.train.run``: same config, same seed, one epoch) once
+per variant (an override added to the others), alternately (A, B, B, A, ... so that drift in
+machine load hits both), and reports per variant the median training throughput (images per
+second, from the second training batch on), validation throughput and the validation scores.
+Speed-up = second variant / first. Findings and numbers: docs/profiling.md.
 """
 
 import platform
@@ -26,7 +30,10 @@ from bench_common import parser, prepared_config, write_results
 from modelyard.core.config import load_config
 from modelyard.stages import train
 
-LAYOUTS = (False, True)
+LAYOUTS = (
+    "model.backbone_options.channels_last=false",
+    "model.backbone_options.channels_last=true",
+)
 
 
 class PhaseClock(L.Callback):
@@ -65,7 +72,7 @@ class PhaseClock(L.Callback):
             self.val_seconds += time.perf_counter() - self._val_started
 
 
-def one_run(overrides: list[str], workdir: str, channels_last: bool) -> dict[str, Any]:
+def one_run(overrides: list[str], workdir: str, variant: str) -> dict[str, Any]:
     cfg = load_config(
         [
             *overrides,
@@ -73,14 +80,14 @@ def one_run(overrides: list[str], workdir: str, channels_last: bool) -> dict[str
             "tracking=none",
             "trainer.max_epochs=1",
             "trainer.enable_progress_bar=false",
-            f"model.backbone_options.channels_last={str(channels_last).lower()}",
+            variant,
         ]
     )
     clock = PhaseClock()
     result = train.run(cfg, callbacks=[clock])
     scores = _last_validation(result.run_dir / "logs" / "metrics.csv")
     return {
-        "channels_last": channels_last,
+        "variant": variant,
         "train_images_per_s": clock.train_images / (clock.train_finished - clock.train_started),
         "val_images_per_s": clock.val_images / clock.val_seconds if clock.val_seconds else None,
         "fit_seconds": result.duration_s,
@@ -99,8 +106,11 @@ def _last_validation(csv: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], "vision_memory_format")
-    args.add_argument("--rounds", type=int, default=2, help="runs per layout")
+    args = parser(__doc__.splitlines()[0], "vision_training_speed")
+    args.add_argument("--rounds", type=int, default=2, help="runs per variant")
+    args.add_argument(
+        "--variants", nargs=2, default=list(LAYOUTS), help="two overrides to compare (A, B)"
+    )
     options = args.parse_args()
     overrides = list(options.overrides)
     if not any(o.startswith("experiment=") for o in overrides):
@@ -108,27 +118,28 @@ def main() -> None:
     probe = load_config([*overrides, f"paths.workdir={options.workdir}"])
     if not (Path(probe.paths.prepared) / "prepare.json").is_file():
         prepared_config(options)
+    variants = list(options.variants)
     runs: list[dict[str, Any]] = []
     for round_index in range(options.rounds):
-        order = LAYOUTS if round_index % 2 == 0 else LAYOUTS[::-1]
-        for channels_last in order:
-            runs.append(one_run(overrides, options.workdir, channels_last))
+        order = variants if round_index % 2 == 0 else variants[::-1]
+        for variant in order:
+            runs.append(one_run(overrides, options.workdir, variant))
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in runs[-1].items()})
     summary = {}
-    for channels_last in LAYOUTS:
-        mine = [r for r in runs if r["channels_last"] == channels_last]
-        summary["channels_last" if channels_last else "channels_first"] = {
+    for variant in variants:
+        mine = [r for r in runs if r["variant"] == variant]
+        summary[variant] = {
             "train_images_per_s": statistics.median(r["train_images_per_s"] for r in mine),
             "val_images_per_s": statistics.median(r["val_images_per_s"] or 0.0 for r in mine),
             "val_acc": [r.get("val_acc") for r in mine],
             "val_macro_f1": [r.get("val_macro_f1") for r in mine],
         }
-    first, last = summary["channels_first"], summary["channels_last"]
+    first, last = summary[variants[0]], summary[variants[1]]
     speedup = last["train_images_per_s"] / first["train_images_per_s"]
     print(f"\n{probe.project.name}, {torch.get_num_threads()} threads, {overrides}")
     for name, row in summary.items():
         print(f"  {name:15s} {row}")
-    print(f"  training speed-up channels-last / channels-first: {speedup:.2f}x")
+    print(f"  training speed-up {variants[1]} / {variants[0]}: {speedup:.2f}x")
     write_results(
         options.name,
         {
