@@ -289,3 +289,8 @@ def test_test_time_augmentation_averages_views_in_eval_mode_only() -> None:
         assert torch.equal(trained_view, model.net(images))
     with pytest.raises(ConfigError, match="test_time_augmentation"):
         ImageClassifier(n_classes=3, test_time_augmentation="mirror")
+
+
+def test_info_reports_the_test_time_augmentation_of_the_graph(client: TestClient) -> None:
+    details = client.get("/info").json()
+    assert details["details"]["test_time_augmentation"] == "dihedral"

@@ -41,6 +41,8 @@ class VisionServing(ServingAdapter):
         pre = self.bundle.manifest.preprocessing
         self.classes = [str(c) for c in pre["classes"]]
         self.size = int(pre["image_size"])
+        # Views averaged inside the model graph (bundles from before the option: none).
+        self.test_time_augmentation = str(pre.get("test_time_augmentation", "none"))
         self.mean = [float(v) for v in pre["mean"]]
         self.std = [float(v) for v in pre["std"]]
         self.top_k = int(self.settings.get("top_k", 3))
@@ -51,6 +53,7 @@ class VisionServing(ServingAdapter):
         return {
             "classes": self.classes,
             "image_size": self.size,
+            "test_time_augmentation": self.test_time_augmentation,
             "top_k": self.top_k,
             "max_upload_bytes": self.max_upload_bytes,
             "max_pixels": self.max_pixels,

@@ -118,6 +118,8 @@ class VisionTask(Task):
             "mean": datamodule.mean,
             "std": datamodule.std,
             "resize": "bilinear to image_size x image_size (non-square images are squashed)",
+            # done inside the exported graph; recorded so that /info can say what a call costs
+            "test_time_augmentation": str(self.cfg.model.get("test_time_augmentation", "none")),
         }
 
     def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
