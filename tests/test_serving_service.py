@@ -304,7 +304,12 @@ def stop(process: subprocess.Popen[bytes], send: bool = True) -> str:
     shuts down cleanly, then re-raises the signal: exit status 0 or -SIGTERM."""
     if send:
         process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=30)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"the server did not exit within 30 s of SIGTERM; its log:\n{err.decode()}")
     text = err.decode()
     assert process.returncode in {0, -signal.SIGTERM}, text
     assert "Application shutdown complete" in text
