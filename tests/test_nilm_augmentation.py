@@ -3,14 +3,23 @@
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from modelyard.projects.nilm.augmentation import ActivationInjector, find_activations
+from modelyard.core.config import load_config
+from modelyard.core.errors import ConfigError
+from modelyard.projects.nilm.augmentation import (
+    ActivationInjector,
+    ActivationRule,
+    activation_rules,
+    find_activations,
+)
 from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.dataset import WindowBatches, oversample_active
 from modelyard.projects.nilm.storage import save_house
+from modelyard.projects.nilm.task import NilmTask
 from nilm_fixtures import make_house, simple_normalisation
 
 # --------------------------------------------------------------------------- find_activations
@@ -104,6 +113,91 @@ def test_activations_longer_than_max_length_are_dropped() -> None:
     assert find_activations(power, valid, 50.0, max_length=2, merge_gap=0, pad=1) == []
 
 
+def test_activations_shorter_than_min_length_are_dropped() -> None:
+    power = _f32([0, 60, 60, 60, 0, 0, 0, 0, 0, 70, 0])
+    valid = np.ones(power.size, bool)
+    found = find_activations(power, valid, 50.0, max_length=20, merge_gap=0, pad=1, min_length=4)
+    _assert_activations(found, [[0, 60, 60, 60, 0]])
+
+
+# --------------------------------------------------------------------------- ActivationRule
+
+# A washing machine cycle at one reading a minute: heating, tumbling that dips below 20 W for
+# two minutes, a spin; then a standby blip (25 W for 2 minutes) long after.
+CYCLE = _f32([0, 2000, 2000, 2000, 90, 15, 12, 120, 80, 400, 0, 0, 0, 0, 0, 0, 25, 25, 0, 0])
+
+
+def test_a_low_threshold_and_long_pauses_cut_the_whole_cycle() -> None:
+    valid = np.ones(CYCLE.size, bool)
+    whole = ActivationRule(min_power_w=20.0, max_pause=2, min_length=5, max_length=60)
+    _assert_activations(whole.cut(CYCLE, valid), [CYCLE[:11].tolist()])
+    # cut at the on-threshold, the cycle falls apart into its heating block and its spin
+    bare = ActivationRule(min_power_w=200.0, max_pause=3, min_length=1, max_length=60)
+    _assert_activations(bare.cut(CYCLE, valid), [[0, 2000, 2000, 2000, 90], [80, 400, 0]])
+    # too short a pause splits the cycle at its dip; min_length then drops the blip
+    split = ActivationRule(min_power_w=20.0, max_pause=1, min_length=5, max_length=60)
+    _assert_activations(
+        split.cut(CYCLE, valid), [[0, 2000, 2000, 2000, 90, 15], [12, 120, 80, 400, 0]]
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"min_power_w": -1.0}, "min_power_w must be >= 0"),
+        ({"max_pause": -1}, "max_pause_s must be >= 0"),
+        ({"min_length": 0}, "min_on_s <= max_on_s"),
+        ({"min_length": 10, "max_length": 5}, "min_on_s <= max_on_s"),
+    ],
+)
+def test_rule_rejects_impossible_values(fields: dict[str, float], message: str) -> None:
+    settings: dict[str, float] = {
+        "min_power_w": 20.0,
+        "max_pause": 3,
+        "min_length": 1,
+        "max_length": 9,
+    } | fields
+    with pytest.raises(ValueError, match=message):
+        ActivationRule(**settings)  # type: ignore[arg-type]
+
+
+RULES = {
+    "default": {"min_power_w": None, "max_pause_s": 180, "min_on_s": 60, "max_on_s": None},
+    "washer": {"min_power_w": 20, "max_pause_s": 600, "min_on_s": 1200, "max_on_s": 14400},
+}
+
+
+def test_rules_from_settings_in_watts_and_seconds() -> None:
+    kettle, washer = activation_rules(
+        RULES, ["kettle", "washer"], [500.0, 200.0], interval_s=60.0, window=99
+    )
+    # default: the on-threshold, and the window as the longest activation
+    assert kettle == ActivationRule(500.0, max_pause=3, min_length=1, max_length=99)
+    assert washer == ActivationRule(20.0, max_pause=10, min_length=20, max_length=240)
+    # seconds become readings of the series' interval (min_on rounds up, max_on down)
+    (fine,) = activation_rules(
+        {"washer": RULES["washer"]}, ["washer"], [200.0], interval_s=7.0, window=99
+    )
+    assert fine == ActivationRule(20.0, max_pause=86, min_length=172, max_length=2057)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"dryer": RULES["washer"]}, r"activations for \['dryer'\], which are not among"),
+        ({"washer": {"min_power_w": 20}}, r"activations.washer: needs exactly the keys"),
+        ({"washer": RULES["washer"] | {"colour": 1}}, r"unknown \['colour'\]"),
+        ({"washer": RULES["washer"] | {"min_on_s": "long"}}, r"activations.washer \(for washer\)"),
+        ({"washer": RULES["washer"] | {"max_on_s": 30}}, "min_on_s <= max_on_s"),
+        ({}, "activations: no entry for washer and no default"),
+        ({"default": None}, r"activations.default: needs exactly the keys"),
+    ],
+)
+def test_bad_rule_settings_name_the_entry(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        activation_rules(settings, ["washer"], [200.0], interval_s=60.0, window=99)
+
+
 # --------------------------------------------------------------------------- ActivationInjector
 
 WINDOW = 21
@@ -166,6 +260,56 @@ def test_every_row_gets_one_whole_activation_and_the_midpoint_target() -> None:
     # it is also placed entirely before and entirely after the midpoint, not only across it
     assert min(starts) + TRACE.size <= MID
     assert max(starts) > MID
+
+
+def test_an_activation_longer_than_the_window_is_cropped_by_it() -> None:
+    norm = simple_normalisation(1)
+    long_trace = np.arange(1, 3 * WINDOW + 1, dtype=np.float32)  # 63 readings, all distinct
+    windows, targets = _zero_batch(500, 1)
+    _injector([[long_trace]])(windows, targets)
+    added_w = windows.astype(np.float64) * norm.aggregate_std
+    starts = set()
+    for row in range(windows.shape[0]):
+        # the window shows a contiguous stretch of the activation: consecutive readings of it
+        shown = np.round(added_w[row]).astype(int)
+        assert (shown > 0).any()
+        first = shown[shown > 0][0]
+        offset = int(np.flatnonzero(shown > 0)[0])
+        starts.add(offset - first + 1)  # where the activation starts, relative to the window
+        # longer than half the window: it always covers the midpoint, whose value is the target
+        assert shown[MID] > 0
+        assert targets[row, 0] == pytest.approx(shown[MID] / norm.target_std[0], rel=1e-5)
+    # starting before the window and ending after it both occur
+    assert min(starts) < 0 and max(starts) + long_trace.size > WINDOW
+    assert max(starts) <= MID and min(starts) >= MID - long_trace.size + 1
+
+
+@pytest.mark.parametrize(
+    ("factor", "expected"),
+    [
+        (2.0, np.repeat(TRACE, 2)),  # every reading held twice as long
+        (0.6, TRACE[[0, 1, 3]]),  # 5 readings -> 3: the nearest earlier reading of each
+    ],
+)
+def test_stretch_resamples_the_activation_in_time(factor: float, expected: np.ndarray) -> None:
+    norm = simple_normalisation(1)
+    windows, targets = _zero_batch(300, 1)
+    injector = ActivationInjector(
+        activations=[[TRACE]],
+        probability=1.0,
+        scale_range=(1.0, 1.0),
+        normalisation=norm,
+        seed=0,
+        stretch_range=(factor, factor),
+    )
+    injector(windows, targets)
+    added_w = windows.astype(np.float64) * norm.aggregate_std
+    for row in range(windows.shape[0]):
+        footprint = np.flatnonzero(added_w[row])
+        np.testing.assert_allclose(added_w[row, footprint], expected, rtol=1e-5)
+        start = int(footprint[0])
+        want = expected[MID - start] if start <= MID < start + expected.size else 0.0
+        assert targets[row, 0] * norm.target_std[0] == pytest.approx(want, rel=1e-5)
 
 
 def test_one_activation_per_appliance_and_per_row() -> None:
@@ -344,3 +488,62 @@ def test_datamodule_augments_training_windows_only(tmp_path: Path) -> None:
     plain = datamodule(0.0)
     assert plain.train_windows is not None
     assert plain.train_windows.augment is None
+
+
+def test_datamodule_cuts_activations_by_the_configured_rules(tmp_path: Path) -> None:
+    house = make_house("house_a", 200, n_targets=1, seed=1)
+    targets = np.zeros((200, 1), np.float32)
+    targets[20:31, 0] = CYCLE[:11]  # one whole cycle in the training part
+    save_house(replace(house, targets=targets), tmp_path)
+    rule = ActivationRule(min_power_w=20.0, max_pause=2, min_length=5, max_length=60)
+    dm = NilmDataModule(
+        prepared_dir=tmp_path,
+        train_houses=["house_a"],
+        appliances=["app0"],
+        window=11,
+        val_fraction=0.25,
+        batch_size=8,
+        seed=0,
+        on_threshold_w=(200.0,),
+        augment_probability=0.5,
+        activation_rules=[rule],
+    )
+    dm.setup("fit")
+    assert dm.train_windows is not None
+    injector = dm.train_windows.augment
+    assert isinstance(injector, ActivationInjector)
+    _assert_activations(list(injector.activations[0]), [CYCLE[:11].tolist()])
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "project.data.augment.activations.washing_machine.min_on_s=-5",
+            r"activations.washing_machine \(for washing_machine\): min_power_w and max_on_s",
+        ),
+        ("+project.data.augment.activations.dryer.min_power_w=3", r"activations for \['dryer'\]"),
+        ("project.data.augment.activations.default=5", "must map appliance names"),
+        ("project.data.augment.stretch=[1.5,0.5]", r"stretch needs 0 < low <= high"),
+        ("project.data.augment.stretch=fast", r"stretch must be \[low, high\]"),
+    ],
+)
+def test_bad_augmentation_settings_are_config_errors(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    cfg = load_config([f"paths.workdir={tmp_path}", override])
+    with pytest.raises(ConfigError, match=message):
+        NilmTask(cfg).datamodule()
+
+
+def test_the_default_settings_cut_whole_washing_machine_cycles(tmp_path: Path) -> None:
+    (kettle, microwave, dishwasher, washer) = (
+        NilmTask(load_config([f"paths.workdir={tmp_path}"])).datamodule().activation_rules or []
+    )
+    assert kettle == ActivationRule(500.0, max_pause=3, min_length=1, max_length=99)
+    assert microwave == ActivationRule(200.0, max_pause=3, min_length=1, max_length=99)
+    assert dishwasher == ActivationRule(200.0, max_pause=3, min_length=1, max_length=99)
+    assert washer == ActivationRule(20.0, max_pause=10, min_length=20, max_length=240)

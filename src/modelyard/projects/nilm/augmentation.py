@@ -6,18 +6,59 @@ windows (to both the mains input and the appliance target) shows the network tha
 signature on top of many different backgrounds. A random amplitude scale covers appliances of the
 same kind drawing different power in other houses.
 
+An activation must be a whole cycle. A dishwasher or washing machine pauses between phases and
+drops to tens of watts while it pumps or tumbles; cut at its on-threshold it falls apart into bare
+2 kW heating blocks, and a lone heating block labelled "washing machine" teaches the network that
+any such block is one. :class:`ActivationRule` says, per appliance, how cycles are cut (after the
+per-appliance thresholds of Kelly & Knottenbelt, 2015). Cycles longer than the window are placed
+so that the window sees part of them, as it does in real data.
+
 Augmentation is applied per batch, to training windows only, with its own seeded generator; each
 DataLoader worker process and each DDP rank draws from its own stream of it
 (:mod:`modelyard.projects.loading`).
 """
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from modelyard.projects.loading import stream_seed
 from modelyard.projects.nilm.normalisation import Normalisation
+
+
+@dataclass(frozen=True)
+class ActivationRule:
+    """How one appliance's activations are cut, in readings of the prepared series."""
+
+    min_power_w: float
+    max_pause: int
+    min_length: int
+    max_length: int
+
+    def __post_init__(self) -> None:
+        if self.min_power_w < 0:
+            raise ValueError(f"min_power_w must be >= 0, got {self.min_power_w}")
+        if self.max_pause < 0:
+            raise ValueError(f"max_pause_s must be >= 0, got {self.max_pause} readings")
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(
+                f"need 1 reading <= min_on_s <= max_on_s, got {self.min_length} and "
+                f"{self.max_length} readings"
+            )
+
+    def cut(self, power_w: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
+        """Every activation of this appliance in a power series."""
+        return find_activations(
+            power_w,
+            valid,
+            self.min_power_w,
+            max_length=self.max_length,
+            merge_gap=self.max_pause,
+            min_length=self.min_length,
+        )
 
 
 def find_activations(
@@ -27,13 +68,15 @@ def find_activations(
     max_length: int,
     merge_gap: int = 3,
     pad: int = 1,
+    min_length: int = 1,
 ) -> list[np.ndarray]:
     """Cut every activation of one appliance out of its power series.
 
     An activation is a run of readings above ``on_threshold_w``; runs separated by at most
     ``merge_gap`` readings are one activation (a washing machine pauses between phases).
     ``pad`` readings either side are kept so the ramp is included. Activations touching an
-    invalid reading, or longer than ``max_length``, are dropped.
+    invalid reading, or whose padded length is outside ``min_length .. max_length``, are
+    dropped.
     """
     on = (power_w > on_threshold_w) & valid
     indices = np.flatnonzero(on)
@@ -45,7 +88,7 @@ def find_activations(
     activations = []
     for start, end in zip(starts, ends, strict=True):
         lo, hi = max(0, start - pad), min(power_w.shape[0], end + pad)
-        if hi - lo <= max_length and valid[lo:hi].all():
+        if min_length <= hi - lo <= max_length and valid[lo:hi].all():
             activations.append(power_w[lo:hi].astype(np.float32))
     return activations
 
@@ -59,6 +102,9 @@ class ActivationInjector:
     scale_range: tuple[float, float]
     normalisation: Normalisation
     seed: int
+    # Each injected activation is resampled in time by a random factor from this range (a
+    # machine of the same kind in another house runs shorter or longer programmes).
+    stretch_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -80,18 +126,12 @@ class ActivationInjector:
                 continue
             picks = self.rng.integers(0, lengths.size, size=rows.size)
             scales = self.rng.uniform(*self.scale_range, size=rows.size).astype(np.float32)
-            length = lengths[picks]
-            # Place each activation so that it covers the midpoint about half of the time: the
-            # network must learn *when* the appliance is on, not only that it ran. The `length`
-            # covering starts are mid - length + 1 .. mid; as many again that miss it are split
-            # either side (before clipping to the window).
-            first = np.maximum(0, mid - length - length // 2 + 1)
-            last = np.minimum(window - length, mid + length - length // 2)
-            start = self.rng.integers(first, last + 1)
-            scaled = traces[picks] * scales[:, None]
-            offsets = np.arange(traces.shape[1])
-            inside = offsets < length[:, None]
+            scaled, length = self._resampled(traces, lengths[picks], picks, rows.size)
+            scaled *= scales[:, None]
+            start = self._starts(length, window)
+            offsets = np.arange(scaled.shape[1])
             columns = start[:, None] + offsets
+            inside = (offsets < length[:, None]) & (columns >= 0) & (columns < window)
             row_index = np.broadcast_to(rows[:, None], columns.shape)
             # Each (row, column) pair occurs once per appliance, so a plain fancy += is exact.
             windows[row_index[inside], columns[inside]] += (
@@ -101,6 +141,33 @@ class ActivationInjector:
             targets[rows[covers], j] += (
                 scaled[covers, mid - start[covers]] / self.normalisation.target_std[j]
             )
+
+    def _resampled(
+        self, traces: np.ndarray, length: np.ndarray, picks: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The picked activations stretched in time (nearest reading), and their new lengths."""
+        if self.stretch_range == (1.0, 1.0):
+            return traces[picks], length
+        factor = self.rng.uniform(*self.stretch_range, size=n)
+        stretched = np.maximum(1, np.rint(length * factor)).astype(np.int64)
+        offsets = np.arange(int(stretched.max()))
+        source = np.minimum((offsets / factor[:, None]).astype(np.int64), length[:, None] - 1)
+        return traces[picks[:, None], source], stretched
+
+    def _starts(self, length: np.ndarray, window: int) -> np.ndarray:
+        """Where each activation starts in its window (it may start before or end after it).
+
+        An activation covers the midpoint about half of the time: the network must learn *when*
+        the appliance is on, not only that it ran. The ``length`` covering starts are
+        ``mid - length + 1 .. mid``; as many again that miss it are split either side, clipped so
+        that an activation that fits in the window stays whole inside it. One longer than half
+        the window always covers the midpoint; one longer than the window is cropped by it.
+        """
+        mid = window // 2
+        first = np.maximum(np.minimum(0, mid - length + 1), mid - length - length // 2 + 1)
+        last = np.minimum(np.maximum(window - length, mid), mid + length - length // 2)
+        starts: np.ndarray = self.rng.integers(first, last + 1)
+        return starts
 
 
 def _pad(pool: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -112,3 +179,56 @@ def _pad(pool: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     for k, trace in enumerate(pool):
         padded[k, : trace.shape[0]] = trace
     return padded, lengths
+
+
+RULE_KEYS = ("min_power_w", "max_pause_s", "min_on_s", "max_on_s")
+
+
+def activation_rules(
+    settings: Mapping[str, Mapping[str, Any]],
+    appliances: Sequence[str],
+    on_threshold_w: Sequence[float],
+    interval_s: float,
+    window: int,
+) -> list[ActivationRule]:
+    """Each appliance's rule from settings in watts and seconds (``augment.activations``).
+
+    An appliance without an entry uses ``default``; a null ``min_power_w`` means the appliance's
+    on-threshold and a null ``max_on_s`` the window's length. Raises ValueError naming the entry.
+    """
+    unknown = sorted(set(settings) - {"default", *appliances})
+    if unknown:
+        raise ValueError(f"activations for {unknown}, which are not among the appliances")
+    rules = []
+    for appliance, threshold in zip(appliances, on_threshold_w, strict=True):
+        name = appliance if appliance in settings else "default"
+        if name not in settings:
+            raise ValueError(f"activations: no entry for {appliance} and no default")
+        entry = dict(settings[name] or {})
+        missing = [k for k in RULE_KEYS if k not in entry]
+        extra = sorted(set(entry) - set(RULE_KEYS))
+        if missing or extra:
+            raise ValueError(
+                f"activations.{name}: needs exactly the keys {list(RULE_KEYS)} "
+                f"(missing {missing}, unknown {extra})"
+            )
+        try:
+            value = {k: None if entry[k] is None else float(entry[k]) for k in RULE_KEYS}
+            negative = [k for k, v in value.items() if v is not None and v < 0]
+            if negative or value["max_pause_s"] is None or value["min_on_s"] is None:
+                raise ValueError(
+                    f"min_power_w and max_on_s must be null or >= 0, max_pause_s and min_on_s "
+                    f">= 0; got {entry}"
+                )
+            max_on = window if value["max_on_s"] is None else value["max_on_s"] / interval_s
+            rules.append(
+                ActivationRule(
+                    min_power_w=threshold if value["min_power_w"] is None else value["min_power_w"],
+                    max_pause=round(value["max_pause_s"] / interval_s),
+                    min_length=max(1, math.ceil(value["min_on_s"] / interval_s)),
+                    max_length=math.floor(max_on),
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"activations.{name} (for {appliance}): {exc}") from exc
+    return rules

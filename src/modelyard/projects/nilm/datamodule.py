@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from modelyard.core.errors import ConfigError
 from modelyard.projects.loading import check_num_workers
-from modelyard.projects.nilm.augmentation import ActivationInjector, find_activations
+from modelyard.projects.nilm.augmentation import ActivationInjector, ActivationRule
 from modelyard.projects.nilm.dataset import (
     WindowBatches,
     batch_loader,
@@ -37,6 +37,8 @@ class NilmDataModule(L.LightningDataModule):
         oversample_on: int = 1,
         augment_probability: float = 0.0,
         augment_scale: tuple[float, float] = (1.0, 1.0),
+        activation_rules: Sequence[ActivationRule] | None = None,
+        augment_stretch: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -51,6 +53,9 @@ class NilmDataModule(L.LightningDataModule):
         self.oversample_on = oversample_on
         self.augment_probability = augment_probability
         self.augment_scale = augment_scale
+        self.augment_stretch = augment_stretch
+        # How activations are cut for augmentation; default: runs above the on-threshold.
+        self.activation_rules = list(activation_rules) if activation_rules is not None else None
         self.normalisation: Normalisation | None = None
         self.train_windows: WindowBatches | None = None
         self.val_windows: WindowBatches | None = None
@@ -93,20 +98,23 @@ class NilmDataModule(L.LightningDataModule):
     ) -> ActivationInjector:
         """Activations of each appliance, cut from the training part of the training houses."""
         assert self.normalisation is not None
+        rules = self.activation_rules or [
+            ActivationRule(threshold, max_pause=3, min_length=1, max_length=self.window)
+            for threshold in self.on_threshold_w
+        ]
         pools = [
             [
                 activation
                 for house in houses
-                for activation in find_activations(
-                    house.targets[:, column], house.valid, threshold, max_length=self.window
-                )
+                for activation in rule.cut(house.targets[:, column], house.valid)
             ]
-            for column, threshold in zip(columns, self.on_threshold_w, strict=True)
+            for column, rule in zip(columns, rules, strict=True)
         ]
         return ActivationInjector(
             activations=pools,
             probability=self.augment_probability,
             scale_range=self.augment_scale,
+            stretch_range=self.augment_stretch,
             normalisation=self.normalisation,
             seed=self.seed,
         )

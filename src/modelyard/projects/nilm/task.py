@@ -7,11 +7,12 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError
 from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
+from modelyard.projects.nilm.augmentation import ActivationRule, activation_rules
 from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
@@ -90,13 +91,51 @@ class NilmTask(Task):
             batch_size=int(self.data.batch_size),
             seed=int(self.cfg.seed),
             num_workers=int(self.data.num_workers),
-            on_threshold_w=[
-                float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances
-            ],
+            on_threshold_w=self._on_thresholds(),
             oversample_on=int(self.data.get("oversample_on", 1)),
             augment_probability=float(self.data.augment.probability),
             augment_scale=(float(self.data.augment.scale[0]), float(self.data.augment.scale[1])),
+            activation_rules=self._activation_rules(),
+            augment_stretch=self._range("augment.stretch", self.data.augment.get("stretch")),
         )
+
+    def _activation_rules(self) -> list[ActivationRule] | None:
+        """How activations are cut for augmentation (None: runs above the on-threshold)."""
+        settings = self.data.augment.get("activations")
+        if settings is None:
+            return None
+        plain = OmegaConf.to_container(settings, resolve=True)
+        if not isinstance(plain, dict) or not all(isinstance(v, dict) for v in plain.values()):
+            raise ConfigError(
+                "project.data.augment.activations must map appliance names (or default) to "
+                "{min_power_w, max_pause_s, min_on_s, max_on_s}"
+            )
+        try:
+            return activation_rules(
+                {str(k): v for k, v in plain.items()},
+                self.appliances,
+                self._on_thresholds(),
+                interval_s=float(self.data.interval_s),
+                window=self.window,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"project.data.augment.{exc}") from exc
+
+    @staticmethod
+    def _range(key: str, value: Any) -> tuple[float, float]:
+        """A ``[low, high]`` pair of positive numbers from the config (absent: no change)."""
+        if value is None:
+            return (1.0, 1.0)
+        try:
+            low, high = (float(v) for v in value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"project.data.{key} must be [low, high], got {value}") from exc
+        if not 0 < low <= high:
+            raise ConfigError(f"project.data.{key} needs 0 < low <= high, got [{low}, {high}]")
+        return (low, high)
+
+    def _on_thresholds(self) -> list[float]:
+        return [float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances]
 
     def build_model(self, datamodule: L.LightningDataModule) -> Seq2PointModule:
         assert isinstance(datamodule, NilmDataModule) and datamodule.normalisation is not None
