@@ -40,6 +40,27 @@ def table(overall: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def error_table(overall: dict[str, Any]) -> str:
+    """Where each model MAE comes from, and whose runs the false "on" readings fall in."""
+    lines = [
+        "| appliance | MAE (W) | from false on | from missed | state right, power off "
+        "| false-on readings while another ran |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, scores in overall.items():
+        errors = scores["model_errors"]
+        during = ", ".join(
+            f"{other} {count:,}"
+            for other, count in sorted(errors["false_on_while_on"].items(), key=lambda i: -i[1])
+            if count
+        )
+        lines.append(
+            f"| {name} | {scores['model']['mae_w']:.2f} | {errors['false_on_w']:.2f} | "
+            f"{errors['missed_w']:.2f} | {errors['right_state_w']:.2f} | {during or 'none'} |"
+        )
+    return "\n".join(lines)
+
+
 def targets_met(overall: dict[str, Any]) -> dict[str, bool]:
     met = {
         f"{n} MAE ratio <= {MAX_MAE_RATIO}": s["mae_ratio_to_baseline"] <= MAX_MAE_RATIO
@@ -89,6 +110,7 @@ def main() -> None:
         overall = metrics["overall"]
         print(f"\n{houses}; seed {seed}: {trained.epochs} epochs in {train_s:.0f} s")
         print(table(overall))
+        print(error_table(overall))
         runs.append(
             {
                 "seed": seed,

@@ -105,6 +105,10 @@ def test_evaluate_on_an_unseen_house_directory(
         assert scores["mae_ratio_to_baseline"] == pytest.approx(
             scores["model"]["mae_w"] / scores["baseline_mean"]["mae_w"]
         )
+        errors = scores["model_errors"]
+        parts = errors["false_on_w"] + errors["missed_w"] + errors["right_state_w"]
+        assert parts == pytest.approx(scores["model"]["mae_w"], rel=1e-6)
+        assert set(errors["false_on_while_on"]) == set(APPLIANCES) - {name}
     # even the quick model beats always-predict-the-mean on the kettle
     assert overall["kettle"]["model"]["mae_w"] < overall["kettle"]["baseline_mean"]["mae_w"]
     plots = on_disk["houses"]["ukdale_house2"]["plots"]

@@ -148,22 +148,29 @@ def test_a_low_threshold_and_long_pauses_cut_the_whole_cycle() -> None:
         ({"max_pause": -1}, "max_pause_s must be >= 0"),
         ({"min_length": 0}, "min_on_s <= max_on_s"),
         ({"min_length": 10, "max_length": 5}, "min_on_s <= max_on_s"),
+        ({"stretch": (2.0, 1.0)}, "stretch needs 0 < low <= high"),
     ],
 )
-def test_rule_rejects_impossible_values(fields: dict[str, float], message: str) -> None:
-    settings: dict[str, float] = {
+def test_rule_rejects_impossible_values(fields: dict[str, Any], message: str) -> None:
+    settings: dict[str, Any] = {
         "min_power_w": 20.0,
         "max_pause": 3,
         "min_length": 1,
         "max_length": 9,
     } | fields
     with pytest.raises(ValueError, match=message):
-        ActivationRule(**settings)  # type: ignore[arg-type]
+        ActivationRule(**settings)
 
 
 RULES = {
     "default": {"min_power_w": None, "max_pause_s": 180, "min_on_s": 60, "max_on_s": None},
-    "washer": {"min_power_w": 20, "max_pause_s": 600, "min_on_s": 1200, "max_on_s": 14400},
+    "washer": {
+        "min_power_w": 20,
+        "max_pause_s": 600,
+        "min_on_s": 1200,
+        "max_on_s": 14400,
+        "stretch": [0.5, 1.5],
+    },
 }
 
 
@@ -173,24 +180,25 @@ def test_rules_from_settings_in_watts_and_seconds() -> None:
     )
     # default: the on-threshold, and the window as the longest activation
     assert kettle == ActivationRule(500.0, max_pause=3, min_length=1, max_length=99)
-    assert washer == ActivationRule(20.0, max_pause=10, min_length=20, max_length=240)
+    assert washer == ActivationRule(20.0, 10, min_length=20, max_length=240, stretch=(0.5, 1.5))
     # seconds become readings of the series' interval (min_on rounds up, max_on down)
     (fine,) = activation_rules(
         {"washer": RULES["washer"]}, ["washer"], [200.0], interval_s=7.0, window=99
     )
-    assert fine == ActivationRule(20.0, max_pause=86, min_length=172, max_length=2057)
+    assert fine == ActivationRule(20.0, 86, min_length=172, max_length=2057, stretch=(0.5, 1.5))
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         ({"dryer": RULES["washer"]}, r"activations for \['dryer'\], which are not among"),
-        ({"washer": {"min_power_w": 20}}, r"activations.washer: needs exactly the keys"),
+        ({"washer": {"min_power_w": 20}}, r"activations.washer: needs the keys"),
         ({"washer": RULES["washer"] | {"colour": 1}}, r"unknown \['colour'\]"),
         ({"washer": RULES["washer"] | {"min_on_s": "long"}}, r"activations.washer \(for washer\)"),
         ({"washer": RULES["washer"] | {"max_on_s": 30}}, "min_on_s <= max_on_s"),
         ({}, "activations: no entry for washer and no default"),
-        ({"default": None}, r"activations.default: needs exactly the keys"),
+        ({"default": None}, r"activations.default: needs the keys"),
+        ({"washer": RULES["washer"] | {"stretch": [0, 1]}}, "stretch needs 0 < low <= high"),
     ],
 )
 def test_bad_rule_settings_name_the_entry(settings: dict[str, Any], message: str) -> None:
@@ -300,7 +308,7 @@ def test_stretch_resamples_the_activation_in_time(factor: float, expected: np.nd
         scale_range=(1.0, 1.0),
         normalisation=norm,
         seed=0,
-        stretch_range=(factor, factor),
+        stretch_ranges=[(factor, factor)],
     )
     injector(windows, targets)
     added_w = windows.astype(np.float64) * norm.aggregate_std
@@ -495,7 +503,7 @@ def test_datamodule_cuts_activations_by_the_configured_rules(tmp_path: Path) -> 
     targets = np.zeros((200, 1), np.float32)
     targets[20:31, 0] = CYCLE[:11]  # one whole cycle in the training part
     save_house(replace(house, targets=targets), tmp_path)
-    rule = ActivationRule(min_power_w=20.0, max_pause=2, min_length=5, max_length=60)
+    rule = ActivationRule(20.0, max_pause=2, min_length=5, max_length=60, stretch=(0.8, 1.2))
     dm = NilmDataModule(
         prepared_dir=tmp_path,
         train_houses=["house_a"],
@@ -513,6 +521,7 @@ def test_datamodule_cuts_activations_by_the_configured_rules(tmp_path: Path) -> 
     injector = dm.train_windows.augment
     assert isinstance(injector, ActivationInjector)
     _assert_activations(list(injector.activations[0]), [CYCLE[:11].tolist()])
+    assert list(injector.stretch_ranges) == [(0.8, 1.2)]
 
 
 # --------------------------------------------------------------------------- configuration
@@ -527,8 +536,14 @@ def test_datamodule_cuts_activations_by_the_configured_rules(tmp_path: Path) -> 
         ),
         ("+project.data.augment.activations.dryer.min_power_w=3", r"activations for \['dryer'\]"),
         ("project.data.augment.activations.default=5", "must map appliance names"),
-        ("project.data.augment.stretch=[1.5,0.5]", r"stretch needs 0 < low <= high"),
-        ("project.data.augment.stretch=fast", r"stretch must be \[low, high\]"),
+        (
+            "project.data.augment.activations.washing_machine.stretch=[1.5,0.5]",
+            r"washing_machine\): stretch needs 0 < low <= high",
+        ),
+        (
+            "project.data.augment.activations.washing_machine.stretch=fast",
+            r"stretch must be \[low, high\], got 'fast'",
+        ),
     ],
 )
 def test_bad_augmentation_settings_are_config_errors(
@@ -546,4 +561,6 @@ def test_the_default_settings_cut_whole_washing_machine_cycles(tmp_path: Path) -
     assert kettle == ActivationRule(500.0, max_pause=3, min_length=1, max_length=99)
     assert microwave == ActivationRule(200.0, max_pause=3, min_length=1, max_length=99)
     assert dishwasher == ActivationRule(200.0, max_pause=3, min_length=1, max_length=99)
-    assert washer == ActivationRule(20.0, max_pause=10, min_length=20, max_length=240)
+    assert washer == ActivationRule(
+        20.0, max_pause=10, min_length=20, max_length=240, stretch=(0.5, 1.5)
+    )

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from modelyard.projects.nilm.metrics import (
+    error_breakdown,
+    false_on_while_others_on,
     mean_absolute_error,
     on_off_scores,
     score_appliance,
@@ -109,3 +111,29 @@ def test_score_appliance_never_on() -> None:
     assert (scores.precision, scores.recall, scores.f1) == (0.0, 0.0, 0.0)
     assert scores.true_on_fraction == 0.0
     assert json.loads(json.dumps(scores.to_json()))["sae"] is None
+
+
+def test_error_breakdown_adds_up_to_the_mae() -> None:
+    # shared example: false on at 0 (|15|); missed at 2 (|30|); state right at 1, 3, 4, 5
+    # (|5| + 0 + |10| + 0 = 15); over 6 readings -> 2.5, 5.0, 2.5; sum 10 = the MAE
+    parts = error_breakdown(TRUE, PRED, 10.0)
+    assert parts == pytest.approx({"false_on_w": 2.5, "missed_w": 5.0, "right_state_w": 2.5})
+    assert sum(parts.values()) == pytest.approx(mean_absolute_error(TRUE, PRED))
+    assert error_breakdown(TRUE, TRUE, 10.0) == {
+        "false_on_w": 0.0,
+        "missed_w": 0.0,
+        "right_state_w": 0.0,
+    }
+    empty = np.empty(0, np.float32)
+    assert error_breakdown(empty, empty, 10.0)["false_on_w"] == 0.0
+
+
+def test_false_on_readings_are_attributed_to_the_appliances_truly_running() -> None:
+    # thresholds 100 W (washer) and 50 W (dishwasher); 5 readings
+    truth = np.array([[0, 0], [0, 900], [0, 900], [500, 0], [0, 0]], dtype=np.float32)
+    predicted = np.array([[200, 0], [300, 900], [0, 60], [500, 70], [150, 0]], dtype=np.float32)
+    # washer false on at 0, 1, 4; the dishwasher truly ran at 1 only -> 1
+    # dishwasher false on at 3 (70 > 50, truth 0); the washer truly ran there -> 1
+    # (reading 2: the dishwasher's 60 W is right, it ran)
+    confusion = false_on_while_others_on(truth, predicted, ["washer", "dishwasher"], [100.0, 50.0])
+    assert confusion == {"washer": {"dishwasher": 1}, "dishwasher": {"washer": 1}}

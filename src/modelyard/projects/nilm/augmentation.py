@@ -37,6 +37,8 @@ class ActivationRule:
     max_pause: int
     min_length: int
     max_length: int
+    # Injected activations are resampled in time by a random factor from this range.
+    stretch: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.min_power_w < 0:
@@ -48,6 +50,9 @@ class ActivationRule:
                 f"need 1 reading <= min_on_s <= max_on_s, got {self.min_length} and "
                 f"{self.max_length} readings"
             )
+        low, high = self.stretch
+        if not 0 < low <= high:
+            raise ValueError(f"stretch needs 0 < low <= high, got [{low}, {high}]")
 
     def cut(self, power_w: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
         """Every activation of this appliance in a power series."""
@@ -102,9 +107,9 @@ class ActivationInjector:
     scale_range: tuple[float, float]
     normalisation: Normalisation
     seed: int
-    # Each injected activation is resampled in time by a random factor from this range (a
-    # machine of the same kind in another house runs shorter or longer programmes).
-    stretch_range: tuple[float, float] = (1.0, 1.0)
+    # Per appliance (empty: none), activations are resampled in time by a random factor from
+    # this range: a machine of the same kind in another house runs shorter or longer programmes.
+    stretch_ranges: Sequence[tuple[float, float]] = ()
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -126,7 +131,8 @@ class ActivationInjector:
                 continue
             picks = self.rng.integers(0, lengths.size, size=rows.size)
             scales = self.rng.uniform(*self.scale_range, size=rows.size).astype(np.float32)
-            scaled, length = self._resampled(traces, lengths[picks], picks, rows.size)
+            stretch = self.stretch_ranges[j] if self.stretch_ranges else (1.0, 1.0)
+            scaled, length = self._resampled(traces, lengths[picks], picks, stretch)
             scaled *= scales[:, None]
             start = self._starts(length, window)
             offsets = np.arange(scaled.shape[1])
@@ -143,12 +149,16 @@ class ActivationInjector:
             )
 
     def _resampled(
-        self, traces: np.ndarray, length: np.ndarray, picks: np.ndarray, n: int
+        self,
+        traces: np.ndarray,
+        length: np.ndarray,
+        picks: np.ndarray,
+        stretch: tuple[float, float],
     ) -> tuple[np.ndarray, np.ndarray]:
         """The picked activations stretched in time (nearest reading), and their new lengths."""
-        if self.stretch_range == (1.0, 1.0):
+        if tuple(stretch) == (1.0, 1.0):
             return traces[picks], length
-        factor = self.rng.uniform(*self.stretch_range, size=n)
+        factor = self.rng.uniform(*stretch, size=picks.size)
         stretched = np.maximum(1, np.rint(length * factor)).astype(np.int64)
         offsets = np.arange(int(stretched.max()))
         source = np.minimum((offsets / factor[:, None]).astype(np.int64), length[:, None] - 1)
@@ -182,6 +192,7 @@ def _pad(pool: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 RULE_KEYS = ("min_power_w", "max_pause_s", "min_on_s", "max_on_s")
+OPTIONAL_RULE_KEYS = ("stretch",)
 
 
 def activation_rules(
@@ -206,11 +217,11 @@ def activation_rules(
             raise ValueError(f"activations: no entry for {appliance} and no default")
         entry = dict(settings[name] or {})
         missing = [k for k in RULE_KEYS if k not in entry]
-        extra = sorted(set(entry) - set(RULE_KEYS))
+        extra = sorted(set(entry) - set(RULE_KEYS) - set(OPTIONAL_RULE_KEYS))
         if missing or extra:
             raise ValueError(
-                f"activations.{name}: needs exactly the keys {list(RULE_KEYS)} "
-                f"(missing {missing}, unknown {extra})"
+                f"activations.{name}: needs the keys {list(RULE_KEYS)}, may have "
+                f"{list(OPTIONAL_RULE_KEYS)} (missing {missing}, unknown {extra})"
             )
         try:
             value = {k: None if entry[k] is None else float(entry[k]) for k in RULE_KEYS}
@@ -227,8 +238,18 @@ def activation_rules(
                     max_pause=round(value["max_pause_s"] / interval_s),
                     min_length=max(1, math.ceil(value["min_on_s"] / interval_s)),
                     max_length=math.floor(max_on),
+                    stretch=_pair(entry.get("stretch", (1.0, 1.0))),
                 )
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"activations.{name} (for {appliance}): {exc}") from exc
     return rules
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    """``[low, high]`` as two floats; ValueError for anything else."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"stretch must be [low, high], got {value!r}") from exc
+    return low, high

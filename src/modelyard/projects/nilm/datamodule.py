@@ -38,7 +38,6 @@ class NilmDataModule(L.LightningDataModule):
         augment_probability: float = 0.0,
         augment_scale: tuple[float, float] = (1.0, 1.0),
         activation_rules: Sequence[ActivationRule] | None = None,
-        augment_stretch: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -53,7 +52,6 @@ class NilmDataModule(L.LightningDataModule):
         self.oversample_on = oversample_on
         self.augment_probability = augment_probability
         self.augment_scale = augment_scale
-        self.augment_stretch = augment_stretch
         # How activations are cut for augmentation; default: runs above the on-threshold.
         self.activation_rules = list(activation_rules) if activation_rules is not None else None
         self.normalisation: Normalisation | None = None
@@ -114,7 +112,7 @@ class NilmDataModule(L.LightningDataModule):
             activations=pools,
             probability=self.augment_probability,
             scale_range=self.augment_scale,
-            stretch_range=self.augment_stretch,
+            stretch_ranges=[rule.stretch for rule in rules],
             normalisation=self.normalisation,
             seed=self.seed,
         )

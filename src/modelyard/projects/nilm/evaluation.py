@@ -9,7 +9,11 @@ import numpy as np
 from modelyard.core.errors import DataError
 from modelyard.projects.base import Predictor
 from modelyard.projects.nilm.inference import predict_series
-from modelyard.projects.nilm.metrics import score_appliance
+from modelyard.projects.nilm.metrics import (
+    error_breakdown,
+    false_on_while_others_on,
+    score_appliance,
+)
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.plots import busiest_days, plot_day
 from modelyard.projects.nilm.preparation import PreparedHouse
@@ -107,6 +111,8 @@ def score_against_baselines(
     is reported too because for a rarely used appliance it is a much stronger baseline.
     """
     scores: dict[str, Any] = {}
+    limits = [thresholds[name] for name in appliances]
+    confusion = false_on_while_others_on(truth, predicted, appliances, limits)
     for j, name in enumerate(appliances):
         model = score_appliance(truth[:, j], predicted[:, j], thresholds[name])
         mean = np.full(truth.shape[0], norm.target_mean[j], dtype=np.float32)
@@ -117,5 +123,7 @@ def score_against_baselines(
             "baseline_mean": baseline.to_json(),
             "baseline_off": always_off.to_json(),
             "mae_ratio_to_baseline": model.mae_w / baseline.mae_w if baseline.mae_w else None,
+            "model_errors": error_breakdown(truth[:, j], predicted[:, j], thresholds[name])
+            | {"false_on_while_on": confusion[name]},
         }
     return scores

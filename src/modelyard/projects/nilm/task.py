@@ -96,7 +96,6 @@ class NilmTask(Task):
             augment_probability=float(self.data.augment.probability),
             augment_scale=(float(self.data.augment.scale[0]), float(self.data.augment.scale[1])),
             activation_rules=self._activation_rules(),
-            augment_stretch=self._range("augment.stretch", self.data.augment.get("stretch")),
         )
 
     def _activation_rules(self) -> list[ActivationRule] | None:
@@ -120,19 +119,6 @@ class NilmTask(Task):
             )
         except ValueError as exc:
             raise ConfigError(f"project.data.augment.{exc}") from exc
-
-    @staticmethod
-    def _range(key: str, value: Any) -> tuple[float, float]:
-        """A ``[low, high]`` pair of positive numbers from the config (absent: no change)."""
-        if value is None:
-            return (1.0, 1.0)
-        try:
-            low, high = (float(v) for v in value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"project.data.{key} must be [low, high], got {value}") from exc
-        if not 0 < low <= high:
-            raise ConfigError(f"project.data.{key} needs 0 < low <= high, got [{low}, {high}]")
-        return (low, high)
 
     def _on_thresholds(self) -> list[float]:
         return [float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances]
