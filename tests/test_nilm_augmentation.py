@@ -558,9 +558,10 @@ def test_the_default_settings_cut_whole_washing_machine_cycles(tmp_path: Path) -
     (kettle, microwave, dishwasher, washer) = (
         NilmTask(load_config([f"paths.workdir={tmp_path}"])).datamodule().activation_rules or []
     )
-    assert kettle == ActivationRule(500.0, max_pause=3, min_length=1, max_length=99)
-    assert microwave == ActivationRule(200.0, max_pause=3, min_length=1, max_length=99)
-    assert dishwasher == ActivationRule(200.0, max_pause=3, min_length=1, max_length=99)
+    stretch = (0.5, 1.5)
+    assert kettle == ActivationRule(500.0, 3, min_length=1, max_length=99, stretch=stretch)
+    assert microwave == ActivationRule(200.0, 3, min_length=1, max_length=99, stretch=stretch)
+    assert dishwasher == ActivationRule(200.0, 3, min_length=1, max_length=99, stretch=stretch)
     assert washer == ActivationRule(
         20.0, max_pause=10, min_length=20, max_length=240, stretch=(0.5, 1.5)
     )

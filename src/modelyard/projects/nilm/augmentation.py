@@ -11,7 +11,9 @@ drops to tens of watts while it pumps or tumbles; cut at its on-threshold it fal
 2 kW heating blocks, and a lone heating block labelled "washing machine" teaches the network that
 any such block is one. :class:`ActivationRule` says, per appliance, how cycles are cut (after the
 per-appliance thresholds of Kelly & Knottenbelt, 2015). Cycles longer than the window are placed
-so that the window sees part of them, as it does in real data.
+so that the window sees part of them, as it does in real data. A rule may also stretch its
+activations in time by a random factor: the same kind of machine runs shorter or longer programmes
+in other houses.
 
 Augmentation is applied per batch, to training windows only, with its own seeded generator; each
 DataLoader worker process and each DDP rank draws from its own stream of it
