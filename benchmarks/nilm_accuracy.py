@@ -43,7 +43,7 @@ def table(overall: dict[str, Any]) -> str:
 def error_table(overall: dict[str, Any]) -> str:
     """Where each model MAE comes from, and whose runs the false "on" readings fall in."""
     lines = [
-        "| appliance | MAE (W) | from false on | from missed | state right, power off "
+        "| appliance | MAE (W) | from false on | from missed | state right, power wrong "
         "| false-on readings while another ran |",
         "|---|---|---|---|---|---|",
     ]

@@ -6,14 +6,14 @@ windows (to both the mains input and the appliance target) shows the network tha
 signature on top of many different backgrounds. A random amplitude scale covers appliances of the
 same kind drawing different power in other houses.
 
-An activation must be a whole cycle. A dishwasher or washing machine pauses between phases and
-drops to tens of watts while it pumps or tumbles; cut at its on-threshold it falls apart into bare
-2 kW heating blocks, and a lone heating block labelled "washing machine" teaches the network that
-any such block is one. :class:`ActivationRule` says, per appliance, how cycles are cut (after the
-per-appliance thresholds of Kelly & Knottenbelt, 2015). Cycles longer than the window are placed
-so that the window sees part of them, as it does in real data. A rule may also stretch its
-activations in time by a random factor: the same kind of machine runs shorter or longer programmes
-in other houses.
+How activations are cut matters. A washing machine drops to tens of watts while it tumbles; cut
+at its on-threshold its cycle falls apart into bare 2 kW heating blocks, and a lone heating block
+labelled "washing machine" teaches the network that any such block is one, so its activations
+must be whole cycles. :class:`ActivationRule` says, per appliance, how activations are cut (after
+the per-appliance thresholds of Kelly & Knottenbelt, 2015; the project config explains its
+choices). Activations longer than the window are placed so that the window sees part of them, as
+it does in real data. A rule may also stretch its activations in time by a random factor: the
+same kind of machine runs shorter or longer programmes in other houses.
 
 Augmentation is applied per batch, to training windows only, with its own seeded generator; each
 DataLoader worker process and each DDP rank draws from its own stream of it
