@@ -7,16 +7,23 @@ Trains ``experiment=baseline`` (unless overridden) on ``project.data.train_house
 on/off F1, then checks the targets of the NILM issue: MAE ratio <= 0.5 for every appliance and
 kettle F1 >= 0.8. ``--seeds 42 1`` trains once per seed and checks the targets on the mean over
 them: runs of one configuration differ by several hundredths, more for the rarely used appliances.
+An ensemble (``model.members=3``) is also scored one network at a time, next to the combination.
 Results are written as JSON under ``benchmarks/results/``.
 """
 
+import json
 import platform
+import tempfile
+from pathlib import Path
 from statistics import mean
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from bench_common import parser, prepared_config, train_and_evaluate, write_results
+from modelyard.projects.nilm.lightning_module import Seq2PointModule
+from modelyard.projects.registry import load_task
+from modelyard.stages.model_source import CHECKPOINT, torch_predictor
 
 MAX_MAE_RATIO = 0.5
 MIN_KETTLE_F1 = 0.8
@@ -89,6 +96,44 @@ def seed_summary(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
     return summary, "\n".join(lines)
 
 
+def member_scores(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Each network of an ensemble run scored alone on the test house (empty for one network).
+
+    Shows what combining the members buys over a typical member, from one training run.
+    """
+    task = load_task(cfg)
+    module = task.load_model(run_dir / CHECKPOINT)
+    assert isinstance(module, Seq2PointModule)
+    networks = module.members()
+    if len(networks) < 2:
+        return []
+    preprocessing = json.loads((run_dir / "preprocessing.json").read_text())
+    scores = []
+    for network in networks:
+        with tempfile.TemporaryDirectory() as plots:
+            metrics = task.evaluate(torch_predictor(network), preprocessing, None, Path(plots))
+        scores.append(
+            {
+                name: {"mae_ratio_to_baseline": s["mae_ratio_to_baseline"], "f1": s["model"]["f1"]}
+                for name, s in metrics["overall"].items()
+            }
+        )
+    return scores
+
+
+def member_table(members: list[dict[str, Any]], overall: dict[str, Any]) -> str:
+    """MAE ratio (F1) of each member alone next to the combined ensemble."""
+    header = " | ".join(f"member {i + 1}" for i in range(len(members)))
+    lines = [f"| appliance | {header} | ensemble |", "|---" * (len(members) + 2) + "|"]
+    for name, scores in overall.items():
+        alone = " | ".join(
+            f"{m[name]['mae_ratio_to_baseline']:.2f} ({m[name]['f1']:.3f})" for m in members
+        )
+        combined = f"{scores['mae_ratio_to_baseline']:.2f} ({scores['model']['f1']:.3f})"
+        lines.append(f"| {name} | {alone} | {combined} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     cli = parser(__doc__.splitlines()[0], "nilm_accuracy")
     cli.add_argument(
@@ -111,6 +156,10 @@ def main() -> None:
         print(f"\n{houses}; seed {seed}: {trained.epochs} epochs in {train_s:.0f} s")
         print(table(overall))
         print(error_table(overall))
+        members = member_scores(seeded, trained.run_dir)
+        if members:
+            print("each network of the ensemble alone, MAE ratio (F1):")
+            print(member_table(members, overall))
         runs.append(
             {
                 "seed": seed,
@@ -120,6 +169,7 @@ def main() -> None:
                 "metrics": str(path),
                 "overall": overall,
                 "targets": targets_met(overall),
+                "members_alone": members,
             }
         )
     summary, summary_table = seed_summary(runs)

@@ -1,5 +1,6 @@
 """seq2point network and its Lightning wrapper, on real (small, seeded, CPU) torch."""
 
+import copy
 import math
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from modelyard.core.seeding import seed_everything
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
-from modelyard.projects.nilm.model import Seq2Point
+from modelyard.projects.nilm.model import Seq2Point, Seq2PointEnsemble
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages.export import export_onnx
 
@@ -150,7 +151,9 @@ def test_gated_needs_one_zero_level_per_output(zero_level: tuple[float, ...] | N
         Seq2Point(11, 3, gated=True, zero_level=zero_level, **SMALL)
 
 
-def _gated_module(on_loss_weight: float = 1.0, seed: int = 0) -> Seq2PointModule:
+def _gated_module(
+    on_loss_weight: float = 1.0, seed: int = 0, members: int = 1, hard_gate: bool = False
+) -> Seq2PointModule:
     torch.manual_seed(seed)
     return Seq2PointModule(
         11,
@@ -161,6 +164,8 @@ def _gated_module(on_loss_weight: float = 1.0, seed: int = 0) -> Seq2PointModule
         gated=True,
         on_loss_weight=on_loss_weight,
         dropout=0.0,
+        members=members,
+        hard_gate=hard_gate,
         **SMALL,
     )
 
@@ -248,3 +253,102 @@ def test_seeded_modules_start_and_train_identically() -> None:
 
     assert _same_weights(first, second)
     assert any(not torch.equal(initial[k], v) for k, v in first.state_dict().items())
+
+
+# --------------------------------------------------------------------------- ensembles
+
+
+def _ensemble_module(members: int, seed: int = 0) -> Seq2PointModule:
+    return _gated_module(seed=seed, members=members, hard_gate=True)
+
+
+def test_a_plain_ensemble_outputs_the_mean_of_independently_initialised_members() -> None:
+    seed_everything(0)
+    ensemble = Seq2PointEnsemble(3, 11, 2, **SMALL).eval()
+    first, second, third = ensemble.members
+    assert not _same_weights(first, second) and not _same_weights(second, third)
+    x = torch.randn(8, 11, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        outputs = [member(x) for member in ensemble.members]
+        assert not torch.allclose(outputs[0], outputs[1])
+        torch.testing.assert_close(ensemble(x), (outputs[0] + outputs[1] + outputs[2]) / 3)
+
+
+def test_a_hard_gated_ensemble_votes_with_mean_logits_and_never_leaks_partial_power() -> None:
+    module = _ensemble_module(3, seed=3).eval()
+    x = torch.randn(256, 11, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        heads = [net.heads(x) for net in module.members()]
+        powers = torch.stack([power for power, _ in heads])
+        logits = torch.stack([logit for _, logit in heads if logit is not None])
+        zero = module.members()[0].zero_level
+        expected = torch.where(logits.mean(dim=0) > 0, powers.mean(dim=0), 0.0) + zero
+        got = module(x)
+        member_outputs = torch.stack([net(x) for net in module.members()])
+    torch.testing.assert_close(got, expected)
+    # the members disagree on some readings: averaging their hard-gated outputs would give a
+    # fraction of the power there, the ensemble gives either nothing or the full mean power
+    votes = (logits > 0).sum(dim=0)
+    split = (votes > 0) & (votes < 3)
+    assert bool(split.any())
+    assert not torch.allclose(got[split], member_outputs.mean(dim=0)[split])
+
+
+def test_a_single_member_keeps_the_plain_network_and_its_parameter_names() -> None:
+    single = _ensemble_module(1)
+    assert isinstance(single.net, Seq2Point) and single.members() == [single.net]
+    assert "net.features.0.weight" in single.state_dict()
+    ensemble = _ensemble_module(2)
+    assert isinstance(ensemble.net, Seq2PointEnsemble) and len(ensemble.members()) == 2
+    assert "net.members.1.features.0.weight" in ensemble.state_dict()
+
+
+def test_each_member_learns_from_its_own_loss_only() -> None:
+    module = _ensemble_module(3).train()
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(32, 11, generator=generator)
+    y = 3.0 * torch.randn(32, 2, generator=generator)
+    loss, prediction = module.compute_loss(x, y)
+    loss.backward()
+
+    for member in module.members():
+        alone = copy.deepcopy(member)
+        alone.zero_grad()
+        own_loss = module.member_loss(alone.gated_parts(x), y)
+        own_loss.backward()
+        for in_ensemble, by_itself in zip(member.parameters(), alone.parameters(), strict=True):
+            assert in_ensemble.grad is not None and by_itself.grad is not None
+            # the ensemble's loss is the members' mean: each gets 1/3 of its own gradient
+            torch.testing.assert_close(in_ensemble.grad * 3, by_itself.grad)
+    # while training the gate is soft: sigmoid of the mean logit times the mean power head
+    with torch.no_grad():
+        heads = [net.heads(x) for net in module.members()]
+        power = torch.stack([p for p, _ in heads]).mean(dim=0)
+        logit = torch.stack([g for _, g in heads if g is not None]).mean(dim=0)
+        zero = module.members()[0].zero_level
+    torch.testing.assert_close(prediction, torch.sigmoid(logit) * power + zero)
+
+
+def test_ensemble_exports_to_one_onnx_graph_with_parity(tmp_path: Path) -> None:
+    module = _ensemble_module(3, seed=4).eval()
+    example = torch.randn(16, 11, generator=torch.Generator().manual_seed(4)).numpy()
+    path = tmp_path / "model.onnx"
+    export_onnx(module, example, path, "mains", "power")
+    runtime = OnnxModel(path)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(example)).numpy()
+        single = module.members()[0](torch.from_numpy(example)).numpy()
+    got = runtime.run(example)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    assert not np.allclose(got, single, atol=1e-3)
+
+
+@pytest.mark.parametrize("members", [0, -1, 1.5, True, "3"])
+def test_member_count_must_be_a_whole_number_of_at_least_one(members: object) -> None:
+    with pytest.raises(ValueError, match=r"model\.members must be a whole number >= 1"):
+        Seq2PointModule(11, ["a"], [1.0], members=members, **SMALL)  # type: ignore[arg-type]
+
+
+def test_an_ensemble_needs_two_members() -> None:
+    with pytest.raises(ValueError, match="at least 2 members, got 1"):
+        Seq2PointEnsemble(1, 11, 2)

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from modelyard.projects.nilm.model import Seq2Point
+from modelyard.projects.nilm.model import Seq2Point, Seq2PointEnsemble
 
 _LOSSES: dict[str, nn.Module] = {
     "mse": nn.MSELoss(reduction="none"),
@@ -40,24 +40,32 @@ class Seq2PointModule(L.LightningModule):
         on_loss_weight: float = 1.0,
         on_power_weight: float = 0.0,
         hard_gate: bool = False,
+        members: int = 1,
     ) -> None:
         super().__init__()
         if loss not in _LOSSES:
             raise ValueError(f"model.loss must be one of {sorted(_LOSSES)}, got {loss!r}")
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ValueError(f"model.members must be a whole number >= 1, got {members!r}")
         self.save_hyperparameters()
         std = torch.tensor(list(target_std), dtype=torch.float32)
         mean = torch.tensor(list(target_mean or [0.0] * len(appliances)), dtype=torch.float32)
         thresholds = torch.tensor(list(on_threshold_w or [0.0] * len(appliances)))
-        self.net = Seq2Point(
-            window,
-            len(appliances),
-            channels,
-            kernels,
-            hidden,
-            dropout,
-            gated=gated,
-            zero_level=(-mean / std).tolist(),
-            hard_gate=hard_gate,
+        options: dict[str, Any] = {
+            "channels": channels,
+            "kernels": kernels,
+            "hidden": hidden,
+            "dropout": dropout,
+            "gated": gated,
+            "zero_level": (-mean / std).tolist(),
+            "hard_gate": hard_gate,
+        }
+        # One network keeps its parameters at the top level (net.features...), as before
+        # ensembles existed, so its checkpoints and exported graphs are unchanged.
+        self.net: Seq2Point | Seq2PointEnsemble = (
+            Seq2Point(window, len(appliances), **options)
+            if members == 1
+            else Seq2PointEnsemble(members, window, len(appliances), **options)
         )
         self.loss_fn = _LOSSES[loss]
         self.on_loss = nn.BCEWithLogitsLoss()
@@ -68,15 +76,43 @@ class Seq2PointModule(L.LightningModule):
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         return self.net(windows)  # type: ignore[no-any-return]
 
+    def members(self) -> list[Seq2Point]:
+        """The networks combined into the prediction (one unless ``members`` > 1)."""
+        if isinstance(self.net, Seq2PointEnsemble):
+            return self.net.networks()
+        return [self.net]
+
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training loss and the prediction it was computed from.
+        """Training loss and the prediction, computed from one forward pass of every member.
+
+        Each member is trained on its own loss (the mean over members is returned, so each
+        member's gradient comes from its loss alone); the prediction combines the members as at
+        inference.
+        """
+        networks = self.members()
+        heads = [net.heads(x) for net in networks]
+        losses = [
+            self.member_loss(net.output(h), y) for net, h in zip(networks, heads, strict=True)
+        ]
+        if isinstance(self.net, Seq2PointEnsemble):
+            prediction = networks[0].output(self.net.combine(heads))[0]
+        else:
+            prediction = self.net.output(heads[0])[0]
+        return torch.stack(losses).mean(), prediction
+
+    def member_loss(
+        self,
+        parts: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+        y: torch.Tensor,
+    ) -> torch.Tensor:
+        """One network's loss, from its (prediction, logit, power if on).
 
         Plain: the regression loss of the prediction. Gated: plus ``on_loss_weight`` times the
         on/off classification loss, plus ``on_power_weight`` times the regression loss of the
         power head on the readings where the appliance is truly on (its amplitude is then
         learnt from on-readings only, however rare they are).
         """
-        prediction, logits, power_if_on = self.net.gated_parts(x)
+        prediction, logits, power_if_on = parts
         loss: torch.Tensor = self.loss_fn(prediction, y).mean()
         if logits is not None and power_if_on is not None:
             on = y > self.on_threshold_z
@@ -84,7 +120,7 @@ class Seq2PointModule(L.LightningModule):
             if self.hparams["on_power_weight"] > 0 and bool(on.any()):
                 on_error = self.loss_fn(power_if_on, y)[on].mean()
                 loss = loss + self.hparams["on_power_weight"] * on_error
-        return loss, prediction
+        return loss
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int

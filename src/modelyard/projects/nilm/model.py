@@ -10,12 +10,20 @@ AAAI 2019): an on/off logit and a non-negative power; the output is ``sigmoid(lo
 expressed as a z-score (``zero_level`` is the z-score of 0 W). The on/off head is trained with its
 own classification loss, which keeps learning rare appliances that a regression loss alone would
 rather predict as "always off".
+
+:class:`Seq2PointEnsemble` combines several independently initialised networks (each trained on
+its own loss): on a house the networks never saw, their mistakes differ from seed to seed, and the
+combination makes fewer of them than a typical member.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
+
+# (power if on, on/off logit) of a gated network; (prediction, None) of a plain one
+Heads = tuple[torch.Tensor, torch.Tensor | None]
 
 
 class Seq2Point(nn.Module):
@@ -76,11 +84,24 @@ class Seq2Point(nn.Module):
         self, windows: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Like :meth:`parts`, plus the power head alone: the power *if* the appliance is on."""
+        return self.output(self.heads(windows))
+
+    def heads(self, windows: torch.Tensor) -> Heads:
+        """The raw heads: (normalised power if on, counted from ``zero_level``; on/off logit).
+
+        Ungated, the first is the normalised prediction itself and the logit is ``None``.
+        """
         raw: torch.Tensor = self.head(self.features(windows.unsqueeze(1)))
         if not self.gated:
-            return raw, None, None
+            return raw, None
         power, logit = raw[:, : self.n_outputs], raw[:, self.n_outputs :]
-        power_if_on = nn.functional.softplus(power)
+        return nn.functional.softplus(power), logit
+
+    def output(self, heads: Heads) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(prediction, logit, power if on) from :meth:`heads`, the gate applied."""
+        power_if_on, logit = heads
+        if logit is None:
+            return power_if_on, None, None
         if self.hard_gate and not self.training:
             # At inference an appliance is either on (full predicted power) or off (0 W): a
             # 20 % on-probability must not leak 20 % of a kettle's power into every minute.
@@ -93,3 +114,42 @@ class Seq2Point(nn.Module):
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """(batch, window) normalised mains -> (batch, n_outputs) normalised appliance power."""
         return self.parts(windows)[0]
+
+
+class Seq2PointEnsemble(nn.Module):
+    """``members`` independent :class:`Seq2Point` networks combined into one prediction.
+
+    Each member keeps its own initialisation and is trained on its own loss (see
+    ``Seq2PointModule.compute_loss``); only the prediction combines them. Plain members: the mean
+    of their outputs. Gated members: the mean of their on/off logits gates the mean of their
+    power heads, so with ``hard_gate`` the ensemble still answers on or off (averaging the
+    members' hard-gated outputs instead would leak a third of an appliance's power into every
+    minute that one member of three calls "on"). One ONNX graph computes it all.
+    """
+
+    def __init__(self, members: int, window: int, n_outputs: int, **options: Any) -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {members}")
+        self.members = nn.ModuleList(
+            Seq2Point(window, n_outputs, **options) for _ in range(members)
+        )
+
+    def networks(self) -> list[Seq2Point]:
+        return [member for member in self.members if isinstance(member, Seq2Point)]
+
+    def combine(self, member_heads: Sequence[Heads]) -> Heads:
+        """The members' heads averaged: what :meth:`Seq2Point.output` turns into a prediction."""
+        power = torch.stack([power for power, _ in member_heads]).mean(dim=0)
+        logits = [logit for _, logit in member_heads if logit is not None]
+        return power, torch.stack(logits).mean(dim=0) if logits else None
+
+    def gated_parts(
+        self, windows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        networks = self.networks()
+        return networks[0].output(self.combine([net.heads(windows) for net in networks]))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """(batch, window) normalised mains -> the combined prediction (batch, n_outputs)."""
+        return self.gated_parts(windows)[0]

@@ -146,6 +146,7 @@ class NilmTask(Task):
                 on_loss_weight=float(model_cfg.get("on_loss_weight", 1.0)),
                 on_power_weight=float(model_cfg.get("on_power_weight", 0.0)),
                 hard_gate=bool(model_cfg.get("hard_gate", False)),
+                members=model_cfg.get("members", 1),
             )
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from exc
