@@ -341,22 +341,37 @@ def test_two_workers_share_the_port_and_their_metrics(bundle: Bundle, tmp_path: 
         bundle.path, port, "--workers", "2", "--prediction-log", log_url, "--no-access-log"
     )
     try:
-        wait_ready(url, process)
+        wait_ready(url, process)  # one worker is ready; the other may still be warming up
         with httpx.Client(base_url=url) as client:
+            ready = wait_for_ready_gauges(client, 2)
             for _ in range(30):
                 assert predict(client).status_code == 200
             text = client.get("/metrics").text
     finally:
         stop(process)
 
-    # whichever worker answered the scrape, it reports both workers' requests
+    # one live gauge per worker pid, and whichever worker answered the scrape, it reports both
+    # workers' requests
+    assert len({labels for _, labels in ready}) == 2
     assert (
         value(text, "modelyard_http_requests_total", route="/predict", method="POST", status="200")
         == 30
     )
-    ready = [k for k in samples(text) if k[0] == "modelyard_ready"]
-    assert len(ready) == 2  # one live gauge per worker pid
     assert len(rows(log_url)) == 30
+
+
+def wait_for_ready_gauges(
+    client: httpx.Client, workers: int, timeout: float = 60
+) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Scrape /metrics until ``workers`` readiness gauges say 1; return them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = samples(client.get("/metrics").text)
+        ready = [k for k, v in found.items() if k[0] == "modelyard_ready" and v == 1]
+        if len(ready) >= workers or time.monotonic() > deadline:
+            assert len(ready) == workers, f"{len(ready)} of {workers} workers ready: {ready}"
+            return ready
+        time.sleep(0.2)
 
 
 def test_sigterm_under_load_loses_no_logged_prediction(bundle: Bundle, tmp_path: Path) -> None:
