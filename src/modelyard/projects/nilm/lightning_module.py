@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from modelyard.projects.nilm.model import Seq2Point, Seq2PointEnsemble
+from modelyard.projects.nilm.model import Parts, Seq2Point, Seq2PointEnsemble, mean_heads
 
 _LOSSES: dict[str, nn.Module] = {
     "mse": nn.MSELoss(reduction="none"),
@@ -94,17 +94,10 @@ class Seq2PointModule(L.LightningModule):
         losses = [
             self.member_loss(net.output(h), y) for net, h in zip(networks, heads, strict=True)
         ]
-        if isinstance(self.net, Seq2PointEnsemble):
-            prediction = networks[0].output(self.net.combine(heads))[0]
-        else:
-            prediction = self.net.output(heads[0])[0]
+        prediction = networks[0].output(mean_heads(heads))[0]
         return torch.stack(losses).mean(), prediction
 
-    def member_loss(
-        self,
-        parts: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
-        y: torch.Tensor,
-    ) -> torch.Tensor:
+    def member_loss(self, parts: Parts, y: torch.Tensor) -> torch.Tensor:
         """One network's loss, from its (prediction, logit, power if on).
 
         Plain: the regression loss of the prediction. Gated: plus ``on_loss_weight`` times the

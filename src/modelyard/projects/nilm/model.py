@@ -25,6 +25,18 @@ from torch import nn
 
 # (power if on, on/off logit) of a gated network; (prediction, None) of a plain one
 Heads = tuple[torch.Tensor, torch.Tensor | None]
+# (prediction, on/off logit, power if on) of a gated network; (prediction, None, None) plain
+Parts = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+
+def mean_heads(member_heads: Sequence[Heads]) -> Heads:
+    """Several networks' heads averaged, one network's unchanged.
+
+    :meth:`Seq2Point.output` turns the result into the combined prediction.
+    """
+    power = torch.stack([power for power, _ in member_heads]).mean(dim=0)
+    logits = [logit for _, logit in member_heads if logit is not None]
+    return power, torch.stack(logits).mean(dim=0) if logits else None
 
 
 class Seq2Point(nn.Module):
@@ -81,9 +93,7 @@ class Seq2Point(nn.Module):
         prediction, logit, _ = self.gated_parts(windows)
         return prediction, logit
 
-    def gated_parts(
-        self, windows: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def gated_parts(self, windows: torch.Tensor) -> Parts:
         """Like :meth:`parts`, plus the power head alone: the power *if* the appliance is on."""
         return self.output(self.heads(windows))
 
@@ -98,7 +108,7 @@ class Seq2Point(nn.Module):
         power, logit = raw[:, : self.n_outputs], raw[:, self.n_outputs :]
         return nn.functional.softplus(power), logit
 
-    def output(self, heads: Heads) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def output(self, heads: Heads) -> Parts:
         """(prediction, logit, power if on) from :meth:`heads`, the gate applied."""
         power_if_on, logit = heads
         if logit is None:
@@ -139,17 +149,9 @@ class Seq2PointEnsemble(nn.Module):
     def networks(self) -> list[Seq2Point]:
         return [member for member in self.members if isinstance(member, Seq2Point)]
 
-    def combine(self, member_heads: Sequence[Heads]) -> Heads:
-        """The members' heads averaged: what :meth:`Seq2Point.output` turns into a prediction."""
-        power = torch.stack([power for power, _ in member_heads]).mean(dim=0)
-        logits = [logit for _, logit in member_heads if logit is not None]
-        return power, torch.stack(logits).mean(dim=0) if logits else None
-
-    def gated_parts(
-        self, windows: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def gated_parts(self, windows: torch.Tensor) -> Parts:
         networks = self.networks()
-        return networks[0].output(self.combine([net.heads(windows) for net in networks]))
+        return networks[0].output(mean_heads([net.heads(windows) for net in networks]))
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """(batch, window) normalised mains -> the combined prediction (batch, n_outputs)."""
