@@ -65,7 +65,7 @@ def write(tmp_path: Path, text: str, name: str = "sales.csv") -> Path:
 
 
 def test_reads_danish_numbers_text_and_dates_without_header(tmp_path: Path) -> None:
-    frame = read_table(danish_spec(), write(tmp_path, BOLIGA_LINES))
+    frame, report = read_table(danish_spec(), write(tmp_path, BOLIGA_LINES))
 
     assert list(frame.columns) == BOLIGA_COLUMNS
     assert len(frame) == 3
@@ -87,7 +87,7 @@ def test_reads_danish_numbers_text_and_dates_without_header(tmp_path: Path) -> N
         pd.Timestamp(2022, 1, 6),
         pd.Timestamp(2021, 8, 31),
     ]
-    assert frame.attrs["malformed_lines"] == 0
+    assert report.read == report.kept == 3 and report.refused == 0
 
 
 def test_decimal_comma_and_strict_thousands_grouping(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_decimal_comma_and_strict_thousands_grouping(tmp_path: Path) -> None:
     lines = [f"{a};{b}" for a, b in zip(x, y, strict=True)]
     path = write(tmp_path, "x;y\n" + "\n".join(lines) + "\n", "t.csv")
 
-    frame = read_table(spec, path)
+    frame, _ = read_table(spec, path)
 
     assert frame["x"].tolist()[:4] == [16.5, -2.75, 3.0, 0.5]
     assert frame["y"].tolist()[:3] == [1340000.25, 8427.0, 12345678.0]
@@ -107,7 +107,7 @@ def test_decimal_comma_and_strict_thousands_grouping(tmp_path: Path) -> None:
 
 def test_english_separators(tmp_path: Path) -> None:
     spec = ReadSpec(file="t.csv", separator=";", thousands=",", decimal=".")
-    frame = read_table(spec, write(tmp_path, "v\n1,340,000.5\n.5\n1e3\n", "t.csv"))
+    frame, _ = read_table(spec, write(tmp_path, "v\n1,340,000.5\n.5\n1e3\n", "t.csv"))
 
     assert frame["v"].tolist() == [1340000.5, 0.5, 1000.0]
 
@@ -115,7 +115,7 @@ def test_english_separators(tmp_path: Path) -> None:
 def test_header_names_the_columns_and_text_is_stripped(tmp_path: Path) -> None:
     path = write(tmp_path, " city , price\n  Aalborg ,1.5\n,2\nOdense,\n", "t.csv")
 
-    frame = read_table(ReadSpec(file="t.csv"), path)
+    frame, _ = read_table(ReadSpec(file="t.csv"), path)
 
     assert list(frame.columns) == ["city", "price"]
     assert frame["city"].tolist() == ["Aalborg", None, "Odense"]
@@ -126,7 +126,7 @@ def test_header_names_the_columns_and_text_is_stripped(tmp_path: Path) -> None:
 def test_columns_rename_the_header(tmp_path: Path) -> None:
     path = write(tmp_path, "By,Pris\nAalborg,10\n", "t.csv")
 
-    frame = read_table(ReadSpec(file="t.csv", columns=["city", "price"]), path)
+    frame, _ = read_table(ReadSpec(file="t.csv", columns=["city", "price"]), path)
 
     assert list(frame.columns) == ["city", "price"]
     assert frame.to_dict("records") == [{"city": "Aalborg", "price": 10.0}]
@@ -135,7 +135,7 @@ def test_columns_rename_the_header(tmp_path: Path) -> None:
 def test_quoted_field_keeps_its_separator(tmp_path: Path) -> None:
     path = write(tmp_path, 'address,area\n"Parkvej 14, 1. tv",81\n', "t.csv")
 
-    frame = read_table(ReadSpec(file="t.csv"), path)
+    frame, _ = read_table(ReadSpec(file="t.csv"), path)
 
     assert frame["address"].tolist() == ["Parkvej 14, 1. tv"]
 
@@ -147,7 +147,7 @@ def test_mostly_numeric_columns_become_float_others_stay_text(tmp_path: Path) ->
     lines = [f"{a},{b}," for a, b in zip(mostly, partly, strict=True)]
     path = write(tmp_path, "mostly,partly,empty\n" + "\n".join(lines) + "\n", "t.csv")
 
-    frame = read_table(ReadSpec(file="t.csv"), path)
+    frame, _ = read_table(ReadSpec(file="t.csv"), path)
 
     assert frame["mostly"].dtype == np.float64
     assert frame["mostly"].iloc[18] == 18.0
@@ -161,7 +161,7 @@ def test_mostly_numeric_columns_become_float_others_stay_text(tmp_path: Path) ->
 def test_dates_that_do_not_match_the_format_become_nat(tmp_path: Path) -> None:
     path = write(tmp_path, "day,v\n06-01-2022,1\n31-02-2021,2\n2021-07-01,3\n,4\n", "t.csv")
 
-    frame = read_table(ReadSpec(file="t.csv", dates={"day": "%d-%m-%Y"}), path)
+    frame, _ = read_table(ReadSpec(file="t.csv", dates={"day": "%d-%m-%Y"}), path)
 
     assert frame["day"].dtype == "datetime64[ns]"
     assert frame["day"].iloc[0] == pd.Timestamp(2022, 1, 6)
@@ -171,11 +171,59 @@ def test_dates_that_do_not_match_the_format_become_nat(tmp_path: Path) -> None:
 def test_short_line_is_padded_and_long_line_is_skipped(tmp_path: Path) -> None:
     text = "a,b,c\n1,2,3\n4,5\n6,7,8,9,10\n11,12,13\n"
 
-    frame = read_table(ReadSpec(file="t.csv"), write(tmp_path, text, "t.csv"))
+    frame, report = read_table(ReadSpec(file="t.csv"), write(tmp_path, text, "t.csv"))
 
     assert frame["a"].tolist() == [1.0, 4.0, 11.0]
     assert math.isnan(frame["c"].iloc[1])
-    assert frame.attrs["malformed_lines"] == 1
+    assert report.refusals["too_many_fields"].first == [4]
+
+
+def test_an_unclosed_quote_costs_its_own_line_only(tmp_path: Path) -> None:
+    # The csv module would make the rest of the file one field after line 3's lone quote.
+    text = 'a,b\n1,x\n2,"open\n3,y\n4,z\n5,"quoted, with comma"\n'
+
+    frame, report = read_table(ReadSpec(file="t.csv"), write(tmp_path, text, "t.csv"))
+
+    assert frame["a"].tolist() == [1.0, 3.0, 4.0, 5.0]
+    assert frame["b"].tolist() == ["x", "y", "z", "quoted, with comma"]
+    assert report.to_json()["refused_by_reason"] == {"unclosed_quote": {"count": 1, "first": [3]}}
+    assert (report.lines, report.header_lines, report.read, report.kept) == (6, 1, 5, 4)
+
+
+def test_a_quoted_field_may_span_lines_when_it_makes_one_record(tmp_path: Path) -> None:
+    text = 'a,b\n1,"two\nlines"\n2,z\n'
+
+    frame, report = read_table(ReadSpec(file="t.csv"), write(tmp_path, text, "t.csv"))
+
+    assert frame["b"].tolist() == ["two\nlines", "z"]
+    assert report.refused == 0 and report.read == 2
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_an_oversized_field_is_refused_with_its_line_number(tmp_path: Path, quoted: bool) -> None:
+    big = "x" * 5_000
+    cell = f'"{big}"' if quoted else big
+    text = f"a,b\n1,ok\n2,{cell}\n3,ok\n"
+
+    frame, report = read_table(ReadSpec(file="t.csv"), write(tmp_path, text, "t.csv"), 1_000)
+
+    assert frame["a"].tolist() == [1.0, 3.0]
+    assert report.to_json()["refused_by_reason"] == {"field_too_long": {"count": 1, "first": [3]}}
+
+
+def test_bad_quoting_and_blank_lines_are_accounted(tmp_path: Path) -> None:
+    text = 'a,b\n\n1,"x"y\n2,z\n\n'
+
+    frame, report = read_table(ReadSpec(file="t.csv"), write(tmp_path, text, "t.csv"))
+
+    assert frame["a"].tolist() == [2.0]
+    assert report.blank_lines == 2 and report.lines == 5
+    assert report.refusals["bad_quoting"].first == [3]
+
+
+def test_a_multi_character_separator_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="separator must be one character"):
+        read_table(ReadSpec(file="t.csv", separator=";;"), write(tmp_path, "a;;b\n", "t.csv"))
 
 
 def test_unknown_date_column_is_a_config_error(tmp_path: Path) -> None:
@@ -235,7 +283,7 @@ def test_wrong_encoding_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot be decoded as utf-8"):
         read_table(ReadSpec(file="latin.csv", header=False, columns=["a", "b"]), path)
 
-    frame = read_table(
+    frame, _ = read_table(
         ReadSpec(file="latin.csv", header=False, columns=["a", "b"], encoding="latin-1"), path
     )
     assert frame["a"].tolist() == ["Vængevej 6"]
@@ -245,7 +293,7 @@ def test_utf16_is_read_and_an_unknown_encoding_is_a_config_error(tmp_path: Path)
     path = tmp_path / "wide.csv"
     path.write_bytes("by,pris\nKøge,1\n".encode("utf-16"))
 
-    frame = read_table(ReadSpec(file="wide.csv", encoding="utf-16"), path)
+    frame, _ = read_table(ReadSpec(file="wide.csv", encoding="utf-16"), path)
 
     assert frame.to_dict("records") == [{"by": "Køge", "pris": 1.0}]
     with pytest.raises(ConfigError, match="'klingon' is not a known encoding"):
@@ -549,12 +597,15 @@ def test_reads_the_real_boliga_sales() -> None:
     if not path.is_file():
         pytest.skip(f"real boliga sales not found at {path}")
 
-    frame = read_table(danish_spec(file=path.name), path)
+    frame, report = read_table(danish_spec(file=path.name), path)
 
-    # The file has 32,818 lines; one of them is two sales glued together by a lost newline
-    # ("...,1887Parkvej 14 1. tv,9000 Aalborg,..."), which is skipped and counted.
-    assert frame.attrs["malformed_lines"] == 1
-    assert len(frame) + frame.attrs["malformed_lines"] == 32_818
+    # The file has 32,818 lines; one of them (line 19,957) is two sales glued together by a lost
+    # newline ("...,1887Parkvej 14 1. tv,9000 Aalborg,..."), which is refused and counted.
+    assert report.lines == report.read == 32_818
+    assert report.to_json()["refused_by_reason"] == {
+        "too_many_fields": {"count": 1, "first": [19_957]}
+    }
+    assert len(frame) == report.kept == 32_817
     for column in ("price_dkk", "area_m2", "price_per_m2", "construction_year"):
         assert frame[column].dtype == np.float64, column
         assert frame[column].notna().mean() > 0.99, column
@@ -576,3 +627,34 @@ def test_concat_joins_sources_and_is_missing_when_any_part_is() -> None:
     frame = pd.DataFrame({"street": ["Parkvej", "Ryesgade", None], "zip": ["8000", None, "2100"]})
     derived = derive_columns(frame, [Derivation(name="key", op="concat", source=["street", "zip"])])
     assert derived["key"].tolist() == ["Parkvej | 8000", None, None]
+
+
+def _damaged_copy(tmp_path: Path, line: int, change: Any) -> Path:
+    """The real file with ``change`` applied to one line (1-based)."""
+    source = REAL_TABLES / "boliga_sales_2021.csv"
+    if not source.is_file():
+        pytest.skip(f"real boliga sales not found at {source}")
+    lines = source.read_text(encoding="utf-8").split("\n")
+    lines[line - 1] = change(lines[line - 1])
+    return write(tmp_path, "\n".join(lines), "damaged.csv")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda line: '"' + line, "unclosed_quote"),
+        (lambda line: line.replace(",", "," + "x" * 5_000_000 + ",", 1), "field_too_long"),
+    ],
+    ids=["unclosed-quote", "5-MB-line"],
+)
+def test_a_damaged_line_of_the_real_file_costs_one_row(
+    tmp_path: Path, change: Any, reason: str
+) -> None:
+    # On main the unclosed quote swallowed 1,967 lines and the 5 MB line vanished, silently.
+    path = _damaged_copy(tmp_path, 1001, change)
+
+    frame, report = read_table(danish_spec(file=path.name), path)
+
+    assert report.refusals[reason].first == [1001]
+    assert report.refused == 2  # the damaged line and the real file's glued line
+    assert len(frame) == report.kept == 32_816

@@ -16,8 +16,6 @@ Training-side code (pandas); the server only needs the pure helpers :func:`danis
 """
 
 import codecs
-import csv
-import logging
 import re
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
@@ -26,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modelyard.core.csv_records import Records, parse_records
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.row_accounting import DEFAULT_MAX_FIELD_LENGTH, RowReport
 from modelyard.projects.tabular.schema import Derivation, OutlierRule, ReadSpec, RowFilter
-
-logger = logging.getLogger(__name__)
 
 NUMERIC_SHARE = 0.95
 """A column is numeric when at least this share of its non-empty cells parse as numbers.
@@ -41,24 +39,24 @@ text column with the odd number-like value (a house number) must stay text.
 SNIFF_BYTES = 8192
 """Bytes inspected for NUL characters: text files never hold them, binary files almost always do."""
 
-MALFORMED_LINES_ATTR = "malformed_lines"
-"""``DataFrame.attrs`` key holding how many lines :func:`read_table` skipped as malformed."""
-
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
 
 
-def read_table(spec: ReadSpec, path: Path) -> pd.DataFrame:
+def read_table(
+    spec: ReadSpec, path: Path, max_field_length: int = DEFAULT_MAX_FIELD_LENGTH
+) -> tuple[pd.DataFrame, RowReport]:
     """Read ``path`` as ``spec`` describes: named columns, floats, text and ``datetime64[ns]``.
 
-    Lines with more fields than the table is wide (e.g. two records glued together by a lost
-    newline) are skipped with a warning, and their count is kept in
-    ``frame.attrs["malformed_lines"]``: one damaged line in a scraped file should not stop a run,
-    but it must not pass silently either.
+    Returns the table and the report of what reading did with every line: malformed lines (an
+    unclosed quote, two records glued together by a lost newline, a field longer than
+    ``max_field_length``) are refused one by one with their line numbers, never dropped silently
+    and never allowed to swallow the lines after them (see :mod:`modelyard.core.csv_records`).
+    Whether refused rows stop the run is the caller's :class:`RefusalPolicy` decision.
     """
-    raw, malformed = _read_raw(spec, path)
-    frame = _name_columns(raw, spec, path)
+    records, report = _read_records(spec, path, max_field_length)
+    frame = _name_columns(records, spec, path)
     for column in spec.dates:
         if column not in frame.columns:
             raise ConfigError(
@@ -66,49 +64,23 @@ def read_table(spec: ReadSpec, path: Path) -> pd.DataFrame:
                 f"(columns: {list(frame.columns)})"
             )
     frame = pd.DataFrame({name: _convert_column(frame[name], spec) for name in frame.columns})
-    frame.attrs[MALFORMED_LINES_ATTR] = malformed
-    return frame
+    return frame, report
 
 
-def _read_raw(spec: ReadSpec, path: Path) -> tuple[pd.DataFrame, int]:
-    """Every cell as text (or None when a short line lacks it), plus the count of skipped lines.
-
-    The python engine is used because only it accepts a callable for bad lines, which lets us
-    count and describe them instead of failing or dropping them silently.
-    """
+def _read_records(spec: ReadSpec, path: Path, max_field_length: int) -> tuple[Records, RowReport]:
+    """Every record as text, parsed line by line, with the report of refused lines."""
     _check_readable(path, _codec_name(spec.encoding))
-    skipped: list[list[str]] = []
-
-    def skip(fields: list[str]) -> None:
-        skipped.append(fields)
-
     try:
-        raw = pd.read_csv(
-            path,
-            header=None,
-            sep=spec.separator,
-            encoding=spec.encoding,
-            dtype=str,
-            keep_default_na=False,
-            engine="python",
-            on_bad_lines=skip,
-        )
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path} is empty") from exc
+        text = path.read_text(encoding=spec.encoding)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} cannot be decoded as {spec.encoding}: {exc}") from exc
-    except (pd.errors.ParserError, csv.Error, OSError, ValueError) as exc:
-        raise DataError(f"{path} cannot be read as a CSV table: {exc}") from exc
-    if skipped:
-        example = spec.separator.join(skipped[0])
-        logger.warning(
-            "%s: skipped %d malformed line(s) with more than %d fields, e.g. %r",
-            path.name,
-            len(skipped),
-            raw.shape[1],
-            example[:200],
-        )
-    return raw, len(skipped)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    report = RowReport(source=path.name)
+    records = parse_records(text, spec.separator, spec.header, max_field_length, report)
+    if records.header is None and not records.rows:
+        raise DataError(f"{path} is empty")
+    return records, report
 
 
 def _codec_name(encoding: str) -> str:
@@ -139,10 +111,10 @@ def _check_readable(path: Path, codec: str) -> None:
         raise DataError(f"{path} looks like a binary file, not a CSV table")
 
 
-def _name_columns(raw: pd.DataFrame, spec: ReadSpec, path: Path) -> pd.DataFrame:
-    """Give the raw cells their column names: from ``read.columns``, else from the header line."""
-    width = raw.shape[1]
-    body = raw.iloc[1:] if spec.header else raw
+def _name_columns(records: Records, spec: ReadSpec, path: Path) -> pd.DataFrame:
+    """The records as a frame of text cells (None where a short record lacks one), named from
+    ``read.columns``, else from the header line."""
+    width = records.width
     if spec.columns:
         names = list(spec.columns)
         if len(names) != width:
@@ -152,11 +124,11 @@ def _name_columns(raw: pd.DataFrame, spec: ReadSpec, path: Path) -> pd.DataFrame
             )
         _reject_duplicates(names, ConfigError, "read.columns")
     else:
-        names = ["" if pd.isna(cell) else str(cell).strip() for cell in raw.iloc[0]]
+        names = [cell.strip() for cell in records.header or []]
         _reject_duplicates(names, DataError, f"the header of {path.name}")
-    named = body.reset_index(drop=True)
-    named.columns = pd.Index(names)
-    return named
+    body = pd.DataFrame(records.rows, columns=range(width), dtype=object)
+    body.columns = pd.Index(names)
+    return body
 
 
 def _reject_duplicates(names: list[str], error: type[Exception], where: str) -> None:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.row_accounting import ReadLedger, RefusalPolicy, RowReport
 from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.features import FeaturePipeline, decode_target
@@ -19,7 +20,6 @@ from modelyard.projects.tabular.metrics import predict_group_medians, valuation_
 from modelyard.projects.tabular.model import TabularRegressor
 from modelyard.projects.tabular.plots import plot_predicted_vs_true
 from modelyard.projects.tabular.reading import (
-    MALFORMED_LINES_ATTR,
     apply_filters,
     derive_columns,
     drop_outliers,
@@ -54,30 +54,36 @@ class TabularTask(Task):
     def _source_file(self, source: Path) -> Path:
         return source / self.schema.read.file if source.is_dir() else source
 
-    def _read_clean(self, source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """Read, derive columns and apply the row filters (never the outlier rules)."""
-        frame = read_table(self.schema.read, self._source_file(source))
-        rows_read = len(frame)
-        malformed = int(frame.attrs.get(MALFORMED_LINES_ATTR, 0))
+    def _read_clean(self, source: Path) -> tuple[pd.DataFrame, dict[str, Any], RowReport]:
+        """Read, derive columns and apply the row filters (never the outlier rules).
+
+        Refused rows are checked against ``project.data``'s refusal policy as soon as the file is
+        read; rows the schema's filters remove are counted in the report as filtered, by rule.
+        """
+        policy = RefusalPolicy.from_config(self.cfg.project.data)
+        path = self._source_file(source)
+        frame, rows = read_table(self.schema.read, path, policy.max_field_length)
+        ReadLedger(policy).add(rows)
         frame = derive_columns(frame, self.schema.derive)
         frame, filtered = apply_filters(frame, self.schema.filters)
+        for step in filtered:
+            rows.filter(step["filter"], step["rows_removed"])
         target = self.schema.target.name
         if target not in frame.columns:
             raise ConfigError(f"target column {target!r} is not in the table")
-        frame = frame[frame[target].notna() & (frame[target] > 0)].reset_index(drop=True)
-        report = {
-            "rows_read": rows_read,
-            "malformed_lines_skipped": malformed,
-            "filters": filtered,
-            "rows_kept": len(frame),
-        }
-        return frame, report
+        usable = frame[target].notna() & (frame[target] > 0)
+        rows.filter(f"{target} > 0", int((~usable).sum()))
+        frame = frame[usable].reset_index(drop=True)
+        report = {"rows_read": rows.read, "filters": filtered, "rows_kept": len(frame)}
+        return frame, report, rows
 
     def prepare(self, source: Path, output: Path) -> dict[str, Any]:
-        frame, report = self._read_clean(source)
+        frame, report, rows = self._read_clean(source)
         split = split_table(frame, self.schema.split)
         bounds = fit_outlier_bounds(split.train, self.schema.outliers)
         train, outliers = drop_outliers(split.train, bounds)
+        for step in outliers:
+            rows.filter(f"outlier rule on {step['column']} (training rows)", step["rows_removed"])
         split = type(split)(train=train, val=split.val, test=split.test)
         files = write_prepared(split, output, self.schema)
         summary = {
@@ -86,6 +92,7 @@ class TabularTask(Task):
             "outliers_removed_from_train": outliers,
             "outlier_bounds": bounds,
             "rows": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+            "reading": {rows.source: rows.to_json()},
             "files": files,
         }
         (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -199,7 +206,7 @@ class TabularTask(Task):
         if source is None:
             frame = read_prepared(Path(self.cfg.paths.prepared), "test", self.schema)
         else:
-            frame, _ = self._read_clean(source)
+            frame, _, _ = self._read_clean(source)
         if frame.empty:
             raise DataError("no rows to evaluate on")
         pipeline = FeaturePipeline.from_json(preprocessing["features"])

@@ -1,0 +1,158 @@
+"""CSV parsing line by line, so that every physical line is accounted for.
+
+pandas' parsers lose lines without a trace in two ways: an unclosed quote makes the rest of the
+file (up to the next quote character) one field, and a bad line is skipped or, past the csv
+module's field size limit, vanishes. Here each record starts on a known line and is parsed on its
+own: a quote that does not close on its line may continue on the next lines only when that yields
+one record of the table's width within ``max_field_length`` characters; otherwise the line is
+refused as ``unclosed_quote`` and parsing resumes on the next line, so one bad quote costs one row.
+
+Refusal reasons: ``unclosed_quote``, ``bad_quoting`` (text after a closing quote),
+``field_too_long`` (a field over ``max_field_length``), ``too_many_fields`` (more fields than the
+header or first record: typically two records glued together by a lost line break). Shorter
+records are kept; their missing cells are missing values.
+"""
+
+import csv
+import re
+from dataclasses import dataclass, field
+
+from modelyard.core.errors import ConfigError
+from modelyard.core.row_accounting import RowReport
+
+QUOTE = '"'
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_END_OF_DATA = "unexpected end of data"
+
+
+@dataclass
+class Records:
+    """The header (when the file has one), the data records and the line each one starts on."""
+
+    header: list[str] | None
+    rows: list[list[str]] = field(default_factory=list)
+    line_numbers: list[int] = field(default_factory=list)
+
+    @property
+    def width(self) -> int:
+        if self.header is not None:
+            return len(self.header)
+        return len(self.rows[0]) if self.rows else 0
+
+
+class _Refused(Exception):
+    """A line that cannot start a record, with the reason."""
+
+
+def split_lines(text: str) -> list[str]:
+    """Physical lines (``\\n``, ``\\r\\n`` or ``\\r`` ends a line), without a final empty one."""
+    lines = _LINE_BREAK.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def parse_records(
+    text: str, separator: str, header: bool, max_field_length: int, report: RowReport
+) -> Records:
+    """Parse ``text`` into records, refusing malformed ones into ``report`` with line numbers."""
+    if len(separator) != 1:
+        raise ConfigError(f"the CSV separator must be one character, got {separator!r}")
+    lines = split_lines(text.removeprefix("\ufeff"))
+    report.lines = len(lines)
+    records = Records(header=None)
+    width: int | None = None
+    index = 0
+    while index < len(lines):
+        number = index + 1
+        if not lines[index].strip():
+            report.blank_lines += 1
+            index += 1
+            continue
+        try:
+            fields, used = _record_at(lines, index, separator, max_field_length, width)
+        except _Refused as refused:
+            index += 1
+            report.read += 1
+            report.refuse(str(refused), number)
+            continue
+        index += used
+        if width is None:
+            width = len(fields)
+            if header:
+                records.header = fields
+                report.header_lines = used
+                continue
+        report.read += 1
+        if len(fields) > width:
+            report.refuse("too_many_fields", number)
+            continue
+        records.rows.append(fields)
+        records.line_numbers.append(number)
+    return records
+
+
+def _record_at(
+    lines: list[str], index: int, separator: str, max_length: int, width: int | None
+) -> tuple[list[str], int]:
+    """The record starting at ``lines[index]`` and how many lines it spans."""
+    line = lines[index]
+    if QUOTE not in line:
+        fields = line.split(separator)
+    else:
+        try:
+            fields = _parse(lines[index : index + 1], separator)
+        except _Refused as refused:
+            if str(refused) != "unclosed_quote":
+                raise
+            return _multiline_record(lines, index, separator, max_length, width)
+    _check_lengths(fields, max_length)
+    return fields, 1
+
+
+def _multiline_record(
+    lines: list[str], index: int, separator: str, max_length: int, width: int | None
+) -> tuple[list[str], int]:
+    """A record whose quoted field holds line breaks, accepted only if it is exactly one row.
+
+    The quote may close only on a later line that holds a quote character; lines are added until
+    it closes or the record grows past ``max_length``.
+    """
+    size = len(lines[index])
+    stop = index + 1
+    while stop < len(lines) and size <= max_length:
+        size += len(lines[stop]) + 1
+        stop += 1
+        if QUOTE not in lines[stop - 1]:
+            continue
+        try:
+            fields = _parse(lines[index:stop], separator)
+        except _Refused as refused:
+            if str(refused) == "unclosed_quote":
+                continue
+            break
+        if width is not None and len(fields) == width:
+            _check_lengths(fields, max_length)
+            return fields, stop - index
+        break
+    raise _Refused("unclosed_quote")
+
+
+def _parse(lines: list[str], separator: str) -> list[str]:
+    """One record from ``lines`` with the csv module in strict mode, or :class:`_Refused`."""
+    try:
+        rows = list(csv.reader([f"{line}\n" for line in lines], delimiter=separator, strict=True))
+    except csv.Error as exc:
+        if _END_OF_DATA in str(exc):
+            raise _Refused("unclosed_quote") from exc
+        if "field larger than field limit" in str(exc):
+            raise _Refused("field_too_long") from exc
+        raise _Refused("bad_quoting") from exc
+    if len(rows) != 1:
+        raise _Refused("unclosed_quote")
+    return rows[0]
+
+
+def _check_lengths(fields: list[str], max_length: int) -> None:
+    if any(len(value) > max_length for value in fields):
+        raise _Refused("field_too_long")
