@@ -76,8 +76,9 @@ def test_prepare_accounts_for_every_line_of_the_source(
     summary = json.loads((Path(pipeline.cfg.paths.prepared) / "prepare.json").read_text())
     assert summary == json.loads(json.dumps(pipeline.prepared, default=str))
 
-    assert summary["rows_read"] + summary["malformed_lines_skipped"] == len(lines)
-    assert summary["malformed_lines_skipped"] == glued
+    reading = summary["reading"][FILE]
+    assert summary["rows_read"] == reading["read"] == len(lines)
+    assert reading["refused"] == reading["refused_by_reason"]["too_many_fields"]["count"] == glued
     assert summary["rows_read"] > 30_000
     removed = sum(f["rows_removed"] for f in summary["filters"])
     assert summary["rows_kept"] == summary["rows_read"] - removed
