@@ -64,6 +64,7 @@ class TabularTask(Task):
         path = self._source_file(source)
         frame, rows = read_table(self.schema.read, path, policy.max_field_length)
         ReadLedger(policy).add(rows)
+        rows_read = len(frame)
         frame = derive_columns(frame, self.schema.derive)
         frame, filtered = apply_filters(frame, self.schema.filters)
         for step in filtered:
@@ -74,7 +75,7 @@ class TabularTask(Task):
         usable = frame[target].notna() & (frame[target] > 0)
         rows.filter(f"{target} > 0", int((~usable).sum()))
         frame = frame[usable].reset_index(drop=True)
-        report = {"rows_read": rows.read, "filters": filtered, "rows_kept": len(frame)}
+        report = {"rows_read": rows_read, "filters": filtered, "rows_kept": len(frame)}
         return frame, report, rows
 
     def prepare(self, source: Path, output: Path) -> dict[str, Any]:
