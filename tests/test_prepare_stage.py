@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import DictConfig
-from tabular_fixtures import synthetic_sales
 
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.projects.nilm.storage import load_house
 from modelyard.stages import prepare
+from tabular_fixtures import synthetic_sales
 
 APPLIANCES = "project.data.appliances=[kettle,washing_machine]"
 
@@ -198,7 +198,9 @@ def test_bad_refusal_options_are_config_errors_naming_the_key(
         prepare.run(avm_config(tmp_path, override), tmp_path)
 
 
-def test_the_real_avm_file_passes_the_default_threshold(tables_source: Path, tmp_path: Path) -> None:
+def test_the_real_avm_file_passes_the_default_threshold(
+    tables_source: Path, tmp_path: Path
+) -> None:
     summary = prepare.run(avm_config(tmp_path), tables_source)
     reading = summary["reading"]["boliga_sales_2021.csv"]
     # One line of 32,818 is two sales glued together by a lost newline: refused, 0.003 %.

@@ -402,6 +402,30 @@ def test_offline_predict_writes_the_inputs_plus_predictions(
     assert "'9999'" in written[1]["warnings"]
 
 
+def test_offline_predict_neutralises_formulas_in_copied_text(
+    bundle: Bundle, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    evil_street = '=HYPERLINK("http://evil","x")'
+    with source.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*row(), "street", "@note", "delta"])
+        writer.writerow([*row().values(), evil_street, "+cmd|' /C calc'!A0", "-3.5"])
+    output = tmp_path / "out.csv"
+
+    result = modelyard("predict", str(bundle.path), str(source), str(output))
+
+    assert result.returncode == 0, result.stderr
+    with output.open(newline="") as handle:
+        header, line = list(csv.reader(handle))
+    assert header[-6:-3] == ["street", "'@note", "delta"]
+    cells = dict(zip(header, line, strict=True))
+    assert cells["street"] == "'" + evil_street
+    assert cells["'@note"] == "'+cmd|' /C calc'!A0"
+    assert cells["delta"] == "-3.5"  # a negative number stays a number
+    assert float(cells["price_per_m2"]) > 0
+
+
 def test_offline_predict_reports_a_bad_row_by_line(bundle: Bundle, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", [row(), row(area_m2="big"), row()])
     output = tmp_path / "out.csv"

@@ -2,6 +2,7 @@
 prepare -> train -> evaluate -> export -> the HTTP API, including every bad upload."""
 
 import copy
+import csv
 import io
 import json
 import subprocess
@@ -224,6 +225,31 @@ def test_offline_predict_over_a_folder(built: tuple[object, Path, Bundle], tmp_p
     by_file = {row.split(",")[0]: row.split(",") for row in rows[1:]}
     assert by_file["a.png"][1] == "Bright" and by_file["b.jpg"][1] == "Red"
     assert "invalid image" in by_file["broken.jpg"][-1]
+
+
+def test_offline_predict_neutralises_file_and_class_names(
+    built: tuple[object, Path, Bundle], tmp_path: Path
+) -> None:
+    from modelyard.projects.vision.serving import VisionServing
+    from modelyard.serving.runtime import OnnxModel
+
+    bundle = load_bundle(built[2].path)
+    adapter = VisionServing(bundle, OnnxModel(bundle.model_path), {})
+    # class names are folder names at prepare: a folder may be called "=HYPERLINK(...)"
+    adapter.classes = ['=HYPERLINK("http://evil","x")', "-Dark", "@Red"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    picture("Bright", np.random.default_rng(3)).save(folder / "=cmd.png")
+    out = tmp_path / "out.csv"
+
+    assert adapter.predict_file(folder, out) == 1
+
+    with out.open(newline="") as handle:
+        _, line = list(csv.reader(handle))
+    assert line[0] == "'=cmd.png"
+    labels = {line[1], line[3], line[5]}
+    assert labels == {'\'=HYPERLINK("http://evil","x")', "'-Dark", "'@Red"}
+    assert all(float(cell) >= 0 for cell in (line[2], line[4], line[6]))
 
 
 def test_the_checkpoint_holds_the_moving_average_of_the_weights(

@@ -40,7 +40,7 @@ class Records:
         return len(self.rows[0]) if self.rows else 0
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     """A line that cannot start a record, with the reason."""
 
 
@@ -71,7 +71,7 @@ def parse_records(
             continue
         try:
             fields, used = _record_at(lines, index, separator, max_field_length, width)
-        except _Refused as refused:
+        except _RefusedError as refused:
             index += 1
             report.read += 1
             report.refuse(str(refused), number)
@@ -102,7 +102,7 @@ def _record_at(
     else:
         try:
             fields = _parse(lines[index : index + 1], separator)
-        except _Refused as refused:
+        except _RefusedError as refused:
             if str(refused) != "unclosed_quote":
                 raise
             return _multiline_record(lines, index, separator, max_length, width)
@@ -127,7 +127,7 @@ def _multiline_record(
             continue
         try:
             fields = _parse(lines[index:stop], separator)
-        except _Refused as refused:
+        except _RefusedError as refused:
             if str(refused) == "unclosed_quote":
                 continue
             break
@@ -135,24 +135,24 @@ def _multiline_record(
             _check_lengths(fields, max_length)
             return fields, stop - index
         break
-    raise _Refused("unclosed_quote")
+    raise _RefusedError("unclosed_quote")
 
 
 def _parse(lines: list[str], separator: str) -> list[str]:
-    """One record from ``lines`` with the csv module in strict mode, or :class:`_Refused`."""
+    """One record from ``lines`` with the csv module in strict mode, or :class:`_RefusedError`."""
     try:
         rows = list(csv.reader([f"{line}\n" for line in lines], delimiter=separator, strict=True))
     except csv.Error as exc:
         if _END_OF_DATA in str(exc):
-            raise _Refused("unclosed_quote") from exc
+            raise _RefusedError("unclosed_quote") from exc
         if "field larger than field limit" in str(exc):
-            raise _Refused("field_too_long") from exc
-        raise _Refused("bad_quoting") from exc
+            raise _RefusedError("field_too_long") from exc
+        raise _RefusedError("bad_quoting") from exc
     if len(rows) != 1:
-        raise _Refused("unclosed_quote")
+        raise _RefusedError("unclosed_quote")
     return rows[0]
 
 
 def _check_lengths(fields: list[str], max_length: int) -> None:
     if any(len(value) > max_length for value in fields):
-        raise _Refused("field_too_long")
+        raise _RefusedError("field_too_long")

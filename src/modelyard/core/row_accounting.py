@@ -185,7 +185,6 @@ class ReadLedger:
         """One line per source: read, kept, filtered, refused (what ``data prepare`` prints)."""
         return [
             f"{source}: {r.read} {r.unit} read, {r.kept} kept, {sum(r.filtered.values())} "
-            f"filtered, {r.refused} refused"
-            + (f" ({r.describe_refusals()})" if r.refused else "")
+            f"filtered, {r.refused} refused" + (f" ({r.describe_refusals()})" if r.refused else "")
             for source, r in self.reports.items()
         ]

@@ -22,6 +22,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from modelyard.core.errors import DataError
+from modelyard.core.spreadsheet import SpreadsheetSafeWriter
 from modelyard.projects.nilm.inference import predict_series, scores_to_watts, series_windows
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.windows import window_view
@@ -263,7 +264,7 @@ class NilmServing(ServingAdapter):
         watts = self.predict_watts(series)
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", newline="") as handle:
-            writer = csv.writer(handle)
+            writer = SpreadsheetSafeWriter(handle)  # the Time column is copied input text
             writer.writerow(["Time", "Aggregate", *self.appliances])
             for i in range(series.size):
                 writer.writerow(

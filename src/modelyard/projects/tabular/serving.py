@@ -21,6 +21,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from modelyard.core.errors import DataError
+from modelyard.core.spreadsheet import SpreadsheetSafeWriter
 from modelyard.projects.tabular.features import FeaturePipeline, category_key, decode_target
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.serving.adapter import ServingAdapter
@@ -198,15 +199,17 @@ class TabularServing(ServingAdapter):
         results = self.predict_rows(rows)
         output.parent.mkdir(parents=True, exist_ok=True)
         extra = [k for k in results[0] if k != "warnings"]
+        columns = [name for name in records[0] if name is not None]
         with output.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=[*records[0].keys(), *extra, "warnings"])
-            writer.writeheader()
+            # input columns and warnings are copied text: neutralised for spreadsheets
+            writer = SpreadsheetSafeWriter(handle)
+            writer.writerow([*columns, *extra, "warnings"])
             for record, result in zip(records, results, strict=True):
                 writer.writerow(
-                    {
-                        **record,
-                        **{k: result[k] for k in extra},
-                        "warnings": "; ".join(result["warnings"]),
-                    }
+                    [
+                        *(record[name] for name in columns),
+                        *(result[k] for k in extra),
+                        "; ".join(result["warnings"]),
+                    ]
                 )
         return len(results)

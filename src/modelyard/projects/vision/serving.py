@@ -6,7 +6,6 @@ precise 4xx: not multipart (415), no ``file`` part (422), larger than ``max_uplo
 not an image / truncated / unsupported format / decompression bomb (422).
 """
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from modelyard.core.errors import DataError
+from modelyard.core.spreadsheet import SpreadsheetSafeWriter
 from modelyard.projects.vision.image_decoding import ImageError, decode_image, to_model_input
 from modelyard.projects.vision.metrics import softmax, top_k
 from modelyard.serving.adapter import ServingAdapter
@@ -174,7 +174,7 @@ class VisionServing(ServingAdapter):
         output.parent.mkdir(parents=True, exist_ok=True)
         k = min(self.top_k, len(self.classes))
         with output.open("w", newline="") as handle:
-            writer = csv.writer(handle)
+            writer = SpreadsheetSafeWriter(handle)  # file names and class names are text
             writer.writerow(
                 [
                     "file",
