@@ -277,6 +277,22 @@ def test_numeric_categories_round_trip_to_the_keys_serving_uses(tmp_path: Path) 
     assert group_keys(back, schema()) == ["2100", "8000", ALL_ROWS]
 
 
+def test_prepared_text_is_spreadsheet_safe_on_disk_and_exact_when_read_back(
+    tmp_path: Path,
+) -> None:
+    frame = table(["0800", "2100", None])
+    frame["side"] = ['=HYPERLINK("http://evil","x")', "'=1", "@me"]
+    frame["note"] = ["-", "-3.5", "plain"]
+
+    back = round_trip(tmp_path, frame)
+
+    on_disk = pd.read_csv(tmp_path / "train.csv", dtype=str, keep_default_na=False)
+    assert on_disk["side"].tolist() == ['\'=HYPERLINK("http://evil","x")', "''=1", "'@me"]
+    assert on_disk["note"].tolist() == ["'-", "-3.5", "plain"]
+    assert back["side"].tolist() == frame["side"].tolist()
+    assert back["note"].tolist() == ["-", "-3.5", "plain"]
+
+
 def test_feature_columns_are_plain_python_values(tmp_path: Path) -> None:
     back = round_trip(tmp_path, table(["0800", "2100", None]))
 

@@ -1,12 +1,18 @@
 """Prepared tables on disk (CSV, readable by people and by pandas) and their conversion into the
-column mapping the feature pipeline takes."""
+column mapping the feature pipeline takes.
 
+Text cells are written spreadsheet-safe (a cell starting with ``=``, ``+``, ``-``, ``@`` gets a
+leading quote, see :mod:`modelyard.core.spreadsheet`) because people open these files; reading
+them back removes exactly that quote, so training sees the source's text unchanged."""
+
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from modelyard.core.errors import DataError
+from modelyard.core.spreadsheet import spreadsheet_original, spreadsheet_safe
 from modelyard.projects.tabular.features import Columns, category_key
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.projects.tabular.splitting import TableSplit
@@ -37,11 +43,12 @@ def write_prepared(
     for part in PARTS:
         path = output / f"{part}.csv"
         frame: pd.DataFrame = getattr(split, part)
+        frame = frame.copy()
         if schema is not None:
-            frame = frame.copy()
             for name in _categorical_names(schema):
                 if name in frame.columns:
                     frame[name] = frame[name].map(category_key).astype(object)
+        _map_text(frame, spreadsheet_safe)
         frame.to_csv(path, index=False, date_format="%Y-%m-%d")
         written[part] = str(path)
     return written
@@ -53,9 +60,16 @@ def read_prepared(directory: Path, part: str, schema: TableSchema) -> pd.DataFra
     if not path.is_file():
         raise DataError(f"prepared table not found: {path} (run `modelyard data prepare` first)")
     frame = pd.read_csv(path, dtype=dict.fromkeys(_categorical_names(schema), str))
+    _map_text(frame, spreadsheet_original)
     for feature in schema.features.date:
         frame[feature.name] = pd.to_datetime(frame[feature.name], errors="coerce")
     return frame
+
+
+def _map_text(frame: pd.DataFrame, function: Callable[[Any], Any]) -> None:
+    """Apply ``function`` to every cell of the text (object) columns, in place."""
+    for name in frame.columns[frame.dtypes == object]:
+        frame[name] = frame[name].map(function).astype(object)
 
 
 def feature_columns(frame: pd.DataFrame, schema: TableSchema) -> Columns:
