@@ -13,13 +13,17 @@ Two layouts are supported:
 * the NILMTK HDF5 layout used by ``ukdale.h5`` (:mod:`modelyard.projects.nilm.hdf5_reader`).
 """
 
+import gzip
 import re
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from modelyard.core.csv_records import read_frame
 from modelyard.core.errors import DataError
+from modelyard.core.row_accounting import ReadLedger, RowReport
 
 AGGREGATE = "aggregate"
 TIME_COLUMN = "Time"
@@ -60,37 +64,118 @@ def discover_houses(root: Path) -> dict[str, Path]:
     return houses
 
 
-def read_csv_file(path: Path) -> pd.DataFrame:
-    """Read one monthly CSV file into a house frame, with a clear error when it is unreadable."""
-    try:
-        frame = pd.read_csv(path, compression="infer" if path.suffix != ".gzip" else "gzip")
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path} is empty") from exc
+def read_csv_file(path: Path, ledger: ReadLedger | None = None) -> pd.DataFrame:
+    """Read one monthly CSV file into a house frame, with a clear error when it is unreadable.
+
+    Lines are parsed one by one (:mod:`modelyard.core.csv_records`) and every malformed one is
+    refused with its line number into the file's :class:`RowReport`, which ``ledger`` checks
+    against the refusal policy: an unclosed quote, a glued or oversized line, a time that is not
+    a time (``not_a_time``) or a power value that is not a number (``not_a_number``). Empty and
+    ``NaN``-like cells are missing readings, which preparation handles.
+    """
+    ledger = ledger if ledger is not None else ReadLedger()
+    report = RowReport(source=f"{path.parent.name}/{path.name}")
+    table = read_frame(
+        _read_text(path), ",", True, ledger.policy.max_field_length, report, infer_types=True
+    )
+    if table.header is None:
+        raise DataError(f"{path} is empty")
+    names = [name if name == TIME_COLUMN else snake_case(name) for name in table.header]
+    frame = table.frame
+    frame.columns = pd.Index(names)
     if TIME_COLUMN not in frame.columns:
-        raise DataError(f"{path} has no '{TIME_COLUMN}' column (columns: {list(frame.columns)})")
-    frame.columns = [c if c == TIME_COLUMN else snake_case(str(c)) for c in frame.columns]
+        raise DataError(f"{path} has no '{TIME_COLUMN}' column (columns: {table.header})")
     if AGGREGATE not in frame.columns:
-        raise DataError(f"{path} has no 'Aggregate' column (columns: {list(frame.columns)})")
+        raise DataError(f"{path} has no 'Aggregate' column (columns: {table.header})")
+    lines = pd.Series(table.line_numbers, dtype="int64")
+    index = _parse_times(frame.pop(TIME_COLUMN), path)
+    refused = index.isna().to_numpy()
+    for number in lines[refused]:
+        report.refuse("not_a_time", int(number))
+    values = pd.DataFrame({name: _numbers(frame[name]) for name in frame.columns})
+    bad = ~refused & _not_numbers(frame, values)
+    for number in lines[bad]:
+        report.refuse("not_a_number", int(number))
+    keep = ~(refused | bad)
+    ledger.add(report)
+    values = values.loc[keep].astype("float64")
+    values.index = pd.DatetimeIndex(index[keep], name="time")
+    return values
+
+
+_MISSING = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "<na>"})
+
+
+def _is_missing(cell: object) -> bool:
+    """Whether a cell is an empty or NaN-like marker (a missing reading, not a bad one)."""
+    return cell is None or str(cell).strip().lower() in _MISSING
+
+
+def _numbers(cells: pd.Series) -> pd.Series:
+    """Floats; NaN where a cell is missing or not a number (pandas already parsed most)."""
+    if pd.api.types.is_float_dtype(cells):
+        return cells
+    return pd.to_numeric(cells, errors="coerce").astype("float64")
+
+
+def _not_numbers(cells: pd.DataFrame, values: pd.DataFrame) -> np.ndarray:
+    """Rows with a cell that failed to parse and is not a missing-value marker.
+
+    Only the (few) cells that parsed as NaN are looked at in Python: the real files have
+    millions of cells.
+    """
+    failed = values.isna().to_numpy()
+    rows, columns = np.nonzero(failed)
+    bad = np.zeros(len(cells), dtype=bool)
+    for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
+        if not _is_missing(cells.iat[row, column]):
+            bad[row] = True
+    return bad
+
+
+def _parse_times(cells: pd.Series, path: Path) -> pd.Series:
+    """Tz-naive local times (an offset is dropped, keeping wall-clock time); NaT: not a time."""
     try:
-        index = pd.to_datetime(frame.pop(TIME_COLUMN), errors="raise")
+        times = pd.to_datetime(cells, errors="coerce", format="ISO8601")
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: column '{TIME_COLUMN}' holds values that are not times") from exc
-    if getattr(index.dt, "tz", None) is not None:
-        index = index.dt.tz_localize(None)
-    frame.index = pd.DatetimeIndex(index, name="time")
+        raise DataError(f"{path}: column '{TIME_COLUMN}' cannot be read as times: {exc}") from exc
+    if not pd.api.types.is_datetime64_any_dtype(times):
+        raise DataError(f"{path}: column '{TIME_COLUMN}' mixes time zones")
+    if getattr(times.dt, "tz", None) is not None:
+        times = times.dt.tz_localize(None)
+    return times.reset_index(drop=True)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, gunzipped when its name says it is compressed."""
     try:
-        return frame.astype("float64")
-    except ValueError as exc:
-        raise DataError(f"{path}: power columns hold values that are not numbers") from exc
+        data = path.read_bytes()
+        if path.suffix in (".gz", ".gzip"):
+            data = gzip.decompress(data)
+        return data.decode("utf-8")
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
 
 
-def read_csv_house(house_dir: Path) -> pd.DataFrame:
-    """Read every monthly file of one house and return one sorted, duplicate-free house frame."""
+DUPLICATE_RULE = "repeated time (first reading kept)"
+
+
+def read_csv_house(house_dir: Path, ledger: ReadLedger | None = None) -> pd.DataFrame:
+    """Read every monthly file of one house and return one sorted, duplicate-free house frame.
+
+    A time read twice (within a file or across two files) keeps its first reading; the others
+    are counted as filtered in their file's report.
+    """
     files = csv_files(Path(house_dir))
     if not files:
         raise DataError(f"no CSV files in {house_dir}")
-    frame = pd.concat([read_csv_file(path) for path in files])
-    frame = frame[~frame.index.duplicated(keep="first")].sort_index()
-    return frame
+    ledger = ledger if ledger is not None else ReadLedger()
+    frames = [read_csv_file(path, ledger) for path in files]
+    frame = pd.concat(frames)
+    repeated = frame.index.duplicated(keep="first")
+    start = 0
+    for path, part in zip(files, frames, strict=True):
+        count = int(repeated[start : start + len(part)].sum())
+        ledger.reports[f"{path.parent.name}/{path.name}"].filter(DUPLICATE_RULE, count)
+        start += len(part)
+    return frame[~repeated].sort_index()

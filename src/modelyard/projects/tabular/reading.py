@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelyard.core.csv_records import Records, parse_records
+from modelyard.core.csv_records import Table, read_frame
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.row_accounting import DEFAULT_MAX_FIELD_LENGTH, RowReport
 from modelyard.projects.tabular.schema import Derivation, OutlierRule, ReadSpec, RowFilter
@@ -55,8 +55,8 @@ def read_table(
     and never allowed to swallow the lines after them (see :mod:`modelyard.core.csv_records`).
     Whether refused rows stop the run is the caller's :class:`RefusalPolicy` decision.
     """
-    records, report = _read_records(spec, path, max_field_length)
-    frame = _name_columns(records, spec, path)
+    table, report = _read_records(spec, path, max_field_length)
+    frame = _name_columns(table, spec, path)
     for column in spec.dates:
         if column not in frame.columns:
             raise ConfigError(
@@ -67,8 +67,8 @@ def read_table(
     return frame, report
 
 
-def _read_records(spec: ReadSpec, path: Path, max_field_length: int) -> tuple[Records, RowReport]:
-    """Every record as text, parsed line by line, with the report of refused lines."""
+def _read_records(spec: ReadSpec, path: Path, max_field_length: int) -> tuple[Table, RowReport]:
+    """Every record as text (None where a short line lacks a cell), with the line report."""
     _check_readable(path, _codec_name(spec.encoding))
     try:
         text = path.read_text(encoding=spec.encoding)
@@ -77,10 +77,10 @@ def _read_records(spec: ReadSpec, path: Path, max_field_length: int) -> tuple[Re
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     report = RowReport(source=path.name)
-    records = parse_records(text, spec.separator, spec.header, max_field_length, report)
-    if records.header is None and not records.rows:
+    table = read_frame(text, spec.separator, spec.header, max_field_length, report)
+    if table.header is None and table.frame.empty:
         raise DataError(f"{path} is empty")
-    return records, report
+    return table, report
 
 
 def _codec_name(encoding: str) -> str:
@@ -111,10 +111,9 @@ def _check_readable(path: Path, codec: str) -> None:
         raise DataError(f"{path} looks like a binary file, not a CSV table")
 
 
-def _name_columns(records: Records, spec: ReadSpec, path: Path) -> pd.DataFrame:
-    """The records as a frame of text cells (None where a short record lacks one), named from
-    ``read.columns``, else from the header line."""
-    width = records.width
+def _name_columns(table: Table, spec: ReadSpec, path: Path) -> pd.DataFrame:
+    """Name the columns from ``read.columns``, else from the header line."""
+    width = len(table.header) if table.header is not None else table.frame.shape[1]
     if spec.columns:
         names = list(spec.columns)
         if len(names) != width:
@@ -124,9 +123,9 @@ def _name_columns(records: Records, spec: ReadSpec, path: Path) -> pd.DataFrame:
             )
         _reject_duplicates(names, ConfigError, "read.columns")
     else:
-        names = [cell.strip() for cell in records.header or []]
+        names = [cell.strip() for cell in table.header or []]
         _reject_duplicates(names, DataError, f"the header of {path.name}")
-    body = pd.DataFrame(records.rows, columns=range(width), dtype=object)
+    body = table.frame.reindex(columns=range(width))
     body.columns = pd.Index(names)
     return body
 

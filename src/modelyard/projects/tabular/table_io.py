@@ -68,7 +68,7 @@ def read_prepared(directory: Path, part: str, schema: TableSchema) -> pd.DataFra
 
 def _map_text(frame: pd.DataFrame, function: Callable[[Any], Any]) -> None:
     """Apply ``function`` to every cell of the text (object) columns, in place."""
-    for name in frame.columns[frame.dtypes == object]:
+    for name in frame.select_dtypes(include="object").columns:
         frame[name] = frame[name].map(function).astype(object)
 
 
