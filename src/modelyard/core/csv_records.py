@@ -90,7 +90,6 @@ def _read_plain(
     for number, count in zip(numbers, counts, strict=True):
         if count > width:
             report.refuse("too_many_fields", number)
-    text_cells = {} if infer_types else {"dtype": str, "keep_default_na": False}
     frame = pd.read_csv(
         io.StringIO(text),
         sep=separator,
@@ -101,12 +100,11 @@ def _read_plain(
         on_bad_lines="skip",
         engine="c",
         quoting=csv.QUOTE_NONE,
-        **text_cells,
+        dtype=None if infer_types else str,
+        keep_default_na=infer_types,
     )
     if len(frame) != len(kept):
         raise DataError(f"internal: {len(frame)} rows parsed where {len(kept)} were counted")
-    if not infer_types:
-        frame = frame.astype(object).where(frame.notna(), None)
     return Table(names, frame, kept)
 
 

@@ -11,7 +11,7 @@ decides whether refused rows stop the run; any refusal is always logged as a war
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -39,10 +39,10 @@ class Refusal:
     count: int = 0
     first: list[int | str] = field(default_factory=list)
 
-    def add(self, where: int | str) -> None:
-        self.count += 1
-        if len(self.first) < EXAMPLES_KEPT:
-            self.first.append(where)
+    def add(self, count: int, places: Sequence[int | str]) -> None:
+        """Count ``count`` rows, keeping the first of ``places`` (where they were)."""
+        self.count += count
+        self.first.extend(places[: max(0, EXAMPLES_KEPT - len(self.first))])
 
 
 @dataclass
@@ -66,7 +66,12 @@ class RowReport:
 
     def refuse(self, reason: str, where: int | str) -> None:
         """Count one refused row (``where``: its line number, or its name)."""
-        self.refusals.setdefault(reason, Refusal()).add(where)
+        self.refuse_many(reason, 1, [where])
+
+    def refuse_many(self, reason: str, count: int, places: Sequence[int | str]) -> None:
+        """Count ``count`` refused rows; ``places`` lists where they were (at least the first)."""
+        if count:
+            self.refusals.setdefault(reason, Refusal()).add(count, places)
 
     def filter(self, rule: str, count: int) -> None:
         """Count ``count`` rows removed by the declared rule ``rule``."""

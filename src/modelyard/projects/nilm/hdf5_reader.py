@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import tables
 
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.row_accounting import EXAMPLES_KEPT, ReadLedger, RowReport
 from modelyard.projects.nilm.readers import AGGREGATE, snake_case
 
 logger = logging.getLogger(__name__)
@@ -307,15 +309,26 @@ def _resample_sums(values: pd.Series, rule: str) -> pd.DataFrame:
     return pd.DataFrame({"sum": resampled.sum(), "count": resampled.count()})
 
 
-def _read_meter(source: _Source, meter: _Meter, bounds: Bounds, rule: str) -> pd.Series:
+def _read_meter(
+    source: _Source, meter: _Meter, bounds: Bounds, rule: str, report: RowReport
+) -> pd.Series:
     """One meter's power as ``rule``-interval means, tz-aware UTC (or naive if stored naive).
 
     Chunks are reduced to sums and counts so that an interval split across two chunks still gets
     its exact mean; intervals with no reading are dropped rather than filled with NaN, because
-    UK-DALE has gaps of days that would otherwise become millions of empty rows.
+    UK-DALE has gaps of days that would otherwise become millions of empty rows. Readings that
+    are not finite (NaN, inf) are refused into ``report`` with their times: an inf would poison
+    its interval's mean.
     """
     where = _where(bounds, meter.stored_tz)
-    parts = [_resample_sums(chunk, rule) for chunk in _chunks(source, meter, where)]
+    parts = []
+    for chunk in _chunks(source, meter, where):
+        report.read += len(chunk)
+        finite = np.isfinite(chunk.to_numpy())
+        if not finite.all():
+            stamps = [str(stamp) for stamp in chunk.index[~finite][:EXAMPLES_KEPT]]
+            report.refuse_many("not_finite", int((~finite).sum()), stamps)
+        parts.append(_resample_sums(chunk[finite], rule))
     parts = [part for part in parts if not part.empty]
     if not parts:
         return pd.Series(dtype="float64")
@@ -391,6 +404,7 @@ def read_nilmtk_building(
     end: str | None = None,
     timezone: str | None = None,
     resample: str = "6s",
+    ledger: ReadLedger | None = None,
 ) -> pd.DataFrame:
     """Read one building of a NILMTK HDF5 file into a house frame.
 
@@ -404,6 +418,7 @@ def read_nilmtk_building(
     """
     rule = _check_resample(resample)
     zone = _check_timezone(timezone)
+    ledger = ledger if ledger is not None else ReadLedger()
     columns = _output_columns(appliances)
     with _open(path) as source:
         metadata = source.metadata(_building_key(source, building))
@@ -411,10 +426,11 @@ def read_nilmtk_building(
         probes = {m: _probe_meter(source, building, m) for ms in wiring.values() for m in ms}
         zone = zone or next((p.stored_tz for p in probes.values() if p.stored_tz), None)
         bounds = _parse_range(start, end, zone)
-        readings = {
-            m: _to_local(_read_meter(source, probe, bounds, rule), zone)
-            for m, probe in probes.items()
-        }
+        readings = {}
+        for m, probe in probes.items():
+            report = RowReport(source=f"{path.name}:{probe.key}", unit="readings")
+            readings[m] = _to_local(_read_meter(source, probe, bounds, rule, report), zone)
+            ledger.add(report)
     frame = pd.concat(
         {column: _sum_meters([readings[m] for m in wiring[column]]) for column in columns},
         axis=1,

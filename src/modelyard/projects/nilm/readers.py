@@ -90,17 +90,15 @@ def read_csv_file(path: Path, ledger: ReadLedger | None = None) -> pd.DataFrame:
     lines = pd.Series(table.line_numbers, dtype="int64")
     index = _parse_times(frame.pop(TIME_COLUMN), path)
     refused = index.isna().to_numpy()
-    for number in lines[refused]:
-        report.refuse("not_a_time", int(number))
+    report.refuse_many("not_a_time", int(refused.sum()), lines[refused].tolist())
     values = pd.DataFrame({name: _numbers(frame[name]) for name in frame.columns})
     bad = ~refused & _not_numbers(frame, values)
-    for number in lines[bad]:
-        report.refuse("not_a_number", int(number))
+    report.refuse_many("not_a_number", int(bad.sum()), lines[bad].tolist())
     keep = ~(refused | bad)
     ledger.add(report)
-    values = values.loc[keep].astype("float64")
-    values.index = pd.DatetimeIndex(index[keep], name="time")
-    return values
+    kept: pd.DataFrame = values.loc[keep].astype("float64")
+    kept.index = pd.DatetimeIndex(index[keep], name="time")
+    return kept
 
 
 _MISSING = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "<na>"})

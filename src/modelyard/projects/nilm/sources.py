@@ -7,24 +7,33 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.row_accounting import ReadLedger
 from modelyard.projects.nilm.readers import discover_houses, read_csv_house
 
 FORMATS = ("csv", "nilmtk_hdf5")
 
 
-def iter_raw_houses(source: Path, data_cfg: DictConfig) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Yield ``(house name, house frame)`` for every house found in ``source``."""
+def iter_raw_houses(
+    source: Path, data_cfg: DictConfig, ledger: ReadLedger | None = None
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Yield ``(house name, house frame)`` for every house found in ``source``.
+
+    Every file's (or meter's) row report goes to ``ledger``, which applies the refusal policy.
+    """
     layout = str(data_cfg.format)
+    ledger = ledger if ledger is not None else ReadLedger()
     if layout == "csv":
         for name, directory in discover_houses(source).items():
-            yield name, read_csv_house(directory)
+            yield name, read_csv_house(directory, ledger)
     elif layout == "nilmtk_hdf5":
-        yield from _iter_hdf5_houses(source, data_cfg)
+        yield from _iter_hdf5_houses(source, data_cfg, ledger)
     else:
         raise ConfigError(f"project.data.format must be one of {FORMATS}, got {layout!r}")
 
 
-def _iter_hdf5_houses(source: Path, data_cfg: DictConfig) -> Iterator[tuple[str, pd.DataFrame]]:
+def _iter_hdf5_houses(
+    source: Path, data_cfg: DictConfig, ledger: ReadLedger
+) -> Iterator[tuple[str, pd.DataFrame]]:
     from modelyard.projects.nilm.hdf5_reader import read_nilmtk_building
 
     hdf5 = data_cfg.hdf5
@@ -39,5 +48,6 @@ def _iter_hdf5_houses(source: Path, data_cfg: DictConfig) -> Iterator[tuple[str,
             list(data_cfg.appliances),
             meters=meters,
             resample=str(hdf5.get("resample", "6s")),
+            ledger=ledger,
         )
         yield str(name), frame

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError
+from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.nilm.augmentation import ActivationRule, activation_rules
 from modelyard.projects.nilm.datamodule import NilmDataModule
@@ -43,9 +44,12 @@ class NilmTask(Task):
         check_house_split(list(self.data.train_houses), list(self.data.test_houses))
 
     # -- data ---------------------------------------------------------------------------------
-    def _prepare_frames(self, source: Path) -> list[tuple[PreparedHouse, dict[str, Any]]]:
+    def _prepare_frames(
+        self, source: Path
+    ) -> tuple[list[tuple[PreparedHouse, dict[str, Any]]], ReadLedger]:
         prepared = []
-        for name, frame in iter_raw_houses(source, self.data):
+        ledger = ReadLedger(RefusalPolicy.from_config(self.data))
+        for name, frame in iter_raw_houses(source, self.data, ledger):
             house, report = prepare_house(
                 name,
                 frame,
@@ -59,11 +63,12 @@ class NilmTask(Task):
                 "end": str(np.datetime64(int(house.times[-1]), "ns")),
             }
             prepared.append((house, summary))
-        return prepared
+        return prepared, ledger
 
     def prepare(self, source: Path, output: Path) -> dict[str, Any]:
         summaries = {}
-        for house, summary in self._prepare_frames(source):
+        houses, ledger = self._prepare_frames(source)
+        for house, summary in houses:
             save_house(house, output)
             summaries[house.name] = summary
         result = {
@@ -71,6 +76,7 @@ class NilmTask(Task):
             "interval_s": int(self.data.interval_s),
             "appliances": self.appliances,
             "houses": summaries,
+            "reading": ledger.to_json(),
         }
         (output / SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
         return result
@@ -232,7 +238,7 @@ class NilmTask(Task):
         if source is None:
             prepared = Path(self.cfg.paths.prepared)
             return [load_house(prepared / f"{name}.npz") for name in self.data.test_houses]
-        return [house for house, _ in self._prepare_frames(source)]
+        return [house for house, _ in self._prepare_frames(source)[0]]
 
     def evaluate(
         self,

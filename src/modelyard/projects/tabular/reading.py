@@ -68,7 +68,7 @@ def read_table(
 
 
 def _read_records(spec: ReadSpec, path: Path, max_field_length: int) -> tuple[Table, RowReport]:
-    """Every record as text (None where a short line lacks a cell), with the line report."""
+    """Every record as text (missing where a short line lacks a cell), with the line report."""
     _check_readable(path, _codec_name(spec.encoding))
     try:
         text = path.read_text(encoding=spec.encoding)
