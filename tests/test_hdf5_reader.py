@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.projects.nilm import hdf5_reader
 from modelyard.projects.nilm.hdf5_reader import list_buildings, read_nilmtk_building
 
@@ -341,3 +342,39 @@ def test_bad_arguments(h5_path: Path, kwargs: dict[str, Any], message: str) -> N
 
 def test_list_buildings(h5_path: Path) -> None:
     assert list_buildings(h5_path) == [1, 2, 3]
+
+
+# --- row accounting ---------------------------------------------------------------------------
+
+
+def test_every_meter_reports_its_readings_and_non_finite_ones_are_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "holes.h5"
+    active = (100 + np.arange(60)).astype("float64")
+    active[[5, 6]] = np.nan
+    active[7] = np.inf  # on main this made its interval's mean inf
+    with pd.HDFStore(path, mode="w") as store:
+        frame = _meter_frame(B1_START_UTC, 60, "1s", {ACTIVE: active})
+        store.put("/building1/elec/meter1", frame, format="table")
+        _set_metadata(store, "/building1", {"elec_meters": {1: {"site_meter": True}}})
+    ledger = ReadLedger(RefusalPolicy(max_refused_fraction=0.1))
+
+    house = read_nilmtk_building(path, 1, [], ledger=ledger)
+
+    assert np.isfinite(house["aggregate"]).all()
+    assert house["aggregate"].iloc[:2].tolist() == [102.0, 109.5]  # 5, 6 and 7 left out
+    report = ledger.to_json()["holes.h5:/building1/elec/meter1"]
+    assert (report["unit"], report["read"], report["kept"], report["refused"]) == (
+        "readings",
+        60,
+        57,
+        3,
+    )
+    assert report["refused_by_reason"]["not_finite"]["first"] == [
+        "2014-07-01 12:00:05+01:00",
+        "2014-07-01 12:00:06+01:00",
+        "2014-07-01 12:00:07+01:00",
+    ]
+    with pytest.raises(DataError, match=r"3 of 60 readings refused \(5.000%\): not_finite 3"):
+        read_nilmtk_building(path, 1, [])

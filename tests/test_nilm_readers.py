@@ -9,7 +9,13 @@ import pytest
 
 from conftest import shared_datasets_root
 from modelyard.core.errors import DataError
-from modelyard.projects.nilm.readers import discover_houses, read_csv_house, snake_case
+from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
+from modelyard.projects.nilm.readers import (
+    DUPLICATE_RULE,
+    discover_houses,
+    read_csv_house,
+    snake_case,
+)
 from nilm_fixtures import CSV_HEADER, write_gzip_csv
 
 COLUMNS = ["aggregate", "kettle", "dishwasher", "washing_machine", "microwave"]
@@ -241,3 +247,78 @@ def test_read_real_ukdale_house2() -> None:
     aggregate = frame["aggregate"].to_numpy()
     assert not np.isnan(aggregate).any()
     assert (aggregate >= 0).all()
+
+
+# --------------------------------------------------------------------------- row accounting
+
+
+def _minutes(count: int) -> list[str]:
+    times = pd.date_range("2014-01-01", periods=count, freq="60s")
+    return [_row(str(time), 100 + m, 0, 0, 0, 0) for m, time in enumerate(times)]
+
+
+def test_an_unclosed_quote_costs_one_row_not_the_rest_of_the_file(tmp_path: Path) -> None:
+    # pandas' C parser makes everything after line 12's quote one field (no line survives).
+    rows = _minutes(2_000)
+    rows[10] = '"' + rows[10]
+    write_gzip_csv(tmp_path / "house_1" / "2014-01.csv.gz", rows)
+    ledger = ReadLedger(RefusalPolicy(max_refused_fraction=0.01))
+
+    frame = read_csv_house(tmp_path / "house_1", ledger)
+
+    assert len(frame) == 1_999
+    report = ledger.to_json()["house_1/2014-01.csv.gz"]
+    assert report["refused_by_reason"] == {"unclosed_quote": {"count": 1, "first": [12]}}
+    assert (report["lines"], report["read"], report["kept"]) == (2_001, 2_000, 1_999)
+
+
+def test_a_bad_reading_refuses_its_row_and_warns_under_the_threshold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = _minutes(2_000)
+    rows[99] = rows[99].replace(",0.0,", ",lots,", 1)
+    rows[199] = "yesterday" + rows[199][19:]
+    write_gzip_csv(tmp_path / "house_1" / "2014-01.csv.gz", rows)
+    ledger = ReadLedger(RefusalPolicy(max_refused_fraction=0.01))
+
+    with caplog.at_level("WARNING"):
+        frame = read_csv_house(tmp_path / "house_1", ledger)
+
+    assert len(frame) == 1_998
+    refused = ledger.to_json()["house_1/2014-01.csv.gz"]["refused_by_reason"]
+    assert refused == {
+        "not_a_number": {"count": 1, "first": [101]},
+        "not_a_time": {"count": 1, "first": [201]},
+    }
+    assert "REFUSED ROWS house_1/2014-01.csv.gz: 2 of 2000 rows refused" in caplog.text
+
+
+def test_repeated_times_are_counted_as_filtered_in_their_file(tmp_path: Path) -> None:
+    house = tmp_path / "house_1"
+    write_gzip_csv(house / "2014-01.csv.gz", _minutes(3))
+    write_gzip_csv(
+        house / "2014-02.csv.gz", [*_minutes(2), _row("2014-01-01 00:03:00", 1, 0, 0, 0, 0)]
+    )
+    ledger = ReadLedger()
+
+    frame = read_csv_house(house, ledger)
+
+    assert len(frame) == 4
+    reports = ledger.to_json()
+    assert reports["house_1/2014-01.csv.gz"]["filtered"] == 0
+    second = reports["house_1/2014-02.csv.gz"]
+    assert second["filtered_by_rule"] == {DUPLICATE_RULE: 2}
+    assert second["read"] == second["kept"] + second["filtered"] == 3
+
+
+@pytest.mark.skipif(
+    not (REAL_NILM / "refit_house2").is_dir(),
+    reason=f"real NILM data not present at {REAL_NILM / 'refit_house2'}",
+)
+def test_every_line_of_the_real_files_is_accounted_for() -> None:
+    ledger = ReadLedger()
+    for house in ("ukdale_house2", "refit_house2"):
+        read_csv_house(REAL_NILM / house, ledger)
+    for name, report in ledger.to_json().items():
+        assert report["refused"] == 0, name
+        assert report["read"] == report["lines"] - 1 == report["kept"], name

@@ -70,6 +70,8 @@ def test_prepare_reads_the_nilmtk_hdf5_layout_by_config(tmp_path: Path) -> None:
     assert house.aggregate[0] == pytest.approx(300.0)
     on_disk = json.loads((Path(cfg.paths.prepared) / "prepare.json").read_text())
     assert on_disk["houses"]["house_a"]["intervals"] == 120
+    meters = {name: report["read"] for name, report in on_disk["reading"].items()}
+    assert meters == {f"mini.h5:/building1/elec/meter{m}": 1200 for m in (1, 8, 12)}
 
 
 def write_csv_house(directory: Path, minutes: int, gap: slice) -> None:
@@ -106,6 +108,38 @@ def test_prepare_csv_marks_a_long_gap_and_fills_a_short_one(tmp_path: Path) -> N
     assert summary["houses"]["house_c"]["filled"] == 2 * 5  # 2 readings x 5 series
     b = load_house(Path(cfg.paths.prepared) / "house_b.npz")
     assert not b.valid[100:110].any() and b.valid[:100].all() and b.valid[110:].all()
+
+
+def test_nilm_prepare_reports_the_rows_of_every_file_and_meter(tmp_path: Path) -> None:
+    source = tmp_path / "raw"
+    write_csv_house(source / "house_b", 300, slice(100, 110))
+    write_csv_house(source / "house_c", 300, slice(0, 0))
+    cfg = load_config(
+        [
+            f"paths.workdir={tmp_path / 'work'}",
+            "project.data.train_houses=[house_b]",
+            "project.data.test_houses=[house_c]",
+        ]
+    )
+
+    reading = prepare.run(cfg, source=source)["reading"]
+
+    assert set(reading) == {"house_b/2014-01.csv.gz", "house_c/2014-01.csv.gz"}
+    assert reading["house_b/2014-01.csv.gz"] | {"refused_by_reason": {}} == {
+        "unit": "rows",
+        "lines": 291,
+        "header_lines": 1,
+        "blank_lines": 0,
+        "read": 290,
+        "kept": 290,
+        "filtered": 0,
+        "refused": 0,
+        "refused_fraction": 0.0,
+        "filtered_by_rule": {},
+        "refused_by_reason": {},
+    }
+    on_disk = json.loads((Path(cfg.paths.prepared) / "prepare.json").read_text())
+    assert on_disk["reading"] == reading
 
 
 def test_prepare_errors_are_clear(tmp_path: Path) -> None:
