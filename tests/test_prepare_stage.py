@@ -1,13 +1,16 @@
 """The prepare stage driven by configuration alone, for both raw layouts."""
 
 import gzip
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import DictConfig
+from PIL import Image
 
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError, DataError
@@ -242,3 +245,25 @@ def test_the_real_avm_file_passes_the_default_threshold(
     assert reading["read"] == reading["kept"] + reading["filtered"] + reading["refused"] == 32_818
     assert reading["kept"] == sum(summary["rows"].values())
     assert reading["filtered_by_rule"]["outlier rule on price_per_m2 (training rows)"] > 0
+
+
+def test_image_prepare_reports_every_file_of_the_archive(tmp_path: Path) -> None:
+    source = tmp_path / "raw"
+    source.mkdir()
+    with zipfile.ZipFile(source / "eurosat_rgb.zip", "w") as archive:
+        for kind, colour in (("Forest", (0, 120, 0)), ("River", (0, 0, 200))):
+            for i in range(10):
+                image = io.BytesIO()
+                Image.new("RGB", (8, 8), colour).save(image, "PNG")
+                archive.writestr(f"Top/{kind}/{i}.png", image.getvalue())
+        archive.writestr("Top/River/notes.txt", b"about rivers")
+        archive.writestr("__MACOSX/Top/River/._0.png", b"fork")
+    cfg = load_config(
+        ["project=eurosat", f"paths.workdir={tmp_path / 'work'}", "project.data.image_size=8"]
+    )
+
+    summary = prepare.run(cfg, source=source)
+
+    report = summary["reading"]["eurosat_rgb.zip"]
+    assert (report["read"], report["kept"], report["filtered"], report["refused"]) == (22, 20, 2, 0)
+    assert sum(sum(part.values()) for part in summary["per_split_and_class"].values()) == 20

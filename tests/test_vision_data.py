@@ -17,6 +17,7 @@ from PIL import Image, features
 
 from conftest import shared_datasets_root
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.projects.vision.image_decoding import (
     ALLOWED_FORMATS,
     ImageError,
@@ -639,3 +640,42 @@ def test_channel_statistics_match_a_float_computation_without_copying() -> None:
     np.testing.assert_allclose(mean, scaled.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std[:2], scaled.std(axis=0)[:2], rtol=1e-9)
     assert mean[2] == pytest.approx(17 / 255) and std[2] == 1e-3
+
+
+# ------------------------------------------------------------------------------ file accounting
+
+
+def test_every_file_is_accounted_for_and_clutter_is_filtered_by_rule(
+    tmp_path: Path, dataset_files: dict[str, bytes]
+) -> None:
+    ledger = ReadLedger()
+    index_image_folder(write_zip(tmp_path / "data.zip", dataset_files), ledger)
+
+    report = ledger.to_json()["data.zip"]
+    assert report["unit"] == "files"
+    assert (report["read"], report["kept"], report["refused"]) == (15, 10, 0)
+    assert report["filtered_by_rule"] == {
+        "hidden or system file (.*, __MACOSX)": 4,
+        "not an image file (notes, metadata)": 1,
+    }
+
+
+def test_images_in_unsupported_formats_are_refused_by_name(
+    tmp_path: Path, dataset_files: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    # On main a .gif in a class folder was left out without a word.
+    gif = encode(Image.new("RGB", (4, 4), RED), "GIF")
+    files = {**dataset_files, "Top/cat/cat_9.gif": gif, "Top/eel/eel_9.webp": b"x"}
+    source = write_tree(tmp_path / "tree", files)
+
+    with pytest.raises(DataError, match=r"^tree: 2 of 15 files refused \(13.333%\)") as failure:
+        index_image_folder(source)
+    assert "unsupported_image_format 2 (files Top/cat/cat_9.gif, Top/eel/eel_9.webp)" in str(
+        failure.value
+    )
+
+    ledger = ReadLedger(RefusalPolicy(on_refused="warn"))
+    with caplog.at_level("WARNING"):
+        index = index_image_folder(source, ledger)
+    assert len(index.members) == 10
+    assert "REFUSED ROWS tree: 2 of 15 files refused" in caplog.text

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.row_accounting import ReadLedger, RowReport
 from modelyard.projects.vision.image_decoding import ImageError, decode_image, prepare_pixels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -52,8 +53,20 @@ class ImageIndex:
         return {name: int(count) for name, count in zip(self.classes, counts, strict=True)}
 
 
-def index_image_folder(source: Path) -> ImageIndex:
-    """List the images of a directory or zip and label each with its class folder."""
+HIDDEN_RULE = "hidden or system file (.*, __MACOSX)"
+OTHER_FILE_RULE = "not an image file (notes, metadata)"
+# Images in formats the pipeline does not read: a user who put them in a class folder meant them.
+UNSUPPORTED_IMAGE_EXTENSIONS = (".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".jp2")
+
+
+def index_image_folder(source: Path, ledger: ReadLedger | None = None) -> ImageIndex:
+    """List the images of a directory or zip and label each with its class folder.
+
+    Every file is accounted for in a :class:`RowReport` (unit ``files``) checked by ``ledger``:
+    hidden and system files and other non-image files (notes) are filtered by rule; an image in
+    a format the pipeline does not read (``.gif``, ``.webp``, ...) is refused as
+    ``unsupported_image_format`` with its name, never skipped silently.
+    """
     source = Path(source)
     if not source.exists():
         raise DataError(f"image source not found: {source}")
@@ -63,7 +76,21 @@ def index_image_folder(source: Path) -> ImageIndex:
         files, folders = _list_zip(source)
     else:
         raise DataError(f"image source {source} is neither a directory nor a zip file")
-    return _build_index(source, files, folders)
+    index = _build_index(source, files, folders)
+    ledger = ledger if ledger is not None else ReadLedger()
+    ledger.add(_file_report(source, files))
+    return index
+
+
+def _file_report(source: Path, files: list[str]) -> RowReport:
+    report = RowReport(source=source.name, unit="files", read=len(files))
+    visible = [path for path in files if _all_visible(path)]
+    report.filter(HIDDEN_RULE, len(files) - len(visible))
+    others = [path for path in visible if not _is_image(path)]
+    unsupported = sorted(p for p in others if p.lower().endswith(UNSUPPORTED_IMAGE_EXTENSIONS))
+    report.filter(OTHER_FILE_RULE, len(others) - len(unsupported))
+    report.refuse_many("unsupported_image_format", len(unsupported), unsupported)
+    return report
 
 
 def _list_directory(root: Path) -> tuple[list[str], list[str]]:
@@ -94,9 +121,12 @@ def _visible_name(name: str) -> bool:
     return not name.startswith(".") and name not in _IGNORED_NAMES
 
 
+def _all_visible(path: str) -> bool:
+    return all(_visible_name(part) for part in PurePosixPath(path).parts)
+
+
 def _is_image(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return all(_visible_name(part) for part in parts) and path.lower().endswith(IMAGE_EXTENSIONS)
+    return _all_visible(path) and path.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _build_index(source: Path, files: list[str], folders: list[str]) -> ImageIndex:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.image_cache import (
@@ -20,6 +21,7 @@ from modelyard.projects.vision.image_cache import (
 )
 from modelyard.projects.vision.image_decoding import normalise
 from modelyard.projects.vision.image_folders import (
+    ImageIndex,
     cache_images,
     class_weights,
     index_image_folder,
@@ -47,8 +49,14 @@ class VisionTask(Task):
             else source
         )
 
+    def _index(self, source: Path, ledger: ReadLedger | None = None) -> ImageIndex:
+        """The image index, its files checked against ``project.data``'s refusal policy."""
+        ledger = ledger or ReadLedger(RefusalPolicy.from_config(self.data))
+        return index_image_folder(self._source(source), ledger)
+
     def prepare(self, source: Path, output: Path) -> dict[str, Any]:
-        index = index_image_folder(self._source(source))
+        ledger = ReadLedger(RefusalPolicy.from_config(self.data))
+        index = self._index(source, ledger)
         split = self.data.split
         parts = stratified_split(
             index.labels, float(split.test_fraction), float(split.val_fraction), int(split.seed)
@@ -70,6 +78,7 @@ class VisionTask(Task):
             "image_size": self.size,
             "per_split_and_class": counts,
             "class_weights": dict(zip(index.classes, weights, strict=True)),
+            "reading": ledger.to_json(),
         }
         (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
@@ -150,14 +159,14 @@ class VisionTask(Task):
         }
 
     def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        index = index_image_folder(self._source(Path(self.cfg.paths.raw)))
+        index = self._index(Path(self.cfg.paths.raw))
         member = index.members[0]
         return {"files": {"file": (Path(member).name, read_member(index, member), "image/jpeg")}}
 
     def _evaluation_images(self, source: Path | None, classes: list[str]) -> tuple[Any, Any]:
         if source is None:
             return load_part(Path(self.cfg.paths.prepared), "test")
-        index = index_image_folder(self._source(source))
+        index = self._index(source)
         unknown = sorted(set(index.classes) - set(classes))
         if unknown:
             raise DataError(f"{source} has classes the model does not know: {unknown}")
