@@ -11,7 +11,6 @@ from conftest import shared_datasets_root
 from modelyard.core.errors import DataError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.projects.nilm.readers import (
-    DUPLICATE_RULE,
     discover_houses,
     read_csv_house,
     snake_case,
@@ -307,7 +306,7 @@ def test_repeated_times_are_counted_as_filtered_in_their_file(tmp_path: Path) ->
     reports = ledger.to_json()
     assert reports["house_1/2014-01.csv.gz"]["filtered"] == 0
     second = reports["house_1/2014-02.csv.gz"]
-    assert second["filtered_by_rule"] == {DUPLICATE_RULE: 2}
+    assert second["filtered_by_rule"] == {"repeated time (first reading kept)": 2}
     assert second["read"] == second["kept"] + second["filtered"] == 3
 
 

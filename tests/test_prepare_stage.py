@@ -231,7 +231,7 @@ def test_on_refused_warn_goes_on_with_a_loud_warning(
 def test_bad_refusal_options_are_config_errors_naming_the_key(
     tmp_path: Path, override: str, key: str
 ) -> None:
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(ConfigError, match=f"{key} must be"):
         prepare.run(avm_config(tmp_path, override), tmp_path)
 
 

@@ -185,11 +185,3 @@ class ReadLedger:
 
     def to_json(self) -> dict[str, dict[str, Any]]:
         return {source: report.to_json() for source, report in self.reports.items()}
-
-    def summary_lines(self) -> list[str]:
-        """One line per source: read, kept, filtered, refused (what ``data prepare`` prints)."""
-        return [
-            f"{source}: {r.read} {r.unit} read, {r.kept} kept, {sum(r.filtered.values())} "
-            f"filtered, {r.refused} refused" + (f" ({r.describe_refusals()})" if r.refused else "")
-            for source, r in self.reports.items()
-        ]
