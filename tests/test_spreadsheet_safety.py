@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from bundle_factory import make_nilm_bundle
-from modelyard.core.spreadsheet import spreadsheet_original, spreadsheet_safe
+from modelyard.core.spreadsheet import (
+    SpreadsheetSafeWriter,
+    spreadsheet_original,
+    spreadsheet_safe,
+)
 from modelyard.projects.nilm.serving import NilmServing
 from modelyard.serving.runtime import OnnxModel
 
@@ -72,3 +76,14 @@ def test_nilm_predict_file_neutralises_the_copied_time_column(tmp_path: Path) ->
     assert rows[5][0] == "'@SUM(A1)"
     assert rows[1][0] == times[0]
     assert rows[6][1] == "-3.500"  # a negative number stays a number
+
+
+def test_the_writer_checks_every_cell_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "out.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = SpreadsheetSafeWriter(handle)
+        writer.writerow(["=header", "n"])
+        writer.writerow([ValueError("=1+1"), -3.5, None, 7, "+x"])
+
+    rows = assert_no_formula(path)
+    assert rows == [["'=header", "n"], ["'=1+1", "-3.5", "", "7", "'+x"]]

@@ -49,10 +49,20 @@ class _Writer(Protocol):
 
 
 class SpreadsheetSafeWriter:
-    """A ``csv.writer`` whose every cell (header included) goes through :func:`spreadsheet_safe`."""
+    """A ``csv.writer`` whose every cell (header included) goes through :func:`spreadsheet_safe`.
+
+    Cells that are neither text, numbers nor None (an exception as an error message) are written
+    as their text, so they are checked as text too.
+    """
 
     def __init__(self, handle: Any) -> None:
         self._writer: _Writer = csv.writer(handle)
 
     def writerow(self, row: Iterable[Any]) -> None:
-        self._writer.writerow([spreadsheet_safe(cell) for cell in row])
+        self._writer.writerow([_safe_cell(cell) for cell in row])
+
+
+def _safe_cell(cell: Any) -> Any:
+    if cell is None or isinstance(cell, int | float):
+        return cell
+    return spreadsheet_safe(str(cell))
