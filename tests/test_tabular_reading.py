@@ -211,6 +211,15 @@ def test_an_oversized_field_is_refused_with_its_line_number(tmp_path: Path, quot
     assert report.to_json()["refused_by_reason"] == {"field_too_long": {"count": 1, "first": [3]}}
 
 
+def test_a_quoted_field_up_to_the_configured_length_is_kept(tmp_path: Path) -> None:
+    big = "y" * 200_000  # over the csv module's default limit of 131,072 characters
+    text = f'a,b\n1,"{big}"\n'
+
+    frame, report = read_table(ReadSpec(file="t.csv"), write(tmp_path, text, "t.csv"), 300_000)
+
+    assert frame["b"].tolist() == [big] and report.refused == 0
+
+
 def test_bad_quoting_and_blank_lines_are_accounted(tmp_path: Path) -> None:
     text = 'a,b\n\n1,"x"y\n2,z\n\n'
 
