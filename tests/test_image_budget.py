@@ -1,13 +1,11 @@
 """The decode budget: its arithmetic per image mode, refusals from the header alone, reduced-size
 JPEG decoding, and proof (by measuring a real decode's peak memory) that the estimate bounds it."""
 
-import io
 import json
 import subprocess
 import sys
 import time
 import zipfile
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,25 +24,9 @@ from modelyard.projects.vision.image_decoding import (
 from modelyard.projects.vision.image_folders import cache_images, index_image_folder
 from modelyard.projects.vision.serving import VisionServing
 from modelyard.serving.runtime import OnnxModel
-from vision_fixtures import flat_png, make_vision_bundle
+from vision_fixtures import encode, flat_png, make_vision_bundle, photo
 
 GENEROUS = ImageLimits(max_pixels=10**9, max_decoded_bytes=10**10)
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-@cache
-def photo(width: int, height: int, progressive: bool = False) -> bytes:
-    """A smooth JPEG photo stand-in (gradients compress like real photos, noise would not)."""
-    y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=-1)
-    return encode(
-        Image.fromarray(pixels.astype(np.uint8)), "JPEG", quality=85, progressive=progressive
-    )
 
 
 def rotated_jpeg() -> bytes:

@@ -31,16 +31,10 @@ from modelyard.projects.vision.image_folders import (
     read_member,
     stratified_split,
 )
-from vision_fixtures import bilevel_png
+from vision_fixtures import bilevel_png, encode
 
 REAL_IMAGES = shared_datasets_root() / "images"
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 40), (30, 40, 230)
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def pixel(image: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:

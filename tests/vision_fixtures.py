@@ -1,6 +1,7 @@
 """Vision test material without training: a tiny real ONNX classifier as a bundle, and image files
 built byte by byte (sizes and bit depths that Pillow cannot write, bombs that compress to KB)."""
 
+import io
 import struct
 import zlib
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from modelyard.core.bundle import Bundle, TensorSpec, write_bundle
 
@@ -101,3 +103,19 @@ def flat_png(
 def bilevel_png(width: int, height: int, with_pixels: bool = True) -> bytes:
     """An all-black 1-bit PNG: the classic decompression bomb (gigapixels in kilobytes)."""
     return flat_png(width, height, 1, 0, with_pixels)
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@cache
+def photo(width: int, height: int, progressive: bool = False) -> bytes:
+    """A smooth JPEG photo stand-in (gradients compress like real photos, noise would not)."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=-1)
+    return encode(
+        Image.fromarray(pixels.astype(np.uint8)), "JPEG", quality=85, progressive=progressive
+    )

@@ -31,16 +31,13 @@ from modelyard.projects.vision.image_decoding import (
     normalise,
     open_image,
     opened_pixels,
-    release_freed_memory,
+    return_large_blocks_to_the_os,
 )
 from modelyard.projects.vision.metrics import softmax, top_k
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.context import PredictionEvent, record_prediction
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# Decodes needing more than this give their freed memory back to the OS afterwards (a trim costs
-# about a millisecond; small images do not need it).
-RELEASE_AFTER_BYTES = 16 * 1024 * 1024
 
 
 class ClassProbability(BaseModel):
@@ -76,6 +73,7 @@ class VisionServing(ServingAdapter):
         self.max_concurrent_decodes = positive_setting(self.settings, "max_concurrent_decodes", 2)
         self.max_decode_wait_s = float(self.settings.get("max_decode_wait_s", 10.0))
         self._decode_slots = asyncio.Semaphore(self.max_concurrent_decodes)
+        return_large_blocks_to_the_os()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -99,11 +97,7 @@ class VisionServing(ServingAdapter):
 
         The pixels are :func:`.image_decoding.image_pixels`'s, step for step (training's cache).
         """
-        try:
-            pixels = opened_pixels(opened, self.size)
-        finally:
-            if opened.cost.total_bytes >= RELEASE_AFTER_BYTES:
-                release_freed_memory()
+        pixels = opened_pixels(opened, self.size)
         batch = normalise(pixels, self.mean, self.std)[None]
         width, height = opened.original_size
         features = {
