@@ -204,7 +204,7 @@ def open_image(
         check_image_size(size)
     if not data:
         raise ImageError("empty data (0 bytes)")
-    image = _open(data)
+    image = _open(data, limits)
     _check_format(image)
     original_size = image.size
     _check_pixel_count(image, limits)
@@ -222,10 +222,8 @@ def open_image(
 def finish_decode(opened: OpenedImage) -> Image.Image:
     """Decode the pixels of a checked header, turn them upright and convert them to RGB."""
     image = opened.image
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        _load(image)
-        _apply_orientation(image)
+    _load(image)
+    _apply_orientation(image)
     return to_rgb(image)
 
 
@@ -297,23 +295,29 @@ def _orientation(image: Image.Image) -> int:
         return _UPRIGHT
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
     """Read the header only (Pillow opens lazily); identify the format and the size.
 
     JPEG and PNG are opened with their plugins directly, which skips Pillow's process-wide bomb
     check: the project's own limits are checked next, and they are the ones a refusal names.
+    (Only a multi-picture JPEG still meets Pillow's check, which is then reported with the
+    project's limit too. Its warning is silenced while the header is read: the warning filter
+    is process-global while set, and concurrent calls at worst leave that one filter in place.)
     """
     stream = io.BytesIO(data)
     try:
-        if data.startswith(_PNG_SIGNATURE):
-            return PngImagePlugin.PngImageFile(stream)
-        if data.startswith(_JPEG_SIGNATURE):
-            return JpegImagePlugin.jpeg_factory(stream)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if data.startswith(_PNG_SIGNATURE):
+                return PngImagePlugin.PngImageFile(stream)
+            if data.startswith(_JPEG_SIGNATURE):
+                return JpegImagePlugin.jpeg_factory(stream)
             return Image.open(stream)
     except Image.DecompressionBombError:
-        raise ImageError(f"unsupported format (accepted: {', '.join(ALLOWED_FORMATS)})") from None
+        raise ImageError(
+            f"decompression bomb: more pixels than the limit of {limits.max_pixels:,} "
+            f"(max_pixels of {limits.owner})"
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(
             f"not an image ({len(data)} bytes in no recognised image format; "

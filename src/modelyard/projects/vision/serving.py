@@ -72,6 +72,11 @@ class VisionServing(ServingAdapter):
         )
         self.max_concurrent_decodes = positive_setting(self.settings, "max_concurrent_decodes", 2)
         self.max_decode_wait_s = float(self.settings.get("max_decode_wait_s", 10.0))
+        if not 0 <= self.max_decode_wait_s < float("inf"):
+            raise ConfigError(
+                f"serving setting max_decode_wait_s must be seconds >= 0, "
+                f"got {self.settings.get('max_decode_wait_s')!r}"
+            )
         self._decode_slots = asyncio.Semaphore(self.max_concurrent_decodes)
         return_large_blocks_to_the_os()
 
@@ -116,11 +121,14 @@ class VisionServing(ServingAdapter):
     async def decode_async(self, data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         """:meth:`decode` off the event loop, with at most ``max_concurrent_decodes`` at once.
 
-        The header check runs before waiting for a slot, so refusals never queue.
+        The header check runs before waiting for a slot, so refusals never queue. A slot is
+        given back when the decode thread finishes, not when the request gives up (504 or a
+        client gone): a thread cannot be stopped, and its memory counts until it ends.
         """
         opened = await run_in_threadpool(self.open, data)
         try:
-            await asyncio.wait_for(self._decode_slots.acquire(), self.max_decode_wait_s)
+            async with asyncio.timeout(self.max_decode_wait_s):
+                await self._decode_slots.acquire()
         except TimeoutError:
             raise HTTPException(
                 503,
@@ -128,10 +136,14 @@ class VisionServing(ServingAdapter):
                 "retry shortly",
                 headers={"Retry-After": "1"},
             ) from None
-        try:
-            return await run_in_threadpool(self.decode_opened, opened, data)
-        finally:
-            self._decode_slots.release()
+        decoding = asyncio.ensure_future(run_in_threadpool(self.decode_opened, opened, data))
+        decoding.add_done_callback(self._free_decode_slot)
+        return await asyncio.shield(decoding)
+
+    def _free_decode_slot(self, decoding: "asyncio.Future[Any]") -> None:
+        self._decode_slots.release()
+        if not decoding.cancelled():
+            decoding.exception()  # retrieved: nobody awaits it once its request has given up
 
     def top_classes(self, scores: np.ndarray) -> list[dict[str, Any]]:
         probabilities = softmax(scores)
