@@ -44,6 +44,19 @@ class Server:
         Path(f"/proc/{self.pid}/clear_refs").write_text("5")
         return self.memory("VmRSS")
 
+    def wait_for_growth(self, idle: int, timeout_s: float = 10.0) -> None:
+        deadline = time.perf_counter() + timeout_s
+        while self.memory("VmRSS") < idle + 50 * 1024 * 1024:
+            assert time.perf_counter() < deadline, "no decode started"
+            time.sleep(0.01)
+
+    def settle(self, idle: int, timeout_s: float = 10.0) -> None:
+        """Wait until resident memory is back near ``idle``: abandoned decodes have ended."""
+        deadline = time.perf_counter() + timeout_s
+        while self.memory("VmRSS") > idle + 20 * 1024 * 1024:
+            assert time.perf_counter() < deadline, "memory did not return to idle"
+            time.sleep(0.05)
+
     def upload(self, data: bytes, name: str = "image") -> tuple[httpx.Response, float]:
         started = time.perf_counter()
         response = httpx.post(
@@ -171,9 +184,7 @@ def test_memory_of_accepted_large_decodes_is_given_back(tmp_path: Path) -> None:
         idle = server.memory("VmRSS")
         answers, _ = in_parallel(server, [data] * PARALLEL)
         assert [response.status_code for response, _ in answers] == [200] * PARALLEL
-        time.sleep(0.2)
-        left = server.memory("VmRSS") - idle
-        assert left < 20 * 1024 * 1024, f"{left / 2**20:.0f} MB stayed resident"
+        server.settle(idle, timeout_s=2.0)  # within 20 MB of idle
 
 
 def test_info_shows_the_projects_image_limits(server: Server) -> None:
@@ -207,3 +218,37 @@ def test_a_screenshot_sized_png_is_accepted(server: Server) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
     response, _ = server.upload(encode(Image.fromarray(pixels), "PNG", compress_level=1))
     assert response.status_code == 200, response.text[:300]
+
+
+def test_a_request_that_times_out_keeps_its_decode_slot_until_the_decode_ends(
+    tmp_path: Path,
+) -> None:
+    """One decode at a time, 0.1 s request timeout, 4000 x 4000 16-bit RGBA PNGs (about 1 s and
+    190 MB to decode) sent 0.25 s apart: each request gets 504, but its thread decodes on, so
+    the next may not start another decode beside it; the peak stays that of one decode."""
+    serving: dict[str, Any] = {"max_decoded_bytes": 300_000_000, "max_concurrent_decodes": 1}
+    bundle = make_vision_bundle(tmp_path / "bundle", serving=serving)
+    port = free_port()
+    arguments = ["--prediction-log", "none", "--request-timeout", "0.1"]
+    with running_server(bundle.path, port, arguments, env={"MODELYARD_HOME": str(tmp_path)}):
+        server = Server(f"http://127.0.0.1:{port}", process_listening_on(port))
+        data = flat_png(4000, 4000, 16, 6)
+        idle = server.reset_peak()
+        assert server.upload(data)[0].status_code == 504
+        server.wait_for_growth(idle)  # the abandoned decode is under way
+        server.settle(idle)  # and has finished
+        one_decode = server.memory() - idle
+        assert one_decode > 100 * 1024 * 1024
+        idle = server.reset_peak()
+
+        def late_upload(delay: float) -> int:
+            time.sleep(delay)
+            return server.upload(data)[0].status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(late_upload, [0.0, 0.25, 0.5, 0.75]))
+        server.settle(idle)
+        growth = server.memory() - idle
+    assert statuses == [504] * 4
+    megabytes = f"{growth / 2**20:.0f} MB; one decode: {one_decode / 2**20:.0f} MB"
+    assert growth < 1.5 * one_decode, megabytes
