@@ -14,20 +14,25 @@ Memory is budgeted before any pixel is decoded (:func:`open_image`), from the he
 
 * ``max_pixels`` bounds the size the header claims (a 1-bit PNG of 20000 x 20000 is 50 KB);
 * ``max_decoded_bytes`` bounds what decoding will hold: width x height x channels x bytes per
-  sample (16-bit PNG samples count 2 bytes) plus the full-size 8-bit images the conversion to RGB
-  allocates (Pillow keeps RGB and RGBA at 4 bytes a pixel: 0 for RGB, 1 for grey, palette and
-  CMYK, 2 for RGBA and 16-bit grey, 3 for other transparent images, 1 more for an EXIF rotation)
-  plus, for progressive JPEGs, libjpeg's whole-image coefficient buffer (2 bytes a sample).
+  sample (16-bit PNG samples count 2 bytes; at least what Pillow stores, which pads any
+  multi-channel pixel to 4 bytes), plus the full-size 8-bit images the conversion to RGB
+  allocates at 4 bytes a pixel (none for RGB, 1 for grey, palette and CMYK, 2 for RGBA and
+  16-bit grey, 3 for other transparent images, 1 more for an EXIF rotation), plus, for
+  progressive JPEGs, libjpeg's whole-image coefficient buffer (2 bytes a sample). Measured peaks
+  of real decodes lie between half the estimate and the estimate (``tests/test_image_budget.py``).
 
 Pillow's own decompression-bomb check (a process-wide 89/179 Mpx) is bypassed by opening JPEG and
 PNG with their plugins directly: the limits that apply, and that errors name, are the project's.
 
 JPEGs are decoded at reduced size when the model's input is much smaller: ``draft`` makes
-libjpeg scale the DCT by 1/2, 1/4 or 1/8, choosing the largest reduction that keeps both sides at
-least twice the input side, then the usual bilinear resize runs. That costs a 12-Mpx photo 0.6 MB
-instead of 48 MB, and changes pixels only for JPEGs at least four times the input side. PNG has no
-such decoder option (``reduce`` works on the fully decoded image and saves no memory), so the byte
-budget is what protects against large PNGs.
+libjpeg scale the DCT by 1/2, 1/4 or 1/8, choosing the largest reduction that keeps both sides
+at least twice the input side, then the usual bilinear resize runs. That costs a 12-Mpx photo
+0.75 MB instead of 48 MB (and 20 ms instead of 150), and changes pixels only for JPEGs at least
+four times the input side (none of the EuroSAT or PlantVillage files). Twice, not once: the
+bilinear resize then still averages several decoded pixels into each input pixel, so the
+result stays within a few levels of resizing the full decode. PNG has no such decoder option
+(``reduce`` works on the fully decoded image and saves no memory), so the byte budget is what
+protects against large PNGs.
 """
 
 import ctypes
@@ -56,9 +61,9 @@ from modelyard.core.errors import ConfigError, DataError
 
 ALLOWED_FORMATS = ("JPEG", "PNG")
 DEFAULT_MAX_PIXELS = 40_000_000
-# Twice what the largest real input needs, and small enough that the default two concurrent
-# decodes stay within 200 MB a worker: a 12-Mpx RGB PNG (36 MB) and any phone JPEG decoded at
-# reduced size fit; EuroSAT (64 x 64) and PlantVillage (256 x 256) images need 12 KB and 192 KB.
+# Small enough that the default two concurrent decodes stay within 200 MB a worker, large enough
+# for far more than the data needs: EuroSAT (64 x 64) and PlantVillage (256 x 256) images need
+# 16 KB and 256 KB, a 12-Mpx RGB PNG 48 MB, a 12-Mpx phone JPEG decoded at reduced size 0.75 MB.
 DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
 RESAMPLING = Image.Resampling.BILINEAR
 # A JPEG is decoded at no less than this many times the model's input side (see the module text).
