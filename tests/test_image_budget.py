@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from modelyard.core.bundle import load_bundle
+from modelyard.core.errors import ConfigError
 from modelyard.projects.vision.image_decoding import (
     ImageError,
     ImageLimits,
@@ -215,3 +216,19 @@ def test_serving_computes_the_pixels_training_cached_large_jpegs_included(
         np.testing.assert_allclose(batch[0], np.moveaxis(expected, -1, 0), atol=1e-6)
         if member == "a/photo.jpg":
             assert (features["width"], features["height"]) == (4000, 3000)  # as sent
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_concurrent_decodes": 0}, "max_concurrent_decodes must be a whole number >= 1"),
+        ({"max_decode_wait_s": -1}, "max_decode_wait_s must be seconds >= 0"),
+        ({"max_decoded_bytes": 0}, "max_decoded_bytes must be a positive whole number"),
+    ],
+)
+def test_bad_image_serving_settings_are_config_errors(
+    tmp_path: Path, settings: dict[str, int], message: str
+) -> None:
+    bundle = load_bundle(make_vision_bundle(tmp_path / "bundle").path)
+    with pytest.raises(ConfigError, match=message):
+        VisionServing(bundle, OnnxModel(bundle.model_path), settings)
