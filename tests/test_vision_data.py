@@ -3,12 +3,9 @@
 
 import io
 import pickle
-import struct
 import time
 import warnings
 import zipfile
-import zlib
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.projects.vision.image_decoding import (
     ALLOWED_FORMATS,
     ImageError,
+    ImageLimits,
     decode_image,
     normalise,
     prepare_pixels,
@@ -34,35 +32,10 @@ from modelyard.projects.vision.image_folders import (
     read_member,
     stratified_split,
 )
+from vision_fixtures import bilevel_png, encode
 
 REAL_IMAGES = shared_datasets_root() / "images"
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 40), (30, 40, 230)
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    body = kind + payload
-    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-
-@cache
-def bilevel_png(width: int, height: int, with_pixels: bool = True) -> bytes:
-    """An all-black 1-bit PNG of any size: gigapixels compress to kilobytes.
-
-    Without pixels it is only a header: decoding it would fail as truncated, so an error that
-    names the size instead proves that the size was checked before any decoding.
-    """
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then packed bits
-    packer = zlib.compressobj(9)
-    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    pixels = png_chunk(b"IDAT", idat) if with_pixels else b""
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + pixels + png_chunk(b"IEND", b"")
 
 
 def pixel(image: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
@@ -199,26 +172,33 @@ def test_decode_rejects_a_decompression_bomb_from_its_header_alone() -> None:
     assert time.perf_counter() - started < 0.25  # decoding would allocate and fill 49 MB
     with pytest.raises(ImageError, match="exceeds the limit of 40,000,000"):
         decode_image(bilevel_png(7_000, 7_000, with_pixels=False))
-    # the same header under a higher limit does get decoded, and fails for want of pixels
+    # the same header under higher limits does get decoded, and fails for want of pixels
+    higher = ImageLimits(max_pixels=50_000_000, max_decoded_bytes=10**9)
     with pytest.raises(ImageError, match="truncated or corrupt"):
-        decode_image(bilevel_png(7_000, 7_000, with_pixels=False), max_pixels=50_000_000)
+        decode_image(bilevel_png(7_000, 7_000, with_pixels=False), higher)
 
 
 def test_decode_pixel_limit_is_inclusive() -> None:
     data = encode(Image.new("RGB", (100, 100), RED), "PNG")
-    assert decode_image(data, max_pixels=10_000).size == (100, 100)
+    assert decode_image(data, ImageLimits(max_pixels=10_000)).size == (100, 100)
     with pytest.raises(ImageError, match="exceeds the limit of 9,999"):
-        decode_image(data, max_pixels=9_999)
+        decode_image(data, ImageLimits(max_pixels=9_999))
     with pytest.raises(ConfigError, match="max_pixels"):
-        decode_image(data, max_pixels=0)
+        ImageLimits(max_pixels=0)
 
 
 @pytest.mark.parametrize("side", [10_000, 20_000])
-def test_decode_turns_pillows_own_bomb_checks_into_image_errors(side: int) -> None:
-    """Above Pillow's limit it warns (10k x 10k) or raises (20k x 20k); both become ImageError."""
+def test_bombs_above_pillows_own_limit_are_refused_with_the_projects_limits(side: int) -> None:
+    """Pillow warns at 89 Mpx and raises at 179 Mpx with its process-wide limit; what applies,
+    and what the error names, are the limits given (here named as a project's)."""
     filters_before = list(warnings.filters)
-    with pytest.raises(ImageError, match="decompression bomb"):
-        decode_image(bilevel_png(side, side), max_pixels=10**12)
+    limits = ImageLimits(owner="project plants")
+    with pytest.raises(ImageError, match=r"limit of 40,000,000 \(max_pixels of project plants\)"):
+        decode_image(bilevel_png(side, side), limits)
+    generous = ImageLimits(max_pixels=10**12, owner="project plants")
+    with pytest.raises(ImageError, match=r"\(max_decoded_bytes of project plants\)") as raised:
+        decode_image(bilevel_png(side, side), generous)
+    assert "178,956,970" not in str(raised.value) and "89,478,485" not in str(raised.value)
     assert warnings.filters == filters_before
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
-from modelyard.projects.vision.image_decoding import decode_image, to_model_input
+from modelyard.projects.vision.image_decoding import image_pixels, normalise, to_model_input
 from modelyard.projects.vision.lightning_module import (
     TEST_TIME_VIEWS,
     ImageClassifier,
@@ -117,11 +117,13 @@ def test_evaluation_writes_scores_and_plots(built: tuple[object, Path, Bundle]) 
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("side", [32, 384])
 def test_upload_is_classified_like_offline_preprocessing(
-    client: TestClient, built: tuple[object, Path, Bundle]
+    client: TestClient, built: tuple[object, Path, Bundle], side: int
 ) -> None:
+    """Also for a JPEG far larger than the input (384: decoded at 1/4 by both paths)."""
     bundle = built[2]
-    image = picture("Dark", np.random.default_rng(5))
+    image = picture("Dark", np.random.default_rng(5), side)
     data = encoded(image, "JPEG")
     response = client.post("/predict", files={"file": ("dark.jpg", data, "image/jpeg")})
     assert response.status_code == 200, response.text
@@ -129,7 +131,7 @@ def test_upload_is_classified_like_offline_preprocessing(
     assert top[0]["label"] == "Dark"
     assert sum(t["probability"] for t in top) == pytest.approx(1.0, abs=1e-5)
     pre = bundle.manifest.preprocessing
-    batch = to_model_input(decode_image(data), 32, pre["mean"], pre["std"])[None]
+    batch = normalise(image_pixels(data, 32), pre["mean"], pre["std"])[None]
     logits = OnnxModel(bundle.model_path).run(batch)[0]
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert top[0]["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
@@ -140,15 +142,12 @@ def test_serving_preprocessing_matches_the_training_cache(
 ) -> None:
     """The pixels training read (prepare's cache) equal what the server computes per upload."""
     from modelyard.projects.vision.image_cache import load_part
-    from modelyard.projects.vision.image_decoding import normalise, prepare_pixels
     from modelyard.projects.vision.image_folders import index_image_folder, read_member
 
     cfg, _, bundle = built
     pixels, _ = load_part(Path(cfg.paths.prepared), "test")  # type: ignore[attr-defined]
     index = index_image_folder(Path(cfg.paths.raw) / "eurosat_rgb.zip")  # type: ignore[attr-defined]
-    direct = np.stack(
-        [prepare_pixels(decode_image(read_member(index, m)), 32) for m in index.members]
-    )
+    direct = np.stack([image_pixels(read_member(index, m), 32) for m in index.members])
     # every cached test image is one of the source images, pixel for pixel
     assert all((direct == p).all(axis=(1, 2, 3)).any() for p in pixels)
     pre = bundle.manifest.preprocessing

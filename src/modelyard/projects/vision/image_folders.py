@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.row_accounting import ReadLedger, RowReport
-from modelyard.projects.vision.image_decoding import ImageError, decode_image, prepare_pixels
+from modelyard.projects.vision.image_decoding import ImageError, check_image_size, image_pixels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "val", "test")
@@ -313,10 +313,10 @@ def cache_images(
 
     Decoding dominates training time for small images, so it is done once per run and epochs read
     from memory. A file that fails to decode stops the run with the member's name: training on a
-    silently shrunk dataset would be worse than fixing (or deleting) the file.
+    silently shrunk dataset would be worse than fixing (or deleting) the file. Each image goes
+    through :func:`.image_decoding.image_pixels`, as every upload to the server does.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError(f"image size must be a positive whole number of pixels, got {size!r}")
+    check_image_size(size)
     positions = _check_rows(rows, len(index.members))
     pixels = np.empty((len(positions), size, size, 3), dtype=np.uint8)
     with _member_reader(index.source) as read, _progress(progress, len(positions)) as advance:
@@ -338,7 +338,7 @@ def _check_rows(rows: NDArray[np.integer], n_members: int) -> list[int]:
 
 def _member_pixels(data: bytes, size: int, member: str, source: Path) -> NDArray[np.uint8]:
     try:
-        return prepare_pixels(decode_image(data), size)
+        return image_pixels(data, size)
     except ImageError as exc:
         raise DataError(f"invalid image {member!r} in {source}: {exc.reason}") from exc
 

@@ -1,11 +1,17 @@
 """Vision serving: ``POST /predict`` with an uploaded image (multipart) -> top-k classes.
 
-Preprocessing is :func:`.image_decoding.to_model_input` with the bundle's image size and training
-statistics: the same decode-resize-normalise path the evaluation uses. Uploads are refused with a
-precise 4xx: not multipart (415), no ``file`` part (422), larger than ``max_upload_bytes`` (413),
-not an image / truncated / unsupported format / decompression bomb (422).
+Preprocessing is :func:`.image_decoding.image_pixels` (what training cached) normalised with the
+training statistics. Uploads are refused with a precise 4xx: not multipart (415), no ``file`` part
+(422), larger than ``max_upload_bytes`` (413), not an image / truncated / unsupported format /
+over ``max_pixels`` / over ``max_decoded_bytes`` (422, naming the project's limit).
+
+Decoding memory per worker is bounded: the header is checked against the budget first (no pixel
+decoded), then at most ``max_concurrent_decodes`` decodes run at once; others wait up to
+``max_decode_wait_s`` (then 503 with ``Retry-After``). A worker's decode memory is therefore at
+most ``max_concurrent_decodes x max_decoded_bytes``, and large decodes give it back afterwards.
 """
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +20,19 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from modelyard.core.errors import DataError
+from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
-from modelyard.projects.vision.image_decoding import ImageError, decode_image, to_model_input
+from modelyard.projects.vision.image_decoding import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    ImageLimits,
+    OpenedImage,
+    normalise,
+    open_image,
+    opened_pixels,
+    return_large_blocks_to_the_os,
+)
 from modelyard.projects.vision.metrics import softmax, top_k
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.context import PredictionEvent, record_prediction
@@ -47,7 +63,22 @@ class VisionServing(ServingAdapter):
         self.std = [float(v) for v in pre["std"]]
         self.top_k = int(self.settings.get("top_k", 3))
         self.max_upload_bytes = int(self.settings.get("max_upload_bytes", 10_000_000))
-        self.max_pixels = int(self.settings.get("max_pixels", 40_000_000))
+        self.limits = ImageLimits(
+            max_pixels=int(self.settings.get("max_pixels", DEFAULT_MAX_PIXELS)),
+            max_decoded_bytes=int(
+                self.settings.get("max_decoded_bytes", DEFAULT_MAX_DECODED_BYTES)
+            ),
+            owner=f"project {self.bundle.manifest.project}",
+        )
+        self.max_concurrent_decodes = positive_setting(self.settings, "max_concurrent_decodes", 2)
+        self.max_decode_wait_s = float(self.settings.get("max_decode_wait_s", 10.0))
+        if not 0 <= self.max_decode_wait_s < float("inf"):
+            raise ConfigError(
+                f"serving setting max_decode_wait_s must be seconds >= 0, "
+                f"got {self.settings.get('max_decode_wait_s')!r}"
+            )
+        self._decode_slots = asyncio.Semaphore(self.max_concurrent_decodes)
+        return_large_blocks_to_the_os()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -56,21 +87,63 @@ class VisionServing(ServingAdapter):
             "test_time_augmentation": self.test_time_augmentation,
             "top_k": self.top_k,
             "max_upload_bytes": self.max_upload_bytes,
-            "max_pixels": self.max_pixels,
+            "max_pixels": self.limits.max_pixels,
+            "max_decoded_bytes": self.limits.max_decoded_bytes,
+            "max_concurrent_decodes": self.max_concurrent_decodes,
+            "max_decode_wait_s": self.max_decode_wait_s,
         }
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
-        """Upload bytes -> the model's (1, 3, size, size) input and the image's summary features."""
-        image = decode_image(data, max_pixels=self.max_pixels)
-        batch = to_model_input(image, self.size, self.mean, self.std)[None]
+    def open(self, data: bytes) -> OpenedImage:
+        """Check the upload's header against this project's limits; decodes nothing."""
+        return open_image(data, self.limits, self.size)
+
+    def decode_opened(self, opened: OpenedImage, data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+        """A checked header -> the model's (1, 3, size, size) input and the image's features.
+
+        The pixels are :func:`.image_decoding.image_pixels`'s, step for step (training's cache).
+        """
+        pixels = opened_pixels(opened, self.size)
+        batch = normalise(pixels, self.mean, self.std)[None]
+        width, height = opened.original_size
         features = {
             "bytes": len(data),
-            "width": image.width,
-            "height": image.height,
+            "width": width,
+            "height": height,
             # per-channel mean of the normalised input: ~0 for images like the training data
             "channel_means": [round(float(v), 4) for v in batch[0].mean(axis=(1, 2))],
         }
         return batch, features
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+        """Upload bytes -> the model's (1, 3, size, size) input and the image's summary features."""
+        return self.decode_opened(self.open(data), data)
+
+    async def decode_async(self, data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`decode` off the event loop, with at most ``max_concurrent_decodes`` at once.
+
+        The header check runs before waiting for a slot, so refusals never queue. A slot is
+        given back when the decode thread finishes, not when the request gives up (504 or a
+        client gone): a thread cannot be stopped, and its memory counts until it ends.
+        """
+        opened = await run_in_threadpool(self.open, data)
+        try:
+            async with asyncio.timeout(self.max_decode_wait_s):
+                await self._decode_slots.acquire()
+        except TimeoutError:
+            raise HTTPException(
+                503,
+                f"busy decoding other images (at most {self.max_concurrent_decodes} at once); "
+                "retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        decoding = asyncio.ensure_future(run_in_threadpool(self.decode_opened, opened, data))
+        decoding.add_done_callback(self._free_decode_slot)
+        return await asyncio.shield(decoding)
+
+    def _free_decode_slot(self, decoding: "asyncio.Future[Any]") -> None:
+        self._decode_slots.release()
+        if not decoding.cancelled():
+            decoding.exception()  # retrieved: nobody awaits it once its request has given up
 
     def top_classes(self, scores: np.ndarray) -> list[dict[str, Any]]:
         probabilities = softmax(scores)
@@ -116,14 +189,18 @@ class VisionServing(ServingAdapter):
             responses={
                 413: {"description": "Upload too large"},
                 415: {"description": "Not a multipart upload"},
-                422: {"description": "Missing file, not an image, corrupt, too many pixels"},
+                422: {
+                    "description": "Missing file, not an image, corrupt, too many pixels, "
+                    "too many bytes to decode"
+                },
+                503: {"description": "Too many images being decoded; retry (Retry-After)"},
             },
         )
         async def predict(request: Request) -> ImagePrediction:
             """Classify one uploaded image (multipart field ``file``)."""
             data = await self._read_upload(request)
             try:
-                batch, features = await run_in_threadpool(self.decode, data)  # off the loop
+                batch, features = await self.decode_async(data)
             except ImageError as exc:
                 raise HTTPException(422, str(exc)) from exc
             top = self.top_classes(await self.model.run_async(batch))
@@ -190,3 +267,11 @@ class VisionServing(ServingAdapter):
                 except ImageError as exc:
                     writer.writerow([path.relative_to(source).as_posix(), *[""] * (2 * k), exc])
         return len(files)
+
+
+def positive_setting(settings: dict[str, Any], name: str, default: int) -> int:
+    """A whole-number setting of at least 1, or a :class:`ConfigError` naming it."""
+    value = settings.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"serving setting {name} must be a whole number >= 1, got {value!r}")
+    return value
