@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from PIL import Image
 
 from bundle_factory import make_nilm_bundle
 from cli_helpers import assert_user_error, modelyard
-from modelyard.core.bundle import Bundle, TensorSpec, write_bundle
 from modelyard.core.errors import ModelyardError
 from modelyard.loadtest import runner
 from modelyard.loadtest.options import LoadOptions, nilm_series_length
@@ -38,10 +36,10 @@ from modelyard.loadtest.payloads import (
 from modelyard.loadtest.runner import run_loadtest
 from modelyard.serving.launcher import free_port, running_server
 from tabular_fixtures import build_avm_bundle
+from vision_fixtures import IMAGE_SIZE, make_vision_bundle
 
 WINDOW = 15
 MAX_LENGTH = 500  # bundle_factory's serving max_length
-IMAGE_SIZE = 16
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -66,53 +64,6 @@ def tabular_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _, bundle = build_avm_bundle(tmp_path_factory, rows=300)
     with running_server(bundle.path, env=server_env(tmp_path_factory)) as url:
         yield url
-
-
-def make_vision_bundle(
-    target: Path, classes: tuple[str, ...] = ("Forest", "River", "Sea")
-) -> Bundle:
-    """A tiny real ONNX classifier (mean colour -> logits) as an ``eurosat`` vision bundle."""
-    from onnx import TensorProto, helper, numpy_helper, save
-
-    weights = np.random.default_rng(0).normal(size=(3, len(classes))).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, None, None])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(classes)])],
-        initializer=[numpy_helper.from_array(weights, "weights")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx_path = target.parent / "tiny.onnx"
-    save(model, str(onnx_path))
-    return write_bundle(
-        target,
-        onnx_path,
-        {
-            "project": "eurosat",
-            "task": "vision",
-            "name": "eurosat-tiny",
-            "version": "20261122-120000",
-            "created_at": datetime(2026, 11, 22, 12, 0, tzinfo=UTC),
-            "inputs": [
-                TensorSpec(
-                    name="image", dtype="float32", shape=["batch", 3, IMAGE_SIZE, IMAGE_SIZE]
-                )
-            ],
-            "outputs": [TensorSpec(name="logits", dtype="float32", shape=["batch", len(classes)])],
-            "preprocessing": {
-                "classes": list(classes),
-                "image_size": IMAGE_SIZE,
-                "mean": [0.4, 0.4, 0.4],
-                "std": [0.2, 0.2, 0.2],
-            },
-        },
-    )
 
 
 @pytest.fixture(scope="module")

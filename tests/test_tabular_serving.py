@@ -159,8 +159,9 @@ def test_an_unseen_zip_code_is_valued_as_other_with_a_warning(
 def test_served_prices_equal_the_evaluation_path_on_prepared_rows(
     client: TestClient, built: tuple[DictConfig, Bundle]
 ) -> None:
-    """Rows sent as JSON (text from the prepared CSV) are valued exactly like evaluation values
-    the same rows read with pandas: no skew between training-side and serving-side inputs."""
+    """Rows sent as JSON (from the prepared CSV's text; numbers as JSON numbers, as the schema
+    declares them) are valued exactly like evaluation values the same rows read with pandas: no
+    skew between training-side and serving-side inputs."""
     cfg, bundle = built
     pre = bundle.manifest.preprocessing
     schema = TableSchema.model_validate(pre["schema"])
@@ -174,7 +175,15 @@ def test_served_prices_equal_the_evaluation_path_on_prepared_rows(
     with (prepared / "test.csv").open(newline="") as handle:
         texts = list(csv.DictReader(handle))[:25]
     names = feature_names(bundle)
-    rows = [{k: (v if v != "" else None) for k, v in t.items() if k in names} for t in texts]
+    numeric = {f.name for f in schema.features.numeric}
+    rows = [
+        {
+            k: (None if v == "" else float(v) if k in numeric else v)
+            for k, v in t.items()
+            if k in names
+        }
+        for t in texts
+    ]
     served = predict(client, rows)
 
     assert len(served) == len(frame) == 25

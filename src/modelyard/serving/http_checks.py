@@ -94,9 +94,13 @@ async def read_json_bytes(request: Request, limits: BodyLimits) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limits.max_bytes:
         raise HTTPException(413, too_large)
-    body = await request.body()
-    if len(body) > limits.max_bytes:
-        raise HTTPException(413, too_large)
+    chunks, size = [], 0
+    async for chunk in request.stream():  # a chunked body is cut off at the limit
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise HTTPException(413, too_large)
+        chunks.append(chunk)
+    body = b"".join(chunks)
     check_structure(body, limits)
     return body
 
@@ -111,9 +115,9 @@ def check_structure(body: bytes, limits: BodyLimits) -> None:
     quote left delimits a string; the bytes outside strings are then counted. A body that is not
     JSON may be counted wrongly, but the parser refuses it at its first error anyway.
     """
-    plain = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    plain = body.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in body else body
     if plain.count(b'"') <= 2 * _MARGIN * limits.max_strings + _SLACK:
-        outside = b"".join(plain.split(b'"')[::2])
+        outside = b"".join(plain.split(b'"')[::2]) if b'"' in plain else plain
         containers = outside.count(b"{") + outside.count(b"[")
         separators = outside.count(b",")
         if (

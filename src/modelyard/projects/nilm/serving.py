@@ -13,6 +13,7 @@ each appliance's predicted power, not the series themselves.
 """
 
 import csv
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,6 +51,7 @@ _SERIES_DESCRIPTION = (
     "Mains active power in watts, oldest first, at the model's interval. "
     "Negative readings are treated as 0 W, as in training."
 )
+_INTERVAL_DESCRIPTION = "Sampling interval of the series; must match the model's."
 
 
 class NilmRequest(BaseModel):
@@ -65,11 +67,7 @@ class NilmRequest(BaseModel):
     )
 
     aggregate_w: list[FiniteWatts] = Field(description=_SERIES_DESCRIPTION)
-    interval_s: int | None = Field(
-        default=None,
-        strict=True,
-        description="Sampling interval of the series; must match the model's.",
-    )
+    interval_s: int | None = Field(default=None, strict=True, description=_INTERVAL_DESCRIPTION)
     # Strict: an ISO 8601 string only, not a number of seconds since 1970.
     start: datetime | None = Field(
         default=None,
@@ -83,15 +81,31 @@ class NilmRequest(BaseModel):
     )
 
 
-def request_model(min_length: int, max_length: int) -> type[NilmRequest]:
-    """:class:`NilmRequest` with the served model's series length limits declared (and enforced
-    by pydantic as declared: ``minItems``/``maxItems`` in the OpenAPI schema)."""
+def request_model(
+    min_length: int, max_length: int, interval_s: int, max_aggregate_w: float
+) -> type[NilmRequest]:
+    """:class:`NilmRequest` with the served model's limits in its schema: the series length
+    (``minItems``/``maxItems``, enforced by pydantic), the interval (``enum``) and the largest
+    reading (``maximum``), both enforced by :meth:`NilmServing.check` with a sentence that says
+    why, so that the schema admits exactly what the route accepts."""
+    reading: Any = FiniteWatts
+    if math.isfinite(max_aggregate_w):
+        reading = Annotated[FiniteWatts, Field(json_schema_extra={"maximum": max_aggregate_w})]
     series = Annotated[
-        list[FiniteWatts],
+        list[reading],
         Field(min_length=min_length, max_length=max_length, description=_SERIES_DESCRIPTION),
     ]
+    interval = Annotated[
+        int | None,
+        Field(
+            default=None,
+            strict=True,
+            description=_INTERVAL_DESCRIPTION,
+            json_schema_extra={"enum": [interval_s, None]},
+        ),
+    ]
     model: type[NilmRequest] = create_model(
-        "NilmRequest", __base__=NilmRequest, aggregate_w=(series, ...)
+        "NilmRequest", __base__=NilmRequest, aggregate_w=(series, ...), interval_s=interval
     )
     return model
 
@@ -153,7 +167,9 @@ class NilmServing(ServingAdapter):
         self.max_length = int(self.settings.get("max_length", 20160))
         limits = self.bundle.manifest.config.get("project", {}).get("data", {}).get("limits_w", {})
         self.max_aggregate_w = float(limits.get("aggregate", float("inf")))
-        self.Request = request_model(self.min_length, self.max_length)
+        self.Request = request_model(
+            self.min_length, self.max_length, self.interval_s, self.max_aggregate_w
+        )
         self.request_adapter = TypeAdapter(self.Request)
         self.body_limits = body_limits(self.max_length)
         self.length_error = LengthError(("aggregate_w",), self.length_sentence)

@@ -20,13 +20,25 @@ largest valid request.
 """
 
 import csv
+import math
 import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    create_model,
+)
 from starlette.concurrency import run_in_threadpool
 
 from modelyard.core.errors import DataError
@@ -45,8 +57,8 @@ from modelyard.serving.http_checks import (
 )
 
 DEFAULT_MAX_ROWS = 1000
-#: Longest category given as a string (zip codes, sides, ... are a few characters).
-MAX_CATEGORY_CHARS = 64
+#: Longest category given as a string (zip codes, sides, streets with house numbers).
+MAX_CATEGORY_CHARS = 100
 #: Largest category given as an integer: 2**53 - 1, exact as a double and within 64 bits.
 MAX_CATEGORY_INT = 2**53 - 1
 #: Bytes a value may take in a body: a number's longest repr, a string's escaped characters
@@ -57,8 +69,44 @@ _ESCAPED_CHAR_BYTES = 12
 _FIELD_BYTES = 16
 _BYTES_BESIDE_ROWS = 4096
 _LIST_START = re.compile(rb"\s*\[")
-CategoryInt = Annotated[int, Field(strict=True, ge=-MAX_CATEGORY_INT, le=MAX_CATEGORY_INT)]
-CategoryText = Annotated[str, Field(strict=True, max_length=MAX_CATEGORY_CHARS)]
+
+
+def _json_number(value: Any, info: ValidationInfo) -> Any:
+    """Numbers as the schema declares them: a JSON number, not a boolean or a numeric string
+    (CSV text, validated in python mode by ``predict_file``, is still read as a number)."""
+    if isinstance(value, bool) or (info.mode == "json" and isinstance(value, str)):
+        raise ValueError("expected a number")
+    return value
+
+
+def _category(value: Any) -> int | str:
+    """A category as the schema declares it: a text of at most ``MAX_CATEGORY_CHARS``
+    characters (kept as text: "0800" stays "0800"), or a JSON integer (2100, or 2100.0 as JSON
+    Schema counts integers) within ``MAX_CATEGORY_INT``; never a boolean."""
+    if isinstance(value, str) and len(value) <= MAX_CATEGORY_CHARS:
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_CATEGORY_INT:
+        return value
+    raise ValueError(
+        f"expected a text of at most {MAX_CATEGORY_CHARS} characters or an integer "
+        f"within ±{MAX_CATEGORY_INT}"
+    )
+
+
+Category = Annotated[
+    int | str,
+    PlainValidator(_category),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": -MAX_CATEGORY_INT, "maximum": MAX_CATEGORY_INT},
+                {"type": "string", "maxLength": MAX_CATEGORY_CHARS},
+            ]
+        }
+    ),
+]
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -85,14 +133,16 @@ def row_model(schema: TableSchema, example: dict[str, Any] | None = None) -> typ
                 allow_inf_nan=False,
                 description=numeric.description or None,
             ),
+            BeforeValidator(_json_number),
         ]
         fields[numeric.name] = (kind, ...) if numeric.required else (kind | None, None)
     for categorical in schema.features.categorical:
-        kind = Annotated[
-            CategoryInt | CategoryText,
-            Field(description=categorical.description or None, union_mode="left_to_right"),
-        ]
-        fields[categorical.name] = (kind, ...) if categorical.required else (kind | None, None)
+        about = categorical.description or None  # on the field: Category's schema is fixed
+        fields[categorical.name] = (
+            (Category, Field(description=about))
+            if categorical.required
+            else (Category | None, Field(None, description=about))
+        )
     for day in schema.features.date:
         kind = Annotated[IsoDate, Field(description=day.description or None)]
         fields[day.name] = (kind, ...) if day.required else (kind | None, None)
