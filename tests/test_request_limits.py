@@ -284,3 +284,12 @@ def test_every_refusal_is_declared_in_the_route_responses(
         operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
         assert {"413", "415", "422"} <= set(operation["responses"])
         assert "$ref" in operation["responses"]["422"]["content"]["application/json"]["schema"]
+
+
+def test_brackets_and_commas_inside_strings_are_not_counted(tabular: TestClient) -> None:
+    """The raw-byte counts skip strings (escaped quotes and backslashes included): the largest
+    valid body, full of JSON punctuation inside its texts, is accepted."""
+    side = '\\"{[,' * 20  # 100 characters: backslash, quote, brace, bracket, comma
+    response = tabular.post("/predict", json=[{**ROW, "side": side}] * 1000)
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["predictions"]) == 1000

@@ -11,8 +11,9 @@ document into a tree and only then applies ``max_length``: three million ``null`
 at the first item. So each route declares :class:`BodyLimits`, derived from its request model's
 own limits, and :func:`parse_json_body` checks them on the raw bytes with a few C-speed passes:
 the byte size (413), then how many objects, arrays, strings and commas the document holds outside
-its strings (422). A document within those counts has a tree no larger than a valid request's,
-so parsing and validating it takes milliseconds and cannot stall the event loop.
+its strings (422). A document within those counts has a tree at most about twice the size of
+the largest valid request's, so parsing and validating it takes milliseconds and cannot stall
+the event loop.
 """
 
 from collections.abc import Callable, Sequence
@@ -58,7 +59,7 @@ class BodyLimits:
 
     ``max_bytes`` bytes, ``max_containers`` objects and arrays, ``max_strings`` strings (keys
     included) and ``max_separators`` commas outside strings. ``too_many`` is the 422's sentence
-    for a body over the counts, in the route's terms (e.g. "more than 500 readings").
+    for a body far over the counts, in the route's terms ("... than 1000 rows").
     """
 
     max_bytes: int
@@ -130,14 +131,12 @@ def check_structure(body: bytes, limits: BodyLimits) -> None:
 
 async def parse_json_body(
     request: Request,
-    schema: type[Parsed] | TypeAdapter[Parsed],
+    adapter: TypeAdapter[Parsed],
     limits: BodyLimits,
     length_error: LengthError | None = None,
 ) -> Parsed:
-    """The body, within ``limits``, validated as ``schema`` (a model or a TypeAdapter)."""
-    body = await read_json_bytes(request, limits)
-    adapter = schema if isinstance(schema, TypeAdapter) else TypeAdapter(schema)
-    return validate_json_body(body, adapter, length_error)
+    """The body, within ``limits``, validated by ``adapter``."""
+    return validate_json_body(await read_json_bytes(request, limits), adapter, length_error)
 
 
 def validate_json_body(
