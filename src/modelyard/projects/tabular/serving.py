@@ -215,12 +215,19 @@ class TabularServing(ServingAdapter):
     def rows_sentence(self, rows: int) -> str:
         return f"send between 1 and {self.max_rows} rows, got {rows}"
 
-    async def read_rows(self, request: Request) -> list[BaseModel]:
-        """The body's row or rows, validated; a list is checked against ``max_rows`` first."""
-        body = await read_json_bytes(request, self.body_limits)
+    def parse_rows(self, body: bytes) -> list[dict[str, Any]]:
+        """The body's row or rows, validated, as feature values; a list within ``max_rows``."""
         if _LIST_START.match(body):
-            return validate_json_body(body, self.rows_adapter, self.length_error)
-        return [validate_json_body(body, self.row_adapter)]
+            rows = validate_json_body(body, self.rows_adapter, self.body_limits, self.length_error)
+        else:
+            rows = [validate_json_body(body, self.row_adapter, self.body_limits)]
+        return [row.model_dump() for row in rows]
+
+    def value(self, body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A request body -> its rows and their predictions (in a worker thread: the JSON
+        work of 1000 rows and the model run would hold up the event loop)."""
+        inputs = self.parse_rows(body)
+        return inputs, self.predict_rows(inputs)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -288,8 +295,8 @@ class TabularServing(ServingAdapter):
         async def predict(request: Request) -> Any:
             """Value one row or a list of rows."""
             check_json(request)
-            inputs = [row.model_dump() for row in await self.read_rows(request)]
-            predictions = await run_in_threadpool(self.predict_rows, inputs)  # off the loop
+            body = await read_json_bytes(request, self.body_limits)
+            inputs, predictions = await run_in_threadpool(self.value, body)
             target = self.schema.target.name
             record_prediction(
                 PredictionEvent(
