@@ -28,6 +28,7 @@ from modelyard.serving.http_checks import MAX_ERROR_TEXT, MAX_REPORTED_ERRORS
 from modelyard.serving.launcher import running_server
 from resource_probe import HealthSampler, memory, reset_peak, server_pid
 from tabular_fixtures import build_avm_bundle
+from vision_fixtures import make_vision_bundle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -293,3 +294,23 @@ def test_brackets_and_commas_inside_strings_are_not_counted(tabular: TestClient)
     response = tabular.post("/predict", json=[{**ROW, "side": side}] * 1000)
     assert response.status_code == 200, response.text[:300]
     assert len(response.json()["predictions"]) == 1000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="\xff.png"\r\n\r\n'
+        b"\xff\xfe\r\n--x--\r\n",
+        b'--x\r\nContent-Disposition: form-data; name="\xff"\r\n\r\nabc\r\n--x--\r\n',
+        b"\xff\xfe",
+    ],
+    ids=["bad file name and bytes", "bad field name", "not multipart at all"],
+)
+def test_invalid_utf8_is_a_422_for_images(
+    tmp_path_factory: pytest.TempPathFactory, body: bytes
+) -> None:
+    bundle = make_vision_bundle(tmp_path_factory.mktemp("vision") / "bundle")
+    client = TestClient(create_app(bundle), raise_server_exceptions=False)
+    headers = {"content-type": "multipart/form-data; boundary=x"}
+    response = client.post("/predict", content=body, headers=headers)
+    assert response.status_code == 422, response.text
