@@ -36,6 +36,7 @@ CONFIG = {
     "phases": {"stateful": {"enabled": False}},  # no links between operations to follow
     "checks": {"enabled": True},
     "request-timeout": 30,
+    "cache": {"enabled": False},  # nothing written into the checkout
 }
 
 
