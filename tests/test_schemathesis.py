@@ -5,6 +5,10 @@ document as the contract, every check schemathesis has, positive and negative da
 and a bounded number of examples per operation. Expected: no server error, no response that
 disagrees with the schema, every refusal declared. Known deviations are listed in DEVIATIONS
 with their reason.
+
+The run goes through schemathesis' engine (what its CLI runs: examples, coverage and fuzzing
+phases) rather than its pytest plugin, whose lazy ``from_fixture`` tests fail under pytest 9
+(schemathesis 4.32: ``'Function' object has no attribute '_nodeid'``).
 """
 
 from collections import Counter
