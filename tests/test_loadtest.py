@@ -36,11 +36,10 @@ from modelyard.loadtest.payloads import (
 from modelyard.loadtest.runner import run_loadtest
 from modelyard.serving.launcher import free_port, running_server
 from tabular_fixtures import build_avm_bundle
-from vision_fixtures import make_vision_bundle
+from vision_fixtures import IMAGE_SIZE, make_vision_bundle
 
 WINDOW = 15
 MAX_LENGTH = 500  # bundle_factory's serving max_length
-IMAGE_SIZE = 16
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

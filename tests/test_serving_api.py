@@ -252,7 +252,7 @@ BAD_REQUESTS: list[tuple[str, str | bytes, str | None, int]] = [
     ("empty body", "", J, 422),
     ("invalid JSON", '{"aggregate_w": [1, 2', J, 422),
     ("not UTF-8", b'{"aggregate_w": [\xff\xfe]}', J, 422),
-    ("deeply nested JSON", "[" * 100_000 + "]" * 100_000, J, 422),
+    ("deeply nested JSON", "[" * 5_000 + "]" * 5_000, J, 422),
     ("JSON array body", f"[{_OK}]", J, 422),
     ("JSON null body", "null", J, 422),
     ("missing aggregate_w", '{"interval_s": 60}', J, 422),

@@ -17,12 +17,13 @@ from modelyard.core.bundle import Bundle, TensorSpec, write_bundle
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour types (IHDR): how many samples each pixel has.
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+IMAGE_SIZE = 16
 
 
 def make_vision_bundle(
     target: Path,
     classes: tuple[str, ...] = ("Forest", "River", "Sea"),
-    image_size: int = 16,
+    image_size: int = IMAGE_SIZE,
     serving: dict[str, Any] | None = None,
 ) -> Bundle:
     """A tiny real ONNX classifier (mean colour -> logits) as an ``eurosat`` vision bundle.

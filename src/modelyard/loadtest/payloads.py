@@ -131,7 +131,8 @@ def numeric_fields(openapi: dict[str, Any], names: list[str]) -> list[NumericFie
 
 
 def row_schema(openapi: dict[str, Any]) -> dict[str, Any]:
-    """The schema that ``POST /predict``'s JSON body refers to (``Row``); empty if none."""
+    """The row object of ``POST /predict``'s JSON body (inline, or a ``$ref`` to a component);
+    empty if none."""
     schemas = openapi.get("components", {}).get("schemas", {})
     body = (
         openapi.get("paths", {})
@@ -142,20 +143,21 @@ def row_schema(openapi: dict[str, Any]) -> dict[str, Any]:
         .get("application/json", {})
         .get("schema", {})
     )
-    reference = _first_ref(body)
-    name = reference.rsplit("/", 1)[-1] if reference else "Row"
-    found: dict[str, Any] = schemas.get(name, {})
-    return found
+    return _first_object(body, schemas) or {}
 
 
-def _first_ref(node: Any) -> str | None:
+def _first_object(node: Any, schemas: dict[str, Any]) -> dict[str, Any] | None:
+    """The first object schema with properties in ``node`` (depth first, references followed)."""
     if isinstance(node, dict):
-        if isinstance(node.get("$ref"), str):
-            return str(node["$ref"])
+        reference = node.get("$ref")
+        if isinstance(reference, str):
+            return _first_object(schemas.get(reference.rsplit("/", 1)[-1]), schemas)
+        if isinstance(node.get("properties"), dict):
+            return node
         node = list(node.values())
     if isinstance(node, list):
         for child in node:
-            if found := _first_ref(child):
+            if found := _first_object(child, schemas):
                 return found
     return None
 

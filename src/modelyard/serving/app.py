@@ -25,6 +25,7 @@ from modelyard import __version__
 from modelyard.core.bundle import Bundle, TensorSpec
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.draining import install_drain_on_sigterm
+from modelyard.serving.http_checks import validation_error_body
 from modelyard.serving.metrics import CONTENT_TYPE
 from modelyard.serving.middleware import ServiceMiddleware
 from modelyard.serving.service import Service, refresh_stats
@@ -151,11 +152,8 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": errors})
+        """The first errors only, short, without the inputs: a body can hold millions."""
+        return JSONResponse(status_code=422, content=validation_error_body(exc.errors()))
 
     app.include_router(service.adapter.router())
     if settings.cors_origins:

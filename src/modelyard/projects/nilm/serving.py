@@ -13,13 +13,14 @@ each appliance's predicted power, not the series themselves.
 """
 
 import csv
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, create_model
 
 from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
@@ -29,7 +30,10 @@ from modelyard.projects.nilm.windows import window_view
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.context import PredictionEvent, record_prediction
 from modelyard.serving.http_checks import (
+    BodyLimits,
+    LengthError,
     check_json,
+    error_responses,
     json_body_schema,
     json_response,
     parse_json_body,
@@ -38,6 +42,17 @@ from modelyard.serving.http_checks import (
 # Strict: a JSON number only; a string ("100") or a boolean is refused, not coerced to watts.
 FiniteWatts = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 _EXAMPLE_SERIES: list[JsonValue] = [*([250.0] * 50), 2900.0, 2950.0, 2800.0, *([250.0] * 46)]
+#: Bytes one reading may take in a body (a float's longest repr is 24, plus comma and spaces).
+_BYTES_PER_READING = 40
+#: Bytes for everything else in a body (braces, keys, start, edges, interval_s, whitespace).
+_BYTES_BESIDE_READINGS = 4096
+
+
+_SERIES_DESCRIPTION = (
+    "Mains active power in watts, oldest first, at the model's interval. "
+    "Negative readings are treated as 0 W, as in training."
+)
+_INTERVAL_DESCRIPTION = "Sampling interval of the series; must match the model's."
 
 
 class NilmRequest(BaseModel):
@@ -52,20 +67,59 @@ class NilmRequest(BaseModel):
         },
     )
 
-    aggregate_w: list[FiniteWatts] = Field(
-        description="Mains active power in watts, oldest first, at the model's interval. "
-        "Negative readings are treated as 0 W, as in training."
-    )
-    interval_s: int | None = Field(
-        default=None, description="Sampling interval of the series; must match the model's."
-    )
+    aggregate_w: list[FiniteWatts] = Field(description=_SERIES_DESCRIPTION)
+    interval_s: int | None = Field(default=None, strict=True, description=_INTERVAL_DESCRIPTION)
+    # Strict: an ISO 8601 string only, not a number of seconds since 1970.
     start: datetime | None = Field(
-        default=None, description="Time of the first reading; when given, timestamps are returned."
+        default=None,
+        strict=True,
+        description="Time of the first reading (ISO 8601); when given, timestamps are returned.",
     )
     edges: Literal["pad", "valid"] = Field(
         default="pad",
         description="pad: one value per reading (edges from padded windows); valid: only "
         "readings with a full window of real data around them.",
+    )
+
+
+def request_model(
+    min_length: int, max_length: int, interval_s: int, max_aggregate_w: float
+) -> type[NilmRequest]:
+    """:class:`NilmRequest` with the served model's limits in its schema: the series length
+    (``minItems``/``maxItems``, enforced by pydantic), the interval (``enum``) and the largest
+    reading (``maximum``), both enforced by :meth:`NilmServing.check` with a sentence that says
+    why, so that the schema admits exactly what the route accepts."""
+    reading: Any = FiniteWatts
+    if math.isfinite(max_aggregate_w):
+        reading = Annotated[FiniteWatts, Field(json_schema_extra={"maximum": max_aggregate_w})]
+    series = Annotated[
+        list[reading],
+        Field(min_length=min_length, max_length=max_length, description=_SERIES_DESCRIPTION),
+    ]
+    interval = Annotated[
+        int | None,
+        Field(
+            default=None,
+            strict=True,
+            description=_INTERVAL_DESCRIPTION,
+            json_schema_extra={"enum": [interval_s, None]},
+        ),
+    ]
+    model: type[NilmRequest] = create_model(
+        "NilmRequest", __base__=NilmRequest, aggregate_w=(series, ...), interval_s=interval
+    )
+    return model
+
+
+def body_limits(max_length: int) -> BodyLimits:
+    """What a valid request holds at most: one object, one array, four keys and two string
+    values, ``max_length`` readings."""
+    return BodyLimits(
+        max_bytes=max_length * _BYTES_PER_READING + _BYTES_BESIDE_READINGS,
+        max_containers=2,
+        max_strings=6,
+        max_separators=max_length + 2,
+        too_many=f"the body holds far more values than a series of {max_length} readings",
     )
 
 
@@ -114,6 +168,18 @@ class NilmServing(ServingAdapter):
         self.max_length = int(self.settings.get("max_length", 20160))
         limits = self.bundle.manifest.config.get("project", {}).get("data", {}).get("limits_w", {})
         self.max_aggregate_w = float(limits.get("aggregate", float("inf")))
+        self.Request = request_model(
+            self.min_length, self.max_length, self.interval_s, self.max_aggregate_w
+        )
+        self.request_adapter = TypeAdapter(self.Request)
+        self.body_limits = body_limits(self.max_length)
+        self.length_error = LengthError(("aggregate_w",), self.length_sentence)
+
+    def length_sentence(self, readings: int) -> str:
+        return (
+            f"aggregate_w has {readings} readings; between "
+            f"{self.min_length} and {self.max_length} are accepted"
+        )
 
     def info(self) -> dict[str, Any]:
         return {
@@ -155,11 +221,7 @@ class NilmServing(ServingAdapter):
                 f"readings every {self.interval_s} s",
             )
         if not self.min_length <= series.size <= self.max_length:
-            raise HTTPException(
-                422,
-                f"aggregate_w has {series.size} readings; between "
-                f"{self.min_length} and {self.max_length} are accepted",
-            )
+            raise HTTPException(422, self.length_sentence(series.size))
         if request.edges == "valid" and series.size < self.window:
             raise HTTPException(
                 422,
@@ -188,17 +250,21 @@ class NilmServing(ServingAdapter):
         @router.post(
             "/predict",
             response_model=NilmResponse,
-            openapi_extra=json_body_schema(NilmRequest),
-            responses={
-                413: {"description": "Body too large"},
-                415: {"description": "Body is not JSON"},
-                422: {"description": "Series too short/long, NaN, bad values"},
-            },
+            openapi_extra=json_body_schema(self.Request.model_json_schema()),
+            responses=error_responses(
+                {
+                    413: "Body too large for the longest accepted series",
+                    415: "Body is not JSON",
+                    422: "Not JSON or not UTF-8, series too short/long, NaN, bad values",
+                }
+            ),
         )
         async def predict(request: Request) -> Response:
             """Estimate each appliance's power from the mains series (same length out as in)."""
             check_json(request)  # called directly: FastAPI's dependency solving costs more
-            body = await parse_json_body(request, NilmRequest)
+            body = await parse_json_body(
+                request, self.request_adapter, self.body_limits, self.length_error
+            )
             series = self.check(body)
             watts = await self.predict_watts_async(series, body.edges)
             first = self.window // 2 if body.edges == "valid" else 0

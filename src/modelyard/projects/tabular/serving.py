@@ -10,15 +10,36 @@ exact features the model was trained on. Defined behaviour for imperfect input:
   street's), and the prediction carries a warning saying so;
 * a value outside the schema's range, a wrong type, an unknown field, an empty list or more than
   ``max_rows`` rows is a 422 with the offending field named.
+
+Every accepted value can be stored in the prediction log: numbers are finite JSON numbers,
+categories are strings of at most ``MAX_CATEGORY_CHARS`` characters or integers within
+``MAX_CATEGORY_INT`` (exact in a double, and in any 64-bit column), dates are ISO strings.
+The body is read by the route itself, counted before it is parsed (see
+:mod:`modelyard.serving.http_checks`), so that a million empty rows cost no more than the
+largest valid request.
 """
 
 import csv
+import math
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from fastapi import APIRouter, Request
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    create_model,
+)
+from starlette.concurrency import run_in_threadpool
 
 from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
@@ -26,9 +47,79 @@ from modelyard.projects.tabular.features import FeaturePipeline, category_key, d
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.context import PredictionEvent, record_prediction
-from modelyard.serving.http_checks import require_json
+from modelyard.serving.http_checks import (
+    BodyLimits,
+    LengthError,
+    check_json,
+    error_responses,
+    json_body_schema,
+    read_json_bytes,
+    validate_json_body,
+)
 
 DEFAULT_MAX_ROWS = 1000
+#: Longest category given as a string (zip codes, sides, streets with house numbers).
+MAX_CATEGORY_CHARS = 100
+#: Largest category given as an integer: 2**53 - 1, exact as a double and within 64 bits.
+MAX_CATEGORY_INT = 2**53 - 1
+#: Bytes a value may take in a body: a number's longest repr, a string's escaped characters
+#: (an astral character escapes to 12 bytes) and, per field, its key, quotes, colon, commas and
+#: indentation.
+_NUMBER_BYTES = 32
+_ESCAPED_CHAR_BYTES = 12
+_FIELD_BYTES = 16
+_BYTES_BESIDE_ROWS = 4096
+_LIST_START = re.compile(rb"\s*\[")
+
+
+def _json_number(value: Any, info: ValidationInfo) -> Any:
+    """Numbers as the schema declares them: a JSON number, not a boolean or a numeric string
+    (CSV text, validated in python mode by ``predict_file``, is still read as a number)."""
+    if isinstance(value, bool) or (info.mode == "json" and isinstance(value, str)):
+        raise ValueError("expected a number")
+    return value
+
+
+def _category(value: Any) -> int | str:
+    """A category as the schema declares it: a text of at most ``MAX_CATEGORY_CHARS``
+    characters (kept as text: "0800" stays "0800"), or a JSON integer (2100, or 2100.0 as JSON
+    Schema counts integers) within ``MAX_CATEGORY_INT``; never a boolean."""
+    if isinstance(value, str) and len(value) <= MAX_CATEGORY_CHARS:
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_CATEGORY_INT:
+        return value
+    raise ValueError(
+        f"expected a text of at most {MAX_CATEGORY_CHARS} characters or an integer "
+        f"within ±{MAX_CATEGORY_INT}"
+    )
+
+
+Category = Annotated[
+    int | str,
+    PlainValidator(_category),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": -MAX_CATEGORY_INT, "maximum": MAX_CATEGORY_INT},
+                {"type": "string", "maxLength": MAX_CATEGORY_CHARS},
+            ]
+        }
+    ),
+]
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date_text(value: Any) -> Any:
+    """Dates as the schema declares them (``format: date``, YYYY-MM-DD), from JSON and from CSV
+    text alike; pydantic alone would also take a number of seconds since 1970."""
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    raise ValueError("expected a date as YYYY-MM-DD")
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 
 def row_model(schema: TableSchema, example: dict[str, Any] | None = None) -> type[BaseModel]:
@@ -43,22 +134,43 @@ def row_model(schema: TableSchema, example: dict[str, Any] | None = None) -> typ
                 allow_inf_nan=False,
                 description=numeric.description or None,
             ),
+            BeforeValidator(_json_number),
         ]
         fields[numeric.name] = (kind, ...) if numeric.required else (kind | None, None)
     for categorical in schema.features.categorical:
-        kind = Annotated[
-            str | int,
-            Field(description=categorical.description or None, union_mode="left_to_right"),
-        ]
-        fields[categorical.name] = (kind, ...) if categorical.required else (kind | None, None)
+        about = categorical.description or None  # on the field: Category's schema is fixed
+        fields[categorical.name] = (
+            (Category, Field(description=about))
+            if categorical.required
+            else (Category | None, Field(None, description=about))
+        )
     for day in schema.features.date:
-        kind = Annotated[date, Field(description=day.description or None)]
+        kind = Annotated[IsoDate, Field(description=day.description or None)]
         fields[day.name] = (kind, ...) if day.required else (kind | None, None)
     config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [example]} if example else None
     )
     model: type[BaseModel] = create_model("Row", __config__=config, **fields)
     return model
+
+
+def body_limits(schema: TableSchema, max_rows: int) -> BodyLimits:
+    """What a valid body of up to ``max_rows`` rows holds at most (see :class:`BodyLimits`)."""
+    features = schema.features
+    fields = len(features.names())
+    value_bytes = (
+        len(features.numeric) * _NUMBER_BYTES
+        + len(features.categorical) * (2 + _ESCAPED_CHAR_BYTES * MAX_CATEGORY_CHARS)
+        + len(features.date) * (2 + _ESCAPED_CHAR_BYTES * len("2021-10-15"))
+    )
+    key_bytes = sum(len(name) + _FIELD_BYTES for name in features.names())
+    return BodyLimits(
+        max_bytes=max_rows * (2 + value_bytes + key_bytes) + _BYTES_BESIDE_ROWS,
+        max_containers=max_rows + 1,
+        max_strings=max_rows * 2 * fields,
+        max_separators=max_rows * fields,
+        too_many=f"the body holds far more values than {max_rows} rows",
+    )
 
 
 def valuation_model(schema: TableSchema) -> type[BaseModel]:
@@ -86,10 +198,37 @@ class TabularServing(ServingAdapter):
         self.max_rows = int(self.settings.get("max_rows", DEFAULT_MAX_ROWS))
         self.example = pre.get("example_row")
         self.Row = row_model(self.schema, self.example)
+        self.rows_type: Any = Annotated[
+            list[self.Row],  # type: ignore[name-defined]
+            Field(min_length=1, max_length=self.max_rows),
+        ]
+        self.row_adapter: TypeAdapter[BaseModel] = TypeAdapter(self.Row)
+        self.rows_adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(
+            self.rows_type  # type: ignore[arg-type]
+        )
+        self.body_limits = body_limits(self.schema, self.max_rows)
+        self.length_error = LengthError((), self.rows_sentence)
         self.Valuation = valuation_model(self.schema)
         self.known = {
             f.name: self.pipeline.known_categories(f.name) for f in self.schema.features.categorical
         }
+
+    def rows_sentence(self, rows: int) -> str:
+        return f"send between 1 and {self.max_rows} rows, got {rows}"
+
+    def parse_rows(self, body: bytes) -> list[dict[str, Any]]:
+        """The body's row or rows, validated, as feature values; a list within ``max_rows``."""
+        if _LIST_START.match(body):
+            rows = validate_json_body(body, self.rows_adapter, self.body_limits, self.length_error)
+        else:
+            rows = [validate_json_body(body, self.row_adapter, self.body_limits)]
+        return [row.model_dump() for row in rows]
+
+    def value(self, body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A request body -> its rows and their predictions (in a worker thread: the JSON
+        work of 1000 rows and the model run would hold up the event loop)."""
+        inputs = self.parse_rows(body)
+        return inputs, self.predict_rows(inputs)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -134,8 +273,7 @@ class TabularServing(ServingAdapter):
     def router(self) -> APIRouter:
         router = APIRouter(tags=["prediction"])
         manifest = self.bundle.manifest
-        row_type = self.Row
-        payload_type: Any = row_type | list[row_type]  # type: ignore[valid-type]
+        body_schema = TypeAdapter(self.Row | self.rows_type).json_schema()
         response_type = create_model(
             "ValuationResponse",
             model=(str, ...),
@@ -146,21 +284,20 @@ class TabularServing(ServingAdapter):
         @router.post(
             "/predict",
             response_model=response_type,
-            dependencies=[Depends(require_json)],
-            responses={
-                415: {"description": "Body is not JSON"},
-                422: {"description": "Bad field, range, type or row count"},
-            },
+            openapi_extra=json_body_schema(body_schema),
+            responses=error_responses(
+                {
+                    413: "Body too large for the most rows accepted",
+                    415: "Body is not JSON",
+                    422: "Not JSON or not UTF-8, bad field, range, type or row count",
+                }
+            ),
         )
-        def predict(payload: Annotated[payload_type, Body()]) -> Any:
+        async def predict(request: Request) -> Any:
             """Value one row or a list of rows."""
-            rows = payload if isinstance(payload, list) else [payload]
-            if not 1 <= len(rows) <= self.max_rows:
-                raise HTTPException(
-                    422, f"send between 1 and {self.max_rows} rows, got {len(rows)}"
-                )
-            inputs = [row.model_dump() for row in rows]
-            predictions = self.predict_rows(inputs)
+            check_json(request)
+            body = await read_json_bytes(request, self.body_limits)
+            inputs, predictions = await run_in_threadpool(self.value, body)
             target = self.schema.target.name
             record_prediction(
                 PredictionEvent(
