@@ -4,15 +4,18 @@ No training is involved: the network keeps its seeded random weights, which is e
 everything between a request and ONNX Runtime (shapes, normalisation, edges, manifest checks).
 """
 
+import json
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from modelyard.core.bundle import Bundle, TensorSpec, write_bundle
+from modelyard.core.bundle import MANIFEST_FILE, Bundle, TensorSpec, write_bundle
+from modelyard.core.bundle_integrity import BundleKey, seal
 from modelyard.projects.nilm.model import Seq2Point
 from modelyard.projects.nilm.normalisation import Normalisation
 
@@ -96,3 +99,15 @@ def make_nilm_bundle(
                 },
             },
         )
+
+
+def edit_sealed_manifest(
+    bundle_dir: Path, edit: Callable[[dict[str, Any]], object], key: BundleKey | None = None
+) -> None:
+    """Edit the manifest as a person with write access would, then record a fresh (valid)
+    integrity record, signed with ``key`` when given: what is left to catch the edit is every
+    check after the digest."""
+    path = bundle_dir / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(seal(raw, key)))

@@ -114,6 +114,11 @@ class NilmServing(ServingAdapter):
         limits = self.bundle.manifest.config.get("project", {}).get("data", {}).get("limits_w", {})
         self.max_aggregate_w = float(limits.get("aggregate", float("inf")))
 
+    def check_contract(self) -> None:
+        """One window of readings in, one value per appliance out."""
+        self.require_axis("inputs", -1, self.window, f"window {self.window}")
+        self.require_axis("outputs", -1, len(self.appliances), f"appliances {self.appliances}")
+
     def info(self) -> dict[str, Any]:
         return {
             "window": self.window,

@@ -90,6 +90,12 @@ class TabularServing(ServingAdapter):
             f.name: self.pipeline.known_categories(f.name) for f in self.schema.features.categorical
         }
 
+    def check_contract(self) -> None:
+        """One column per encoded feature in, one score out."""
+        width = len(self.pipeline.output_names)
+        self.require_axis("inputs", -1, width, f"{width} encoded features")
+        self.require_axis("outputs", -1, 1, "one score per row")
+
     def info(self) -> dict[str, Any]:
         return {
             "target": self.schema.target.name,

@@ -49,6 +49,12 @@ class VisionServing(ServingAdapter):
         self.max_upload_bytes = int(self.settings.get("max_upload_bytes", 10_000_000))
         self.max_pixels = int(self.settings.get("max_pixels", 40_000_000))
 
+    def check_contract(self) -> None:
+        """A square RGB image of image_size in, one logit per class out."""
+        for axis in (-2, -1):
+            self.require_axis("inputs", axis, self.size, f"image_size {self.size}")
+        self.require_axis("outputs", -1, len(self.classes), f"{len(self.classes)} classes")
+
     def info(self) -> dict[str, Any]:
         return {
             "classes": self.classes,
