@@ -20,6 +20,8 @@ from modelyard.projects.nilm.model import Seq2Point
 from modelyard.projects.nilm.normalisation import Normalisation
 
 INTERVAL_S = 60
+WINDOW = 15
+APPLIANCES = ("kettle", "microwave")
 MAX_LENGTH = 500
 AGGREGATE_LIMIT_W = 23000.0
 VERSION = "20261122-120000"
@@ -42,8 +44,8 @@ def nilm_normalisation(appliances: Sequence[str]) -> Normalisation:
 
 def make_nilm_bundle(
     target: Path,
-    window: int = 15,
-    appliances: Sequence[str] = ("kettle", "microwave"),
+    window: int = WINDOW,
+    appliances: Sequence[str] = APPLIANCES,
     seed: int = 0,
 ) -> Bundle:
     """Export a seeded, untrained seq2point to ``target`` as a complete, verified bundle."""

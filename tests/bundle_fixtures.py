@@ -1,5 +1,6 @@
-"""Pytest fixtures shared by the bundle tests: one real NILM bundle per module, and a private
-copy of it per test (import both names into a test module to use them)."""
+"""Pytest fixtures shared by the bundle tests (``pytest_plugins = ["bundle_fixtures"]``): one
+real NILM bundle per module (window and appliances: bundle_factory's defaults) and a private copy
+of it per test."""
 
 import shutil
 from pathlib import Path
@@ -9,16 +10,11 @@ import pytest
 from bundle_factory import make_nilm_bundle
 from modelyard.core.bundle import Bundle
 
-WINDOW = 15
-APPLIANCES = ("kettle", "microwave")
-
 
 @pytest.fixture(scope="module")
 def source_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     """One real bundle per module; tests that modify a bundle work on a copy."""
-    return make_nilm_bundle(
-        tmp_path_factory.mktemp("source") / "bundle", window=WINDOW, appliances=APPLIANCES
-    )
+    return make_nilm_bundle(tmp_path_factory.mktemp("source") / "bundle")
 
 
 @pytest.fixture

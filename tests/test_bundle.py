@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from bundle_factory import AGGREGATE_LIMIT_W, VERSION, edit_sealed_manifest, make_nilm_bundle
-from bundle_fixtures import APPLIANCES, WINDOW
+from bundle_factory import (
+    AGGREGATE_LIMIT_W,
+    APPLIANCES,
+    VERSION,
+    WINDOW,
+    edit_sealed_manifest,
+    make_nilm_bundle,
+)
 from modelyard.core.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,

@@ -20,8 +20,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from bundle_factory import edit_sealed_manifest
-from bundle_fixtures import WINDOW
+from bundle_factory import WINDOW, edit_sealed_manifest
 from modelyard.cli import app as cli_app
 from modelyard.core.bundle import (
     FORMAT_VERSION,
