@@ -42,6 +42,25 @@ def nilm_normalisation(appliances: Sequence[str]) -> Normalisation:
     )
 
 
+def export_small_onnx(
+    net: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str
+) -> None:
+    """One input, one output, a dynamic batch axis: how the test bundles' models are written."""
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated upstream but is what export.py uses too.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
 def make_nilm_bundle(
     target: Path,
     window: int = WINDOW,
@@ -56,19 +75,7 @@ def make_nilm_bundle(
     example = torch.zeros((2, window), dtype=torch.float32)
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated upstream but is what export.py uses too.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                net,
-                (example,),
-                str(onnx_path),
-                input_names=["mains"],
-                output_names=["power"],
-                dynamic_axes={"mains": {0: "batch"}, "power": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
+        export_small_onnx(net, example, onnx_path, "mains", "power")
         return write_bundle(
             target,
             onnx_path,
