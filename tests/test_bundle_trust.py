@@ -104,6 +104,14 @@ def test_an_absolute_model_file_is_refused_and_never_read(bundle_dir: Path, name
     assert "sha256 is" not in str(caught.value)
 
 
+def test_serve_refuses_a_model_outside_the_bundle_in_one_line(bundle_dir: Path) -> None:
+    edit_sealed_manifest(bundle_dir, lambda raw: raw.update(model_file="/etc/hostname"))
+
+    result = serve_cli(bundle_dir, "--prediction-log", "none")
+
+    assert_one_line_error(result, "model_file: Value error, '/etc/hostname' is not a plain file")
+
+
 def test_a_parent_reference_is_refused_even_when_the_model_there_matches(
     bundle_dir: Path,
 ) -> None:
@@ -261,6 +269,24 @@ def test_a_recomputed_digest_under_an_old_signature_is_refused(
     assert load_bundle(bundle_dir).trust.signed  # the digest alone cannot tell
     with pytest.raises(BundleError, match="signature does not match"):
         load_bundle(bundle_dir, key)
+
+
+@pytest.mark.parametrize("field", ["digest", "signature"])
+def test_a_malformed_integrity_record_is_an_invalid_manifest(
+    bundle_dir: Path, key_file: Path, field: str
+) -> None:
+    reseal_bundle(bundle_dir, BundleKey.from_file(key_file))
+
+    def garble(raw: dict[str, Any]) -> None:
+        if field == "digest":
+            raw["integrity"]["digest"] = "\u00e9" * 64
+        else:
+            raw["integrity"]["signature"]["value"] = "\u00e9" * 64
+
+    edit_without_resealing(bundle_dir, garble)
+
+    with pytest.raises(BundleError, match=rf"not a valid manifest.*integrity\.{field}"):
+        load_bundle(bundle_dir, BundleKey.from_file(key_file))
 
 
 def test_a_stripped_signature_is_refused_when_one_is_required(

@@ -348,8 +348,20 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any], Manifest]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path / MANIFEST_FILE} is not valid JSON: {exc}") from exc
     except ValidationError as exc:
-        raise BundleError(f"{path / MANIFEST_FILE} is not a valid manifest: {exc}") from exc
+        raise BundleError(
+            f"{path / MANIFEST_FILE} is not a valid manifest: {_first_error(exc)}"
+        ) from exc
     return raw, _check_format_version(manifest, path / MANIFEST_FILE)
+
+
+def _first_error(exc: ValidationError) -> str:
+    """One line: where and what of the first error (pydantic's own text spans several lines and
+    echoes the input, which may be large)."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "manifest"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
 
 
 def _check_format_version(manifest: Manifest, manifest_path: Path) -> Manifest:

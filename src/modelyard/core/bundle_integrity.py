@@ -33,19 +33,24 @@ _SIGNED_PREFIX = b"modelyard-bundle-manifest-v1\0"  # a key never signs another 
 _KEY_ID_PREFIX = b"modelyard-bundle-key-id\0"
 
 LEGACY = "legacy (model sha256 only)"
+_SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
 class Signature(BaseModel):
     algorithm: Literal["hmac-sha256"] = "hmac-sha256"
-    key_id: str = Field(description="Names the key (a hash of it), never the key itself.")
-    value: str = Field(description="Hex HMAC-SHA256 of the digest under the key.")
+    key_id: str = Field(
+        pattern=r"^[0-9a-f]{16}$", description="Names the key (a hash of it), never the key."
+    )
+    value: str = Field(pattern=_SHA256_HEX, description="Hex HMAC-SHA256 of the digest.")
 
 
 class Integrity(BaseModel):
     """Written into the manifest at export; covers everything else in it."""
 
     algorithm: Literal["sha256-canonical-json"] = "sha256-canonical-json"
-    digest: str = Field(description="sha256 of the manifest's canonical JSON without this field.")
+    digest: str = Field(
+        pattern=_SHA256_HEX, description="sha256 of the canonical JSON without this field."
+    )
     signature: Signature | None = None
 
 
