@@ -4,19 +4,24 @@ No training is involved: the network keeps its seeded random weights, which is e
 everything between a request and ONNX Runtime (shapes, normalisation, edges, manifest checks).
 """
 
+import json
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from modelyard.core.bundle import Bundle, TensorSpec, write_bundle
+from modelyard.core.bundle import MANIFEST_FILE, Bundle, TensorSpec, write_bundle
+from modelyard.core.bundle_integrity import BundleKey, seal
 from modelyard.projects.nilm.model import Seq2Point
 from modelyard.projects.nilm.normalisation import Normalisation
 
 INTERVAL_S = 60
+WINDOW = 15
+APPLIANCES = ("kettle", "microwave")
 MAX_LENGTH = 500
 AGGREGATE_LIMIT_W = 23000.0
 VERSION = "20261122-120000"
@@ -37,10 +42,29 @@ def nilm_normalisation(appliances: Sequence[str]) -> Normalisation:
     )
 
 
+def export_small_onnx(
+    net: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str
+) -> None:
+    """One input, one output, a dynamic batch axis: how the test bundles' models are written."""
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated upstream but is what export.py uses too.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
 def make_nilm_bundle(
     target: Path,
-    window: int = 15,
-    appliances: Sequence[str] = ("kettle", "microwave"),
+    window: int = WINDOW,
+    appliances: Sequence[str] = APPLIANCES,
     seed: int = 0,
 ) -> Bundle:
     """Export a seeded, untrained seq2point to ``target`` as a complete, verified bundle."""
@@ -51,19 +75,7 @@ def make_nilm_bundle(
     example = torch.zeros((2, window), dtype=torch.float32)
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated upstream but is what export.py uses too.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                net,
-                (example,),
-                str(onnx_path),
-                input_names=["mains"],
-                output_names=["power"],
-                dynamic_axes={"mains": {0: "batch"}, "power": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
+        export_small_onnx(net, example, onnx_path, "mains", "power")
         return write_bundle(
             target,
             onnx_path,
@@ -96,3 +108,15 @@ def make_nilm_bundle(
                 },
             },
         )
+
+
+def edit_sealed_manifest(
+    bundle_dir: Path, edit: Callable[[dict[str, Any]], object], key: BundleKey | None = None
+) -> None:
+    """Edit the manifest as a person with write access would, then record a fresh (valid)
+    integrity record, signed with ``key`` when given: what is left to catch the edit is every
+    check after the digest."""
+    path = bundle_dir / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(seal(raw, key)))

@@ -2,14 +2,20 @@
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from bundle_factory import AGGREGATE_LIMIT_W, VERSION, make_nilm_bundle
+from bundle_factory import (
+    AGGREGATE_LIMIT_W,
+    APPLIANCES,
+    VERSION,
+    WINDOW,
+    edit_sealed_manifest,
+    make_nilm_bundle,
+)
 from modelyard.core.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -20,22 +26,7 @@ from modelyard.core.bundle import (
 )
 from modelyard.core.errors import BundleError, ModelyardError
 
-WINDOW = 15
-APPLIANCES = ("kettle", "microwave")
-
-
-@pytest.fixture(scope="module")
-def source_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    """One real bundle per module; tests that modify a bundle work on a copy."""
-    return make_nilm_bundle(
-        tmp_path_factory.mktemp("source") / "bundle", window=WINDOW, appliances=APPLIANCES
-    )
-
-
-@pytest.fixture
-def bundle_dir(source_bundle: Bundle, tmp_path: Path) -> Path:
-    """A private copy of the source bundle, free to be damaged."""
-    return Path(shutil.copytree(source_bundle.path, tmp_path / "bundle"))
+pytest_plugins = ["bundle_fixtures"]  # source_bundle, bundle_dir
 
 
 def manifest_fields(bundle: Bundle) -> dict[str, Any]:
@@ -44,10 +35,8 @@ def manifest_fields(bundle: Bundle) -> dict[str, Any]:
 
 
 def edit_manifest(bundle_dir: Path, **changes: Any) -> None:
-    path = bundle_dir / MANIFEST_FILE
-    raw = json.loads(path.read_text())
-    raw.update(changes)
-    path.write_text(json.dumps(raw))
+    """Change top-level fields and re-seal, so the checks after the digest are what is tested."""
+    edit_sealed_manifest(bundle_dir, lambda raw: raw.update(changes))
 
 
 def file_sha256(path: Path) -> str:

@@ -6,7 +6,6 @@ it, and check how export, loading and :func:`serving_model_path` answer.
 """
 
 import hashlib
-import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import yaml
 from omegaconf import DictConfig
 from typer.testing import CliRunner
 
+from bundle_factory import edit_sealed_manifest
 from cli_helpers import assert_user_error
 from modelyard.cli import app
 from modelyard.core.bundle import (
@@ -30,6 +30,7 @@ from modelyard.core.bundle import (
     serving_model_path,
     write_bundle,
 )
+from modelyard.core.bundle_integrity import BundleKey
 from modelyard.core.config import load_config
 from modelyard.core.errors import BundleError, ConfigError
 from modelyard.projects.registry import load_task
@@ -86,10 +87,8 @@ def bundle_copy(exported: Exported, tmp_path: Path) -> Path:
 
 
 def edit_manifest(bundle_dir: Path, edit: Any) -> None:
-    path = bundle_dir / MANIFEST_FILE
-    raw = json.loads(path.read_text())
-    edit(raw)
-    path.write_text(json.dumps(raw))
+    """Edit and re-seal: the checks after the manifest digest are what these tests exercise."""
+    edit_sealed_manifest(bundle_dir, edit)
 
 
 def file_sha256(path: Path) -> str:
@@ -327,6 +326,36 @@ def test_dynamic_quantization_when_asked_for(exported: Exported, tmp_path: Path)
     fp32 = OnnxModel(exported.bundle.model_path).run(windows)
     int8 = OnnxModel(output).run(windows)
     assert_close_outputs(fp32, int8)
+
+
+# -- signing at export ------------------------------------------------------------------------
+def test_export_signs_the_bundle_with_the_key_given(exported: Exported, tmp_path: Path) -> None:
+    key_file = tmp_path / "bundle.key"
+    key_file.write_text("5c" * 32 + "\n")
+    target = tmp_path / "signed"
+    overrides = ["experiment=quick", "tracking=none", f"paths.workdir={tmp_path}"]
+    run = ["--run", str(exported.run_dir), "--output", str(target), "--no-quantize"]
+
+    cli = export_command(*overrides, *run, "--sign-key-file", str(key_file))
+
+    assert cli.returncode == 0, cli.stderr
+    assert "signed)" in cli.stderr
+    key = BundleKey.from_file(key_file)
+    assert load_bundle(target, key, require_signature=True).trust.signature_verified
+    short = tmp_path / "short.key"
+    short.write_text("too short\n")
+    refused = export_command(*overrides, *run, "--sign-key-file", str(short))
+    assert_user_error(refused, "use at least 32 random bytes")
+
+
+def test_real_models_pass_the_tensor_check(exported: Exported) -> None:
+    """The start-up check against the manifest accepts what export really writes (INT8 too)."""
+    bundle = exported.bundle
+    verified = CliRunner().invoke(app, ["bundle", "verify", str(bundle.path)])
+
+    assert verified.exit_code == 0, verified.stderr
+    assert "OK, digest verified" in verified.stderr
+    OnnxModel(bundle.path / INT8_MODEL_FILE, expected=bundle.manifest)  # raises on a mismatch
 
 
 # -- settings ----------------------------------------------------------------------------------

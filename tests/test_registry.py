@@ -121,6 +121,20 @@ def test_register_fetch_and_versions(models: Models) -> None:
         registry.fetch(ModelReference("kc_house", alias="production"))
 
 
+def test_registered_manifest_digest_guards_the_cache(models: Models) -> None:
+    registry = open_registry(models.cfg)
+    registered = registry.register(models.good.path)
+    assert registered.tags["manifest_digest"] == models.good.trust.digest
+    cached = registry.fetch(registered.reference).path
+    manifest = cached / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"project"', '"extra": 1, "project"', 1))
+
+    fetched = registry.fetch(registered.reference)  # the edited copy is refused, fetched again
+
+    assert fetched.trust.digest == registered.tags["manifest_digest"]
+    assert '"extra"' not in (fetched.path / "manifest.json").read_text()
+
+
 def test_promotion_through_the_gates(models: Models) -> None:
     registry = open_registry(models.cfg)
     good = registry.register(models.good.path, name="kc_promo")

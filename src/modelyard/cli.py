@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from modelyard.core.bundle_integrity import KEY_FILE_ENV
 from modelyard.core.errors import ModelyardError
 
 console = Console(stderr=True)
@@ -26,12 +27,22 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Fetch and prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+bundle_app = typer.Typer(help="Verify and sign model bundles.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
 
 SOURCE_HELP = "URL or directory; default project.data.source"
 MODEL_HELP = "Run or bundle directory; default the latest run"
 EVAL_SOURCE_HELP = "Raw data to evaluate on (e.g. an unseen house); default the test houses"
 METRICS_HELP = "Metrics JSON path; default inside the run"
 BUNDLE_OUT_HELP = "Bundle directory; default bundles/<version>"
+KEY_FILE_HELP = "File holding the bundle signing key (>= 32 bytes, e.g. openssl rand -hex 32)"
+VerifyKeyFile = Annotated[
+    Path | None,
+    typer.Option(help=f"Verify bundle signatures: {KEY_FILE_HELP}", envvar=KEY_FILE_ENV),
+]
+RequireSignature = Annotated[
+    bool, typer.Option(help="Refuse a bundle that is not signed with the key given")
+]
 
 Overrides = Annotated[
     list[str] | None,
@@ -158,6 +169,9 @@ def export(
             show_default=False,
         ),
     ] = None,
+    sign_key_file: Annotated[
+        Path | None, typer.Option(help=f"Sign the bundle: {KEY_FILE_HELP}", envvar=KEY_FILE_ENV)
+    ] = None,
 ) -> None:
     """Export a run to a bundle: model.onnx + manifest.json, parity-checked (+ INT8 model)."""
     with user_errors():
@@ -172,11 +186,13 @@ def export(
             metrics=metrics,
             quantize=quantize,
             quantize_tolerance=quantize_tolerance,
+            sign_key_file=sign_key_file,
         )
         parity = bundle.manifest.parity
         console.print(
             f"bundle: {bundle.path} (version {bundle.manifest.version}, "
-            f"parity max |diff| {parity.max_abs_diff if parity else 'n/a'})"
+            f"parity max |diff| {parity.max_abs_diff if parity else 'n/a'}, "
+            f"{'signed' if bundle.trust.signed else 'not signed'})"
         )
         quantization = bundle.manifest.quantization
         if quantization is not None:
@@ -234,6 +250,8 @@ def serve(
     max_length: Annotated[int | None, typer.Option(help="Longest accepted series")] = None,
     log_level: Annotated[str, typer.Option(help="Log level")] = "info",
     registry_uri: Annotated[str | None, typer.Option(help=REGISTRY_URI_HELP)] = None,
+    bundle_key_file: VerifyKeyFile = None,
+    require_signature: RequireSignature = False,
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime; no torch). See docs/serving.md."""
     with user_errors():
@@ -247,6 +265,8 @@ def serve(
         settings = build_settings(
             bundle=str(bundle_path(bundle, registry_uri)),
             overrides={"min_length": min_length, "max_length": max_length},
+            bundle_key_file=None if bundle_key_file is None else str(bundle_key_file.resolve()),
+            require_signature=require_signature,
             host=host,
             port=port,
             workers=workers,
@@ -266,7 +286,7 @@ def serve(
             drain_s=drain_seconds,
         )
         if workers > 1:  # a bad bundle: one clear error here, not one traceback per worker
-            _check_bundle(settings.bundle, quantized)
+            _check_servable(settings)
         run_server(settings)
 
 
@@ -274,11 +294,77 @@ def _cors_origins(values: list[str] | None) -> list[str]:
     return [v.strip() for v in values or [] if v.strip()]
 
 
-def _check_bundle(path: str, quantized: bool) -> None:
-    """Load and verify the bundle (and the model file that will be served)."""
-    from modelyard.core.bundle import load_bundle, serving_model_path
+def _check_servable(settings: Any) -> Any:
+    """Everything a worker checks before it serves: the bundle's files and digest, the signature
+    policy, the model's tensors against the manifest, the task's facts against the tensors.
+    Returns the verified bundle."""
+    from modelyard.core.bundle import load_bundle
+    from modelyard.projects.registry import serving_adapter_class
+    from modelyard.serving.runtime import open_served_model
 
-    serving_model_path(load_bundle(Path(path)), quantized)
+    loaded = load_bundle(Path(settings.bundle))
+    serving_adapter_class(loaded.manifest.task)(loaded, open_served_model(loaded, settings), {})
+    return loaded
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    path: Annotated[Path, typer.Argument(help="Bundle directory")],
+    key_file: VerifyKeyFile = None,
+    require_signature: RequireSignature = False,
+    quantized: Annotated[bool, typer.Option(help="Check the INT8 model as the one served")] = False,
+) -> None:
+    """Check a bundle as `serve` would: files, sha256s, manifest digest, signature, tensors."""
+    with user_errors():
+        from modelyard.serving.settings import build_settings
+
+        settings = build_settings(
+            bundle=str(path),
+            bundle_key_file=None if key_file is None else str(key_file),
+            require_signature=require_signature,
+            quantized=quantized,
+        )
+        trust = _check_servable(settings).trust
+        key = f" (key {trust.key_id})" if trust.key_id else ""
+        console.print(f"{path}: OK, {trust.state}{key}", highlight=False, soft_wrap=True)
+
+
+@bundle_app.command("sign")
+def bundle_sign(
+    path: Annotated[Path, typer.Argument(help="Bundle directory")],
+    key_file: Annotated[Path, typer.Option(help=KEY_FILE_HELP, envvar=KEY_FILE_ENV)],
+    accept_edits: Annotated[
+        bool, typer.Option(help="The manifest was edited on purpose: sign its current content")
+    ] = False,
+) -> None:
+    """Sign a bundle's manifest (HMAC-SHA256); a legacy bundle gets its integrity record."""
+    with user_errors():
+        from modelyard.core.bundle import reseal_bundle
+        from modelyard.core.bundle_integrity import BundleKey
+
+        sealed = reseal_bundle(path, BundleKey.from_file(key_file), accept_edits)
+        console.print(
+            f"{path}: signed with key {sealed.trust.key_id}", highlight=False, soft_wrap=True
+        )
+
+
+@bundle_app.command("seal")
+def bundle_seal(
+    path: Annotated[Path, typer.Argument(help="Bundle directory")],
+    accept_edits: Annotated[
+        bool, typer.Option(help="The manifest was edited on purpose: record its current content")
+    ] = False,
+) -> None:
+    """Record a fresh content digest without a key (an existing signature is dropped)."""
+    with user_errors():
+        from modelyard.core.bundle import reseal_bundle
+
+        sealed = reseal_bundle(path, None, accept_edits)
+        console.print(
+            f"{path}: sealed, digest {sealed.trust.digest} (not signed)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -297,7 +383,7 @@ def predict(
 
         loaded = load_bundle(bundle_path(bundle, registry_uri))
         adapter_class: Callable[..., Any] = serving_adapter_class(loaded.manifest.task)
-        adapter = adapter_class(loaded, OnnxModel(loaded.model_path), {})
+        adapter = adapter_class(loaded, OnnxModel(loaded.model_path, expected=loaded.manifest), {})
         rows = adapter.predict_file(source, output)
         console.print(f"wrote {rows} row(s) to {output}")
 

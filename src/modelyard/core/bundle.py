@@ -3,8 +3,14 @@
 A bundle is a directory holding ``model.onnx`` and ``manifest.json``. The manifest is plain JSON:
 what the model is, the tensors it takes and returns, the preprocessing parameters needed to turn a
 request into those tensors, its evaluation metrics, and where it came from (git commit, data
-fingerprint, resolved config). Loading a bundle verifies the model file's sha256, so a bundle that
-was edited or truncated after export is refused. Nothing in a bundle is a pickle.
+fingerprint, resolved config). Nothing in a bundle is a pickle.
+
+Loading a bundle trusts nothing in it blindly: every file it names must be a plain file of the
+bundle directory (:mod:`.bundle_files`), each model file must have the sha256 the manifest records,
+and the manifest must still have the content digest recorded at export, signed with the operator's
+key when one was given (:mod:`.bundle_integrity`). Bundles written before the integrity record
+(format version 1) still load, with a warning, as "legacy (model sha256 only)"; serving with
+``--require-signature`` refuses them.
 
 A bundle exported with ``--quantize`` also holds ``model.int8.onnx``, verified the same way, and a
 ``quantization`` record in the manifest: how the INT8 model scored against the fp32 one on the
@@ -15,6 +21,7 @@ This module must stay importable without torch or pandas: the server imports it.
 """
 
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -24,13 +31,27 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from modelyard.core.bundle_files import bundle_file
+from modelyard.core.bundle_files import check_file_name as check_plain_name
+from modelyard.core.bundle_integrity import (
+    BundleKey,
+    Integrity,
+    Trust,
+    check_digest,
+    check_signature,
+    seal,
+)
 from modelyard.core.errors import BundleError
 from modelyard.core.hashing import sha256_file
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 INT8_MODEL_FILE = "model.int8.onnx"
-FORMAT_VERSION = 1
+#: 2 adds the integrity record; version 1 bundles load as legacy (model sha256 only)
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1
+
+log = logging.getLogger("modelyard.bundle")
 
 
 class TensorSpec(BaseModel):
@@ -50,8 +71,8 @@ class ParityCheck(BaseModel):
 
 
 def check_file_name(name: str) -> str:
-    """A file name inside the bundle directory: no separators, no parent references."""
-    if not name or name in {".", "..", MANIFEST_FILE} or "/" in name or "\\" in name:
+    """A model file name inside the bundle directory: plain, and not the manifest's."""
+    if check_plain_name(name) == MANIFEST_FILE:
         raise ValueError(f"{name!r} is not a plain file name inside the bundle")
     return name
 
@@ -173,6 +194,14 @@ class Manifest(BaseModel):
     quantization: Quantization | None = Field(
         default=None, description="The INT8 model, when exported with --quantize."
     )
+    integrity: Integrity | None = Field(
+        default=None, description="Digest of everything above (and signature); None: legacy."
+    )
+
+    @field_validator("model_file")
+    @classmethod
+    def _plain_file_name(cls, name: str) -> str:
+        return check_file_name(name)
 
     @model_validator(mode="after")
     def _distinct_model_files(self) -> Self:
@@ -186,10 +215,25 @@ class Bundle(BaseModel):
 
     path: Path
     manifest: Manifest
+    trust: Trust = Field(description="What loading verified (digest, signature).")
 
     @property
     def model_path(self) -> Path:
         return self.path / self.manifest.model_file
+
+    def check_signature(self, key: BundleKey | None, required: bool) -> None:
+        """Verify the signature with the operator's ``key``; refuse an unsigned (or legacy)
+        bundle when ``required``. Records what was verified in :attr:`trust`; a legacy bundle
+        that may be used is let through with a warning."""
+        self.trust = check_signature(
+            self.manifest.integrity, self.trust, key, required, self.path / MANIFEST_FILE
+        )
+        if self.manifest.integrity is None:
+            log.warning(
+                "%s is a legacy bundle: only its model files are verified, not its manifest; "
+                "re-export it or sign it with `modelyard bundle sign`",
+                self.path,
+            )
 
 
 def new_version() -> str:
@@ -202,14 +246,16 @@ def write_bundle(
     model_file: Path,
     manifest_fields: dict[str, Any],
     extra_files: Mapping[str, Path] | None = None,
+    key: BundleKey | None = None,
 ) -> Bundle:
     """Write a bundle directory atomically and return it loaded.
 
-    ``manifest_fields`` holds every manifest field except ``sha256`` and ``model_file``, which are
-    computed here. ``extra_files`` maps file names inside the bundle (e.g. ``model.int8.onnx``) to
-    the files to copy there. The bundle is assembled and verified in a temporary sibling
-    directory and renamed into place, so a crash never leaves a half-written bundle at ``target``
-    and a bundle whose manifest does not match its files is never written.
+    ``manifest_fields`` holds every manifest field except ``sha256``, ``model_file`` and
+    ``integrity``, which are computed here (an ``integrity`` given is replaced); with ``key`` the
+    integrity record is signed. ``extra_files`` maps file names inside the bundle (e.g.
+    ``model.int8.onnx``) to the files to copy there. The bundle is assembled and verified in a
+    temporary sibling directory and renamed into place, so a crash never leaves a half-written
+    bundle at ``target`` and a bundle whose manifest does not match its files is never written.
     """
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -220,11 +266,12 @@ def write_bundle(
             if check_file_name(name) == MODEL_FILE:
                 raise ValueError(f"extra file {name!r} would replace the model")
             shutil.copyfile(source, staging / name)
+        fields = {k: v for k, v in manifest_fields.items() if k != "integrity"}
         manifest = Manifest(
-            **manifest_fields, model_file=MODEL_FILE, sha256=sha256_file(staging / MODEL_FILE)
+            **fields, model_file=MODEL_FILE, sha256=sha256_file(staging / MODEL_FILE)
         )
-        _verify_files(staging, manifest)
-        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+        _verify_files(staging.resolve(), manifest)
+        _write_manifest(staging, json.loads(manifest.model_dump_json(exclude={"integrity"})), key)
         if target.exists():
             shutil.rmtree(target)
         staging.replace(target)
@@ -234,42 +281,109 @@ def write_bundle(
     return load_bundle(target)
 
 
-def load_bundle(path: Path) -> Bundle:
-    """Load and verify a bundle; raise :class:`BundleError` with a precise reason otherwise."""
+def _write_manifest(directory: Path, raw: dict[str, Any], key: BundleKey | None) -> None:
+    """Write ``raw`` as the manifest, sealed (and signed with ``key``), through a temporary file."""
+    sealed = seal({**raw, "format_version": FORMAT_VERSION}, key)
+    partial = directory / f".{MANIFEST_FILE}.partial"
+    partial.write_text(json.dumps(sealed, indent=2, ensure_ascii=False) + "\n")
+    partial.replace(directory / MANIFEST_FILE)
+
+
+def load_bundle(
+    path: Path, key: BundleKey | None = None, require_signature: bool = False
+) -> Bundle:
+    """Load and verify a bundle; raise :class:`BundleError` with a precise reason otherwise.
+
+    Verified: the files it names (plain files inside the bundle), their sha256, the manifest's
+    content digest, and, with ``key``, its signature (``require_signature``: refuse a bundle
+    that is not signed). Without either, the signature policy is left to the caller
+    (:meth:`Bundle.check_signature`; the server applies it when it opens the model).
+    """
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"bundle directory not found: {path}")
+    raw, manifest = _read_manifest(path)
     manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file():
+    if manifest.format_version == FORMAT_VERSION and manifest.integrity is None:
+        raise BundleError(
+            f"{manifest_path} has no integrity record; a version {FORMAT_VERSION} bundle always "
+            "has one: re-export the bundle"
+        )
+    trust = check_digest(raw, manifest.integrity, manifest_path)
+    _verify_files(path.resolve(), manifest)
+    bundle = Bundle(path=path, manifest=manifest, trust=trust)
+    if key is not None or require_signature:
+        bundle.check_signature(key, require_signature)
+    return bundle
+
+
+def reseal_bundle(path: Path, key: BundleKey | None, accept_edits: bool = False) -> Bundle:
+    """Record a fresh integrity record (signed with ``key``) for the bundle at ``path``.
+
+    The bundle is verified first: files, sha256s and, unless ``accept_edits``, the manifest's
+    current digest, so a manifest changed by someone else is not signed by mistake. A legacy
+    bundle becomes a version-2 bundle. Returns it loaded again.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"bundle directory not found: {path}")
+    raw, manifest = _read_manifest(path)
+    if not accept_edits:
+        check_digest(raw, manifest.integrity, path / MANIFEST_FILE)
+    _verify_files(path.resolve(), manifest)
+    _write_manifest(path, raw, key)
+    return load_bundle(path, key)
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, Any], Manifest]:
+    """The manifest as parsed JSON and as a validated :class:`Manifest`."""
+    if not (path / MANIFEST_FILE).is_symlink() and not (path / MANIFEST_FILE).is_file():
         raise BundleError(f"{path} is not a bundle: {MANIFEST_FILE} is missing")
+    manifest_path = bundle_file(path.resolve(), MANIFEST_FILE, "manifest")
     try:
         raw = json.loads(manifest_path.read_text())
+        if not isinstance(raw, dict):
+            raise BundleError(f"{path / MANIFEST_FILE} does not hold a JSON object")
         manifest = Manifest.model_validate(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        raise BundleError(f"{path / MANIFEST_FILE} is not valid JSON: {exc}") from exc
     except ValidationError as exc:
-        raise BundleError(f"{manifest_path} is not a valid manifest: {exc}") from exc
-    if manifest.format_version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path / MANIFEST_FILE} is not a valid manifest: {_first_error(exc)}"
+        ) from exc
+    return raw, _check_format_version(manifest, path / MANIFEST_FILE)
+
+
+def _first_error(exc: ValidationError) -> str:
+    """One line: where and what of the first error (pydantic's own text spans several lines and
+    echoes the input, which may be large)."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "manifest"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def _check_format_version(manifest: Manifest, manifest_path: Path) -> Manifest:
+    if manifest.format_version not in (FORMAT_VERSION, LEGACY_FORMAT_VERSION):
         raise BundleError(
             f"{manifest_path} has format_version {manifest.format_version}; "
-            f"this modelyard reads version {FORMAT_VERSION}"
+            f"this modelyard reads version {FORMAT_VERSION} (and {LEGACY_FORMAT_VERSION})"
         )
-    _verify_files(path, manifest)
-    return Bundle(path=path, manifest=manifest)
+    return manifest
 
 
-def _verify_files(path: Path, manifest: Manifest) -> None:
-    """Every model file the manifest names is present and has the sha256 it records."""
-    _verify_file(path, "model file", manifest.model_file, manifest.sha256)
+def _verify_files(root: Path, manifest: Manifest) -> None:
+    """Every model file the manifest names is a plain file of the bundle (``root``, resolved)
+    with the sha256 the manifest records."""
+    _verify_file(root, "model file", manifest.model_file, manifest.sha256)
     if manifest.quantization is not None:
         quantized = manifest.quantization
-        _verify_file(path, "INT8 model file", quantized.model_file, quantized.sha256)
+        _verify_file(root, "INT8 model file", quantized.model_file, quantized.sha256)
 
 
-def _verify_file(path: Path, what: str, name: str, expected: str) -> None:
-    file = path / name
-    if not file.is_file():
-        raise BundleError(f"{path}: {what} {name} is missing")
+def _verify_file(root: Path, what: str, name: str, expected: str) -> None:
+    file = bundle_file(root, name, what)
     actual = sha256_file(file)
     if actual != expected:
         raise BundleError(
@@ -293,10 +407,8 @@ def serving_model_path(bundle: Bundle, quantized: bool) -> Path:
             f"{bundle.path}: the INT8 model changed {name} by {_describe(change)}, above the "
             f"{record.tolerance:.2%} tolerance; serve the fp32 model"
         )
-    int8_path = bundle.path / record.model_file
-    if not int8_path.is_file():
-        raise BundleError(f"{bundle.path}: INT8 model file {record.model_file} is missing")
-    return int8_path
+    bundle_file(bundle.path.resolve(), record.model_file, "INT8 model file")
+    return bundle.path / record.model_file
 
 
 def _describe(change: MetricChange) -> str:

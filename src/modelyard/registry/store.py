@@ -2,8 +2,10 @@
 
 Registering uploads the bundle directory (model.onnx + manifest.json) as the artifacts of a
 registration run and creates a model version whose source is that directory; the version is
-tagged with the bundle's version, sha256, project, git commit and training run. Fetching a
-version downloads the bundle into a local cache (atomically) and verifies its sha256.
+tagged with the bundle's version, sha256, manifest digest, project, git commit and training run.
+Fetching a version downloads the bundle into a local cache (atomically) and verifies it: its
+files and manifest digest (:func:`~modelyard.core.bundle.load_bundle`), then the sha256 and
+digest registered, so a bundle replaced in the artifact store by another valid one is refused.
 """
 
 import json
@@ -21,6 +23,7 @@ from modelyard.tracking.mlflow_backend import client_for, is_embedded
 
 REGISTRATION_EXPERIMENT = "modelyard-registrations"
 BUNDLE_ARTIFACTS = "bundle"
+DIGEST_TAG = "manifest_digest"  # the manifest's integrity digest, checked again on fetch
 ALIASES = ("staging", "production")
 
 
@@ -166,6 +169,10 @@ class ModelRegistry:
             raise RegistryError(
                 f"{reference}: downloaded model does not match its registered sha256"
             )
+        if bundle.trust.digest != version.tags.get(DIGEST_TAG, bundle.trust.digest):
+            raise RegistryError(
+                f"{reference}: downloaded manifest does not match its registered digest"
+            )
         return bundle
 
     # -- helpers ---------------------------------------------------------------------------
@@ -207,6 +214,8 @@ def _version_tags(bundle: Bundle) -> dict[str, str]:
     }
     if manifest.tracking:
         tags["training_run"] = json.dumps(manifest.tracking)
+    if bundle.trust.digest is not None:  # legacy bundles have none
+        tags[DIGEST_TAG] = bundle.trust.digest
     return tags
 
 

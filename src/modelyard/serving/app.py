@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from modelyard import __version__
 from modelyard.core.bundle import Bundle, TensorSpec
+from modelyard.core.bundle_integrity import Trust
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.draining import install_drain_on_sigterm
 from modelyard.serving.http_checks import validation_error_body
@@ -60,6 +61,7 @@ class Info(BaseModel):
     data_fingerprint: str | None
     modelyard_version: str
     details: dict[str, Any] = Field(description="Task-specific facts (window, appliances, limits).")
+    integrity: Trust = Field(description="What was verified of the bundle: digest, signature.")
 
 
 def create_app(
@@ -148,6 +150,7 @@ def create_app(
             data_fingerprint=m.data_fingerprint,
             modelyard_version=__version__,
             details=served.info(),
+            integrity=served.bundle.trust,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -4,6 +4,9 @@ Threads: one ONNX Runtime intra-op thread per core the worker may use (the cores
 workers), one inter-op thread (these models are a single chain of operators), and no spinning:
 an idle intra-op thread that spins waiting for work burns a core the event loop and the other
 workers need.
+
+Opened for serving (:func:`open_served_model`), a model is checked against its manifest's tensors
+(:mod:`.tensor_contract`) after the operator's signature policy has been applied to the bundle.
 """
 
 import asyncio
@@ -13,7 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from modelyard.core.bundle import Bundle, Manifest, serving_model_path
+from modelyard.core.bundle_integrity import optional_key
 from modelyard.core.errors import BundleError
+from modelyard.serving.settings import ServerSettings
+from modelyard.serving.tensor_contract import check_tensors
 
 
 def available_cores() -> int:
@@ -32,9 +39,18 @@ def intra_op_threads(requested: int, workers: int = 1) -> int:
 
 
 class OnnxModel:
-    """One input, one output: a float32 batch in, a float32 batch out."""
+    """One input, one output: a float32 batch in, a float32 batch out.
 
-    def __init__(self, path: Path, threads: int = 0, spinning: bool = False) -> None:
+    With ``expected`` (the bundle's manifest), the model's tensors must be the declared ones.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        threads: int = 0,
+        spinning: bool = False,
+        expected: Manifest | None = None,
+    ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads(threads)
         options.inter_op_num_threads = 1
@@ -49,6 +65,9 @@ class OnnxModel:
             raise BundleError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
+        if expected is not None:
+            check_tensors(path, "inputs", inputs, expected.inputs)
+            check_tensors(path, "outputs", outputs, expected.outputs)
         if len(inputs) != 1 or len(outputs) != 1:
             raise BundleError(f"{path}: expected one input and one output tensor")
         self.input_name: str = inputs[0].name
@@ -62,3 +81,12 @@ class OnnxModel:
     async def run_async(self, batch: np.ndarray) -> np.ndarray:
         """``run`` on a worker thread, so the event loop keeps serving meanwhile."""
         return await asyncio.to_thread(self.run, batch)
+
+
+def open_served_model(bundle: Bundle, settings: ServerSettings, threads: int = 0) -> OnnxModel:
+    """The model a server runs: the bundle passes the operator's signature policy
+    (``bundle_key_file``, ``require_signature``), then the model file to serve is opened and
+    checked against the manifest's tensors."""
+    bundle.check_signature(optional_key(settings.bundle_key_file), settings.require_signature)
+    path = serving_model_path(bundle, settings.quantized)
+    return OnnxModel(path, threads=threads, expected=bundle.manifest)

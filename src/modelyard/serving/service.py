@@ -7,7 +7,7 @@ import logging
 import os
 from typing import Any
 
-from modelyard.core.bundle import Bundle, serving_model_path
+from modelyard.core.bundle import Bundle
 from modelyard.projects.registry import serving_adapter_class
 from modelyard.serving.adapter import ModelRunner, ServingAdapter
 from modelyard.serving.batching import BatchingModel
@@ -15,7 +15,7 @@ from modelyard.serving.context import RequestContext
 from modelyard.serving.draining import Drain
 from modelyard.serving.metrics import ServiceMetrics, mark_worker_dead
 from modelyard.serving.prediction_log import PredictionLog, PredictionRecord
-from modelyard.serving.runtime import OnnxModel, intra_op_threads
+from modelyard.serving.runtime import intra_op_threads, open_served_model
 from modelyard.serving.settings import ServerSettings
 
 log = logging.getLogger("modelyard.serving")
@@ -41,7 +41,7 @@ class Service:
         self.settings = settings
         self.metrics = ServiceMetrics()
         threads = intra_op_threads(settings.threads, settings.workers)
-        onnx = OnnxModel(serving_model_path(bundle, settings.quantized), threads=threads)
+        onnx = open_served_model(bundle, settings, threads)
         self.batcher: BatchingModel | None = None
         runner: ModelRunner = onnx
         if settings.batching:

@@ -26,6 +26,12 @@ class ServerSettings(BaseModel):
     overrides: dict[str, int | float | str | None] = Field(
         default_factory=dict, description="Task settings replacing the bundle's serving config."
     )
+    bundle_key_file: str | None = Field(
+        default=None, description="Key file verifying bundle signatures (HMAC-SHA256)."
+    )
+    require_signature: bool = Field(
+        default=False, description="Refuse a bundle not signed with bundle_key_file's key."
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

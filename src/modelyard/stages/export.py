@@ -31,6 +31,7 @@ from modelyard.core.bundle import (
     new_version,
     write_bundle,
 )
+from modelyard.core.bundle_integrity import optional_key
 from modelyard.core.config import read_saved_config, to_plain
 from modelyard.core.errors import ModelyardError
 from modelyard.core.runs import mark_latest
@@ -113,13 +114,16 @@ def run(
     metrics: Path | None = None,
     quantize: bool | None = None,
     quantize_tolerance: float | None = None,
+    sign_key_file: Path | None = None,
 ) -> Bundle:
     """Export ``run_dir`` (default: the latest run) to ``output`` (default: bundles/<version>).
 
     The manifest carries the evaluation metrics from ``metrics`` (default: the run's own
     ``evaluation/metrics.json``, when it has been evaluated). ``quantize`` and
-    ``quantize_tolerance`` (default: ``cfg.export``) add the measured INT8 model.
+    ``quantize_tolerance`` (default: ``cfg.export``) add the measured INT8 model; with
+    ``sign_key_file`` the manifest's integrity record is signed (HMAC-SHA256).
     """
+    key = optional_key(sign_key_file)  # a bad key fails before any work
     settings = requested(cfg, quantize, quantize_tolerance)
     run_dir = Path(run_dir) if run_dir is not None else latest_run(cfg)
     checkpoint = run_dir / CHECKPOINT
@@ -175,6 +179,7 @@ def run(
                 "quantization": quantization,
             },
             extra_files=extra_files,
+            key=key,
         )
     if output is None:
         mark_latest(bundle.path)

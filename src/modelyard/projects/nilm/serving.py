@@ -181,6 +181,11 @@ class NilmServing(ServingAdapter):
             f"{self.min_length} and {self.max_length} are accepted"
         )
 
+    def check_contract(self) -> None:
+        """One window of readings in, one value per appliance out."""
+        self.require_axis("inputs", -1, self.window, f"window {self.window}")
+        self.require_axis("outputs", -1, len(self.appliances), f"appliances {self.appliances}")
+
     def info(self) -> dict[str, Any]:
         return {
             "window": self.window,

@@ -230,6 +230,12 @@ class TabularServing(ServingAdapter):
         inputs = self.parse_rows(body)
         return inputs, self.predict_rows(inputs)
 
+    def check_contract(self) -> None:
+        """One column per encoded feature in, one score out."""
+        width = len(self.pipeline.output_names)
+        self.require_axis("inputs", -1, width, f"{width} encoded features")
+        self.require_axis("outputs", -1, 1, "one score per row")
+
     def info(self) -> dict[str, Any]:
         return {
             "target": self.schema.target.name,

@@ -80,6 +80,12 @@ class VisionServing(ServingAdapter):
         self._decode_slots = asyncio.Semaphore(self.max_concurrent_decodes)
         return_large_blocks_to_the_os()
 
+    def check_contract(self) -> None:
+        """A square RGB image of image_size in, one logit per class out."""
+        for axis in (-2, -1):
+            self.require_axis("inputs", axis, self.size, f"image_size {self.size}")
+        self.require_axis("outputs", -1, len(self.classes), f"{len(self.classes)} classes")
+
     def info(self) -> dict[str, Any]:
         return {
             "classes": self.classes,
