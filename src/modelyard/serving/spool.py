@@ -26,7 +26,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -78,20 +78,11 @@ class Spool:
     def prepare(self) -> None:
         """Create the directory, record its owner and prove it writable; a ConfigError (one line)
         says why not."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            owner = self.directory / OWNER_FILE
-            if not owner.is_file():
+        check_writable(self.directory)
+        owner = self.directory / OWNER_FILE
+        if not owner.is_file():
+            with _as_config_error(self.directory):
                 _write_synced(owner, json.dumps(self.owner, sort_keys=True) + "\n")
-            probe = self.directory / _PROBE.format(pid=os.getpid())
-            _write_synced(probe, "probe\n")
-            probe.unlink()
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise ConfigError(
-                f"prediction log: spool directory {self.directory} is not writable ({reason}); "
-                "make it writable or set spool_dir to a local directory that is"
-            ) from None
         self._warn_about_unowned_files()
 
     def _warn_about_unowned_files(self) -> None:
@@ -201,6 +192,28 @@ class Spool:
         partial = claimed.with_suffix(".partial")
         partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         partial.replace(claimed)
+
+
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` and write, sync and remove a probe file in it: a ConfigError (one
+    line) when that fails, at start rather than when records need the spool."""
+    with _as_config_error(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / _PROBE.format(pid=os.getpid())
+        _write_synced(probe, "probe\n")
+        probe.unlink()
+
+
+@contextlib.contextmanager
+def _as_config_error(directory: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"prediction log: spool directory {directory} is not writable ({reason}); "
+            "make it writable or set spool_dir to a local directory that is"
+        ) from None
 
 
 def _append(directory: Path, name: str, lines: list[str]) -> Path:
