@@ -103,6 +103,16 @@ def stored(url: str, table: sa.Table = predictions) -> set[str]:
         engine.dispose()
 
 
+def server_ids(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = sa.select(predictions.c.server_request_id)
+            return [str(r) for r in connection.execute(query).scalars()]
+    finally:
+        engine.dispose()
+
+
 def log_counter(text: str, event: str) -> float:
     return samples(text).get(("modelyard_prediction_log_records_total", (("event", event),)), 0.0)
 
@@ -133,6 +143,8 @@ def test_postgresql_down_then_back_under_load_loses_nothing(
     assert len(load.answered) > down > 20  # it kept answering while the database was away
     assert set(load.statuses) == {200}
     assert load.ids() <= stored(postgres.url)
+    ids = server_ids(postgres.url)  # the server's own id: one per request, whatever was sent
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
 # --- the spool must be writable ---------------------------------------------------------------
