@@ -223,7 +223,9 @@ def test_kill_9_under_load_loses_at_most_what_was_not_yet_written(
 ) -> None:
     """kill -9 cannot be cleaned up after. Just before it, /metrics says how many records were
     recorded but not yet written; every answer that arrived after that scrape may also be
-    unwritten. The predictions missing afterwards are at most those two together."""
+    unwritten (and, as margin for a worker that answered but had not yet recorded when the
+    scrape overtook it, those of the 0.1 s before). The predictions missing afterwards are at
+    most those together."""
     log_url = f"sqlite:///{tmp_path}/predictions.db"
     process, url = serve(bundle.path, log_url)
     with Load(url, nilm) as load:
@@ -233,12 +235,12 @@ def test_kill_9_under_load_loses_at_most_what_was_not_yet_written(
         process.kill()
         process.communicate(timeout=30)
     pending = log_counter(text, "recorded") - log_counter(text, "written")
-    after_scrape = sum(1 for _, at in load.answered if at >= scraped_at)
+    after_scrape = sum(1 for _, at in load.answered if at >= scraped_at - 0.1)
     lost = load.ids() - stored(log_url)
 
     print(  # the numbers docs/serving.md quotes (pytest -s)
         f"kill -9: answered {len(load.answered)}, lost {len(lost)}, unwritten at the scrape "
         f"{pending:.0f}, answered after it {after_scrape}"
     )
-    assert len(load.answered) > 100
+    assert len(load.answered) > 50
     assert len(lost) <= pending + after_scrape

@@ -1,10 +1,13 @@
 """Telling a database that is down from a record it will not take, and what is kept of the latter.
 
 A database that cannot be reached (connection refused, dropped, timed out, locked) is waited for:
-the records stay buffered or spooled and are retried. Any other failure of an insert (a value out
-of range, a constraint, a value the driver or the JSON encoder refuses) is the record's fault:
-retrying cannot help, and it must not hold up the records around it. Such a record becomes a
-:class:`DeadLetter`: a row of plain, bounded text that every database stores.
+the records stay buffered or spooled and are retried. So is one whose table is missing or not
+writable for this user (``ProgrammingError``): that is the operator's to fix, not the records'
+fault, and no request can cause it (every value a request controls reaches the database as JSON
+text). Any other failure of an insert (a value out of range, a constraint, a value the driver or
+the JSON encoder refuses) is the record's fault: retrying cannot help, and it must not hold up
+the records around it. Such a record becomes a :class:`DeadLetter`: a row of plain, bounded text
+that every database stores.
 """
 
 from dataclasses import dataclass, fields
@@ -17,6 +20,7 @@ from modelyard.serving.log_json import safe_text
 
 _DOWN = (
     sa.exc.OperationalError,  # refused, dropped, locked, read-only, out of disk
+    sa.exc.ProgrammingError,  # no such table, permission denied
     sa.exc.InterfaceError,
     sa.exc.DisconnectionError,
     sa.exc.TimeoutError,  # no pooled connection in time

@@ -93,9 +93,13 @@ class PredictionRecord:
 
     @classmethod
     def from_json(cls, line: str) -> "PredictionRecord":
-        """A spool line back into a record (ValueError, TypeError or KeyError when malformed)."""
+        """A spool line back into a record (ValueError, TypeError or KeyError when malformed:
+        a value of the wrong type would reach the driver as a schema error, not a bad row)."""
         raw = json.loads(line)
         raw["created_at"] = datetime.fromisoformat(raw["created_at"])
+        for name, kinds in _SCALARS.items():
+            if name in raw and (not isinstance(raw[name], kinds) or isinstance(raw[name], bool)):
+                raise TypeError(f"{name} is a {type(raw[name]).__name__}")
         return cls(**raw)
 
     def dead_letter(self, error: BaseException | str) -> DeadLetter:
@@ -106,6 +110,15 @@ class PredictionRecord:
 
 
 _FIELDS = tuple(f.name for f in fields(PredictionRecord))
+_SCALARS: dict[str, type | tuple[type, ...]] = {
+    "request_id": str,
+    "server_request_id": str,
+    "model": str,
+    "version": str,
+    "route": str,
+    "status": int,
+    "latency_ms": (int, float),
+}
 
 
 @dataclass
@@ -281,6 +294,7 @@ class PredictionLog:
                     return
 
     def _database_down(self, cause: BaseException) -> None:
+        self._schema_ready = False  # a table dropped meanwhile is created again on the retry
         if self.stats.database_ok or self.stats.write_errors == 0:  # log transitions only
             logger.warning(
                 "prediction log: database unavailable (%s); buffering and retrying",
