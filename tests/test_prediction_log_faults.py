@@ -194,6 +194,19 @@ def test_a_table_dropped_while_running_is_waited_for_not_dead_lettered(
     assert log.stats.dead_letters == 0
 
 
+def test_a_spool_file_that_cannot_be_read_does_not_stop_the_log(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/predictions.db"
+    owned = PredictionLog(url, spool_dir=tmp_path / "spool", model=MODEL).spool_dir
+    (owned / "spool-4194305.jsonl").mkdir()  # a directory where a file should be
+    log = PredictionLog(url, spool_dir=tmp_path / "spool", batch_size=2, model=MODEL)
+    log.start()
+    for number in range(5):
+        log.record(record(number))
+    wait_for(lambda: log.stats.written == 5)
+    log.close()
+    assert stored_ids(url) == [f"req-{n:06d}" for n in range(5)]
+
+
 def test_the_json_of_a_log_record_never_fails() -> None:
     cycle: list[Any] = []
     cycle.append(cycle)

@@ -23,9 +23,17 @@ os.register_at_fork(after_in_child=_ids.seed)
 
 
 def new_server_request_id() -> str:
-    """32 random hex digits (128 bits) from the process's seeded generator: unique in practice,
-    and far cheaper per request than os.urandom (a system call) or uuid4 (a call and an object).
+    """32 hex digits: the time in milliseconds (12), then 80 random bits (20).
+
+    Unique in practice (80 bits per millisecond), and in time order, so that the prediction
+    log's unique index grows at its end instead of at random places (a random key cost the
+    writer a quarter more CPU per record in SQLite). Random bits come from the process's seeded
+    generator: far cheaper per request than os.urandom (a system call) or uuid4.
     """
+    return f"{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
+
+
+def _random_id() -> str:
     return f"{_ids.getrandbits(128):032x}"
 
 
@@ -63,7 +71,7 @@ def request_id_from(header: str | None) -> str:
         cleaned = header.strip()
         if cleaned and all(c.isalnum() or c in "-_.:" for c in cleaned):
             return cleaned
-    return new_server_request_id()
+    return _random_id()
 
 
 def current_request_id() -> str | None:

@@ -193,6 +193,7 @@ class PredictionLog:
         self._lock = threading.Condition()
         self._closing = False
         self._schema_ready = False
+        self._spool_error = ""
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self.stats.spool_pending = self.spool.count()
 
@@ -261,6 +262,8 @@ class PredictionLog:
                     self._replay_spool()
                 except DatabaseDownError as down:  # the spool's records stay in their file
                     raise DatabaseDownError(batch, down.cause) from down
+                except OSError as exc:  # a spool file that cannot be read must not stop the log
+                    self._spool_unreadable(exc)
                 self._store(batch)
             except DatabaseDownError as down:
                 with self._lock:
@@ -292,6 +295,12 @@ class PredictionLog:
             with self._lock:
                 if closing and not self._buffer:
                     return
+
+    def _spool_unreadable(self, exc: OSError) -> None:
+        message = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+        if message != self._spool_error:  # once per distinct failure, not once per batch
+            logger.error("prediction log: spool not replayed (%s); its records stay there", message)
+            self._spool_error = message
 
     def _database_down(self, cause: BaseException) -> None:
         self._schema_ready = False  # a table dropped meanwhile is created again on the retry
