@@ -190,7 +190,7 @@ def test_poison_requests_do_not_lose_the_valid_ones_at_shutdown(
     avm_bundle: Bundle, tmp_path: Path
 ) -> None:
     """A request whose values no database or JSON encoder takes, among valid ones: whether the
-    server refuses it (422) or answers it, every valid prediction answered is in the log after
+    server refuses it (4xx) or answers it, every valid prediction answered is in the log after
     SIGTERM, and an answered poison one is stored or kept as a dead letter."""
     log_url = f"sqlite:///{tmp_path}/predictions.db"
 
@@ -207,7 +207,7 @@ def test_poison_requests_do_not_lose_the_valid_ones_at_shutdown(
     err = stop(process, send=False)
 
     assert "Traceback" not in err
-    assert set(load.statuses) <= {200, 422}
+    assert all(status == 200 or 400 <= status < 500 for status in load.statuses)  # no 5xx
     valid = {i for i in load.ids() if int(i.rsplit("-", 1)[1]) % 10 != 3}
     poison = load.ids() - valid
     assert len(valid) > 50
