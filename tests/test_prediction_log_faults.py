@@ -269,6 +269,14 @@ def test_the_owner_record_has_no_password(tmp_path: Path) -> None:
     assert rotated.spool_dir == log.spool_dir  # a new password is the same database
 
 
+def test_a_spool_directory_of_another_owner_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/p.db"
+    owned = PredictionLog(url, spool_dir=tmp_path, model=MODEL).spool_dir
+    (owned / "owner.json").write_text('{"database": "sqlite:////elsewhere.db", "model": "avm"}')
+    with pytest.raises(ConfigError, match=r"belongs to .*elsewhere\.db"):
+        PredictionLog(url, spool_dir=tmp_path, model=MODEL)
+
+
 def test_an_unwritable_spool_directory_is_refused_at_start(tmp_path: Path) -> None:
     """As root, permissions do not stop writes: a regular file where the directory should be
     does."""

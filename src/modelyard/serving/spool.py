@@ -79,10 +79,15 @@ class Spool:
         """Create the directory, record its owner and prove it writable; a ConfigError (one line)
         says why not."""
         check_writable(self.directory)
-        owner = self.directory / OWNER_FILE
-        if not owner.is_file():
+        recorded = _read_owner(self.directory)
+        if recorded is None:  # new, or a write cut short
             with _as_config_error(self.directory):
-                _write_synced(owner, json.dumps(self.owner, sort_keys=True) + "\n")
+                _write_synced(self.directory / OWNER_FILE, json.dumps(self.owner) + "\n")
+        elif recorded != self.owner:
+            raise ConfigError(
+                f"prediction log: spool directory {self.directory} belongs to {recorded}, "
+                f"not to {self.owner}; move it away"
+            )
         self._warn_about_unowned_files()
 
     def _warn_about_unowned_files(self) -> None:
@@ -131,18 +136,16 @@ class Spool:
 
     def _ensure_fallback(self) -> None:
         self.fallback.mkdir(parents=True, exist_ok=True)
-        owner = self.fallback / OWNER_FILE
-        if not owner.is_file():
-            _write_synced(owner, json.dumps(self.owner, sort_keys=True) + "\n")
+        if _read_owner(self.fallback) is None:
+            _write_synced(self.fallback / OWNER_FILE, json.dumps(self.owner) + "\n")
 
     # -- replaying -------------------------------------------------------------------------
     def _owned_directories(self) -> list[Path]:
         """This log's directories whose owner record says so (a mismatch is logged, skipped)."""
         owned = []
         for directory in (self.directory, self.fallback):
-            try:
-                owner = json.loads((directory / OWNER_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            owner = _read_owner(directory)
+            if owner is None:
                 continue
             if owner == self.owner:
                 owned.append(directory)
@@ -214,6 +217,15 @@ def _as_config_error(directory: Path) -> Iterator[None]:
             f"prediction log: spool directory {directory} is not writable ({reason}); "
             "make it writable or set spool_dir to a local directory that is"
         ) from None
+
+
+def _read_owner(directory: Path) -> dict[str, str] | None:
+    """The owner record of a spool directory; None when absent or unreadable."""
+    try:
+        owner = json.loads((directory / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def _append(directory: Path, name: str, lines: list[str]) -> Path:
