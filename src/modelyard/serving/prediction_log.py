@@ -433,7 +433,7 @@ class PredictionLog:
         for line in lines:
             try:
                 records.append(PredictionRecord.from_json(line))
-            except (ValueError, TypeError, KeyError, AttributeError):
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
                 malformed.append(line)
         try:
             stored = self._store(records)
