@@ -42,8 +42,13 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def own_spool(directory: Path) -> Path:
-    return directory / f"spool-{os.getpid()}.jsonl"
+def own_spool(log: PredictionLog) -> Path:
+    return log.spool_dir / f"spool-{os.getpid()}.jsonl"
+
+
+def spool_files(log: PredictionLog) -> list[Path]:
+    """What waits in this log's spool (its owner record aside)."""
+    return sorted(log.spool_dir.glob("spool-*"))
 
 
 def request_ids(url: str) -> list[str]:
@@ -73,7 +78,7 @@ def test_records_from_many_threads_are_all_written_in_batches(tmp_path: Path) ->
     log.close()
     assert log.stats.recorded == log.stats.written == 1000
     assert sorted(request_ids(url)) == [f"req-{n:06d}" for n in range(1000)]
-    assert not list((tmp_path / "spool").glob("*"))
+    assert not spool_files(log)
 
     engine = sa.create_engine(url)
     with engine.connect() as connection:
@@ -114,7 +119,7 @@ def test_overflow_goes_to_the_spool_and_is_replayed_in_order(tmp_path: Path) -> 
     for number in range(300):
         log.record(record(number))
     assert log.stats.buffered <= 50 + 10  # bounded (plus one batch in flight)
-    assert log.stats.spooled >= 240 and own_spool(spool).is_file()
+    assert log.stats.spooled >= 240 and own_spool(log).is_file()
 
     (tmp_path / "later").mkdir()
     wait_for(lambda: log.stats.written == 300)
@@ -122,7 +127,7 @@ def test_overflow_goes_to_the_spool_and_is_replayed_in_order(tmp_path: Path) -> 
     assert log.stats.replayed == log.stats.spooled
     stored = request_ids(url)
     assert len(stored) == 300 and sorted(stored) == [f"req-{n:06d}" for n in range(300)]
-    assert not list(spool.glob("*")) and log.stats.spool_pending == 0
+    assert not spool_files(log) and log.stats.spool_pending == 0
 
 
 def test_shutdown_with_the_database_down_spools_and_the_next_start_replays(
@@ -135,7 +140,7 @@ def test_shutdown_with_the_database_down_spools_and_the_next_start_replays(
     for number in range(120):
         first.record(record(number))
     first.close(timeout_s=2)
-    assert first.stats.written == 0 and len(own_spool(spool).read_text().splitlines()) == 120
+    assert first.stats.written == 0 and len(own_spool(first).read_text().splitlines()) == 120
 
     (tmp_path / "later").mkdir()
     second = PredictionLog(url, spool_dir=spool)
@@ -148,7 +153,6 @@ def test_shutdown_with_the_database_down_spools_and_the_next_start_replays(
 
 
 def spool_file(directory: Path, pid: int, numbers: range) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"spool-{pid}.jsonl"
     path.write_text("".join(record(n).to_json() + "\n" for n in numbers))
     return path
@@ -160,11 +164,11 @@ def test_spools_of_stopped_processes_are_replayed_and_live_ones_left_alone(
     # a worker that is gone (its process has exited) and one that is still running
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)  # fmt: skip
-    spool = tmp_path / "spool"
-    gone = spool_file(spool, int(finished.stdout), range(30))
-    running = spool_file(spool, os.getppid(), range(30, 40))
     url = f"sqlite:///{tmp_path}/predictions.db"
-    log = PredictionLog(url, spool_dir=spool, batch_size=10)
+    owned = PredictionLog(url, spool_dir=tmp_path / "spool").spool_dir
+    gone = spool_file(owned, int(finished.stdout), range(30))
+    running = spool_file(owned, os.getppid(), range(30, 40))
+    log = PredictionLog(url, spool_dir=tmp_path / "spool", batch_size=10)
     assert log.stats.spool_pending == 30  # only what this process may take over
     log.start()
     log.record(record(40))

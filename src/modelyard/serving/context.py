@@ -7,6 +7,7 @@ prediction log, with the status the client really received. Context variables fo
 into worker threads, so sync routes can record too.
 """
 
+import os
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,23 @@ from typing import Any
 REQUEST_ID_HEADER = "X-Request-ID"
 _ids = random.Random()  # seeded from the system's entropy at start-up
 _MAX_ID_LENGTH = 64
+# a forked worker must not draw the same ids as its parent
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_server_request_id() -> str:
+    """32 hex digits: the time in milliseconds (12), then 80 random bits (20).
+
+    Unique in practice (80 bits per millisecond), and in time order, so that the prediction
+    log's unique index grows at its end instead of at random places (a random key cost the
+    writer a quarter more CPU per record in SQLite). Random bits come from the process's seeded
+    generator: far cheaper per request than os.urandom (a system call) or uuid4.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
+
+
+def _random_id() -> str:
+    return f"{_ids.getrandbits(128):032x}"
 
 
 @dataclass(frozen=True)
@@ -36,7 +54,10 @@ class PredictionEvent:
 
 @dataclass
 class RequestContext:
+    #: the client's X-Request-ID when sane (kept for tracing), else a generated one
     request_id: str
+    #: generated here for every request, whatever the client sent: the prediction log's key
+    server_request_id: str = field(default_factory=new_server_request_id)
     started: float = field(default_factory=time.perf_counter)
     prediction: PredictionEvent | None = None
 
@@ -50,9 +71,7 @@ def request_id_from(header: str | None) -> str:
         cleaned = header.strip()
         if cleaned and all(c.isalnum() or c in "-_.:" for c in cleaned):
             return cleaned
-    # 128 random bits from the process's seeded generator: unique in practice, and far cheaper
-    # per request than os.urandom (a system call) or uuid4 (a system call and an object)
-    return f"{_ids.getrandbits(128):032x}"
+    return _random_id()
 
 
 def current_request_id() -> str | None:

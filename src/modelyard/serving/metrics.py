@@ -32,6 +32,8 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+#: LogStats counters exported as ``modelyard_prediction_log_records_total{event=...}``
+LOG_EVENTS = ("recorded", "written", "spooled", "replayed", "spooled_fallback", "lost")
 
 
 def value_buckets() -> tuple[float, ...]:
@@ -138,8 +140,14 @@ class ServiceMetrics:
         self.log_events = Counter(
             "modelyard_prediction_log_records",
             "Prediction-log records by what happened to them: recorded, written, spooled, "
-            "replayed.",
+            "replayed; spooled_fallback (spool directory unwritable, saved under the system's "
+            "temporary directory), lost (neither stored nor spooled: in the error log only).",
             ["event"],
+            registry=reg,
+        )
+        self.log_dead_letters = Counter(
+            "modelyard_prediction_log_dead_letters",
+            "Records the database refused (a value it cannot store), kept as dead letters.",
             registry=reg,
         )
         self._log_seen: dict[str, int] = {}
@@ -167,12 +175,20 @@ class ServiceMetrics:
         self.log_buffered.set(stats.buffered)
         self.log_spool_pending.set(stats.spool_pending)
         self.log_database_up.set(1 if stats.database_ok else 0)
-        for event in ("recorded", "written", "spooled", "replayed"):
-            total = int(getattr(stats, event))
-            delta = total - self._log_seen.get(event, 0)
+        for event in LOG_EVENTS:
+            delta = self._log_delta(event, stats)
             if delta > 0:
                 self.log_events.labels(event).inc(delta)
-                self._log_seen[event] = total
+        delta = self._log_delta("dead_letters", stats)
+        if delta > 0:
+            self.log_dead_letters.inc(delta)
+
+    def _log_delta(self, name: str, stats: LogStats) -> int:
+        """How much a LogStats counter grew since the last update (counters only go up)."""
+        total = int(getattr(stats, name))
+        delta = total - self._log_seen.get(name, 0)
+        self._log_seen[name] = max(total, self._log_seen.get(name, 0))
+        return delta
 
     def update_memory(self) -> None:
         self.memory.set(resident_memory_bytes())

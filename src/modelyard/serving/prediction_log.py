@@ -8,19 +8,24 @@ Nothing is lost:
 
 * when the database cannot be reached, records stay buffered and the writer retries with
   back-off; the service keeps answering;
-* the buffer is bounded: beyond ``max_buffer`` records the oldest ones are appended to a spool
-  file (JSON lines, one per process) in ``spool_dir`` on local disk instead of being dropped;
+* a record the database refuses (a value it cannot store) never blocks the others: the batch is
+  retried row by row, the rows that fit are stored and each refused one goes to the dead-letter
+  table (see :mod:`~modelyard.serving.dead_letters`), counted and logged once;
+* the buffer is bounded: beyond ``max_buffer`` records the oldest ones are appended to the spool
+  (JSON lines on local disk, owned by this database and model: :mod:`~modelyard.serving.spool`)
+  instead of being dropped;
 * spooled records are replayed into the database once it is reachable again, oldest first;
 * :meth:`PredictionLog.close` (graceful shutdown) writes everything still buffered, or spools it
   when the database is down, so the next start replays it.
 
+What a kill -9 loses is what was not yet written: the buffer and the batch in flight (about the
+last ``flush_interval_s`` of requests; see docs/serving.md).
+
 This module imports no torch; it is part of the server.
 """
 
-import contextlib
 import json
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -29,28 +34,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-logger = logging.getLogger(__name__)
-
-TABLE = "predictions"
-metadata = sa.MetaData()
-predictions = sa.Table(
-    TABLE,
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    sa.Column("request_id", sa.String(64), nullable=False, index=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("route", sa.String(100), nullable=False),
-    sa.Column("status", sa.Integer, nullable=False),
-    sa.Column("latency_ms", sa.Float, nullable=False),
-    sa.Column("inputs", sa.JSON, nullable=False),
-    sa.Column("outputs", sa.JSON, nullable=False),
+from modelyard.serving.context import new_server_request_id
+from modelyard.serving.dead_letters import (
+    DatabaseDownError,
+    DeadLetter,
+    is_database_down,
+    short_error,
 )
+from modelyard.serving.log_json import to_json
+from modelyard.serving.log_schema import (
+    TABLE,
+    dead_letters,
+    metadata,
+    predictions,
+    prepare_schema,
+)
+from modelyard.serving.spool import Spool
+
+__all__ = [
+    "TABLE",
+    "LogStats",
+    "PredictionLog",
+    "PredictionRecord",
+    "count_rows",
+    "dead_letters",
+    "make_engine",
+    "metadata",
+    "predictions",
+]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class PredictionRecord:
     latency_ms: float
     inputs: Any
     outputs: Any
+    server_request_id: str = field(default_factory=new_server_request_id)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def row(self) -> dict[str, Any]:
@@ -71,16 +88,37 @@ class PredictionRecord:
         return {name: getattr(self, name) for name in _FIELDS}
 
     def to_json(self) -> str:
-        return _to_json(self.row() | {"created_at": self.created_at.isoformat()})
+        """One spool line; never fails (see log_json)."""
+        return to_json(self.row() | {"created_at": self.created_at.isoformat()})
 
     @classmethod
     def from_json(cls, line: str) -> "PredictionRecord":
+        """A spool line back into a record (ValueError, TypeError or KeyError when malformed:
+        a value of the wrong type would reach the driver as a schema error, not a bad row)."""
         raw = json.loads(line)
         raw["created_at"] = datetime.fromisoformat(raw["created_at"])
+        for name, kinds in _SCALARS.items():
+            if name in raw and (not isinstance(raw[name], kinds) or isinstance(raw[name], bool)):
+                raise TypeError(f"{name} is a {type(raw[name]).__name__}")
         return cls(**raw)
+
+    def dead_letter(self, error: BaseException | str) -> DeadLetter:
+        return DeadLetter.of(
+            error, self.to_json(), self.request_id, self.server_request_id, self.created_at,
+            self.model,
+        )  # fmt: skip
 
 
 _FIELDS = tuple(f.name for f in fields(PredictionRecord))
+_SCALARS: dict[str, type | tuple[type, ...]] = {
+    "request_id": str,
+    "server_request_id": str,
+    "model": str,
+    "version": str,
+    "route": str,
+    "status": int,
+    "latency_ms": (int, float),
+}
 
 
 @dataclass
@@ -95,17 +133,17 @@ class LogStats:
     buffered: int = 0
     spool_pending: int = 0
     database_ok: bool = False
-
-
-def _to_json(value: Any) -> str:
-    """JSON text (orjson: the writer thread shares the GIL with the requests, so it must be
-    cheap); dates, decimals or numpy values in inputs are written, never fail the batch."""
-    return orjson.dumps(value, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    #: records the database refused, kept as dead letters (table, or file if even that failed)
+    dead_letters: int = 0
+    #: records saved to the fallback spool because the spool directory could not be written
+    spooled_fallback: int = 0
+    #: records neither stored nor spooled anywhere (written to the error log as a last resort)
+    lost: int = 0
 
 
 def sqlite_engine(url: str) -> Engine:
     """SQLite in WAL mode: readers never block the writer; a busy file is waited for."""
-    engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=_to_json)
+    engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=to_json)
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(connection: Any, _record: Any) -> None:
@@ -121,7 +159,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return sqlite_engine(url)
     return sa.create_engine(
-        url, pool_pre_ping=True, pool_size=2, max_overflow=0, json_serializer=_to_json
+        url, pool_pre_ping=True, pool_size=2, max_overflow=0, json_serializer=to_json
     )
 
 
@@ -134,12 +172,16 @@ class PredictionLog:
         flush_interval_s: float = 0.25,
         max_buffer: int = 50_000,
         retry_max_s: float = 5.0,
+        model: str = "",
     ) -> None:
+        """``model`` (the served model's name) and ``url`` own the spool: records spooled by
+        another database or model are never replayed here. Raises ConfigError when the spool
+        directory cannot be written."""
         if batch_size < 1 or max_buffer < batch_size:
             raise ValueError("prediction log: need 1 <= batch_size <= max_buffer")
         self.url = url
-        self.spool_dir = Path(spool_dir)
-        self._claims = 0
+        self.spool = Spool(Path(spool_dir), url, model)
+        self.spool.prepare()
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_buffer = max_buffer
@@ -149,11 +191,16 @@ class PredictionLog:
         self._buffer: deque[PredictionRecord] = deque()
         self._in_flight: list[PredictionRecord] = []
         self._lock = threading.Condition()
-        self._spool_lock = threading.Lock()
         self._closing = False
         self._schema_ready = False
+        self._spool_error = ""
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self.stats.spool_pending = self._count_spooled()
+        self.stats.spool_pending = self.spool.count()
+
+    @property
+    def spool_dir(self) -> Path:
+        """This log's own spool directory (under the configured one)."""
+        return self.spool.directory
 
     # -- request side ----------------------------------------------------------------------
     def start(self) -> None:
@@ -211,131 +258,197 @@ class PredictionLog:
                 batch = [self._buffer.popleft() for _ in range(size)]
                 self._in_flight = batch
             try:
-                self._write_pending_spool()
-                self._insert(batch)
+                try:
+                    self._replay_spool()
+                except DatabaseDownError as down:  # the spool's records stay in their file
+                    raise DatabaseDownError(batch, down.cause) from down
+                except OSError as exc:  # a spool file that cannot be read must not stop the log
+                    self._spool_unreadable(exc)
+                self._store(batch)
+            except DatabaseDownError as down:
                 with self._lock:
+                    # what was not stored goes back in front, in order
+                    self._buffer.extendleft(reversed(down.remaining))
                     self._in_flight = []
                     self.stats.buffered = self._pending()
-                self.stats.written += len(batch)
-                backoff = 0.0
-                if self.stats.write_errors and not self.stats.database_ok:
-                    logger.warning("prediction log: database reachable again; catching up")
-                self.stats.database_ok = True
-            except sa.exc.SQLAlchemyError as exc:
-                with self._lock:
-                    self._buffer.extendleft(reversed(batch))  # back in front, in order
-                    self._in_flight = []
-                    self.stats.buffered = self._pending()
-                if self.stats.database_ok or self.stats.write_errors == 0:  # log transitions only
-                    logger.warning(
-                        "prediction log: database unavailable (%s); buffering and retrying",
-                        _short(exc),
-                    )
-                self.stats.write_errors += 1
-                self.stats.database_ok = False
+                self._database_down(down.cause)
                 backoff = min(self.retry_max_s, max(0.1, backoff * 2))
                 if closing:
                     return  # close() spools what is left
                 continue
+            except Exception:  # a bug must not stop the writer: keep the batch, retry later
+                logger.exception("prediction log: unexpected error in the writer")
+                with self._lock:
+                    self._buffer.extendleft(reversed(batch))
+                    self._in_flight = []
+                backoff = self.retry_max_s
+                if closing:
+                    return
+                continue
+            with self._lock:
+                self._in_flight = []
+                self.stats.buffered = self._pending()
+            backoff = 0.0
+            if self.stats.write_errors and not self.stats.database_ok:
+                logger.warning("prediction log: database reachable again; catching up")
+            self.stats.database_ok = True
             with self._lock:
                 if closing and not self._buffer:
                     return
 
+    def _spool_unreadable(self, exc: OSError) -> None:
+        message = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+        if message != self._spool_error:  # once per distinct failure, not once per batch
+            logger.error("prediction log: spool not replayed (%s); its records stay there", message)
+            self._spool_error = message
+
+    def _database_down(self, cause: BaseException) -> None:
+        self._schema_ready = False  # a table dropped meanwhile is created again on the retry
+        if self.stats.database_ok or self.stats.write_errors == 0:  # log transitions only
+            logger.warning(
+                "prediction log: database unavailable (%s); buffering and retrying",
+                short_error(cause),
+            )
+        self.stats.write_errors += 1
+        self.stats.database_ok = False
+
+    def _store(self, records: list[PredictionRecord]) -> int:
+        """Store ``records``: in one transaction, or row by row when the database refuses one
+        of them (each refused row becomes a dead letter). Returns how many were stored; raises
+        DatabaseDownError with the records not yet handled when the database is unreachable."""
+        if not records:
+            return 0
+        self._ensure_schema(records)
+        try:
+            self._insert(records)
+        except Exception as exc:  # sorted into "down" and "bad record" below
+            if is_database_down(exc):
+                raise DatabaseDownError(records, exc) from exc
+            return self._store_row_by_row(records)
+        self.stats.written += len(records)
+        return len(records)
+
+    def _store_row_by_row(self, records: list[PredictionRecord]) -> int:
+        stored = 0
+        for index, record in enumerate(records):
+            try:
+                self._insert([record])
+            except Exception as exc:
+                if is_database_down(exc):
+                    raise DatabaseDownError(records[index:], exc) from exc
+                self._dead_letter(record.dead_letter(exc), records[index:])
+            else:
+                stored += 1
+                self.stats.written += 1
+        return stored
+
+    def _dead_letter(self, letter: DeadLetter, unhandled: list[Any]) -> None:
+        """Keep a refused record: in the dead-letter table, else in a dead-letter file, else (the
+        disk failing too) in the error log. Counted and logged once per record."""
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(dead_letters.insert(), [letter.row()])
+            where = f"table {dead_letters.name}"
+        except Exception as exc:
+            if is_database_down(exc):
+                raise DatabaseDownError(unhandled, exc) from exc
+            where = self._dead_letter_file(letter, exc)
+        self.stats.dead_letters += 1
+        logger.warning(
+            "prediction log: record %s refused by the database (%s); kept in %s",
+            letter.request_id,
+            short_error(RuntimeError(letter.error)),
+            where,
+        )
+
+    def _dead_letter_file(self, letter: DeadLetter, table_error: BaseException) -> str:
+        line = to_json(letter.row() | {"table_error": short_error(table_error)})
+        try:
+            return str(self.spool.append_dead_letters([line]))
+        except OSError as exc:
+            self.stats.lost += 1
+            logger.error("prediction log: dead letter could not be saved (%s): %s", exc, line)
+            return "the error log"
+
+    def _ensure_schema(self, records: list[PredictionRecord]) -> None:
+        if self._schema_ready:
+            return
+        try:
+            with self._engine.begin() as connection:
+                prepare_schema(connection)
+        except Exception as exc:  # no table yet: nothing can be stored, retry
+            raise DatabaseDownError(records, exc) from exc
+        self._schema_ready = True
+
     def _insert(self, records: Sequence[PredictionRecord]) -> None:
         """Insert in one transaction: all of ``records`` are stored, or none."""
-        if not records:
-            return
         with self._engine.begin() as connection:
-            if not self._schema_ready:
-                metadata.create_all(connection)
-                self._schema_ready = True
             for start in range(0, len(records), self.batch_size):
                 chunk = records[start : start + self.batch_size]
                 connection.execute(predictions.insert(), [r.row() for r in chunk])
 
     # -- spool -----------------------------------------------------------------------------
-    # Each process appends to its own file, spool-<pid>.jsonl, so several workers never write
-    # the same file. Replaying claims a file by renaming it to spool-<pid>-<n>.replaying (one
-    # rename: two workers cannot both claim it); files of processes that are gone (a previous
-    # run, a crashed worker) are claimed the same way, so nothing waits for its own writer.
-    def _own_spool(self) -> Path:
-        return self.spool_dir / f"spool-{os.getpid()}.jsonl"
-
     def _spool_records(self, records: list[PredictionRecord]) -> None:
-        with self._spool_lock:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-            with self._own_spool().open("a", encoding="utf-8") as handle:
-                handle.writelines(r.to_json() + "\n" for r in records)
-                handle.flush()
-            self.stats.spooled += len(records)
-            self.stats.spool_pending += len(records)
-
-    def _claimable(self) -> list[Path]:
-        """Spool files this process may replay: its own and those of processes that are gone."""
-        if not self.spool_dir.is_dir():
-            return []
-        me = os.getpid()
-        return [
-            path
-            for path in sorted(self.spool_dir.glob("spool-*"))
-            if path.suffix in {".jsonl", ".replaying"}
-            and ((owner := _spool_owner(path)) == me or not _alive(owner))
-        ]
-
-    def _count_spooled(self) -> int:
-        total = 0
-        for path in self._claimable():
-            with contextlib.suppress(OSError), path.open(encoding="utf-8") as handle:
-                total += sum(1 for line in handle if line.strip())
-        return total
-
-    def _claim(self, path: Path) -> Path | None:
-        """Rename ``path`` to a name owned by this process; None if another one was faster."""
-        if path.suffix == ".replaying" and _spool_owner(path) == os.getpid():
-            return path
-        self._claims += 1
-        target = self.spool_dir / f"spool-{os.getpid()}-{self._claims}.replaying"
+        """Save records on local disk; never raises (the request side calls it on overflow)."""
         try:
-            path.replace(target)
-        except FileNotFoundError:
-            return None
-        return target
-
-    def _write_pending_spool(self) -> None:
-        """Replay every claimable spool file into the database, one transaction per file."""
-        if self.stats.spool_pending == 0 and not self._claimable():
+            path = self.spool.append([r.to_json() for r in records])
+        except OSError as exc:
+            self.stats.lost += len(records)
+            logger.error(
+                "prediction log: %d record(s) could be neither stored nor spooled (%s); "
+                "they follow, one per line",
+                len(records),
+                exc,
+            )
+            for record in records:
+                logger.error("prediction log: unsaved record: %s", record.to_json())
             return
-        for path in self._claimable():
-            with self._spool_lock:
-                claimed = self._claim(path)
-            if claimed is None:
-                continue
-            lines = claimed.read_text(encoding="utf-8").splitlines()
-            records = [PredictionRecord.from_json(line) for line in lines if line.strip()]
-            self._insert(records)  # one transaction: a failure half-way leaves no duplicates
-            claimed.unlink()
-            self.stats.replayed += len(records)
-            self.stats.written += len(records)
-        with self._spool_lock:
-            self.stats.spool_pending = self._count_spooled()
+        self.stats.spooled += len(records)
+        self.stats.spool_pending += len(records)  # the fallback directory is replayed too
+        if path.parent != self.spool.directory:
+            self.stats.spooled_fallback += len(records)
 
+    def _replay_spool(self) -> None:
+        """Replay every claimable spool file into the database, oldest first."""
+        if self.stats.spool_pending == 0 and not self.spool.claimable():
+            return
+        for path in self.spool.claimable():
+            claimed = self.spool.claim(path)
+            if claimed is not None:
+                self._replay_file(claimed)
+        with self.spool.lock:
+            self.stats.spool_pending = self.spool.count()
 
-def _spool_owner(path: Path) -> int:
-    """The pid in ``spool-<pid>.jsonl`` or ``spool-<pid>-<n>.replaying`` (0 if unreadable)."""
-    digits = path.stem.removeprefix("spool-").split("-", 1)[0]
-    return int(digits) if digits.isdigit() else 0
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def _replay_file(self, claimed: Path) -> None:
+        """One claimed file: its records stored (a malformed line becomes a dead letter), then
+        the file removed. If the database goes away half-way, the file keeps only what is left,
+        so nothing is stored twice."""
+        lines = [
+            line
+            for line in claimed.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip()
+        ]
+        records: list[PredictionRecord] = []
+        malformed: list[str] = []
+        for line in lines:
+            try:
+                records.append(PredictionRecord.from_json(line))
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+                malformed.append(line)
+        try:
+            stored = self._store(records)
+            for index, line in enumerate(malformed):
+                error = "spool line is not a prediction record"
+                self._dead_letter(DeadLetter.of(error, line), malformed[index:])
+        except DatabaseDownError as down:
+            left = [r.to_json() for r in down.remaining if isinstance(r, PredictionRecord)]
+            left += [line for line in down.remaining if isinstance(line, str)]
+            if not any(isinstance(r, str) for r in down.remaining):
+                left += malformed
+            self.spool.keep_only(claimed, left)
+            raise
+        claimed.unlink()
+        self.stats.replayed += stored
 
 
 def count_rows(url: str) -> int:
@@ -347,8 +460,3 @@ def count_rows(url: str) -> int:
             return int(connection.execute(query).scalar_one())
     finally:
         engine.dispose()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from modelyard.serving.json_logging import log_config
 from modelyard.serving.metrics import MULTIPROC_ENV
 from modelyard.serving.settings import SETTINGS_ENV, ServerSettings
+from modelyard.serving.spool import check_writable
 
 FACTORY = "modelyard.serving.server:app_from_environment"
 
@@ -38,6 +39,8 @@ def serve(settings: ServerSettings) -> None:
     """Serve until stopped (blocks)."""
     import uvicorn
 
+    if settings.prediction_log:  # refused here, once, rather than in every worker
+        check_writable(settings.resolved_spool_dir())
     logging_config = log_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(logging_config)
     common = {

@@ -55,7 +55,13 @@ class Service:
         )
         self.log: PredictionLog | None = None
         if settings.prediction_log:
-            self.log = PredictionLog(settings.prediction_log, settings.resolved_spool_dir())
+            self.log = PredictionLog(
+                settings.prediction_log,
+                settings.resolved_spool_dir(),
+                batch_size=settings.log_batch_size,
+                flush_interval_s=settings.log_flush_interval_s,
+                model=bundle.manifest.name,
+            )
         self.ready = False
         self.drain = Drain()
 
@@ -101,6 +107,7 @@ class Service:
             self.log.record(
                 PredictionRecord(
                     request_id=context.request_id,
+                    server_request_id=context.server_request_id,
                     model=manifest.name,
                     version=manifest.version,
                     route=route,

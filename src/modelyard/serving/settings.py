@@ -51,6 +51,9 @@ class ServerSettings(BaseModel):
     spool_dir: Path | None = Field(
         default=None, description="Where unwritten log records wait (default beside the DB)."
     )
+    # what a kill -9 can lose is about one flush interval of predictions (docs/serving.md)
+    log_flush_interval_s: float = Field(default=0.25, gt=0.0, le=60.0)
+    log_batch_size: int = Field(default=500, ge=1, le=50_000)
     cors_origins: list[str] = Field(default_factory=list, description="Empty = CORS off.")
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
@@ -74,7 +77,10 @@ class ServerSettings(BaseModel):
             raise ConfigError(f"{SETTINGS_ENV} holds invalid settings: {exc}") from exc
 
     def resolved_spool_dir(self) -> Path:
-        """Spool directory: the given one, beside a SQLite file, or under the working dir."""
+        """Spool directory: the given one, beside a SQLite file, or under the working dir.
+
+        Each log spools into its own subdirectory of it, named after its database and model
+        (see :mod:`modelyard.serving.spool`), so several servers may share this directory."""
         if self.spool_dir is not None:
             return self.spool_dir
         url = self.prediction_log or ""
