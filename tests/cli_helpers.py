@@ -1,5 +1,6 @@
 """Run the real ``modelyard`` command line in a subprocess, and check its user errors."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,21 @@ TIMEOUT_S = 300
 def modelyard(
     *args: str, workdir: Path, timeout_s: float = TIMEOUT_S
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m modelyard ARGS`` with only ``MODELYARD_HOME`` set (no MLflow variables)."""
+    """``python -m modelyard ARGS`` with only ``MODELYARD_HOME`` set (no MLflow variables).
+
+    ``PYTHONPATH`` passes through, so a checkout that puts its own ``src`` first (a git worktree
+    beside the installed one) runs its own code.
+    """
+    env = {"MODELYARD_HOME": str(workdir), "PATH": "/usr/bin:/bin", "COLUMNS": "80"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(
         [sys.executable, "-m", "modelyard", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
-        env={"MODELYARD_HOME": str(workdir), "PATH": "/usr/bin:/bin", "COLUMNS": "80"},
+        env=env,
     )
 
 
