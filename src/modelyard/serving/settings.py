@@ -46,6 +46,22 @@ class ServerSettings(BaseModel):
         default=None, description="Where unwritten log records wait (default beside the DB)."
     )
     cors_origins: list[str] = Field(default_factory=list, description="Empty = CORS off.")
+    # access control and exposure (docs/security.md)
+    api_key_file: Path | None = Field(default=None, description="API keys, one per line.")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding API keys (read if set)."
+    )
+    metrics_public: bool = Field(default=False, description="/metrics needs no API key.")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["*"], description="Host header values served ('*' = any)."
+    )
+    docs: bool = Field(default=True, description="Serve /docs and /redoc.")
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    proxy_headers: bool = Field(
+        default=True, description="Trust X-Forwarded-For/-Proto from forwarded_allow_ips."
+    )
+    forwarded_allow_ips: str = "127.0.0.1"
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = True
