@@ -17,6 +17,10 @@ The model is trained for a few batches first (speed does not depend on the weigh
 ``--run`` and ``--bundle`` name an existing training run and its bundle.
 
     .venv/bin/python benchmarks/serving.py --source ../shared/datasets/nilm
+
+``--auth-compare --bundle BUNDLE`` measures only the cost of API keys: small requests to two
+servers of the bundle, keys off and on, in alternating rounds (results ``serving_auth.json``
+with ``--name serving_auth``).
 """
 
 import argparse
@@ -123,12 +127,21 @@ def server(command: Sequence[str], probe: str, env: dict[str, str]) -> Iterator[
                 process.kill()
 
 
-def load(port: int, body: Body, clients: int, seconds: float, cpu: int | None) -> dict[str, Any]:
+def load(
+    port: int,
+    body: Body,
+    clients: int,
+    seconds: float,
+    cpu: int | None,
+    api_key: str | None = None,
+) -> dict[str, Any]:
     command = [PYTHON, str(HERE / "loadgen.py"), "--port", str(port), "--body", str(body[0])]
     command += ["--content-type", body[2]]
     command += ["--clients", str(clients), "--seconds", str(seconds)]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
+    if api_key is not None:
+        command += ["--api-key", api_key]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -245,6 +258,58 @@ def bench_bundle(
     return results
 
 
+AUTH_CLIENTS = (8, 64)
+
+
+def auth_comparison(bundle: Path, body: Body, scratch: Path, args: Any) -> dict[str, Any]:
+    """Small requests to two servers of the same bundle, API keys off and on, both running;
+    ``--rounds`` rounds of ``--seconds`` per side and client count, the sides alternating (and
+    which goes first), so that the spread between rounds shows the noise the ratio is read
+    against."""
+    key = "bench-" + "0123456789abcdef" * 2
+    key_file = scratch / "api-keys.txt"
+    key_file.write_text(f"bench:{key}\n")
+    key_file.chmod(0o600)
+    serve = [PYTHON, "-m", "modelyard", "serve", str(bundle), "--log-level", "warning"]
+    sides = {
+        "off": ([*serve, "--prediction-log", f"sqlite:///{scratch}/auth-off.db"], None),
+        "on": (
+            [*serve, "--prediction-log", f"sqlite:///{scratch}/auth-on.db",
+             "--api-key-file", str(key_file)],
+            key,
+        ),
+    }  # fmt: skip
+    rates: dict[str, dict[int, list[float]]] = {
+        side: {c: [] for c in AUTH_CLIENTS} for side in sides
+    }
+    with server(sides["off"][0], "/ready", {}) as off, server(sides["on"][0], "/ready", {}) as on:
+        ports = {"off": off["port"], "on": on["port"]}
+        for round_ in range(args.rounds):
+            order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
+            for clients in AUTH_CLIENTS:
+                for side in order:
+                    point = load(ports[side], body, clients, args.seconds, None, sides[side][1])
+                    if point["errors"]:
+                        raise RuntimeError(f"auth {side}: {point['statuses']}")
+                    rates[side][clients].append(point["requests_per_s"])
+                    print(
+                        f"round {round_ + 1} auth {side:>3} {clients:>3} clients: "
+                        f"{point['requests_per_s']:>8.1f} req/s p50 {point['p50_ms']:.2f} ms",
+                        flush=True,
+                    )
+    result: dict[str, Any] = {}
+    for clients in AUTH_CLIENTS:
+        off_rates, on_rates = rates["off"][clients], rates["on"][clients]
+        result[str(clients)] = {
+            "off_req_per_s": off_rates,
+            "on_req_per_s": on_rates,
+            "on_over_off_median": round(float(np.median(on_rates) / np.median(off_rates)), 3),
+            "off_spread": round((max(off_rates) - min(off_rates)) / float(np.median(off_rates)), 3),
+            "on_spread": round((max(on_rates) - min(on_rates)) / float(np.median(on_rates)), 3),
+        }
+    return result
+
+
 def first_image(raw: Path, scratch: Path) -> Path | None:
     """The first JPEG of the fetched dataset (a folder, or zip archives in it)."""
     found = next(iter(sorted(raw.rglob("*.jp*g"))), None)
@@ -269,8 +334,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="Per load point")
     parser.add_argument("--pin", action="store_true", help="Servers on core 1, client on core 0")
     parser.add_argument("--name", default="serving")
+    parser.add_argument(
+        "--auth-compare",
+        action="store_true",
+        help="Only compare small-request throughput with API keys off and on (needs --bundle)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="Rounds of --auth-compare")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="modelyard-serving-bench-"))
+    if args.auth_compare:
+        if args.bundle is None:
+            parser.error("--auth-compare needs --bundle")
+        window = int(
+            json.loads((args.bundle / "manifest.json").read_text())["preprocessing"]["window"]
+        )
+        small = request_bodies(scratch, window)["small"]
+        auth = {
+            "cores": available_cores(),
+            "seconds_per_point": args.seconds,
+            "rounds": args.rounds,
+            "clients": auth_comparison(args.bundle, small, scratch, args),
+        }
+        print(json.dumps(auth["clients"], indent=2))
+        print(f"results: {write_results(args.name, auth)}")
+        return
     if args.run is None or args.bundle is None:
         if not args.source:
             parser.error("give --source (to train a model) or both --run and --bundle")
