@@ -24,6 +24,7 @@ with ``--name serving_auth``).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -41,6 +42,8 @@ import numpy as np
 
 from bench_common import eurosat_run_and_bundle, nilm_run_and_bundle, write_results
 from modelyard.core.errors import ModelyardError
+from modelyard.serving.api_keys import KeyRing
+from modelyard.serving.auth import presented_token
 from modelyard.serving.launcher import HOST, free_port, wait_until_healthy
 from modelyard.serving.runtime import OnnxModel, available_cores
 
@@ -310,6 +313,22 @@ def auth_comparison(bundle: Path, body: Body, scratch: Path, args: Any) -> dict[
     return result
 
 
+def auth_check_cost_us(keys: int, calls: int = 100_000) -> float:
+    """Microseconds of the API-key check per request (header scan, sha256, a comparison with
+    each of ``keys`` keys), in-process: a number the machine's noise cannot hide."""
+    ring = KeyRing(
+        tuple(f"k{i}" for i in range(keys)),
+        tuple(hashlib.sha256(f"key-{i:016d}".encode()).digest() for i in range(keys)),
+    )
+    token = f"key-{keys - 1:016d}"
+    scope = {"headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                         (b"authorization", f"Bearer {token}".encode())]}  # fmt: skip
+    started = time.perf_counter()
+    for _ in range(calls):
+        ring.match(presented_token(scope))
+    return round((time.perf_counter() - started) / calls * 1e6, 2)
+
+
 def first_image(raw: Path, scratch: Path) -> Path | None:
     """The first JPEG of the fetched dataset (a folder, or zip archives in it)."""
     found = next(iter(sorted(raw.rglob("*.jp*g"))), None)
@@ -354,7 +373,9 @@ def main() -> None:
             "seconds_per_point": args.seconds,
             "rounds": args.rounds,
             "clients": auth_comparison(args.bundle, small, scratch, args),
+            "check_us_per_request": {n: auth_check_cost_us(n) for n in (1, 10, 100)},
         }
+        print(f"API-key check per request: {auth['check_us_per_request']} us (by key count)")
         print(json.dumps(auth["clients"], indent=2))
         print(f"results: {write_results(args.name, auth)}")
         return

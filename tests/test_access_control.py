@@ -28,7 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bundle_factory import make_nilm_bundle
-from modelyard.core.errors import ConfigError
+from modelyard.core.errors import ConfigError, ModelyardError
+from modelyard.loadtest.options import LoadOptions
+from modelyard.loadtest.runner import run_loadtest
 from modelyard.serving.api_keys import KeyRing, load_keys
 from modelyard.serving.exposure import check_exposure
 from modelyard.serving.hosts import AllowedHosts, default_allowed_hosts
@@ -203,6 +205,16 @@ def test_openapi_declares_the_keys_and_the_401(secured: tuple[str, Path]) -> Non
     assert set(schema["components"]["securitySchemes"]) == {"bearer", "apiKey"}
     assert "401" in schema["paths"]["/predict"]["post"]["responses"]
     assert "security" not in schema["paths"]["/health"]["get"]
+
+
+def test_the_load_test_sends_the_key_it_is_given(secured: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = secured
+    with pytest.raises(ModelyardError, match="needs an API key \\(none given\\)"):
+        run_loadtest(url, None, 2, 2.0, 1, tmp_path / "none", LoadOptions())
+    summary = run_loadtest(url, None, 2, 2.0, 1, tmp_path / "key", LoadOptions(api_key=CI))
+    assert summary.passed, summary.failures
+    assert {e.label for e in summary.endpoints} >= {"POST /predict"}
+    assert CI not in repr(LoadOptions(api_key=CI))
 
 
 def test_key_match_compares_every_key_and_names_the_one_found() -> None:
