@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from bench_common import eurosat_run_and_bundle, nilm_run_and_bundle, write_results
@@ -282,35 +283,60 @@ def auth_comparison(bundle: Path, body: Body, scratch: Path, args: Any) -> dict[
             key,
         ),
     }  # fmt: skip
-    rates: dict[str, dict[int, list[float]]] = {
-        side: {c: [] for c in AUTH_CLIENTS} for side in sides
-    }
+    rates: dict[str, dict[int, list[float]]] = {s: {c: [] for c in AUTH_CLIENTS} for s in sides}
+    cpu: dict[str, dict[int, list[float]]] = {s: {c: [] for c in AUTH_CLIENTS} for s in sides}
     with server(sides["off"][0], "/ready", {}) as off, server(sides["on"][0], "/ready", {}) as on:
-        ports = {"off": off["port"], "on": on["port"]}
+        facts = {"off": off, "on": on}
         for round_ in range(args.rounds):
             order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
             for clients in AUTH_CLIENTS:
                 for side in order:
-                    point = load(ports[side], body, clients, args.seconds, None, sides[side][1])
+                    port, pid, sent = facts[side]["port"], facts[side]["pid"], sides[side][1]
+                    before = served_work(port, pid, sent)
+                    point = load(port, body, clients, args.seconds, None, sent)
+                    after = served_work(port, pid, sent)
                     if point["errors"]:
                         raise RuntimeError(f"auth {side}: {point['statuses']}")
+                    us = (after[0] - before[0]) / max(1.0, after[1] - before[1]) * 1e6
                     rates[side][clients].append(point["requests_per_s"])
+                    cpu[side][clients].append(round(us, 1))
                     print(
                         f"round {round_ + 1} auth {side:>3} {clients:>3} clients: "
-                        f"{point['requests_per_s']:>8.1f} req/s p50 {point['p50_ms']:.2f} ms",
+                        f"{point['requests_per_s']:>8.1f} req/s p50 {point['p50_ms']:.2f} ms "
+                        f"server CPU {us:.0f} us/request",
                         flush=True,
                     )
     result: dict[str, Any] = {}
     for clients in AUTH_CLIENTS:
-        off_rates, on_rates = rates["off"][clients], rates["on"][clients]
         result[str(clients)] = {
-            "off_req_per_s": off_rates,
-            "on_req_per_s": on_rates,
-            "on_over_off_median": round(float(np.median(on_rates) / np.median(off_rates)), 3),
-            "off_spread": round((max(off_rates) - min(off_rates)) / float(np.median(off_rates)), 3),
-            "on_spread": round((max(on_rates) - min(on_rates)) / float(np.median(on_rates)), 3),
+            **{f"{side}_req_per_s": rates[side][clients] for side in sides},
+            **{f"{side}_cpu_us_per_request": cpu[side][clients] for side in sides},
+            "on_over_off_median_req_per_s": median_ratio(rates, clients),
+            "on_over_off_median_cpu_per_request": median_ratio(cpu, clients),
         }
     return result
+
+
+def median_ratio(values: dict[str, dict[int, list[float]]], clients: int) -> float:
+    return round(float(np.median(values["on"][clients]) / np.median(values["off"][clients])), 3)
+
+
+def served_work(port: int, pid: int, api_key: str | None) -> tuple[float, float]:
+    """CPU seconds the server process has used, and the predictions it has answered 200 (its
+    own counter): their ratio between two readings is CPU time per request, which contention
+    from other processes changes far less than throughput."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    text = httpx.get(f"http://{HOST}:{port}/metrics", headers=headers, timeout=10).text
+    answered = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("modelyard_http_requests_total{")
+        and 'route="/predict"' in line
+        and 'status="200"' in line
+    )
+    return cpu_s, answered
 
 
 def auth_check_cost_us(keys: int, calls: int = 100_000) -> float:
