@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -28,14 +29,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bundle_factory import make_nilm_bundle
+from modelyard.core.bundle import load_bundle
 from modelyard.core.errors import ConfigError, ModelyardError
 from modelyard.loadtest.options import LoadOptions
 from modelyard.loadtest.runner import run_loadtest
 from modelyard.serving.api_keys import KeyRing, load_keys
+from modelyard.serving.app import create_app
 from modelyard.serving.exposure import check_exposure
 from modelyard.serving.hosts import AllowedHosts, default_allowed_hosts
 from modelyard.serving.launcher import HOST, free_port
 from modelyard.serving.settings import ServerSettings
+
+with warnings.catch_warnings():
+    # Starlette's TestClient warns at import that it would prefer httpx2; httpx works.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 ALICE = "alice-0123456789abcdef"
 UNNAMED = "fedcba9876543210-unnamed"
@@ -217,6 +225,27 @@ def test_the_load_test_sends_the_key_it_is_given(secured: tuple[str, Path], tmp_
     assert CI not in repr(LoadOptions(api_key=CI))
 
 
+def test_cors_preflights_pass_without_a_key_and_refusals_stay_readable(
+    bundle: Path, key_file: Path
+) -> None:
+    """CORS sits outside the key check: a browser's preflight carries no key, and a page must
+    be able to read the 401 it gets."""
+    settings = ServerSettings(api_key_file=key_file, cors_origins=["https://app.example"])
+    with TestClient(create_app(load_bundle(bundle), None, settings)) as client:
+        origin = {"Origin": "https://app.example"}
+        preflight = client.options(
+            "/predict",
+            headers={**origin, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization,content-type"},
+        )  # fmt: skip
+        assert preflight.status_code == 200
+        refused = client.post("/predict", json=PREDICT, headers=origin)
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
+        allowed = client.post("/predict", json=PREDICT, headers={**origin, "X-API-Key": ALICE})
+        assert allowed.status_code == 200
+
+
 def test_key_match_compares_every_key_and_names_the_one_found() -> None:
     ring = load_keys(None, None)
     assert ring is None
@@ -270,6 +299,25 @@ def test_a_world_readable_key_file_is_warned_about(
     with caplog.at_level(logging.WARNING, "modelyard.serving"):
         check_exposure(ServerSettings(api_key_file=path))
     assert "readable by every user" not in caplog.text
+
+
+def test_an_exposed_server_warns_about_what_is_open(
+    key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checked in-process: the tests never bind 0.0.0.0."""
+    with caplog.at_level(logging.WARNING, "modelyard.serving"):
+        check_exposure(ServerSettings(host="0.0.0.0"))
+    assert "without API keys" in caplog.text and "any Host header" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "modelyard.serving"):
+        check_exposure(ServerSettings(host="0.0.0.0", api_key_file=key_file))
+    assert "clear text" in caplog.text and "without API keys" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "modelyard.serving"):
+        check_exposure(ServerSettings(host="127.0.0.1"))
+        check_exposure(ServerSettings(host="0.0.0.0", api_key_file=key_file,
+                                      allowed_hosts=["api.example.com"]))  # fmt: skip
+    assert "any Host header" not in caplog.text and "without API keys" not in caplog.text
 
 
 # ---- public metrics, allowed hosts, docs off ----------------------------------------------------
