@@ -33,7 +33,7 @@ from modelyard.core.bundle import load_bundle
 from modelyard.core.errors import ConfigError, ModelyardError
 from modelyard.loadtest.options import LoadOptions
 from modelyard.loadtest.runner import run_loadtest
-from modelyard.serving.api_keys import KeyRing, load_keys
+from modelyard.serving.api_keys import KeyRing, load_keys, parse_keys
 from modelyard.serving.app import create_app
 from modelyard.serving.exposure import check_exposure
 from modelyard.serving.hosts import AllowedHosts, default_allowed_hosts
@@ -257,6 +257,9 @@ def test_key_match_compares_every_key_and_names_the_one_found() -> None:
     assert isinstance(ring, KeyRing) and len(ring) == 2
     assert ring.match("b" * 16) == "b" and ring.match("a" * 16) == "a"
     assert ring.match("a" * 15) is None and ring.match("") is None
+    # '#' inside a key is part of it; after a space it starts a comment
+    (named,) = parse_keys([f"n:{'x' * 8}#{'y' * 8}  # rotated in May"], "test")
+    assert named == ("n", f"{'x' * 8}#{'y' * 8}")
     assert all(len(digest) == 32 for digest in ring.digests)  # digests only, no key kept
 
 
@@ -265,7 +268,8 @@ def test_key_match_compares_every_key_and_names_the_one_found() -> None:
     [
         (None, "API key file not found"),
         ("# only a comment\n\n", "holds no key"),
-        ("short\n", "line 1: a key must be at least 16 characters"),
+        ("short\n", "line 1: a key must be at least 16 printable ASCII characters"),
+        ("# keys\n\nclé-non-ascii-0123456789\n", "line 3: a key must be at least 16"),
         (f"bad name:{ALICE}\n", "line 1: a key name may hold"),
         (f"a:{ALICE}\na:{UNNAMED}\n", "names must be unique; repeated: a"),
     ],

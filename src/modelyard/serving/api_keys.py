@@ -1,10 +1,11 @@
 """API keys: where they come from, and how a presented token is matched without leaking them.
 
 Keys come from a file (``--api-key-file``) and/or an environment variable (``MODELYARD_API_KEYS``),
-in the same form: one key per line (commas also separate keys in the variable), ``#`` starts a
-comment, and ``name:key`` gives a key a name for the access log. An unnamed key is logged as
-``sha256:`` and the first 8 hex digits of its digest: enough to tell keys apart, useless to an
-attacker (keys are at least :data:`MIN_KEY_LENGTH` characters).
+in the same form: one key per line (commas also separate keys in the variable), ``#`` at the
+start of a line or after a space starts a comment, and ``name:key`` gives a key a name for the
+access log. An unnamed key is logged as ``sha256:`` and the first 8 hex digits of its digest:
+enough to tell keys apart, useless to an attacker (keys are at least :data:`MIN_KEY_LENGTH`
+characters).
 
 Only the sha256 digests of the keys are kept. A presented token is hashed once and compared
 with *every* digest by :func:`hmac.compare_digest`, without stopping at a match: the time taken
@@ -27,6 +28,8 @@ API_KEYS_ENV = "MODELYARD_API_KEYS"
 #: Shorter keys are refused: a key is a secret, not a password to remember.
 MIN_KEY_LENGTH = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+#: ``#`` at the start of a line or after a space starts a comment (a key may hold ``#``).
+_COMMENT = re.compile(r"(^|\s)#.*")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def parse_keys(lines: Iterable[str], where: str) -> list[tuple[str, str]]:
     """(name, key) pairs of ``lines``; a clear error naming ``where`` and the line for a bad one."""
     keys: list[tuple[str, str]] = []
     for number, raw in enumerate(lines, start=1):
-        line = raw.split("#", 1)[0].strip()
+        line = _COMMENT.sub("", raw).strip()
         if not line:
             continue
         name, separator, key = line.partition(":")
@@ -65,10 +68,10 @@ def parse_keys(lines: Iterable[str], where: str) -> list[tuple[str, str]]:
                 f"{where}, line {number}: a key name may hold letters, digits, '_', '.' and '-' "
                 "(write name:key)"
             )
-        if len(key) < MIN_KEY_LENGTH or any(c.isspace() for c in key):
+        if len(key) < MIN_KEY_LENGTH or not (key.isascii() and key.isprintable()) or " " in key:
             raise ConfigError(
-                f"{where}, line {number}: a key must be at least {MIN_KEY_LENGTH} characters "
-                "without spaces (e.g. `openssl rand -hex 32`)"
+                f"{where}, line {number}: a key must be at least {MIN_KEY_LENGTH} printable "
+                "ASCII characters without spaces (e.g. `openssl rand -hex 32`)"
             )
         digest = hashlib.sha256(key.encode()).hexdigest()
         keys.append((name or f"sha256:{digest[:8]}", key))

@@ -52,6 +52,7 @@ class ServerSettings(BaseModel):
         default=None, description="Environment variable holding API keys (read if set)."
     )
     metrics_public: bool = Field(default=False, description="/metrics needs no API key.")
+    # '*' here (an app built in-process); `modelyard serve` derives its default from `host`
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["*"], description="Host header values served ('*' = any)."
     )
