@@ -254,7 +254,11 @@ def serve(
         bool, typer.Option(help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
     ] = True,
     forwarded_allow_ips: Annotated[
-        str, typer.Option(help="Proxy addresses trusted for X-Forwarded-* (comma-separated, or *)")
+        str,
+        typer.Option(
+            help="Proxy addresses trusted for X-Forwarded-* (comma-separated, or *)",
+            envvar="FORWARDED_ALLOW_IPS",  # uvicorn's own variable
+        ),
     ] = "127.0.0.1",
     log_format: Annotated[str, typer.Option(help="json or text")] = "json",
     access_log: Annotated[bool, typer.Option(help="One log line per request")] = True,
