@@ -417,6 +417,12 @@ def test_docs_pages_load_everything_from_this_server(secured: tuple[str, Path], 
     html = httpx.get(f"{url}{page}", headers=key)
     assert html.status_code == 200 and "text/html" in html.headers["content-type"]
     assert "://" not in html.text  # no absolute URL at all: no CDN, no fonts, no validator
+    # and the browser refuses what the scripts would fetch from elsewhere (ReDoc's logo)
+    policy = dict(
+        part.strip().split(" ", 1) for part in html.headers["content-security-policy"].split(";")
+    )
+    assert policy["default-src"] == policy["connect-src"] == "'self'"
+    assert policy["img-src"] == "'self' data:"
     references = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html.text)
     assert "/openapi.json" in references
     assets = [ref for ref in references if ref.startswith("/docs-assets/")]

@@ -42,7 +42,7 @@ def normalise(pattern: str) -> str:
     value = pattern.strip().lower()
     if ":" in value and not value.startswith("[") and value.count(":") > 1:
         value = f"[{value}]"  # a bare IPv6 address
-    return value if value in (ANY,) or value.startswith("*.") else host_name(value)
+    return value if value == ANY or value.startswith("*.") else host_name(value)
 
 
 class AllowedHosts:
