@@ -32,10 +32,13 @@ class LoadResult:
     client_cpu_share: float  # of one core, over the measured interval
 
 
-def build_request(host: str, port: int, path: str, body: bytes, content_type: str) -> bytes:
+def build_request(
+    host: str, port: int, path: str, body: bytes, content_type: str, api_key: str | None = None
+) -> bytes:
+    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+        f"{auth}Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     )
     return head.encode() + body
 
@@ -157,11 +160,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--cpu", type=int, default=None, help="Pin this process to one core")
+    parser.add_argument("--api-key", default=None, help="Send 'Authorization: Bearer KEY'")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     host = "127.0.0.1"
-    request = build_request(host, args.port, args.path, args.body.read_bytes(), args.content_type)
+    request = build_request(
+        host, args.port, args.path, args.body.read_bytes(), args.content_type, args.api_key
+    )
     result = asyncio.run(
         run_load(host, args.port, request, args.clients, args.seconds, args.warmup)
     )

@@ -17,9 +17,14 @@ The model is trained for a few batches first (speed does not depend on the weigh
 ``--run`` and ``--bundle`` name an existing training run and its bundle.
 
     .venv/bin/python benchmarks/serving.py --source ../shared/datasets/nilm
+
+``--auth-compare --bundle BUNDLE`` measures only the cost of API keys: small requests to two
+servers of the bundle, keys off and on, in alternating rounds (results ``serving_auth.json``
+with ``--name serving_auth``).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -33,10 +38,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from bench_common import eurosat_run_and_bundle, nilm_run_and_bundle, write_results
 from modelyard.core.errors import ModelyardError
+from modelyard.serving.api_keys import KeyRing
+from modelyard.serving.auth import presented_token
 from modelyard.serving.launcher import HOST, free_port, wait_until_healthy
 from modelyard.serving.runtime import OnnxModel, available_cores
 
@@ -123,12 +131,21 @@ def server(command: Sequence[str], probe: str, env: dict[str, str]) -> Iterator[
                 process.kill()
 
 
-def load(port: int, body: Body, clients: int, seconds: float, cpu: int | None) -> dict[str, Any]:
+def load(
+    port: int,
+    body: Body,
+    clients: int,
+    seconds: float,
+    cpu: int | None,
+    api_key: str | None = None,
+) -> dict[str, Any]:
     command = [PYTHON, str(HERE / "loadgen.py"), "--port", str(port), "--body", str(body[0])]
     command += ["--content-type", body[2]]
     command += ["--clients", str(clients), "--seconds", str(seconds)]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
+    if api_key is not None:
+        command += ["--api-key", api_key]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -245,6 +262,99 @@ def bench_bundle(
     return results
 
 
+AUTH_CLIENTS = (8, 64)
+
+
+def auth_comparison(bundle: Path, body: Body, scratch: Path, args: Any) -> dict[str, Any]:
+    """Small requests to two servers of the same bundle, API keys off and on, both running;
+    ``--rounds`` rounds of ``--seconds`` per side and client count, the sides alternating (and
+    which goes first), so that the spread between rounds shows the noise the ratio is read
+    against."""
+    key = "bench-" + "0123456789abcdef" * 2
+    key_file = scratch / "api-keys.txt"
+    key_file.write_text(f"bench:{key}\n")
+    key_file.chmod(0o600)
+    serve = [PYTHON, "-m", "modelyard", "serve", str(bundle), "--log-level", "warning"]
+    sides = {
+        "off": ([*serve, "--prediction-log", f"sqlite:///{scratch}/auth-off.db"], None),
+        "on": (
+            [*serve, "--prediction-log", f"sqlite:///{scratch}/auth-on.db",
+             "--api-key-file", str(key_file)],
+            key,
+        ),
+    }  # fmt: skip
+    rates: dict[str, dict[int, list[float]]] = {s: {c: [] for c in AUTH_CLIENTS} for s in sides}
+    cpu: dict[str, dict[int, list[float]]] = {s: {c: [] for c in AUTH_CLIENTS} for s in sides}
+    with server(sides["off"][0], "/ready", {}) as off, server(sides["on"][0], "/ready", {}) as on:
+        facts = {"off": off, "on": on}
+        for round_ in range(args.rounds):
+            order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
+            for clients in AUTH_CLIENTS:
+                for side in order:
+                    port, pid, sent = facts[side]["port"], facts[side]["pid"], sides[side][1]
+                    before = served_work(port, pid, sent)
+                    point = load(port, body, clients, args.seconds, None, sent)
+                    after = served_work(port, pid, sent)
+                    if point["errors"]:
+                        raise RuntimeError(f"auth {side}: {point['statuses']}")
+                    us = (after[0] - before[0]) / max(1.0, after[1] - before[1]) * 1e6
+                    rates[side][clients].append(point["requests_per_s"])
+                    cpu[side][clients].append(round(us, 1))
+                    print(
+                        f"round {round_ + 1} auth {side:>3} {clients:>3} clients: "
+                        f"{point['requests_per_s']:>8.1f} req/s p50 {point['p50_ms']:.2f} ms "
+                        f"server CPU {us:.0f} us/request",
+                        flush=True,
+                    )
+    result: dict[str, Any] = {}
+    for clients in AUTH_CLIENTS:
+        result[str(clients)] = {
+            **{f"{side}_req_per_s": rates[side][clients] for side in sides},
+            **{f"{side}_cpu_us_per_request": cpu[side][clients] for side in sides},
+            "on_over_off_median_req_per_s": median_ratio(rates, clients),
+            "on_over_off_median_cpu_per_request": median_ratio(cpu, clients),
+        }
+    return result
+
+
+def median_ratio(values: dict[str, dict[int, list[float]]], clients: int) -> float:
+    return round(float(np.median(values["on"][clients]) / np.median(values["off"][clients])), 3)
+
+
+def served_work(port: int, pid: int, api_key: str | None) -> tuple[float, float]:
+    """CPU seconds the server process has used, and the predictions it has answered 200 (its
+    own counter): their ratio between two readings is CPU time per request, which contention
+    from other processes changes far less than throughput."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    text = httpx.get(f"http://{HOST}:{port}/metrics", headers=headers, timeout=10).text
+    answered = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("modelyard_http_requests_total{")
+        and 'route="/predict"' in line
+        and 'status="200"' in line
+    )
+    return cpu_s, answered
+
+
+def auth_check_cost_us(keys: int, calls: int = 100_000) -> float:
+    """Microseconds of the API-key check per request (header scan, sha256, a comparison with
+    each of ``keys`` keys), in-process: a number the machine's noise cannot hide."""
+    ring = KeyRing(
+        tuple(f"k{i}" for i in range(keys)),
+        tuple(hashlib.sha256(f"key-{i:016d}".encode()).digest() for i in range(keys)),
+    )
+    token = f"key-{keys - 1:016d}"
+    scope = {"headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                         (b"authorization", f"Bearer {token}".encode())]}  # fmt: skip
+    started = time.perf_counter()
+    for _ in range(calls):
+        ring.match(presented_token(scope))
+    return round((time.perf_counter() - started) / calls * 1e6, 2)
+
+
 def first_image(raw: Path, scratch: Path) -> Path | None:
     """The first JPEG of the fetched dataset (a folder, or zip archives in it)."""
     found = next(iter(sorted(raw.rglob("*.jp*g"))), None)
@@ -269,8 +379,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="Per load point")
     parser.add_argument("--pin", action="store_true", help="Servers on core 1, client on core 0")
     parser.add_argument("--name", default="serving")
+    parser.add_argument(
+        "--auth-compare",
+        action="store_true",
+        help="Only compare small-request throughput with API keys off and on (needs --bundle)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="Rounds of --auth-compare")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="modelyard-serving-bench-"))
+    if args.auth_compare:
+        if args.bundle is None:
+            parser.error("--auth-compare needs --bundle")
+        window = int(
+            json.loads((args.bundle / "manifest.json").read_text())["preprocessing"]["window"]
+        )
+        small = request_bodies(scratch, window)["small"]
+        auth = {
+            "cores": available_cores(),
+            "seconds_per_point": args.seconds,
+            "rounds": args.rounds,
+            "clients": auth_comparison(args.bundle, small, scratch, args),
+            "check_us_per_request": {n: auth_check_cost_us(n) for n in (1, 10, 100)},
+        }
+        print(f"API-key check per request: {auth['check_us_per_request']} us (by key count)")
+        print(json.dumps(auth["clients"], indent=2))
+        print(f"results: {write_results(args.name, auth)}")
+        return
     if args.run is None or args.bundle is None:
         if not args.source:
             parser.error("give --source (to train a model) or both --run and --bundle")

@@ -247,7 +247,7 @@ def _stalled_request(port: int) -> socket.socket:
     """A request whose body never finishes arriving: it stays in flight."""
     sock = socket.create_connection((HOST, port), timeout=10)
     sock.sendall(
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b'Content-Length: 1000\r\n\r\n{"aggregate_w": ['
     )
     return sock

@@ -240,6 +240,42 @@ def serve(
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Allowed CORS origin (repeatable); default CORS off")
     ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="API keys, one per line (name:key to name one); keys are also read from "
+            "$MODELYARD_API_KEYS. With any key, every route but the probes needs one",
+            envvar="MODELYARD_API_KEY_FILE",
+        ),
+    ] = None,
+    metrics_public: Annotated[
+        bool, typer.Option(help="/metrics needs no API key (for a scraper without one)")
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Host header value served (repeatable; *.domain and * allowed); default the "
+            "loopback names on a loopback --host, else any host"
+        ),
+    ] = None,
+    docs: Annotated[bool, typer.Option(help="Serve /docs and /redoc (assets served locally)")] = (
+        True
+    ),
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(help="TLS certificate (PEM); password: $MODELYARD_SSL_KEYFILE_PASSWORD"),
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
+    proxy_headers: Annotated[
+        bool, typer.Option(help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
+    ] = True,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            help="Proxy addresses trusted for X-Forwarded-* (comma-separated, or *)",
+            envvar="FORWARDED_ALLOW_IPS",  # uvicorn's own variable
+        ),
+    ] = "127.0.0.1",
     log_format: Annotated[str, typer.Option(help="json or text")] = "json",
     access_log: Annotated[bool, typer.Option(help="One log line per request")] = True,
     drain_seconds: Annotated[
@@ -257,6 +293,8 @@ def serve(
     with user_errors():
         from modelyard.core.runs import default_workdir
         from modelyard.registry.resolve import bundle_path
+        from modelyard.serving.api_keys import API_KEYS_ENV
+        from modelyard.serving.hosts import default_allowed_hosts
         from modelyard.serving.server import serve as run_server
         from modelyard.serving.settings import build_settings
 
@@ -279,7 +317,16 @@ def serve(
             max_concurrency=max_concurrency,
             quantized=quantized,
             prediction_log=None if prediction_log.lower() == "none" else prediction_log,
-            cors_origins=_cors_origins(cors_origin),
+            cors_origins=_cleaned(cors_origin),
+            api_key_file=api_key_file,
+            api_key_env=API_KEYS_ENV,
+            metrics_public=metrics_public,
+            allowed_hosts=_cleaned(allowed_host) or default_allowed_hosts(host),
+            docs=docs,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
             log_format=log_format,
             log_level=log_level.lower(),
             access_log=access_log,
@@ -290,7 +337,7 @@ def serve(
         run_server(settings)
 
 
-def _cors_origins(values: list[str] | None) -> list[str]:
+def _cleaned(values: list[str] | None) -> list[str]:
     return [v.strip() for v in values or [] if v.strip()]
 
 
@@ -425,6 +472,14 @@ def loadtest(
     seed: Annotated[
         int, typer.Option(help="Seed of the generated payloads", envvar="MODELYARD_LOADTEST_SEED")
     ] = 0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="API key for a server that needs one (better set in the environment)",
+            envvar="MODELYARD_LOADTEST_API_KEY",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Load-test a local server with Locust (headless); CSV + HTML report. Exit 1 on failures."""
     with user_errors():
@@ -432,7 +487,11 @@ def loadtest(
         from modelyard.loadtest.runner import run_loadtest
 
         options = LoadOptions(
-            seed=seed, nilm_length=nilm_length, images=images, request_log=request_log
+            seed=seed,
+            nilm_length=nilm_length,
+            images=images,
+            request_log=request_log,
+            api_key=api_key,
         )
         summary = run_loadtest(url, project, users, spawn_rate, duration, output, options)
         for line in summary.describe():

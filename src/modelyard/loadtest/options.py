@@ -4,7 +4,7 @@ process). No Locust and no numpy here: the runner validates the same options bef
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.core.errors import ModelyardError
@@ -17,6 +17,8 @@ NILM_LENGTH_ENV = "MODELYARD_LOADTEST_NILM_LENGTH"
 IMAGES_ENV = "MODELYARD_LOADTEST_IMAGES"
 #: A file to which the request id of every successful prediction is appended, one per line.
 REQUEST_LOG_ENV = "MODELYARD_LOADTEST_REQUEST_LOG"
+#: The API key sent with every request (``Authorization: Bearer``), for a server that needs one.
+API_KEY_ENV = "MODELYARD_LOADTEST_API_KEY"
 
 #: How a locustfile says that it could not build its payloads (in its log, and its exit code).
 SETUP_FAILED = "modelyard load test set-up failed"
@@ -32,6 +34,7 @@ class LoadOptions:
     nilm_length: str = "window"
     images: Path | None = None
     request_log: Path | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_nilm_length(self.nilm_length)
@@ -49,6 +52,7 @@ class LoadOptions:
         images = env.get(IMAGES_ENV, "").strip()
         request_log = env.get(REQUEST_LOG_ENV, "").strip()
         return cls(
+            api_key=env.get(API_KEY_ENV, "").strip() or None,
             seed=seed_value,
             nilm_length=env.get(NILM_LENGTH_ENV, "window").strip() or "window",
             images=Path(images) if images else None,
@@ -63,7 +67,12 @@ class LoadOptions:
             NILM_LENGTH_ENV: self.nilm_length,
             IMAGES_ENV: str(self.images.resolve()) if self.images else "",
             REQUEST_LOG_ENV: str(self.request_log.resolve()) if self.request_log else "",
+            API_KEY_ENV: self.api_key or "",
         }
+
+    def auth_headers(self) -> dict[str, str]:
+        """The header that carries the API key, if there is one."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 def check_nilm_length(value: str) -> None:

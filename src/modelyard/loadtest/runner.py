@@ -25,7 +25,7 @@ import httpx
 from modelyard.core.errors import ModelyardError
 from modelyard.core.runs import default_workdir, timestamp_name
 from modelyard.loadtest.locustfiles import PROJECT_TASKS, locustfile
-from modelyard.loadtest.options import SETUP_FAILED, LoadOptions
+from modelyard.loadtest.options import API_KEY_ENV, SETUP_FAILED, LoadOptions
 from modelyard.loadtest.report import LoadTestSummary, read_failures, read_stats
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -63,13 +63,14 @@ def run_loadtest(
     check_arguments(users, spawn_rate, duration_s, stop_timeout_s)
     base = local_base_url(url)
     require_locust()
-    info = server_info(base)
+    options = options or LoadOptions.from_env()
+    info = server_info(base, options.auth_headers())
     chosen = choose_project(project, info, base)
     seconds = max(1, math.ceil(duration_s))
     out = output_dir or default_workdir() / "loadtests" / f"{chosen}-{timestamp_name()}"
     out.mkdir(parents=True, exist_ok=True)
     command = locust_command(locustfile(chosen), base, users, spawn_rate, seconds, stop_timeout_s)
-    env = (options or LoadOptions.from_env()).to_env()
+    env = options.to_env()
     code = run_bounded(command, out, env, seconds + stop_timeout_s)
     return summarise(out, base, chosen, users, spawn_rate, seconds, code)
 
@@ -114,16 +115,21 @@ def require_locust() -> None:
         )
 
 
-def server_info(base: str) -> dict[str, Any]:
+def server_info(base: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """``GET /info``: what the server serves; a clear error when nothing (modelyard) answers."""
     try:
         # trust_env=False: never through a proxy from the environment, always to this machine
-        answer = httpx.get(f"{base}/info", timeout=INFO_TIMEOUT_S, trust_env=False)
+        answer = httpx.get(f"{base}/info", headers=headers, timeout=INFO_TIMEOUT_S, trust_env=False)
     except httpx.HTTPError as exc:
         raise ModelyardError(
             f"no server answers at {base} ({type(exc).__name__}: {exc}); "
             f"start one with: modelyard serve BUNDLE --port PORT"
         ) from None
+    if answer.status_code == 401:
+        raise ModelyardError(
+            f"{base} needs an API key ({'the one given was refused' if headers else 'none given'}):"
+            f" pass --api-key or set ${API_KEY_ENV}"
+        )
     if answer.status_code != 200:
         raise ModelyardError(
             f"GET {base}/info answered HTTP {answer.status_code}: {answer.text[:200]}"

@@ -3,7 +3,8 @@
 The app is built from a bundle alone. Which routes ``/predict`` offers, and how requests become
 tensors, is decided by the bundle's task adapter; this module knows nothing about any project.
 Around the routes: the service middleware (request ids, limits, metrics, access log), the
-micro-batcher in front of ONNX Runtime and the prediction log (see ``docs/serving.md``).
+allowed-hosts check, CORS and API keys (``docs/security.md``), the micro-batcher in front of
+ONNX Runtime and the prediction log (see ``docs/serving.md``).
 
 Start-up (the lifespan) warms the model up before the worker accepts traffic; ``/ready`` answers
 200 from then on until shutdown begins, while ``/health`` only says the process is alive.
@@ -25,7 +26,11 @@ from modelyard import __version__
 from modelyard.core.bundle import Bundle, TensorSpec
 from modelyard.core.bundle_integrity import Trust
 from modelyard.serving.adapter import ServingAdapter
+from modelyard.serving.api_keys import load_keys
+from modelyard.serving.auth import ApiKeyMiddleware, document_auth, exempt_paths
+from modelyard.serving.docs_pages import add_docs_pages
 from modelyard.serving.draining import install_drain_on_sigterm
+from modelyard.serving.hosts import AllowedHosts, HostCheckMiddleware
 from modelyard.serving.http_checks import validation_error_body
 from modelyard.serving.metrics import CONTENT_TYPE
 from modelyard.serving.middleware import ServiceMiddleware
@@ -96,6 +101,8 @@ def create_app(
         version=manifest.version,
         description=f"Predictions from the {manifest.project!r} bundle {manifest.version}.",
         lifespan=lifespan,
+        docs_url=None,  # local pages instead (serving/docs_pages.py), or none
+        redoc_url=None,
     )
     app.state.adapter = service.adapter
     app.state.service = service
@@ -159,6 +166,19 @@ def create_app(
         return JSONResponse(status_code=422, content=validation_error_body(exc.errors()))
 
     app.include_router(service.adapter.router())
+    if settings.docs:
+        add_docs_pages(app)
+    # from the inside out: API keys, CORS (preflights answered before keys are asked for, and
+    # refusals readable by the page), allowed hosts, the service middleware (outermost)
+    keys = load_keys(settings.api_key_file, settings.api_key_env)
+    if keys is not None:
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=keys,
+            metrics=service.metrics,
+            metrics_public=settings.metrics_public,
+        )
+        document_auth(app, settings.metrics_public)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -167,7 +187,15 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    # added last = outermost: it sees every response, CORS and errors included
+    allowed = AllowedHosts(settings.allowed_hosts)
+    if not allowed.any:
+        app.add_middleware(
+            HostCheckMiddleware,
+            allowed=allowed,
+            exempt=exempt_paths(settings.metrics_public),
+            metrics=service.metrics,
+        )
+    # added last = outermost: it sees every response, refusals and errors included
     app.add_middleware(
         ServiceMiddleware,
         settings=settings,

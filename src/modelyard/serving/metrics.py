@@ -74,7 +74,8 @@ class ServiceMetrics:
         )
         self.rejected = Counter(
             "modelyard_http_rejected",
-            "Requests refused before reaching the model: overload, too large, timeout.",
+            "Requests refused before reaching the model: overload, too_large, timeout, "
+            "unauthorized, bad_host.",
             ["reason"],
             registry=reg,
         )

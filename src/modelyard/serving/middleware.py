@@ -43,6 +43,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PredictionSink = Callable[[RequestContext, str, float], None]
 
 PROBES = frozenset({"/health", "/ready", "/metrics"})
+#: Scope key under which the auth middleware leaves the name of the key a request used.
+API_KEY_NAME = "modelyard.api_key"
 access_log = logging.getLogger("modelyard.access")
 log = logging.getLogger("modelyard.serving")
 _ID_HEADER = REQUEST_ID_HEADER.lower().encode()
@@ -147,6 +149,7 @@ class ServiceMiddleware:
                     "status": status,
                     "duration_ms": round(seconds * 1000, 2),
                     "client": (scope.get("client") or ("", 0))[0],
+                    "api_key": scope.get(API_KEY_NAME),
                 },
             )
         if status == 200 and context.prediction is not None and self.on_prediction is not None:
@@ -194,14 +197,21 @@ class _ResponseState:
         if self.started:
             self.status = self.status or status
             return
-        body = json.dumps({"detail": detail}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *(extra or []),
-        ]
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body})
+        await send_error(self.send, status, detail, extra)
+
+
+async def send_error(
+    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer ``{"detail": detail}`` with ``status`` (and the ``extra`` headers)."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -8,6 +8,10 @@ shared through ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory for this server, 
 uvicorn's own graceful shutdown does the rest: on SIGTERM or SIGINT it stops accepting
 connections, lets requests in flight finish (up to ``shutdown_timeout_s``), then runs the app's
 shutdown, which flushes the prediction log.
+
+TLS (``--ssl-certfile``/``--ssl-keyfile``) and the trust in a reverse proxy's ``X-Forwarded-*``
+headers (``--proxy-headers``, ``--forwarded-allow-ips``) are uvicorn's; what is exposed is
+checked first (:func:`~modelyard.serving.exposure.check_exposure`, ``docs/security.md``).
 """
 
 import logging.config
@@ -18,6 +22,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from modelyard.serving.exposure import check_exposure, ssl_password
 from modelyard.serving.json_logging import log_config
 from modelyard.serving.metrics import MULTIPROC_ENV
 from modelyard.serving.settings import SETTINGS_ENV, ServerSettings
@@ -43,6 +48,7 @@ def serve(settings: ServerSettings) -> None:
         check_writable(settings.resolved_spool_dir())
     logging_config = log_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(logging_config)
+    check_exposure(settings)
     common = {
         "host": settings.host,
         "port": settings.port,
@@ -51,6 +57,11 @@ def serve(settings: ServerSettings) -> None:
         "access_log": False,  # the service middleware writes the access log, with request ids
         "timeout_graceful_shutdown": int(settings.shutdown_timeout_s),
         "server_header": False,
+        "ssl_certfile": settings.ssl_certfile,
+        "ssl_keyfile": settings.ssl_keyfile,
+        "ssl_keyfile_password": ssl_password(),
+        "proxy_headers": settings.proxy_headers,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
     if settings.workers == 1:
         from modelyard.core.bundle import load_bundle

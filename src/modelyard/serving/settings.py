@@ -55,6 +55,23 @@ class ServerSettings(BaseModel):
     log_flush_interval_s: float = Field(default=0.25, gt=0.0, le=60.0)
     log_batch_size: int = Field(default=500, ge=1, le=50_000)
     cors_origins: list[str] = Field(default_factory=list, description="Empty = CORS off.")
+    # access control and exposure (docs/security.md)
+    api_key_file: Path | None = Field(default=None, description="API keys, one per line.")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding API keys (read if set)."
+    )
+    metrics_public: bool = Field(default=False, description="/metrics needs no API key.")
+    # '*' here (an app built in-process); `modelyard serve` derives its default from `host`
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["*"], description="Host header values served ('*' = any)."
+    )
+    docs: bool = Field(default=True, description="Serve /docs and /redoc.")
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    proxy_headers: bool = Field(
+        default=True, description="Trust X-Forwarded-For/-Proto from forwarded_allow_ips."
+    )
+    forwarded_allow_ips: str = "127.0.0.1"
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = True

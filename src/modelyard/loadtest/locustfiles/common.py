@@ -112,6 +112,8 @@ class ModelyardUser(FastHttpUser):
     #: The task family of the served bundle this user knows how to feed.
     task_family: ClassVar[str] = ""
     payloads: ClassVar[list[Payload]] = []
+    #: The API key header (empty for a server without keys), set at test start.
+    auth: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def build_payloads(cls, served: Served, options: LoadOptions) -> list[Payload]:
@@ -125,7 +127,11 @@ class ModelyardUser(FastHttpUser):
     def predict(self) -> None:
         payload = CHOICE.choice(self.payloads)
         request_id = uuid.uuid4().hex
-        headers = {"Content-Type": payload.content_type, "X-Request-ID": request_id}
+        headers = {
+            "Content-Type": payload.content_type,
+            "X-Request-ID": request_id,
+            **self.auth,
+        }
         body: Any = payload.body  # bytes: Locust's annotation says str, geventhttpclient takes both
         with self.client.post(
             "/predict", data=body, headers=headers, name="/predict", catch_response=True
@@ -142,7 +148,7 @@ class ModelyardUser(FastHttpUser):
         self.read("/info")
 
     def read(self, path: str) -> None:
-        with self.client.get(path, name=path, catch_response=True) as response:
+        with self.client.get(path, name=path, headers=self.auth, catch_response=True) as response:
             judge(response)
 
 
@@ -188,7 +194,7 @@ class TabularLoad(ModelyardUser):
     @classmethod
     def build_payloads(cls, served: Served, options: LoadOptions) -> list[Payload]:
         try:
-            openapi = fetch_json(f"{served.host}/openapi.json")
+            openapi = fetch_json(f"{served.host}/openapi.json", options.auth_headers())
         except OSError as exc:
             log.warning("modelyard: no OpenAPI schema (%s); sending the example row as it is", exc)
             openapi = {}
@@ -207,10 +213,11 @@ class VisionLoad(ModelyardUser):
         return vision_payloads(served.details, options.seed, options.images)
 
 
-def fetch_json(url: str) -> dict[str, Any]:
+def fetch_json(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """GET a JSON object, directly (never through a proxy named in the environment)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=FETCH_TIMEOUT_S) as answer:
+    request = urllib.request.Request(url, headers=headers or {})
+    with opener.open(request, timeout=FETCH_TIMEOUT_S) as answer:
         payload: dict[str, Any] = json.loads(answer.read())
     return payload
 
@@ -222,7 +229,8 @@ def prepare(
     host = (environment.host or user_class.host or "").rstrip("/")
     if not host:
         raise ValueError("no host to test: pass --host http://127.0.0.1:PORT")
-    info = fetch_json(f"{host}/info")
+    user_class.auth = options.auth_headers()
+    info = fetch_json(f"{host}/info", user_class.auth)
     if info.get("task") != user_class.task_family:
         raise ValueError(
             f"{host} serves a {info.get('task')!r} model ({info.get('project')!r}); this "
