@@ -4,7 +4,6 @@ Peak memory is the server process's VmHWM from /proc, reset (``clear_refs``) bef
 and compared with the resident memory of the idle, warmed-up server at that moment.
 """
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ import yaml
 from PIL import Image
 
 from modelyard.serving.launcher import free_port, running_server
+from resource_probe import HealthSampler, memory, reset_peak, server_pid
 from vision_fixtures import bilevel_png, encode, flat_png, make_vision_bundle, photo
 
 pytestmark = pytest.mark.skipif(
@@ -35,13 +35,12 @@ class Server:
 
     def memory(self, field: str = "VmHWM") -> int:
         """Bytes of the server process's ``VmHWM`` (peak resident) or ``VmRSS`` (now)."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith(f"{field}:"))
-        return int(line.split()[1]) * 1024
+        now = memory(self.pid)
+        return int((now.peak_mib if field == "VmHWM" else now.rss_mib) * 2**20)
 
     def reset_peak(self) -> int:
         """Make the peak (VmHWM) start again from the resident memory of now, and return that."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        assert reset_peak(self.pid), "the kernel refused to reset the peak (clear_refs)"
         return self.memory("VmRSS")
 
     def wait_for_growth(self, idle: int, timeout_s: float = 10.0) -> None:
@@ -65,20 +64,6 @@ class Server:
         return response, time.perf_counter() - started
 
 
-def process_listening_on(port: int) -> int:
-    """The pid of the ``modelyard serve`` whose command line names ``port``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in arguments and str(port).encode() in arguments:
-            return int(entry.name)
-    raise AssertionError(f"no modelyard serve process on port {port}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A tiny vision bundle with the eurosat project's shipped serving settings, warmed up."""
@@ -88,7 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     arguments = ["--prediction-log", "none"]
     with running_server(bundle.path, port, arguments, env={"MODELYARD_HOME": str(home)}) as url:
-        running = Server(url, process_listening_on(port))
+        running = Server(url, server_pid(port))
         small = encode(Image.new("RGB", (64, 64), (30, 120, 30)), "PNG")
         for _ in range(5):
             assert running.upload(small)[0].status_code == 200
@@ -99,26 +84,13 @@ def in_parallel(
     server: Server, images: list[bytes]
 ) -> tuple[list[tuple[httpx.Response, float]], list[float]]:
     """Upload ``images`` at once while polling /health; the answers and /health's latencies."""
-    health: list[float] = []
-    done = threading.Event()
-
-    def poll() -> None:
-        with httpx.Client(timeout=5) as client:
-            while not done.is_set():
-                started = time.perf_counter()
-                assert client.get(f"{server.url}/health").status_code == 200
-                health.append(time.perf_counter() - started)
-                time.sleep(0.01)
-
-    poller = threading.Thread(target=poll)
-    poller.start()
-    try:
-        with ThreadPoolExecutor(len(images)) as pool:
-            answers = list(pool.map(server.upload, images))
-    finally:
-        done.set()
-        poller.join()
-    return answers, health
+    with (
+        HealthSampler(server.url, interval_s=0.01) as health,
+        ThreadPoolExecutor(len(images)) as pool,
+    ):
+        answers = list(pool.map(server.upload, images))
+    assert not health.failures, health.failures
+    return answers, health.latencies_s
 
 
 DEEP_PNG = "6300 x 6300 16-bit RGBA PNG"
@@ -178,7 +150,7 @@ def test_memory_of_accepted_large_decodes_is_given_back(tmp_path: Path) -> None:
     port = free_port()
     arguments = ["--prediction-log", "none"]
     with running_server(bundle.path, port, arguments, env={"MODELYARD_HOME": str(tmp_path)}) as url:
-        server = Server(url, process_listening_on(port))
+        server = Server(url, server_pid(port))
         data = flat_png(2000, 2000, 16, 6)
         assert server.upload(data)[0].status_code == 200
         idle = server.memory("VmRSS")
@@ -231,7 +203,7 @@ def test_a_request_that_times_out_keeps_its_decode_slot_until_the_decode_ends(
     port = free_port()
     arguments = ["--prediction-log", "none", "--request-timeout", "0.1"]
     with running_server(bundle.path, port, arguments, env={"MODELYARD_HOME": str(tmp_path)}):
-        server = Server(f"http://127.0.0.1:{port}", process_listening_on(port))
+        server = Server(f"http://127.0.0.1:{port}", server_pid(port))
         data = flat_png(4000, 4000, 16, 6)
         idle = server.reset_peak()
         assert server.upload(data)[0].status_code == 504

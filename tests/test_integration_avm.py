@@ -163,21 +163,23 @@ def test_bundle_parity_and_scores(pipeline: Pipeline, tmp_path: Path) -> None:
 
 def typical_test_row(pipeline: Pipeline) -> tuple[dict[str, Any], float]:
     """The first test sale within 25 % of its zip code's median training price per m2, as the
-    request fields (text from the prepared CSV) and its true price per m2."""
+    request fields (numbers as JSON numbers, the rest as text from the prepared CSV) and its
+    true price per m2."""
     train = pipeline.part("train")
     medians = train.groupby("zip_code")["price_per_m2"].median().to_dict()
-    features = [
-        f["name"]
-        for kind in ("numeric", "categorical", "date")
-        for f in pipeline.bundle.manifest.preprocessing["schema"]["features"][kind]
-    ]
+    schema = pipeline.bundle.manifest.preprocessing["schema"]["features"]
+    numeric = {f["name"] for f in schema["numeric"]}
+    features = [f["name"] for kind in ("numeric", "categorical", "date") for f in schema[kind]]
     path = Path(pipeline.cfg.paths.prepared) / "test.csv"
     with path.open(newline="", encoding="utf-8") as handle:
         for record in csv.DictReader(handle):
             truth = float(record["price_per_m2"])
             median = medians.get(record["zip_code"])
             if median is not None and abs(truth / median - 1) <= 0.25:
-                fields = {k: (record[k] or None) for k in features}
+                fields: dict[str, Any] = {
+                    k: (float(record[k]) if k in numeric else record[k]) if record[k] else None
+                    for k in features
+                }
                 return fields, truth
     raise AssertionError("no typical test sale")
 

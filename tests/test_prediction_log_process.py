@@ -150,14 +150,23 @@ def test_postgresql_down_then_back_under_load_loses_nothing(
 # --- the spool must be writable ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(
+    ("workers", "option"),
+    [("1", None), ("2", None), ("1", "--spool-dir")],
+    ids=["one-worker", "two-workers", "spool-dir-option"],
+)
 def test_an_unwritable_spool_directory_refuses_to_start(
-    bundle: Bundle, tmp_path: Path, workers: str
+    bundle: Bundle, tmp_path: Path, workers: str, option: str | None
 ) -> None:
-    (tmp_path / "prediction-spool").write_text("a file where the spool directory goes")
+    """The default spool directory beside the database, or the one named by --spool-dir, is a
+    regular file (root may write anywhere, so a file is what surely cannot be written into)."""
+    spool = tmp_path / ("elsewhere" if option else "prediction-spool")
+    spool.write_text("a file where the spool directory goes")
+    extra = [option, str(spool)] if option else []
     result = subprocess.run(
         [sys.executable, "-m", "modelyard", "serve", str(bundle.path), "--port", str(free_port()),
-         "--workers", workers, "--prediction-log", f"sqlite:///{tmp_path}/predictions.db"],
+         "--workers", workers, "--prediction-log", f"sqlite:///{tmp_path}/predictions.db",
+         *extra],
         capture_output=True, text=True, timeout=120, check=False, env=dict(os.environ),
     )  # fmt: skip
 
@@ -165,7 +174,7 @@ def test_an_unwritable_spool_directory_refuses_to_start(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: prediction log: spool directory ")
-    assert f"{tmp_path}/prediction-spool" in lines[0] and "is not writable" in lines[0]
+    assert str(spool) in lines[0] and "is not writable" in lines[0]
 
 
 # --- poison requests among valid ones -----------------------------------------------------------

@@ -440,6 +440,11 @@ def test_serving_int8_needs_a_bundle_that_has_one(bundle: Bundle, tmp_path: Path
         (["--log-format", "xml"], "serve: log_format: Input should be 'json' or 'text'"),
         (["--max-wait-ms", "-1"], "serve: max_wait_ms: Input should be greater than or equal to 0"),
         (["--request-timeout", "0"], "serve: request_timeout_s: Input should be greater than 0"),
+        (
+            ["--log-flush-interval", "0"],
+            "serve: log_flush_interval_s: Input should be greater than 0",
+        ),
+        (["--log-batch-size", "0"], "serve: log_batch_size: Input should be greater than or equal"),
     ],
 )
 def test_bad_server_settings_are_one_line_errors(

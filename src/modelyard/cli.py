@@ -237,6 +237,20 @@ def serve(
         int, typer.Option(help="Requests in flight per worker before 503 + Retry-After")
     ] = 512,
     prediction_log: Annotated[str | None, typer.Option(help=PREDICTION_LOG_HELP)] = None,
+    spool_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where unwritten prediction-log records wait on disk (default: beside the "
+            "SQLite file, or under the working directory)"
+        ),
+    ] = None,
+    log_flush_interval: Annotated[
+        float,
+        typer.Option(help="Longest a logged prediction waits in memory before it is written"),
+    ] = 0.25,
+    log_batch_size: Annotated[
+        int, typer.Option(help="Most prediction-log records in one insert")
+    ] = 500,
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Allowed CORS origin (repeatable); default CORS off")
     ] = None,
@@ -317,6 +331,9 @@ def serve(
             max_concurrency=max_concurrency,
             quantized=quantized,
             prediction_log=None if prediction_log.lower() == "none" else prediction_log,
+            spool_dir=spool_dir,
+            log_flush_interval_s=log_flush_interval,
+            log_batch_size=log_batch_size,
             cors_origins=_cleaned(cors_origin),
             api_key_file=api_key_file,
             api_key_env=API_KEYS_ENV,

@@ -175,6 +175,7 @@ class VisionServing(ServingAdapter):
             response_model=ImagePrediction,
             openapi_extra={
                 "requestBody": {
+                    "required": True,
                     "content": {
                         "multipart/form-data": {
                             "schema": {
@@ -189,7 +190,7 @@ class VisionServing(ServingAdapter):
                                 },
                             }
                         }
-                    }
+                    },
                 }
             },
             responses={
