@@ -14,7 +14,7 @@ from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy, RowReport
 from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.tabular.datamodule import TabularDataModule
-from modelyard.projects.tabular.features import FeaturePipeline, decode_target
+from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
 from modelyard.projects.tabular.gbm import GradientBoostedRegressor, is_text_model
 from modelyard.projects.tabular.metrics import predict_group_medians, valuation_scores
 from modelyard.projects.tabular.model import TabularRegressor
@@ -34,6 +34,7 @@ from modelyard.projects.tabular.table_io import (
     read_prepared,
     write_prepared,
 )
+from modelyard.projects.tabular.target_scaling import decode_target
 
 SUMMARY_FILE = "prepare.json"
 
