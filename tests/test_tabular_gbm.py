@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 
 from modelyard.core.bundle import load_bundle
 from modelyard.core.config import load_config
-from modelyard.projects.tabular.features import decode_target
 from modelyard.projects.tabular.gbm import (
     GradientBoostedRegressor,
     float32_exact_thresholds,
     is_text_model,
 )
+from modelyard.projects.tabular.target_scaling import decode_target
 from modelyard.projects.tabular.task import TabularTask
 from modelyard.serving.app import create_app
 from modelyard.stages import evaluate, export, fetch, prepare, train

@@ -3,7 +3,7 @@
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -11,15 +11,12 @@ import pytest
 
 from conftest import shared_datasets_root
 from modelyard.core.errors import ConfigError, DataError
-from modelyard.projects.tabular.reading import (
-    apply_filters,
-    danish_floor,
-    danish_side,
-    derive_columns,
-    drop_outliers,
-    fit_outlier_bounds,
-    read_table,
-)
+from modelyard.projects.tabular.derived.columns import DERIVATION_OPS, derive_columns
+from modelyard.projects.tabular.derived.danish_address import danish_floor, danish_side
+from modelyard.projects.tabular.derived.parsers import PARSERS
+from modelyard.projects.tabular.outliers import drop_outliers, fit_outlier_bounds
+from modelyard.projects.tabular.reading import read_table
+from modelyard.projects.tabular.row_filters import apply_filters
 from modelyard.projects.tabular.schema import Derivation, OutlierRule, ReadSpec, RowFilter
 
 REAL_TABLES = shared_datasets_root() / "tables"
@@ -391,6 +388,28 @@ def test_derive_every_op() -> None:
     assert derived["price_per_m2"].iloc[1:].isna().all()
     pd.testing.assert_series_equal(derived["price_copy"], frame["price"], check_names=False)
     assert derived["zip_again"].tolist() == ["9000", "5771", None, None]
+
+
+def test_the_schema_names_exactly_the_ops_derive_columns_knows() -> None:
+    """The schema's ``op`` choices and the registry of ops (generic plus named parsers) agree, so
+    a new parser needs an entry in both and a schema can never name an op nobody implements."""
+    schema_ops = set(get_args(Derivation.model_fields["op"].annotation))
+    assert schema_ops == set(DERIVATION_OPS)
+    assert set(PARSERS) == {"danish_floor", "danish_side"}
+    assert set(PARSERS) <= schema_ops
+
+
+@pytest.mark.parametrize("op", sorted(PARSERS))
+def test_every_registered_parser_derives_a_column_from_text(op: str) -> None:
+    derivation = Derivation(name="parsed", op=op, source="address")
+    derived = derive_columns(sales_frame(), [derivation])["parsed"]
+    parser = PARSERS[op]
+    expected = [None if a is None else parser.parse(a) for a in sales_frame()["address"]]
+    if parser.numeric:
+        assert derived.dtype == np.float64
+        np.testing.assert_array_equal(derived.to_numpy(), np.array(expected, dtype=float))
+    else:
+        assert derived.tolist() == expected
 
 
 def test_regex_on_a_numeric_column_reads_integers_plainly() -> None:

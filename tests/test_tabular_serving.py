@@ -20,9 +20,10 @@ from fastapi import FastAPI
 from omegaconf import DictConfig
 
 from modelyard.core.bundle import Bundle
-from modelyard.projects.tabular.features import FeaturePipeline, decode_target
+from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.projects.tabular.table_io import feature_columns, read_prepared
+from modelyard.projects.tabular.target_scaling import decode_target
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
 from tabular_fixtures import build_avm_bundle

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from modelyard.core.errors import ConfigError, DataError
-from modelyard.projects.tabular.features import FeaturePipeline, category_key
+from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
+from modelyard.projects.tabular.feature_values import category_key
 from modelyard.projects.tabular.metrics import (
     fit_group_medians,
     predict_group_medians,

@@ -21,7 +21,7 @@ import pytest
 from pydantic import ValidationError
 
 from modelyard.core.errors import BundleError, ConfigError
-from modelyard.projects.tabular.features import FeaturePipeline
+from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
 from modelyard.projects.tabular.schema import CategoricalFeature, Features, NumericFeature, Target
 from modelyard.projects.tabular.target_encoding import Level, category_stats, encode
 

@@ -1,8 +1,8 @@
 """Checking stored feature-pipeline parameters: preprocessing in a bundle is data, so it is checked.
 
 :func:`validated_params` turns the JSON document of :meth:`FeaturePipeline.to_json
-<modelyard.projects.tabular.features.FeaturePipeline.to_json>` back into parameters the transform
-can trust, or raises :class:`BundleError` naming the first malformed entry. numpy-free and
+<modelyard.projects.tabular.feature_pipeline.FeaturePipeline.to_json>` back into parameters the
+transform can trust, or raises :class:`BundleError` naming the first malformed entry. numpy-free and
 pandas-free: the prediction server runs it when it loads a bundle.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.core.errors import ConfigError
-from modelyard.projects.tabular.features import decode_target
+from modelyard.projects.tabular.target_scaling import decode_target
 
 #: First bytes of a LightGBM text model, used to tell it from a Lightning checkpoint (a zip).
 TEXT_MODEL_MAGIC = b"tree"

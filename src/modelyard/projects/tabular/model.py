@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from modelyard.projects.distributed import gather_rows
-from modelyard.projects.tabular.features import decode_target
+from modelyard.projects.tabular.target_scaling import decode_target
 
 
 class MLP(nn.Module):

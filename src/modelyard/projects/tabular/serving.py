@@ -43,8 +43,10 @@ from starlette.concurrency import run_in_threadpool
 
 from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
-from modelyard.projects.tabular.features import FeaturePipeline, category_key, decode_target
+from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
+from modelyard.projects.tabular.feature_values import category_key
 from modelyard.projects.tabular.schema import TableSchema
+from modelyard.projects.tabular.target_scaling import decode_target
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.context import PredictionEvent, record_prediction
 from modelyard.serving.http_checks import (

@@ -13,7 +13,7 @@ import pandas as pd
 
 from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import spreadsheet_original, spreadsheet_safe
-from modelyard.projects.tabular.features import Columns, category_key
+from modelyard.projects.tabular.feature_values import Columns, category_key
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.projects.tabular.splitting import TableSplit
 

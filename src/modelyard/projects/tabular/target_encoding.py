@@ -18,14 +18,29 @@ own target leaks into its features; a model trained on in-sample encodings would
 them far more than it should on new rows. Every other row (validation, test, a request) is
 encoded with statistics from all training rows.
 
+In the feature pipeline a target-encoded categorical ``c`` gives two columns: ``c__target``, the
+code above, and ``c__target_count``, ``log1p`` of the category's training rows; both standardised
+with the out-of-fold training codes' mean/std (not clipped: they cannot leave the range of the
+training targets and row counts). The statistics per category are stored in the feature's
+``target`` parameters (:func:`fit_target_encoding`).
+
 numpy and the standard library only: the prediction server runs this.
 """
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
+
+from modelyard.core.errors import ConfigError
+from modelyard.projects.tabular.feature_values import Block
+from modelyard.projects.tabular.scaling import stats as mean_std
+from modelyard.projects.tabular.schema import Features
+
+#: Seed of the permutation that deals training rows into target-encoding folds.
+FOLD_SEED: Final = 0
 
 Keys = Sequence[str | None]
 """Category keys of one feature, one per row (``None``: missing)."""
@@ -117,3 +132,81 @@ def encode_out_of_fold(
             estimate[name][group] = encoded.estimate
             count[name][group] = encoded.count
     return {name: Encoded(estimate=estimate[name], count=count[name]) for name in estimate}
+
+
+# ------------------------------------------------------------------------ in the feature pipeline
+
+
+def levels_of(specs: Sequence[Mapping[str, Any]]) -> list[Level]:
+    """The target-encoded categorical features, parents first (schema order guarantees it)."""
+    return [
+        Level(spec["name"], spec["target"]["parent"], spec["target"]["smoothing"])
+        for spec in specs
+        if "target" in spec["encodings"]
+    ]
+
+
+def fit_target_encoding(
+    features: Features,
+    specs: list[dict[str, Any]],
+    keys: Mapping[str, Keys],
+    target: NDArray[np.float64] | None,
+) -> dict[str, Encoded]:
+    """Add target-encoding parameters to ``specs``; return the training rows' out-of-fold codes.
+
+    ``target`` is the training target in model space (logged when the target is). The estimates
+    and counts are standardised with the statistics of the out-of-fold training codes: those are
+    what the model is trained on.
+    """
+    options = {f.name: f for f in features.categorical}
+    encoded_specs = [spec for spec in specs if "target" in spec["encodings"]]
+    if not encoded_specs:
+        return {}
+    if target is None:
+        raise ConfigError("target-encoded features need the training target to fit")
+    for spec in encoded_specs:
+        option = options[spec["name"]]
+        spec["target"] = {"parent": option.parent, "smoothing": float(option.smoothing)}
+    out_of_fold = encode_out_of_fold(
+        levels_of(specs), keys, target, features.target_folds, FOLD_SEED
+    )
+    prior = float(np.mean(target))
+    for spec in encoded_specs:
+        codes = out_of_fold[spec["name"]]
+        mean, std = mean_std(codes.estimate)
+        count_mean, count_std = mean_std(np.log1p(codes.count))
+        totals = category_stats(keys[spec["name"]], target)
+        spec["target"].update(
+            prior=prior,
+            mean=mean,
+            std=std,
+            count_mean=count_mean,
+            count_std=count_std,
+            stats={key: [total, count] for key, (total, count) in sorted(totals.items())},
+        )
+    return out_of_fold
+
+
+def encode_categorical(
+    specs: Sequence[Mapping[str, Any]], keys: Mapping[str, Keys]
+) -> dict[str, Encoded]:
+    """Codes of rows that are not training rows, from the stored statistics of all of them."""
+    encoded = [spec for spec in specs if "target" in spec]
+    stats = {spec["name"]: spec["target"]["stats"] for spec in encoded}
+    prior = encoded[0]["target"]["prior"] if encoded else 0.0
+    return encode(levels_of(specs), keys, stats, prior)
+
+
+def target_block(spec: Mapping[str, Any], codes: Encoded) -> Block:
+    """The standardised estimate and log count. Not clipped: a code is a weighted mean of
+    training targets and a count at most the training rows, so both stay within training's."""
+    target = spec["target"]
+    count = np.log1p(codes.count)
+    return [
+        (codes.estimate - target["mean"]) / target["std"],
+        (count - target["count_mean"]) / target["count_std"],
+    ]
+
+
+def target_names(spec: Mapping[str, Any]) -> list[str]:
+    return [f"{spec['name']}__target", f"{spec['name']}__target_count"]

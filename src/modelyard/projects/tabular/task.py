@@ -14,18 +14,15 @@ from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy, RowReport
 from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
 from modelyard.projects.tabular.datamodule import TabularDataModule
-from modelyard.projects.tabular.features import FeaturePipeline, decode_target
+from modelyard.projects.tabular.derived.columns import derive_columns
+from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
 from modelyard.projects.tabular.gbm import GradientBoostedRegressor, is_text_model
 from modelyard.projects.tabular.metrics import predict_group_medians, valuation_scores
 from modelyard.projects.tabular.model import TabularRegressor
+from modelyard.projects.tabular.outliers import drop_outliers, fit_outlier_bounds
 from modelyard.projects.tabular.plots import plot_predicted_vs_true
-from modelyard.projects.tabular.reading import (
-    apply_filters,
-    derive_columns,
-    drop_outliers,
-    fit_outlier_bounds,
-    read_table,
-)
+from modelyard.projects.tabular.reading import read_table
+from modelyard.projects.tabular.row_filters import apply_filters
 from modelyard.projects.tabular.schema import TableSchema, parse_schema
 from modelyard.projects.tabular.splitting import split_table
 from modelyard.projects.tabular.table_io import (
@@ -34,6 +31,7 @@ from modelyard.projects.tabular.table_io import (
     read_prepared,
     write_prepared,
 )
+from modelyard.projects.tabular.target_scaling import decode_target
 
 SUMMARY_FILE = "prepare.json"
 
