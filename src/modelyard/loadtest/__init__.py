@@ -2,6 +2,7 @@
 
 ``runner.run_loadtest`` starts Locust in a subprocess on the one locustfile in ``locustfiles/``
 (its payloads are chosen by the served task family, :mod:`.payloads`) and turns its CSV
-statistics into a typed summary. Nothing here imports Locust itself except the locustfile: Locust patches the standard library with gevent on import, which
-must not happen in the modelyard process.
+statistics into a typed summary. Nothing here imports Locust itself except the locustfile:
+Locust patches the standard library with gevent on import, which must not happen in the
+modelyard process.
 """

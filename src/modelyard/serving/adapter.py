@@ -157,6 +157,15 @@ def serving_settings(bundle: Bundle, overrides: dict[str, Any] | None) -> dict[s
     return settings
 
 
+def bundle_example(bundle: Bundle) -> ExampleRequest:
+    """The example request of the bundle's task adapter, for callers that start a server on the
+    bundle and need a request it accepts (the demo, the latency gate)."""
+    from modelyard.serving.runtime import OnnxModel
+
+    model = OnnxModel(bundle.model_path, threads=1, expected=bundle.manifest)
+    return build_adapter(bundle, model, None).example_request()
+
+
 def build_adapter(
     bundle: Bundle, model: ModelRunner, overrides: dict[str, Any] | None
 ) -> ServingAdapter:
