@@ -112,7 +112,10 @@ class StubHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def stub_server(request: pytest.FixtureRequest) -> Iterator[Stub]:
     details = {"window": 5, "interval_s": 60, "min_length": 5, "max_length": 50}
-    info = {"project": "nilm", "task": "nilm", "details": getattr(request, "param", details)}
+    info = {"project": "nilm", "task": "nilm", "details": details}
+    param = getattr(request, "param", None)
+    if isinstance(param, dict):  # details only, or a whole /info answer
+        info = param if "task" in param else {**info, "details": param}
     server = Stub(info)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -283,11 +286,47 @@ def test_cli_bad_users_is_a_user_error(tmp_path: Path) -> None:
     assert_user_error(modelyard(*args, workdir=tmp_path, timeout_s=60), "users must be at least 1")
 
 
-def test_unknown_or_mismatched_projects_are_refused(nilm_url: str) -> None:
-    with pytest.raises(ModelyardError, match="no load test for project 'weather'; known projects"):
-        run_loadtest(nilm_url, "weather", 1, 1.0, 1)
-    with pytest.raises(ModelyardError, match="the 'avm' load test is for 'tabular' models"):
+def test_another_project_than_the_one_named_is_refused(nilm_url: str) -> None:
+    with pytest.raises(ModelyardError, match="serves project 'nilm' \\(task 'nilm'\\), not 'avm'"):
         run_loadtest(nilm_url, "avm", 1, 1.0, 1)
+
+
+def test_an_unknown_task_family_is_refused_before_locust_runs(tmp_path: Path) -> None:
+    server = Stub({"project": "birdsong", "task": "audio", "details": {}})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ModelyardError, match=r"task 'audio'.*known task families: nilm, tabul"):
+            run_loadtest(server.url, None, 1, 1.0, 1, tmp_path / "out")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "out").exists() and not server.predictions
+
+
+APARTMENT = {"area_m2": 84.5, "rooms": 3, "zip": "0150", "built": "1931-01-01"}
+
+
+@pytest.mark.parametrize(
+    "stub_server",
+    [
+        {
+            "project": "oslo_flats",  # a project no table in modelyard has heard of
+            "task": "tabular",
+            "details": {"features": list(APARTMENT), "example": APARTMENT},
+        }
+    ],
+    indirect=True,
+)
+def test_any_project_of_a_known_task_family_is_load_tested_from_its_example(
+    stub_server: Stub, tmp_path: Path
+) -> None:
+    summary = run_loadtest(stub_server.url, None, 2, 2.0, 1, tmp_path / "out")
+
+    assert summary.project == "oslo_flats" and summary.locust_exit_code == 1  # 503s
+    assert stub_server.predictions
+    # no OpenAPI schema to bound a perturbation by: the example row itself, every time
+    assert all(json.loads(body) == APARTMENT for _, body in stub_server.predictions)
 
 
 def test_missing_locust_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,6 +447,5 @@ def test_the_modelyard_process_never_imports_locust() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
-    # the locustfiles exist for every project and are packaged beside the runner
-    for project in runner.PROJECT_TASKS:
-        assert runner.locustfile(project).is_file()
+    # the one locustfile is packaged beside the runner
+    assert runner.LOCUSTFILE.is_file()

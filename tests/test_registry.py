@@ -17,11 +17,11 @@ from cli_helpers import assert_user_error, modelyard
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.config import load_config
 from modelyard.projects.base import GateMetric
-from modelyard.projects.registry import load_task
 from modelyard.registry.gates import compare_metrics
 from modelyard.registry.promotion import open_registry, promote
 from modelyard.registry.references import ModelReference, ReferenceError, parse_reference
 from modelyard.registry.store import RegistryError
+from modelyard.serving.adapter import bundle_example
 from modelyard.serving.launcher import running_server
 from modelyard.stages import evaluate, export, train
 
@@ -203,7 +203,7 @@ def test_promote_cli_exit_codes_and_serve_a_registry_reference(models: Models) -
     listed = cli("models", "kc_cli", *models.overrides)
     assert listed.stdout.split("\t")[:2] == [version.version, "production"]
 
-    request = load_task(cfg).sample_request(models.good.manifest.preprocessing)
+    request = bundle_example(models.good).httpx_arguments()
     env = {**os.environ, "MODELYARD_HOME": str(workdir)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
@@ -212,5 +212,5 @@ def test_promote_cli_exit_codes_and_serve_a_registry_reference(models: Models) -
         assert info["version"] == models.good.manifest.version
         answer = httpx.post(f"{url}/predict", timeout=30, **request)
     assert answer.status_code == 200, answer.text
-    assert len(answer.json()["predictions"]) == len(request["json"])
+    assert len(answer.json()["predictions"]) == 1  # the example is one row
     assert_user_error(cli("serve", "models:/kc_cli@staging"), "models:/kc_cli@staging is not")

@@ -7,7 +7,7 @@ happen inside the commands that need them, so ``serve`` and ``predict`` never lo
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +17,7 @@ from rich.console import Console
 
 from modelyard.core.bundle_integrity import KEY_FILE_ENV
 from modelyard.core.errors import ModelyardError
+from modelyard.serving.settings import setting_default as _serving
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -215,27 +216,35 @@ PREDICTION_LOG_HELP = (
 @app.command()
 def serve(
     bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP)],
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes sharing the port")] = 1,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = _serving("host"),
+    port: Annotated[int, typer.Option(help="TCP port")] = _serving("port"),
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the port")] = _serving(
+        "workers"
+    ),
     threads: Annotated[
         int, typer.Option(help="ONNX Runtime threads per worker (0 = cores / workers)")
-    ] = 0,
-    max_batch: Annotated[int, typer.Option(help="Most model rows in one micro-batch")] = 256,
+    ] = _serving("threads"),
+    max_batch: Annotated[int, typer.Option(help="Most model rows in one micro-batch")] = _serving(
+        "max_batch"
+    ),
     max_wait_ms: Annotated[
         float, typer.Option(help="Longest a micro-batch waits for more requests")
-    ] = 1.0,
-    batching: Annotated[bool, typer.Option(help="Micro-batch concurrent requests")] = True,
+    ] = _serving("max_wait_ms"),
+    batching: Annotated[bool, typer.Option(help="Micro-batch concurrent requests")] = _serving(
+        "batching"
+    ),
     quantized: Annotated[
         bool, typer.Option(help="Serve the bundle's INT8 model (only if within tolerance)")
-    ] = False,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 above)")] = (
-        16 * 1024 * 1024
+    ] = _serving("quantized"),
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body (413 above)")
+    ] = _serving("max_body_bytes"),
+    request_timeout: Annotated[float, typer.Option(help="Seconds before a 504")] = _serving(
+        "request_timeout_s"
     ),
-    request_timeout: Annotated[float, typer.Option(help="Seconds before a 504")] = 30.0,
     max_concurrency: Annotated[
         int, typer.Option(help="Requests in flight per worker before 503 + Retry-After")
-    ] = 512,
+    ] = _serving("max_concurrency"),
     prediction_log: Annotated[str | None, typer.Option(help=PREDICTION_LOG_HELP)] = None,
     spool_dir: Annotated[
         Path | None,
@@ -247,10 +256,10 @@ def serve(
     log_flush_interval: Annotated[
         float,
         typer.Option(help="Longest a logged prediction waits in memory before it is written"),
-    ] = 0.25,
+    ] = _serving("log_flush_interval_s"),
     log_batch_size: Annotated[
         int, typer.Option(help="Most prediction-log records in one insert")
-    ] = 500,
+    ] = _serving("log_batch_size"),
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Allowed CORS origin (repeatable); default CORS off")
     ] = None,
@@ -264,7 +273,7 @@ def serve(
     ] = None,
     metrics_public: Annotated[
         bool, typer.Option(help="/metrics needs no API key (for a scraper without one)")
-    ] = False,
+    ] = _serving("metrics_public"),
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -272,9 +281,9 @@ def serve(
             "loopback names on a loopback --host, else any host"
         ),
     ] = None,
-    docs: Annotated[bool, typer.Option(help="Serve /docs and /redoc (assets served locally)")] = (
-        True
-    ),
+    docs: Annotated[
+        bool, typer.Option(help="Serve /docs and /redoc (assets served locally)")
+    ] = _serving("docs"),
     ssl_certfile: Annotated[
         Path | None,
         typer.Option(help="TLS certificate (PEM); password: $MODELYARD_SSL_KEYFILE_PASSWORD"),
@@ -282,23 +291,25 @@ def serve(
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
     proxy_headers: Annotated[
         bool, typer.Option(help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
-    ] = True,
+    ] = _serving("proxy_headers"),
     forwarded_allow_ips: Annotated[
         str,
         typer.Option(
             help="Proxy addresses trusted for X-Forwarded-* (comma-separated, or *)",
             envvar="FORWARDED_ALLOW_IPS",  # uvicorn's own variable
         ),
-    ] = "127.0.0.1",
-    log_format: Annotated[str, typer.Option(help="json or text")] = "json",
-    access_log: Annotated[bool, typer.Option(help="One log line per request")] = True,
+    ] = _serving("forwarded_allow_ips"),
+    log_format: Annotated[str, typer.Option(help="json or text")] = _serving("log_format"),
+    access_log: Annotated[bool, typer.Option(help="One log line per request")] = _serving(
+        "access_log"
+    ),
     drain_seconds: Annotated[
         float,
         typer.Option(help="After SIGTERM, seconds of serving with /ready 503 before stopping"),
-    ] = 2.0,
+    ] = _serving("drain_s"),
     min_length: Annotated[int | None, typer.Option(help="Shortest accepted series")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest accepted series")] = None,
-    log_level: Annotated[str, typer.Option(help="Log level")] = "info",
+    log_level: Annotated[str, typer.Option(help="Log level")] = _serving("log_level"),
     registry_uri: Annotated[str | None, typer.Option(help=REGISTRY_URI_HELP)] = None,
     bundle_key_file: VerifyKeyFile = None,
     require_signature: RequireSignature = False,
@@ -358,17 +369,24 @@ def _cleaned(values: list[str] | None) -> list[str]:
     return [v.strip() for v in values or [] if v.strip()]
 
 
-def _check_servable(settings: Any) -> Any:
-    """Everything a worker checks before it serves: the bundle's files and digest, the signature
-    policy, the model's tensors against the manifest, the task's facts against the tensors.
-    Returns the verified bundle."""
+def _open_adapter(settings: Any) -> Any:
+    """The task adapter as a server worker builds it from ``settings`` (without micro-batching):
+    the bundle's files and digest, the signature policy, the model's tensors against the
+    manifest and the task's facts against the tensors are checked on the way. ``serve`` calls it
+    before starting workers, ``predict`` predicts with it."""
     from modelyard.core.bundle import load_bundle
-    from modelyard.projects.registry import serving_adapter_class
-    from modelyard.serving.runtime import open_served_model
+    from modelyard.serving.adapter import build_adapter
+    from modelyard.serving.runtime import intra_op_threads, open_served_model
 
     loaded = load_bundle(Path(settings.bundle))
-    serving_adapter_class(loaded.manifest.task)(loaded, open_served_model(loaded, settings), {})
-    return loaded
+    model = open_served_model(loaded, settings, intra_op_threads(settings.threads))
+    return build_adapter(loaded, model, settings.overrides)
+
+
+def _check_servable(settings: Any) -> Any:
+    """Everything a worker checks before it serves (see :func:`_open_adapter`); returns the
+    verified bundle."""
+    return _open_adapter(settings).bundle
 
 
 @bundle_app.command("verify")
@@ -440,15 +458,11 @@ def predict(
 ) -> None:
     """Offline batch prediction with a bundle: file in, CSV out (no server, no torch)."""
     with user_errors():
-        from modelyard.core.bundle import load_bundle
-        from modelyard.projects.registry import serving_adapter_class
         from modelyard.registry.resolve import bundle_path
-        from modelyard.serving.runtime import OnnxModel
+        from modelyard.serving.settings import build_settings
 
-        loaded = load_bundle(bundle_path(bundle, registry_uri))
-        adapter_class: Callable[..., Any] = serving_adapter_class(loaded.manifest.task)
-        adapter = adapter_class(loaded, OnnxModel(loaded.model_path, expected=loaded.manifest), {})
-        rows = adapter.predict_file(source, output)
+        settings = build_settings(bundle=str(bundle_path(bundle, registry_uri)))
+        rows = _open_adapter(settings).predict_file(source, output)
         console.print(f"wrote {rows} row(s) to {output}")
 
 
@@ -456,7 +470,8 @@ def predict(
 def loadtest(
     url: Annotated[str, typer.Argument(help="Server on this machine, e.g. http://127.0.0.1:8000")],
     project: Annotated[
-        str | None, typer.Option(help="Locustfile to use; default the served project")
+        str | None,
+        typer.Option(help="Project the server must be serving (a check); default any project"),
     ] = None,
     users: Annotated[int, typer.Option(help="Concurrent simulated clients")] = 50,
     spawn_rate: Annotated[float, typer.Option(help="Clients started per second")] = 10.0,

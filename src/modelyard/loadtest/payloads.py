@@ -1,11 +1,17 @@
 """Realistic request bodies, built once from what the server says about itself (``GET /info``).
 
-* NILM: mains series drawn from a plausible household profile (base load following the time of
-  day, a cycling fridge, kettle/microwave/washing-machine-like spikes, meter noise), seeded.
-* Tabular: the server's example row with small seeded perturbations of its numeric fields, kept
+The builder is chosen by the served bundle's task family (``/info``'s ``task``), never by its
+project: any project of a known family can be load-tested. Each builds variations of the
+server's own example request (``details.example``, see :meth:`ServingAdapter.example_request`):
+
+* NILM: the example's request with its series replaced by mains series drawn from a plausible
+  household profile (base load following the time of day, a cycling fridge,
+  kettle/microwave/washing-machine-like spikes, meter noise), seeded, one model window long by
+  default (the example's length).
+* Tabular: the example row with small seeded perturbations of its numeric fields, kept
   within the bounds the server's OpenAPI schema declares and in the example's own types.
 * Vision: synthetic JPEGs (gradients, shapes, noise) at the model's image size, or real images
-  from a folder, as ``multipart/form-data`` uploads in the ``file`` field.
+  from a folder, as ``multipart/form-data`` uploads in the example's field (``file``).
 
 Every builder returns a few variants; the locustfile sends one at random per request. numpy and
 Pillow only: no Locust here.
@@ -13,8 +19,10 @@ Pillow only: no Locust here.
 
 import io
 import json
+import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from modelyard.core.errors import ModelyardError
-from modelyard.loadtest.options import IMAGE_SUFFIXES
+from modelyard.loadtest.options import IMAGE_SUFFIXES, LoadOptions, nilm_series_length
+
+log = logging.getLogger("modelyard.loadtest")
 
 VARIANTS = 16
 MAX_IMAGES = 64
@@ -90,20 +100,40 @@ def appliance_runs(length: int, step_min: float, rng: np.random.Generator) -> np
 def nilm_payloads(
     details: dict[str, Any], length: int, seed: int, variants: int = VARIANTS
 ) -> list[Payload]:
-    """JSON bodies ``{"aggregate_w": [...], "interval_s": ...}`` of ``length`` readings."""
-    interval_s = int(details["interval_s"])
+    """JSON bodies: the example request (``{"aggregate_w": [...], "interval_s": ...}``; a
+    server without one: the interval alone) with ``length`` readings of mains each."""
+    example = details.get("example")
+    request = dict(example) if isinstance(example, dict) else {}
+    request.pop("start", None)  # the series start at random times of day
+    interval_s = int(request.setdefault("interval_s", details["interval_s"]))
     limit = details.get("max_aggregate_w")
     limit_w = float(limit) if isinstance(limit, int | float) else None
     rng = np.random.default_rng(seed)
     return [
         json_payload(
-            {
-                "aggregate_w": mains_profile(length, interval_s, rng, limit_w).tolist(),
-                "interval_s": interval_s,
-            }
+            {**request, "aggregate_w": mains_profile(length, interval_s, rng, limit_w).tolist()}
         )
         for _ in range(variants)
     ]
+
+
+def nilm_request_payloads(
+    details: dict[str, Any], options: LoadOptions, _openapi: "OpenApi"
+) -> list[Payload]:
+    """Series of the length ``options`` ask for (a model window by default), within the
+    server's accepted lengths."""
+    window, interval_s = int(details["window"]), int(details["interval_s"])
+    length = nilm_series_length(
+        options.nilm_length,
+        window,
+        interval_s,
+        int(details["min_length"]),
+        int(details["max_length"]),
+    )
+    log.info("modelyard: %d-reading mains series every %d s", length, interval_s)
+    if options.nilm_length == "day" and length != 86400 // interval_s:
+        log.warning("modelyard: a day does not fit the server's max_length; sending %d", length)
+    return nilm_payloads(details, length, options.seed)
 
 
 # --- tabular -----------------------------------------------------------------------------------
@@ -213,6 +243,22 @@ def tabular_payloads(
     return [json_payload(example), *(json_payload(row) for row in perturbed)]
 
 
+def tabular_request_payloads(
+    details: dict[str, Any], options: LoadOptions, openapi: "OpenApi"
+) -> list[Payload]:
+    """Perturbed example rows, within the bounds of the server's OpenAPI schema (when it can be
+    read; else the example row is sent as it is)."""
+    try:
+        schema = openapi()
+    except OSError as exc:
+        log.warning("modelyard: no OpenAPI schema (%s); sending the example row as it is", exc)
+        schema = {}
+    names = [str(name) for name in details.get("features") or []]
+    numeric = ", ".join(f.name for f in numeric_fields(schema, names)) or "none"
+    log.info("modelyard: perturbing the example's numeric fields: %s", numeric)
+    return tabular_payloads(details, schema, options.seed)
+
+
 # --- vision ------------------------------------------------------------------------------------
 
 
@@ -276,9 +322,51 @@ def vision_payloads(
     ]
 
 
+def vision_request_payloads(
+    details: dict[str, Any], options: LoadOptions, _openapi: "OpenApi"
+) -> list[Payload]:
+    return vision_payloads(details, options.seed, options.images)
+
+
 def _media_type(path: Path) -> str:
     return "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
 
 
 def json_payload(content: Any) -> Payload:
     return Payload(json.dumps(content, separators=(",", ":")).encode(), JSON_TYPE)
+
+
+# --- by task family ----------------------------------------------------------------------------
+
+#: Reads the server's OpenAPI schema when a builder needs it (tabular bounds); may raise OSError.
+OpenApi = Callable[[], dict[str, Any]]
+Builder = Callable[[dict[str, Any], LoadOptions, OpenApi], list[Payload]]
+
+#: task family (``/info``'s ``task``) -> payload builder over ``/info``'s ``details``
+BUILDERS: dict[str, Builder] = {
+    "nilm": nilm_request_payloads,
+    "tabular": tabular_request_payloads,
+    "vision": vision_request_payloads,
+}
+
+
+def unknown_task(info: dict[str, Any]) -> str | None:
+    """Why the served bundle cannot be load-tested (a task family without a builder), or None."""
+    task = info.get("task")
+    if task in BUILDERS:
+        return None
+    return (
+        f"it serves project {info.get('project')!r} of task {task!r}, which the load test cannot "
+        f"feed; known task families: {', '.join(BUILDERS)}"
+    )
+
+
+def request_payloads(info: dict[str, Any], options: LoadOptions, openapi: OpenApi) -> list[Payload]:
+    """The payloads for the server that answered ``info`` (``GET /info``), by its task family."""
+    reason = unknown_task(info)
+    if reason is not None:
+        raise ModelyardError(f"cannot load-test this server: {reason}")
+    details = info.get("details")
+    if not isinstance(details, dict):
+        raise ModelyardError("the server's /info has no details to build payloads from")
+    return BUILDERS[str(info["task"])](details, options, openapi)

@@ -1,7 +1,8 @@
 """``modelyard loadtest``: Locust, headless, against a modelyard server on this machine.
 
 The server must be on 127.0.0.1, localhost or ::1, and must answer ``GET /info`` first; its
-``project`` picks the locustfile unless one is named. Locust runs as a subprocess (it patches
+``task`` picks how payloads are built (any project of a known task family can be load-tested,
+see :mod:`.payloads`). Locust runs as a subprocess (it patches
 the standard library with gevent on import, which must never happen in this process), bounded
 in time, writing into the output directory:
 
@@ -24,8 +25,9 @@ import httpx
 
 from modelyard.core.errors import ModelyardError
 from modelyard.core.runs import default_workdir, timestamp_name
-from modelyard.loadtest.locustfiles import PROJECT_TASKS, locustfile
+from modelyard.loadtest.locustfiles import LOCUSTFILE
 from modelyard.loadtest.options import API_KEY_ENV, SETUP_FAILED, LoadOptions
+from modelyard.loadtest.payloads import unknown_task
 from modelyard.loadtest.report import LoadTestSummary, read_failures, read_stats
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -54,22 +56,25 @@ def run_loadtest(
 ) -> LoadTestSummary:
     """Load-test the modelyard server at ``url`` (local only) and summarise what Locust measured.
 
-    ``output_dir`` defaults to ``<workdir>/loadtests/<project>-<UTC timestamp>``; ``options``
-    to the ``MODELYARD_LOADTEST_*`` environment variables. ``duration_s`` is rounded up to whole
+    ``project``, when given, is the project the server must be serving (a check against load
+    testing the wrong server); the summary names the served one. ``output_dir`` defaults to
+    ``<workdir>/loadtests/<project>-<UTC timestamp>``; ``options`` to the
+    ``MODELYARD_LOADTEST_*`` environment variables. ``duration_s`` is rounded up to whole
     seconds (Locust's unit). Failed requests do not raise: they are in the summary.
-    :class:`ModelyardError` is raised for bad arguments, a non-local host, no server, an
-    unknown project, a missing Locust, or a Locust run that could not happen.
+    :class:`ModelyardError` is raised for bad arguments, a non-local host, no server, another
+    project than ``project``, an unknown task family, a missing Locust, or a Locust run that
+    could not happen.
     """
     check_arguments(users, spawn_rate, duration_s, stop_timeout_s)
     base = local_base_url(url)
     require_locust()
     options = options or LoadOptions.from_env()
     info = server_info(base, options.auth_headers())
-    chosen = choose_project(project, info, base)
+    chosen = check_served(project, info, base)
     seconds = max(1, math.ceil(duration_s))
     out = output_dir or default_workdir() / "loadtests" / f"{chosen}-{timestamp_name()}"
     out.mkdir(parents=True, exist_ok=True)
-    command = locust_command(locustfile(chosen), base, users, spawn_rate, seconds, stop_timeout_s)
+    command = locust_command(LOCUSTFILE, base, users, spawn_rate, seconds, stop_timeout_s)
     env = options.to_env()
     code = run_bounded(command, out, env, seconds + stop_timeout_s)
     return summarise(out, base, chosen, users, spawn_rate, seconds, code)
@@ -143,23 +148,18 @@ def server_info(base: str, headers: dict[str, str] | None = None) -> dict[str, A
     return info
 
 
-def choose_project(project: str | None, info: dict[str, Any], base: str) -> str:
-    """The named project (which must fit the served task), else the served one."""
-    served, task = info["project"], info.get("task")
-    if project is None:
-        if served not in PROJECT_TASKS:
-            raise ModelyardError(
-                f"{base} serves project {served!r}, which has no load test; known projects: "
-                f"{', '.join(PROJECT_TASKS)} (pass --project for one of the same task)"
-            )
-        return str(served)
-    locustfile(project)  # a clear error for an unknown project
-    if PROJECT_TASKS[project] != task:
+def check_served(project: str | None, info: dict[str, Any], base: str) -> str:
+    """The served project, if the load test can feed its task family and it is ``project``
+    (when one is named)."""
+    served = str(info["project"])
+    reason = unknown_task(info)
+    if reason is not None:
+        raise ModelyardError(f"cannot load-test {base}: {reason}")
+    if project is not None and project != served:
         raise ModelyardError(
-            f"{base} serves {served!r} (task {task!r}); the {project!r} load test is for "
-            f"{PROJECT_TASKS[project]!r} models"
+            f"{base} serves project {served!r} (task {info.get('task')!r}), not {project!r}"
         )
-    return project
+    return served
 
 
 def locust_command(

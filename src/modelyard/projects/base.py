@@ -111,10 +111,6 @@ class Task(ABC):
         """The scores a promotion must not make worse (from an evaluation's metrics)."""
 
     @abstractmethod
-    def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        """A real ``POST /predict`` request (keyword arguments for ``httpx.post``) for demos."""
-
-    @abstractmethod
     def evaluate(
         self,
         predictor: Predictor,

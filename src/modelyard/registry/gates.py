@@ -2,8 +2,9 @@
 
 * metrics: the candidate's gate metrics (see ``Task.gate_metrics``), evaluated on the same data
   as the current holder of the alias, are not worse than the holder's beyond a tolerance;
-* latency: the p95 latency of single requests to the candidate, served over real HTTP on
-  127.0.0.1 by ``modelyard serve``, is under a threshold.
+* latency: the p95 latency of single requests (the bundle's example request,
+  :meth:`~modelyard.serving.adapter.ServingAdapter.example_request`) to the candidate, served
+  over real HTTP on 127.0.0.1 by ``modelyard serve``, is under a threshold.
 """
 
 import time
@@ -14,7 +15,8 @@ import httpx
 import numpy as np
 
 from modelyard.core.bundle import Bundle
-from modelyard.projects.base import GateMetric, Task
+from modelyard.projects.base import GateMetric
+from modelyard.serving.adapter import bundle_example
 from modelyard.serving.launcher import running_server
 
 WARMUP_REQUESTS = 5
@@ -83,9 +85,9 @@ def measure_latency(bundle: Bundle, request: dict[str, Any], requests: int) -> l
     return timings
 
 
-def latency_gate(bundle: Bundle, task: Task, requests: int, max_p95_ms: float) -> GateResult:
-    request = task.sample_request(bundle.manifest.preprocessing)
+def latency_gate(bundle: Bundle, requests: int, max_p95_ms: float) -> GateResult:
     try:
+        request = bundle_example(bundle).httpx_arguments()
         timings = measure_latency(bundle, request, requests)
     except Exception as exc:  # a server that cannot start or answer fails the gate
         return GateResult("latency", False, f"could not be measured: {exc}")

@@ -97,7 +97,7 @@ def promote(
     gates = [
         compare_metrics(mine, theirs, float(gates_cfg.metric_tolerance)),
         latency_gate(
-            candidate, task, int(gates_cfg.latency_requests), float(gates_cfg.max_p95_latency_ms)
+            candidate, int(gates_cfg.latency_requests), float(gates_cfg.max_p95_latency_ms)
         ),
     ]
     report = PromotionReport(

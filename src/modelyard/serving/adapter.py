@@ -11,9 +11,18 @@ server logs it once the response has been sent.
 Every adapter checks its task's facts (window, appliances, classes, features) against the
 manifest's tensors as soon as it is built (:meth:`ServingAdapter.check_contract`), so a bundle
 whose manifest contradicts itself refuses to start instead of failing every request.
+
+Every adapter has one example request (:meth:`ServingAdapter.example_request`), built from the
+bundle alone: the OpenAPI example, the warm-up, ``GET /info``'s ``details.example`` and the load
+test's payloads all start from it, and so will the UI and drift references.
+
+The server, ``modelyard predict`` and ``serve``'s pre-flight check all build their adapter with
+:func:`build_adapter`, so that offline and online prediction see the same task settings.
 """
 
+import base64
 from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -22,6 +31,50 @@ from fastapi import APIRouter
 
 from modelyard.core.bundle import Bundle
 from modelyard.core.errors import BundleError
+
+#: The multipart field an upload travels in (vision's ``POST /predict``).
+UPLOAD_FIELD = "file"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file of a multipart request."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ExampleRequest:
+    """A valid ``POST /predict`` request: a JSON body, or multipart uploads by field name."""
+
+    json: Any = None
+    files: dict[str, Upload] = field(default_factory=dict)
+
+    def httpx_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``httpx.post`` (or a TestClient) that send this request."""
+        if self.files:
+            return {
+                "files": {
+                    name: (f.filename, f.data, f.content_type) for name, f in self.files.items()
+                }
+            }
+        return {"json": self.json}
+
+    def to_json(self) -> Any:
+        """What ``/info`` shows as ``details.example``: the JSON body itself, or for uploads
+        ``{field: {filename, content_type, base64}}``."""
+        if not self.files:
+            return self.json
+        return {
+            name: {
+                "filename": f.filename,
+                "content_type": f.content_type,
+                "base64": base64.b64encode(f.data).decode("ascii"),
+            }
+            for name, f in self.files.items()
+        }
 
 
 class ModelRunner(Protocol):
@@ -61,11 +114,21 @@ class ServingAdapter(metaclass=_CheckedOnceBuilt):
         """Offline batch prediction from a file (or folder) to a CSV; returns rows written."""
 
     @abstractmethod
+    def example_request(self) -> ExampleRequest:
+        """The family's one example of a valid ``POST /predict`` request, from the bundle's
+        facts alone (no data files): shown in the OpenAPI schema and ``/info``, predicted at
+        warm-up, varied by the load test."""
+
+    @abstractmethod
     def warm_up(self) -> None:
-        """Run one realistic prediction so the first real request is not the slow one."""
+        """Predict :meth:`example_request` once so the first real request is not the slow one."""
 
     def info(self) -> dict[str, Any]:
-        """Task-specific facts for ``GET /info``."""
+        """Task-specific facts for ``GET /info``, with the example request (``example``)."""
+        return {**self.task_info(), "example": self.example_request().to_json()}
+
+    def task_info(self) -> dict[str, Any]:
+        """The task's own facts for ``/info`` (window, classes, limits)."""
         return {}
 
     def check_contract(self) -> None:
@@ -84,3 +147,34 @@ class ServingAdapter(metaclass=_CheckedOnceBuilt):
                 f"axis {axis} of {kind[:-1]} {specs[0].name if specs else '(none)'}, which is "
                 f"declared {shape}; re-export the bundle"
             )
+
+
+def serving_settings(bundle: Bundle, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The project's ``serving`` config saved in the bundle, updated with explicit overrides."""
+    project = bundle.manifest.config.get("project", {})
+    settings = dict(project.get("serving", {}) or {})
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return settings
+
+
+def bundle_example(bundle: Bundle) -> ExampleRequest:
+    """The example request of the bundle's task adapter, for callers that start a server on the
+    bundle and need a request it accepts (the demo, the latency gate)."""
+    from modelyard.serving.runtime import OnnxModel
+
+    model = OnnxModel(bundle.model_path, threads=1, expected=bundle.manifest)
+    return build_adapter(bundle, model, None).example_request()
+
+
+def build_adapter(
+    bundle: Bundle, model: ModelRunner, overrides: dict[str, Any] | None
+) -> ServingAdapter:
+    """The bundle's task adapter around ``model``, with the bundle's serving settings and
+    ``overrides``: how every server worker, ``modelyard predict`` and ``serve``'s pre-flight
+    check build one."""
+    from modelyard.projects.registry import serving_adapter_class
+
+    adapter: ServingAdapter = serving_adapter_class(bundle.manifest.task)(
+        bundle, model, serving_settings(bundle, overrides)
+    )
+    return adapter

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.serving.runtime import OnnxModel
+from modelyard.serving.settings import setting_default
 
 
 @dataclass
@@ -58,8 +59,8 @@ class BatchingModel:
     def __init__(
         self,
         model: OnnxModel,
-        max_batch: int = 64,
-        max_wait_ms: float = 2.0,
+        max_batch: int = setting_default("max_batch"),
+        max_wait_ms: float = setting_default("max_wait_ms"),
         on_batch: Callable[[int, int, float], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0:

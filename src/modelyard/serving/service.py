@@ -8,8 +8,7 @@ import os
 from typing import Any
 
 from modelyard.core.bundle import Bundle
-from modelyard.projects.registry import serving_adapter_class
-from modelyard.serving.adapter import ModelRunner, ServingAdapter
+from modelyard.serving.adapter import ModelRunner, ServingAdapter, build_adapter
 from modelyard.serving.batching import BatchingModel
 from modelyard.serving.context import RequestContext
 from modelyard.serving.draining import Drain
@@ -21,14 +20,6 @@ from modelyard.serving.settings import ServerSettings
 log = logging.getLogger("modelyard.serving")
 STATS_INTERVAL_S = 1.0
 GC_GEN0_THRESHOLD = 20_000
-
-
-def serving_settings(bundle: Bundle, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The project's ``serving`` config saved in the bundle, updated with explicit overrides."""
-    project = bundle.manifest.config.get("project", {})
-    settings = dict(project.get("serving", {}) or {})
-    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return settings
 
 
 class Service:
@@ -49,10 +40,7 @@ class Service:
                 onnx, settings.max_batch, settings.max_wait_ms, self.metrics.observe_batch
             )
             runner = self.batcher
-        adapter_class = serving_adapter_class(bundle.manifest.task)
-        self.adapter: ServingAdapter = adapter_class(
-            bundle, runner, serving_settings(bundle, overrides)
-        )
+        self.adapter: ServingAdapter = build_adapter(bundle, runner, overrides)
         self.log: PredictionLog | None = None
         if settings.prediction_log:
             self.log = PredictionLog(

@@ -4,12 +4,16 @@ These are properties of a deployment, not of a model, so they come from ``modely
 options (or the ``MODELYARD_SERVE_SETTINGS`` JSON handed to worker processes), never from the
 bundle. Task-specific request limits (series length, rows, upload size) stay in the bundle's
 ``serving`` config and are overridden separately.
+
+:class:`ServerSettings` is the one definition of every default: ``modelyard serve``'s options and
+the micro-batcher read theirs from it (:func:`setting_default`); nothing else (no Hydra config)
+holds serving defaults.
 """
 
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -116,3 +120,9 @@ def build_settings(**values: object) -> ServerSettings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"serve: {where}: {first['msg']}") from exc
+
+
+def setting_default(name: str) -> Any:
+    """:class:`ServerSettings`' default for field ``name``, for the CLI's options and the
+    micro-batcher, so that a default is written down once."""
+    return ServerSettings.model_fields[name].get_default(call_default_factory=True)

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from modelyard.core.errors import ModelyardError
 from modelyard.projects.registry import load_task
+from modelyard.serving.adapter import bundle_example
 from modelyard.serving.launcher import running_server
 from modelyard.stages import evaluate, export, fetch, prepare, train
 
@@ -31,7 +32,7 @@ def run(
     bundle = export.run(cfg, run_dir=trained.run_dir)
     log("[6/6] serve + one HTTP prediction")
     task = load_task(cfg)
-    request = task.sample_request(bundle.manifest.preprocessing)
+    request = bundle_example(bundle).httpx_arguments()  # what the server warms up with, too
     with running_server(bundle.path) as url:
         response = httpx.post(f"{url}/predict", timeout=60.0, **request)
         if response.status_code != 200:

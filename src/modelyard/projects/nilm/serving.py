@@ -27,7 +27,7 @@ from modelyard.core.spreadsheet import SpreadsheetSafeWriter
 from modelyard.projects.nilm.inference import predict_series, scores_to_watts, series_windows
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.windows import window_view
-from modelyard.serving.adapter import ServingAdapter
+from modelyard.serving.adapter import ExampleRequest, ServingAdapter
 from modelyard.serving.context import PredictionEvent, record_prediction
 from modelyard.serving.http_checks import (
     BodyLimits,
@@ -41,7 +41,10 @@ from modelyard.serving.http_checks import (
 
 # Strict: a JSON number only; a string ("100") or a boolean is refused, not coerced to watts.
 FiniteWatts = Annotated[float, Field(allow_inf_nan=False, strict=True)]
-_EXAMPLE_SERIES: list[JsonValue] = [*([250.0] * 50), 2900.0, 2950.0, 2800.0, *([250.0] * 46)]
+#: The example request's household: a steady base load and a kettle-like block in the middle.
+_EXAMPLE_BASE_W = 250.0
+_EXAMPLE_KETTLE_W = (2900.0, 2950.0, 2800.0)
+_EXAMPLE_START = "2013-06-01T07:00:00"
 #: Bytes one reading may take in a body (a float's longest repr is 24, plus comma and spaces).
 _BYTES_PER_READING = 40
 #: Bytes for everything else in a body (braces, keys, start, edges, interval_s, whitespace).
@@ -58,14 +61,7 @@ _INTERVAL_DESCRIPTION = "Sampling interval of the series; must match the model's
 class NilmRequest(BaseModel):
     """Whole-house mains power, one reading per sampling interval of the model."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"aggregate_w": _EXAMPLE_SERIES, "interval_s": 60, "start": "2013-06-01T07:00:00"}
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid")
 
     aggregate_w: list[FiniteWatts] = Field(description=_SERIES_DESCRIPTION)
     interval_s: int | None = Field(default=None, strict=True, description=_INTERVAL_DESCRIPTION)
@@ -82,13 +78,33 @@ class NilmRequest(BaseModel):
     )
 
 
+def example_body(
+    window: int, interval_s: int, min_length: int, max_length: int, max_aggregate_w: float
+) -> dict[str, JsonValue]:
+    """The example request: one window of readings (within the accepted lengths) of a 250 W
+    base load with a kettle-like block in the middle, below the largest accepted reading."""
+    length = min(max(window, min_length), max_length)
+    series = [_EXAMPLE_BASE_W] * length
+    middle = (length - len(_EXAMPLE_KETTLE_W)) // 2
+    for offset, watts in enumerate(_EXAMPLE_KETTLE_W):
+        if 0 <= middle + offset < length:
+            series[middle + offset] = watts
+    ceiling = max_aggregate_w if math.isfinite(max_aggregate_w) else math.inf
+    readings: list[JsonValue] = [min(w, ceiling) for w in series]
+    return {"aggregate_w": readings, "interval_s": interval_s, "start": _EXAMPLE_START}
+
+
 def request_model(
-    min_length: int, max_length: int, interval_s: int, max_aggregate_w: float
+    min_length: int,
+    max_length: int,
+    interval_s: int,
+    max_aggregate_w: float,
+    example: dict[str, JsonValue] | None = None,
 ) -> type[NilmRequest]:
     """:class:`NilmRequest` with the served model's limits in its schema: the series length
     (``minItems``/``maxItems``, enforced by pydantic), the interval (``enum``) and the largest
     reading (``maximum``), both enforced by :meth:`NilmServing.check` with a sentence that says
-    why, so that the schema admits exactly what the route accepts."""
+    why, so that the schema admits exactly what the route accepts; ``example`` is its example."""
     reading: Any = FiniteWatts
     if math.isfinite(max_aggregate_w):
         reading = Annotated[FiniteWatts, Field(json_schema_extra={"maximum": max_aggregate_w})]
@@ -105,8 +121,14 @@ def request_model(
             json_schema_extra={"enum": [interval_s, None]},
         ),
     ]
+
+    class ExampleNilmRequest(NilmRequest):
+        model_config = ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [example]} if example else None
+        )
+
     model: type[NilmRequest] = create_model(
-        "NilmRequest", __base__=NilmRequest, aggregate_w=(series, ...), interval_s=interval
+        "NilmRequest", __base__=ExampleNilmRequest, aggregate_w=(series, ...), interval_s=interval
     )
     return model
 
@@ -168,8 +190,11 @@ class NilmServing(ServingAdapter):
         self.max_length = int(self.settings.get("max_length", 20160))
         limits = self.bundle.manifest.config.get("project", {}).get("data", {}).get("limits_w", {})
         self.max_aggregate_w = float(limits.get("aggregate", float("inf")))
+        self.example = example_body(
+            self.window, self.interval_s, self.min_length, self.max_length, self.max_aggregate_w
+        )
         self.Request = request_model(
-            self.min_length, self.max_length, self.interval_s, self.max_aggregate_w
+            self.min_length, self.max_length, self.interval_s, self.max_aggregate_w, self.example
         )
         self.request_adapter = TypeAdapter(self.Request)
         self.body_limits = body_limits(self.max_length)
@@ -186,7 +211,7 @@ class NilmServing(ServingAdapter):
         self.require_axis("inputs", -1, self.window, f"window {self.window}")
         self.require_axis("outputs", -1, len(self.appliances), f"appliances {self.appliances}")
 
-    def info(self) -> dict[str, Any]:
+    def task_info(self) -> dict[str, Any]:
         return {
             "window": self.window,
             "interval_s": self.interval_s,
@@ -213,8 +238,11 @@ class NilmServing(ServingAdapter):
         scores = await self.model.run_async(np.ascontiguousarray(windows))
         return scores_to_watts(scores, mains, self.normalisation)
 
+    def example_request(self) -> ExampleRequest:
+        return ExampleRequest(json=self.example)
+
     def warm_up(self) -> None:
-        self.predict_watts(np.full(self.window * 4, self.normalisation.aggregate_mean))
+        self.predict_watts(np.asarray(self.example["aggregate_w"], dtype=np.float64))
 
     def check(self, request: NilmRequest) -> np.ndarray:
         """Reject what the model cannot answer with a precise 422."""

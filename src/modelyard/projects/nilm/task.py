@@ -18,7 +18,6 @@ from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.nilm.normalisation import Normalisation
-from modelyard.projects.nilm.plots import busiest_days
 from modelyard.projects.nilm.preparation import PreparedHouse, prepare_house
 from modelyard.projects.nilm.readers import csv_files
 from modelyard.projects.nilm.sources import iter_raw_houses
@@ -215,22 +214,6 @@ class NilmTask(Task):
         return {
             f"{name}.mae_w": GateMetric(float(scores["model"]["mae_w"]), higher_is_better=False)
             for name, scores in metrics.get("overall", {}).items()
-        }
-
-    def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        """The busiest day of the first test house, as a mains series request."""
-        prepared = Path(self.cfg.paths.prepared)
-        house = load_house(prepared / f"{self.data.test_houses[0]}.npz")
-        day = busiest_days(house.times, house.targets, 1)[0]
-        mask = house.times.astype("datetime64[ns]").astype("datetime64[D]") == day
-        return {
-            "json": {
-                "aggregate_w": [round(float(v), 2) for v in house.aggregate[mask]],
-                "interval_s": int(preprocessing["interval_s"]),
-                "start": str(
-                    np.datetime64(int(house.times[mask][0]), "ns").astype("datetime64[s]")
-                ),
-            }
         }
 
     # -- evaluation ---------------------------------------------------------------------------

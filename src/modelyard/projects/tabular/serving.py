@@ -47,7 +47,7 @@ from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
 from modelyard.projects.tabular.feature_values import category_key
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.projects.tabular.target_scaling import decode_target
-from modelyard.serving.adapter import ServingAdapter
+from modelyard.serving.adapter import ExampleRequest, ServingAdapter
 from modelyard.serving.context import PredictionEvent, record_prediction
 from modelyard.serving.http_checks import (
     BodyLimits,
@@ -72,6 +72,8 @@ _ESCAPED_CHAR_BYTES = 12
 _FIELD_BYTES = 16
 _BYTES_BESIDE_ROWS = 4096
 _LIST_START = re.compile(rb"\s*\[")
+#: The date of a schema-built example row (bundles saved without an example row).
+_SCHEMA_ROW_DATE = "2020-01-01"
 
 
 def _json_number(value: Any, info: ValidationInfo) -> Any:
@@ -156,6 +158,26 @@ def row_model(schema: TableSchema, example: dict[str, Any] | None = None) -> typ
     return model
 
 
+def schema_row(schema: TableSchema, known: dict[str, set[str]]) -> dict[str, Any]:
+    """A valid row built from the schema alone, for bundles saved without an example row: each
+    required number in the middle of its bounds, a known category, a fixed date."""
+    row: dict[str, Any] = {}
+    for numeric in schema.features.numeric:
+        if numeric.required:
+            low, high = numeric.min, numeric.max
+            if low is not None and high is not None:
+                row[numeric.name] = (low + high) / 2
+            else:
+                row[numeric.name] = low if low is not None else min(1.0, high or 1.0)
+    for categorical in schema.features.categorical:
+        if categorical.required:
+            row[categorical.name] = min(known.get(categorical.name) or {"unknown"})
+    for day in schema.features.date:
+        if day.required:
+            row[day.name] = _SCHEMA_ROW_DATE
+    return row
+
+
 def body_limits(schema: TableSchema, max_rows: int) -> BodyLimits:
     """What a valid body of up to ``max_rows`` rows holds at most (see :class:`BodyLimits`)."""
     features = schema.features
@@ -198,7 +220,10 @@ class TabularServing(ServingAdapter):
         self.pipeline = FeaturePipeline.from_json(pre["features"])
         self.target_params: dict[str, Any] = pre["target"]
         self.max_rows = int(self.settings.get("max_rows", DEFAULT_MAX_ROWS))
-        self.example = pre.get("example_row")
+        self.known = {
+            f.name: self.pipeline.known_categories(f.name) for f in self.schema.features.categorical
+        }
+        self.example: dict[str, Any] = pre.get("example_row") or schema_row(self.schema, self.known)
         self.Row = row_model(self.schema, self.example)
         self.rows_type: Any = Annotated[
             list[self.Row],  # type: ignore[name-defined]
@@ -211,9 +236,6 @@ class TabularServing(ServingAdapter):
         self.body_limits = body_limits(self.schema, self.max_rows)
         self.length_error = LengthError((), self.rows_sentence)
         self.Valuation = valuation_model(self.schema)
-        self.known = {
-            f.name: self.pipeline.known_categories(f.name) for f in self.schema.features.categorical
-        }
 
     def rows_sentence(self, rows: int) -> str:
         return f"send between 1 and {self.max_rows} rows, got {rows}"
@@ -238,15 +260,18 @@ class TabularServing(ServingAdapter):
         self.require_axis("inputs", -1, width, f"{width} encoded features")
         self.require_axis("outputs", -1, 1, "one score per row")
 
-    def info(self) -> dict[str, Any]:
+    def task_info(self) -> dict[str, Any]:
         return {
             "target": self.schema.target.name,
             "unit": self.schema.target.unit,
             "features": self.schema.features.names(),
             "max_rows": self.max_rows,
-            # a valid request row (from the training data), for clients and load tests
-            "example": self.example,
         }
+
+    def example_request(self) -> ExampleRequest:
+        """One row: the first validation row saved at training (a schema-built row for bundles
+        without one)."""
+        return ExampleRequest(json=self.example)
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows of feature values (validated) -> predictions with warnings, in row order."""
@@ -275,8 +300,7 @@ class TabularServing(ServingAdapter):
         return notes
 
     def warm_up(self) -> None:
-        if self.example:
-            self.predict_rows([self.Row.model_validate(self.example).model_dump()])
+        self.predict_rows([self.Row.model_validate(self.example).model_dump()])
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["prediction"])

@@ -184,15 +184,6 @@ class TabularTask(Task):
             "within_10pct": GateMetric(float(model["within_10pct"]), higher_is_better=True),
         }
 
-    def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        test = read_prepared(Path(self.cfg.paths.prepared), "test", self.schema).head(2)
-        columns = feature_columns(test, self.schema)
-        rows = [
-            {name: _json_value(values[i]) for name, values in columns.items()}
-            for i in range(len(test))
-        ]
-        return {"json": rows}
-
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(
         self,

@@ -12,6 +12,7 @@ most ``max_concurrent_decodes x max_decoded_bytes``, and large decodes give it b
 """
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from modelyard.projects.vision.image_decoding import (
     return_large_blocks_to_the_os,
 )
 from modelyard.projects.vision.metrics import softmax, top_k
-from modelyard.serving.adapter import ServingAdapter
+from modelyard.serving.adapter import UPLOAD_FIELD, ExampleRequest, ServingAdapter, Upload
 from modelyard.serving.context import PredictionEvent, record_prediction
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -78,6 +79,7 @@ class VisionServing(ServingAdapter):
                 f"got {self.settings.get('max_decode_wait_s')!r}"
             )
         self._decode_slots = asyncio.Semaphore(self.max_concurrent_decodes)
+        self.example_png = example_png(self.size, self.mean)
         return_large_blocks_to_the_os()
 
     def check_contract(self) -> None:
@@ -86,7 +88,7 @@ class VisionServing(ServingAdapter):
             self.require_axis("inputs", axis, self.size, f"image_size {self.size}")
         self.require_axis("outputs", -1, len(self.classes), f"{len(self.classes)} classes")
 
-    def info(self) -> dict[str, Any]:
+    def task_info(self) -> dict[str, Any]:
         return {
             "classes": self.classes,
             "image_size": self.size,
@@ -163,8 +165,13 @@ class VisionServing(ServingAdapter):
         batch, _ = self.decode(data)
         return self.top_classes(self.model.run(batch))
 
+    def example_request(self) -> ExampleRequest:
+        """A synthetic PNG upload of the model's size (see :func:`example_png`)."""
+        upload = Upload("example.png", "image/png", self.example_png)
+        return ExampleRequest(files={UPLOAD_FIELD: upload})
+
     def warm_up(self) -> None:
-        self.model.run(np.zeros((1, 3, self.size, self.size), dtype=np.float32))
+        self.classify(self.example_png)  # decoding included: the first upload pays for neither
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["prediction"])
@@ -274,6 +281,20 @@ class VisionServing(ServingAdapter):
                 except ImageError as exc:
                     writer.writerow([path.relative_to(source).as_posix(), *[""] * (2 * k), exc])
         return len(files)
+
+
+def example_png(size: int, mean: list[float]) -> bytes:
+    """A ``size`` x ``size`` PNG of the training images' mean colour, darkening from top to
+    bottom: the normalised input stays near 0, as for a typical image, and the file is small
+    (every row is one colour), so ``/info`` can carry it."""
+    from PIL import Image
+
+    centre = np.clip(np.asarray(mean, dtype=np.float64) * 255.0, 24.0, 231.0)
+    shade = np.linspace(24.0, -24.0, size)[:, None, None]
+    pixels = np.broadcast_to(centre + shade, (size, size, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(pixels).astype(np.uint8)).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def positive_setting(settings: dict[str, Any], name: str, default: int) -> int:

@@ -25,7 +25,6 @@ from modelyard.projects.vision.image_folders import (
     cache_images,
     class_weights,
     index_image_folder,
-    read_member,
     stratified_split,
 )
 from modelyard.projects.vision.lightning_module import ImageClassifier
@@ -157,11 +156,6 @@ class VisionTask(Task):
             key: GateMetric(float(metrics[key]), higher_is_better=True)
             for key in ("accuracy", "macro_f1")
         }
-
-    def sample_request(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        index = self._index(Path(self.cfg.paths.raw))
-        member = index.members[0]
-        return {"files": {"file": (Path(member).name, read_member(index, member), "image/jpeg")}}
 
     def _evaluation_images(self, source: Path | None, classes: list[str]) -> tuple[Any, Any]:
         if source is None:

@@ -1,9 +1,11 @@
-"""What every modelyard locustfile shares: the users, the request mix and the payload set-up.
+"""The one modelyard locustfile: ``modelyard loadtest URL`` or ``locust -f locustfile.py --host
+URL``, for a served bundle of any project of a known task family.
 
-Imported only inside Locust's own process (Locust patches the standard library with gevent).
+Run only inside Locust's own process (Locust patches the standard library with gevent).
 At test start the served model describes itself (``GET /info``, and ``/openapi.json`` for
-tables); each project's payloads are built once from that and sent at random. A user mostly
-posts predictions, each with a fresh ``X-Request-ID``, and now and then reads ``/health`` and
+tables); the payloads are built once from that by its task family's builder
+(:data:`modelyard.loadtest.payloads.BUILDERS`) and sent at random. A user mostly posts
+predictions, each with a fresh ``X-Request-ID``, and now and then reads ``/health`` and
 ``/info``. Any answer other than 200 (503 included) is a failure whose message holds the status
 and the start of the body.
 
@@ -18,7 +20,6 @@ import random
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -28,19 +29,8 @@ from locust.exception import StopTest, StopUser
 from locust.runners import WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
-from modelyard.loadtest.options import (
-    SETUP_FAILED,
-    SETUP_FAILED_EXIT_CODE,
-    LoadOptions,
-    nilm_series_length,
-)
-from modelyard.loadtest.payloads import (
-    Payload,
-    nilm_payloads,
-    numeric_fields,
-    tabular_payloads,
-    vision_payloads,
-)
+from modelyard.loadtest.options import SETUP_FAILED, SETUP_FAILED_EXIT_CODE, LoadOptions
+from modelyard.loadtest.payloads import Payload, request_payloads
 
 log = logging.getLogger("modelyard.loadtest")
 
@@ -78,19 +68,6 @@ REQUEST_LOG = RequestLog()
 CHOICE = random.Random(0)
 
 
-@dataclass(frozen=True)
-class Served:
-    """The server under test: its base URL and what ``GET /info`` said."""
-
-    host: str
-    info: dict[str, Any]
-
-    @property
-    def details(self) -> dict[str, Any]:
-        details: dict[str, Any] = self.info["details"]
-        return details
-
-
 class Answer(Protocol):
     """What :func:`judge` needs of Locust's response (its own methods are not annotated)."""
 
@@ -105,19 +82,12 @@ class Answer(Protocol):
 class ModelyardUser(FastHttpUser):
     """A client of ``modelyard serve``: 90 % predictions, 5 % ``/health``, 5 % ``/info``."""
 
-    abstract = True
     wait_time = between(0.01, 0.1)
     network_timeout = REQUEST_TIMEOUT_S
     connection_timeout = CONNECT_TIMEOUT_S
-    #: The task family of the served bundle this user knows how to feed.
-    task_family: ClassVar[str] = ""
     payloads: ClassVar[list[Payload]] = []
     #: The API key header (empty for a server without keys), set at test start.
     auth: ClassVar[dict[str, str]] = {}
-
-    @classmethod
-    def build_payloads(cls, served: Served, options: LoadOptions) -> list[Payload]:
-        raise NotImplementedError
 
     def on_start(self) -> None:
         if not self.payloads:
@@ -166,53 +136,6 @@ def judge(response: Answer) -> bool:
     return False
 
 
-class NilmLoad(ModelyardUser):
-    abstract = True
-    task_family = "nilm"
-
-    @classmethod
-    def build_payloads(cls, served: Served, options: LoadOptions) -> list[Payload]:
-        details = served.details
-        window, interval_s = int(details["window"]), int(details["interval_s"])
-        length = nilm_series_length(
-            options.nilm_length,
-            window,
-            interval_s,
-            int(details["min_length"]),
-            int(details["max_length"]),
-        )
-        log.info("modelyard: %d-reading mains series every %d s", length, interval_s)
-        if options.nilm_length == "day" and length != 86400 // interval_s:
-            log.warning("modelyard: a day does not fit the server's max_length; sending %d", length)
-        return nilm_payloads(details, length, options.seed)
-
-
-class TabularLoad(ModelyardUser):
-    abstract = True
-    task_family = "tabular"
-
-    @classmethod
-    def build_payloads(cls, served: Served, options: LoadOptions) -> list[Payload]:
-        try:
-            openapi = fetch_json(f"{served.host}/openapi.json", options.auth_headers())
-        except OSError as exc:
-            log.warning("modelyard: no OpenAPI schema (%s); sending the example row as it is", exc)
-            openapi = {}
-        names = [str(name) for name in served.details.get("features") or []]
-        numeric = ", ".join(f.name for f in numeric_fields(openapi, names)) or "none"
-        log.info("modelyard: perturbing the example's numeric fields: %s", numeric)
-        return tabular_payloads(served.details, openapi, options.seed)
-
-
-class VisionLoad(ModelyardUser):
-    abstract = True
-    task_family = "vision"
-
-    @classmethod
-    def build_payloads(cls, served: Served, options: LoadOptions) -> list[Payload]:
-        return vision_payloads(served.details, options.seed, options.images)
-
-
 def fetch_json(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """GET a JSON object, directly (never through a proxy named in the environment)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -231,13 +154,15 @@ def prepare(
         raise ValueError("no host to test: pass --host http://127.0.0.1:PORT")
     user_class.auth = options.auth_headers()
     info = fetch_json(f"{host}/info", user_class.auth)
-    if info.get("task") != user_class.task_family:
-        raise ValueError(
-            f"{host} serves a {info.get('task')!r} model ({info.get('project')!r}); this "
-            f"locustfile is for {user_class.task_family!r} models"
-        )
-    user_class.payloads = user_class.build_payloads(Served(host, info), options)
-    log.info("modelyard: %d payload variant(s) for %s", len(user_class.payloads), info["project"])
+    user_class.payloads = request_payloads(
+        info, options, lambda: fetch_json(f"{host}/openapi.json", user_class.auth)
+    )
+    log.info(
+        "modelyard: %d payload variant(s) for %s (task %s)",
+        len(user_class.payloads),
+        info.get("project"),
+        info.get("task"),
+    )
 
 
 def on_test_start(environment: Environment, **_kwargs: Any) -> None:
