@@ -1,4 +1,4 @@
-"""Stage: train a model with Lightning; the run directory holds everything needed to reproduce it.
+"""Stage: train the configured model; the run directory holds everything needed to reproduce it.
 
 The run directory's files are named by :class:`modelyard.core.run_dir.RunDir`; the model trains
 itself through :class:`modelyard.projects.trained_model.TrainedModel` (Lightning or not).
