@@ -9,7 +9,6 @@ code, so both contenders do the same work per request.
 Run: ``BASELINE_RUN_DIR=<training run> uvicorn baseline_api:app --app-dir benchmarks``.
 """
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -19,12 +18,13 @@ import torch
 from fastapi import FastAPI, UploadFile
 from pydantic import BaseModel
 
-from modelyard.core.config import read_saved_config
+from modelyard.core.run_dir import RunDir
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.registry import load_task
+from modelyard.projects.torch_model import TorchModel
 from modelyard.projects.vision.image_decoding import decode_image, to_model_input
 
-RUN_DIR = Path(os.environ.get("BASELINE_RUN_DIR", "."))
+RUN_DIR = RunDir(Path(os.environ.get("BASELINE_RUN_DIR", ".")))
 
 
 class Request(BaseModel):
@@ -36,14 +36,14 @@ class Response(BaseModel):
     appliances: dict[str, list[float]]
 
 
-CONFIG = read_saved_config(RUN_DIR / "config.yaml")
-PRE = json.loads((RUN_DIR / "preprocessing.json").read_text())
+CONFIG = RUN_DIR.read_config()
+PRE = RUN_DIR.read_preprocessing()
 
 
 def load_network() -> torch.nn.Module:
-    network = load_task(CONFIG).load_model(RUN_DIR / "checkpoints" / "best.ckpt")
-    assert isinstance(network, torch.nn.Module), "the baseline serves torch models"
-    return network.eval()
+    loaded = load_task(CONFIG).load_model(RUN_DIR)
+    assert isinstance(loaded, TorchModel), "the baseline serves torch models"
+    return loaded.module.eval()
 
 
 MODEL = load_network()

@@ -34,7 +34,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from omegaconf import DictConfig
 
@@ -43,6 +42,7 @@ from modelyard.core.config import load_config
 from modelyard.core.seeding import seed_everything
 from modelyard.projects.loading import check_num_workers
 from modelyard.projects.registry import load_task
+from modelyard.projects.torch_model import LightningModel
 from modelyard.stages import fetch, prepare
 from train_throughput import BatchClock, timed_trainer
 
@@ -117,8 +117,9 @@ def loader_rate(cfg: DictConfig, workers: int, batches: int, warmup: int) -> tup
 def epoch_run(cfg: DictConfig, workers: int, warmup: int) -> tuple[float, float]:
     """One quick training epoch: (wall seconds of the fit, training batches/s after warm-up)."""
     module = datamodule(cfg, workers)
-    model = load_task(cfg).build_model(module)
-    assert isinstance(model, L.LightningModule)
+    built = load_task(cfg).build_model(module)
+    assert isinstance(built, LightningModel)
+    model = built.module
     clock = BatchClock(warmup)
     trainer = timed_trainer(
         cfg, clock, cfg.trainer.limit_train_batches, cfg.trainer.limit_val_batches

@@ -11,7 +11,6 @@ An ensemble (``model.members=3``) is also scored one network at a time, next to 
 Results are written as JSON under ``benchmarks/results/``.
 """
 
-import json
 import platform
 import tempfile
 from pathlib import Path
@@ -21,9 +20,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bench_common import parser, prepared_config, train_and_evaluate, write_results
+from modelyard.core.run_dir import RunDir
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.registry import load_task
-from modelyard.stages.model_source import CHECKPOINT, torch_predictor
+from modelyard.projects.torch_model import LightningModel, TorchModel
 
 MAX_MAE_RATIO = 0.5
 MIN_KETTLE_F1 = 0.8
@@ -102,16 +102,19 @@ def member_scores(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     Shows what combining the members buys over a typical member, from one training run.
     """
     task = load_task(cfg)
-    module = task.load_model(run_dir / CHECKPOINT)
+    run = RunDir(run_dir)
+    loaded = task.load_model(run)
+    assert isinstance(loaded, LightningModel)
+    module = loaded.module
     assert isinstance(module, Seq2PointModule)
     networks = module.members()
     if len(networks) < 2:
         return []
-    preprocessing = json.loads((run_dir / "preprocessing.json").read_text())
+    preprocessing = run.read_preprocessing()
     scores = []
     for network in networks:
         with tempfile.TemporaryDirectory() as plots:
-            metrics = task.evaluate(torch_predictor(network), preprocessing, None, Path(plots))
+            metrics = task.evaluate(TorchModel(network), preprocessing, None, Path(plots))
         scores.append(
             {
                 name: {"mae_ratio_to_baseline": s["mae_ratio_to_baseline"], "f1": s["model"]["f1"]}

@@ -30,6 +30,7 @@ from bench_common import parser, prepared_config, write_results
 from modelyard.core.seeding import seed_everything
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.registry import load_task
+from modelyard.projects.torch_model import LightningModel
 
 
 class BatchClock(L.Callback):
@@ -78,11 +79,11 @@ def pipeline_rate(cfg: DictConfig, batches: int, warmup: int) -> float:
     task = load_task(cfg)
     datamodule = task.datamodule()
     datamodule.setup("fit")
-    model = task.build_model(datamodule)
+    built = task.build_model(datamodule)
     clock = BatchClock(warmup)
     trainer = timed_trainer(cfg, clock, train_batches=batches + warmup, val_batches=0)
-    assert isinstance(model, L.LightningModule)
-    trainer.fit(model, datamodule=datamodule)
+    assert isinstance(built, LightningModel)
+    trainer.fit(built.module, datamodule=datamodule)
     return clock.windows / (clock.finished - clock.started)
 
 
@@ -91,7 +92,9 @@ def loop_rate(cfg: DictConfig, batches: int, warmup: int, real_loader: bool) -> 
     task = load_task(cfg)
     datamodule = task.datamodule()
     datamodule.setup("fit")
-    model = task.build_model(datamodule)
+    built = task.build_model(datamodule)
+    assert isinstance(built, LightningModel)
+    model = built.module
     assert isinstance(model, Seq2PointModule)
     model.train()
     optimiser = model.configure_optimizers()

@@ -24,6 +24,7 @@ import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
 from modelyard.core.config import load_config
+from modelyard.core.run_dir import RunDir
 from modelyard.projects.nilm.dataset import batch_loader, build_windows
 from modelyard.projects.registry import load_task
 from modelyard.projects.vision.image_cache import save_classes, save_part
@@ -235,7 +236,7 @@ def test_modelyard_train_trainer_ddp_runs_two_processes_into_one_run(nilm_workdi
     assert len(runs) == 1, runs  # rank 1 wrote into rank 0's run, not a second one
     run = runs[0]
     summary = json.loads((run / "train.json").read_text())
-    checkpoint = run / "checkpoints" / "best.ckpt"
+    checkpoint = RunDir(run).checkpoint
     assert checkpoint.is_file() and summary["epochs"] >= 1
 
     # Each rank stepped through half of the epoch's batches: Lightning's limit is a fraction of
@@ -250,12 +251,10 @@ def test_modelyard_train_trainer_ddp_runs_two_processes_into_one_run(nilm_workdi
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert state["global_step"] == per_rank
 
-    model = task.load_model(checkpoint)
-    assert isinstance(model, torch.nn.Module)
-    with torch.no_grad():
-        outputs = model(torch.zeros(3, int(cfg.project.data.window)))
+    model = task.load_model(RunDir(run))
+    outputs = model.predict(np.zeros((3, int(cfg.project.data.window)), np.float32))
     assert outputs.shape[0] == 3
-    assert np.isfinite(outputs.numpy()).all()
+    assert np.isfinite(outputs).all()
 
 
 def test_validation_rows_are_gathered_from_every_rank(tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ import torch
 
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
+from modelyard.core.run_dir import RunDir
+from modelyard.projects.lightning_training import PROFILERS, profiler
 from modelyard.projects.vision.model import ResidualCNN, build_backbone
 from modelyard.stages import train
-from modelyard.stages.train import PROFILE_DIR, PROFILERS
 
 #: Lightning's own names for the training loop; any profiler that saw training reports them.
 TRAINING_HOOKS = ("run_training_epoch", "training_step")
@@ -38,8 +39,8 @@ def _train_with_profiler(kc_house_data: list[str], workdir: Path, profiler: str)
         ]
     )
     result = train.run(cfg)
-    profile = result.run_dir / PROFILE_DIR
-    assert profile.is_dir(), f"no {PROFILE_DIR}/ in {result.run_dir}"
+    profile = RunDir(result.run_dir).profile
+    assert profile.is_dir(), f"no {profile.name}/ in {result.run_dir}"
     return profile
 
 
@@ -94,7 +95,7 @@ def test_advanced_profiler_reports_python_calls_of_the_training_loop(
 def test_profiler_is_off_by_default() -> None:
     cfg = load_config(["project=kc_house", "experiment=quick", "tracking=none"])
     assert cfg.trainer.profiler is None
-    assert train._profiler(cfg, Path("unused")) is None
+    assert profiler(cfg, RunDir(Path("unused"))) is None
 
 
 def test_unknown_profiler_is_a_config_error_naming_the_choices(

@@ -1,19 +1,22 @@
 """LightGBM as a tabular model: trained, checkpointed without pickles, exported to ONNX with a
 parity check, evaluated and served exactly like the MLP."""
 
-import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from omegaconf import OmegaConf
 
 from modelyard.core.bundle import load_bundle
 from modelyard.core.config import load_config
+from modelyard.core.errors import ConfigError
+from modelyard.core.run_dir import RunDir
 from modelyard.projects.tabular.gbm import (
     GradientBoostedRegressor,
     float32_exact_thresholds,
-    is_text_model,
+    saved_text_model,
 )
 from modelyard.projects.tabular.target_scaling import decode_target
 from modelyard.projects.tabular.task import TabularTask
@@ -43,12 +46,15 @@ def gbm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
     return cfg, train.run(cfg).run_dir
 
 
-def test_checkpoint_is_lightgbm_text_not_a_pickle(gbm_run: tuple[object, Path]) -> None:
+def test_checkpoint_is_lightgbm_text_in_its_own_file(gbm_run: tuple[object, Path]) -> None:
     _, run_dir = gbm_run
-    checkpoint = run_dir / "checkpoints" / "best.ckpt"
-    assert is_text_model(checkpoint)
-    assert checkpoint.read_text().startswith("tree")
-    summary = json.loads((run_dir / "train.json").read_text())
+    run = RunDir(run_dir)
+    assert saved_text_model(run) == run.lightgbm_model
+    assert run.lightgbm_model.name == "model.lgbm.txt"
+    assert run.lightgbm_model.read_text().startswith("tree")  # LightGBM's text, not a pickle
+    assert not run.checkpoint.exists()  # the Lightning checkpoint's name is not reused
+    summary = run.read_train_summary()
+    assert summary["checkpoint"] == str(run.lightgbm_model)
     assert summary["monitor"] == "val_mdape"
     assert 0 < summary["best_score"] < 1
     assert 1 <= summary["epochs"] <= 200
@@ -81,7 +87,7 @@ def test_loaded_model_predicts_like_the_trained_one(gbm_run: tuple[object, Path]
     """The reloaded text checkpoint scores the validation rows exactly as training reported."""
     cfg, run_dir = gbm_run
     task = TabularTask(cfg)  # type: ignore[arg-type]
-    model = task.load_model(run_dir / "checkpoints" / "best.ckpt")
+    model = task.load_model(RunDir(run_dir))
     assert isinstance(model, GradientBoostedRegressor)
     datamodule = task.datamodule()
     datamodule.setup()
@@ -92,8 +98,37 @@ def test_loaded_model_predicts_like_the_trained_one(gbm_run: tuple[object, Path]
     true = decode_target(datamodule.target_params, y_val.ravel())
     predicted = decode_target(datamodule.target_params, scores.ravel())
     mdape = float(np.median(np.abs(predicted - true) / np.abs(true)))
-    reported = json.loads((run_dir / "train.json").read_text())["best_score"]
+    reported = RunDir(run_dir).read_train_summary()["best_score"]
     assert mdape == pytest.approx(reported, rel=1e-6)
+
+
+def test_old_run_with_lightgbm_text_as_best_ckpt_still_loads_and_exports(
+    gbm_run: tuple[object, Path], tmp_path: Path
+) -> None:
+    """Runs trained before LightGBM had its own file name saved its text as best.ckpt."""
+    cfg, run_dir = gbm_run
+    old = RunDir(tmp_path / "old-run")
+    shutil.copytree(run_dir, old.path)
+    old.lightgbm_model.rename(old.checkpoint)
+    assert saved_text_model(old) == old.checkpoint
+    model = TabularTask(cfg).load_model(old)  # type: ignore[arg-type]
+    assert isinstance(model, GradientBoostedRegressor)
+    bundle = export.run(cfg, run_dir=old.path, output=tmp_path / "bundle")  # type: ignore[arg-type]
+    assert bundle.manifest.parity is not None and bundle.manifest.parity.max_abs_diff <= 1e-4
+    scores, _ = evaluate.run(cfg, model=old.path, output=tmp_path / "old.json")  # type: ignore[arg-type]
+    fresh, _ = evaluate.run(cfg, model=run_dir, output=tmp_path / "new.json")  # type: ignore[arg-type]
+    assert scores["model"] == fresh["model"]
+
+
+def test_a_model_kind_nobody_builds_is_a_clear_config_error(
+    gbm_run: tuple[object, Path],
+) -> None:
+    cfg, _ = gbm_run
+    task = TabularTask(OmegaConf.merge(cfg, {"model": {"kind": "xgboost"}}))  # type: ignore[arg-type]
+    datamodule = task.datamodule()
+    datamodule.setup("fit")
+    with pytest.raises(ConfigError, match=r"model\.kind must be one of lightgbm, mlp"):
+        task.build_model(datamodule)
 
 
 def test_thresholds_move_down_to_float32_without_changing_any_float32_decision() -> None:

@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from modelyard.core.errors import ConfigError
 from modelyard.core.seeding import seed_everything
+from modelyard.projects.torch_model import TorchModel
 from modelyard.projects.vision.lightning_module import ImageClassifier, WarmupCosine
 from modelyard.projects.vision.model import BasicBlock, ResidualCNN, build_backbone
 from modelyard.serving.runtime import OnnxModel
-from modelyard.stages.export import export_onnx
 
 TINY = {"stages": (4, 8), "blocks_per_stage": 1}
 
@@ -348,7 +348,7 @@ def test_exports_to_onnx_with_parity(tmp_path: Path) -> None:
     module.eval()
     example = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(4)).numpy()
     path = tmp_path / "model.onnx"
-    export_onnx(module, example, path, "image", "logits")
+    TorchModel(module).export_onnx(path, example, "image", "logits")
     runtime = OnnxModel(path)
     for size in (1, 4):
         batch = example[:size]

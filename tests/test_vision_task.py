@@ -20,6 +20,8 @@ from PIL import Image
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
+from modelyard.core.run_dir import RunDir
+from modelyard.projects.lightning_training import warmed_up_ema
 from modelyard.projects.vision.image_decoding import image_pixels, normalise, to_model_input
 from modelyard.projects.vision.lightning_module import (
     TEST_TIME_VIEWS,
@@ -29,8 +31,6 @@ from modelyard.projects.vision.lightning_module import (
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages import evaluate, export, fetch, prepare, train
-from modelyard.stages.model_source import CHECKPOINT
-from modelyard.stages.train import warmed_up_ema
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -254,7 +254,7 @@ def test_offline_predict_neutralises_file_and_class_names(
 def test_the_checkpoint_holds_the_moving_average_of_the_weights(
     built: tuple[object, Path, Bundle],
 ) -> None:
-    checkpoint = torch.load(built[1] / CHECKPOINT, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(RunDir(built[1]).checkpoint, map_location="cpu", weights_only=False)
     averaged, last = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert averaged.keys() == last.keys()
     weights = [k for k, v in averaged.items() if v.is_floating_point() and k.endswith("weight")]

@@ -7,51 +7,19 @@ module (see :mod:`modelyard.serving.adapter`).
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig
 
 from modelyard.core.bundle import TensorSpec
+from modelyard.core.run_dir import RunDir
+from modelyard.projects.trained_model import InferenceModel, TrainedModel
 
 if TYPE_CHECKING:
     import lightning as L
-
-#: A model as the stages see it: a float32 input batch in, a float32 output batch out.
-Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-def load_lightning_checkpoint(module_class: Any, checkpoint: Path) -> Any:
-    """A LightningModule subclass restored from ``checkpoint`` on the CPU, in eval mode."""
-    module = module_class.load_from_checkpoint(checkpoint, map_location="cpu")
-    module.eval()
-    return module
-
-
-@runtime_checkable
-class Estimator(Protocol):
-    """A model trained without Lightning (e.g. gradient-boosted trees).
-
-    The train stage calls :meth:`fit` instead of ``lightning.Trainer.fit``; export calls
-    :meth:`export_onnx` instead of the torch exporter. Everything else (parity check, bundle,
-    serving) is the same for both kinds of model.
-    """
-
-    def fit(self, datamodule: Any, checkpoint: Path) -> dict[str, Any]:
-        """Train, write the best model to ``checkpoint`` (no pickles), return
-        ``{"monitor": name, "best_score": value, "iterations": n}``."""
-        ...
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Float32 (batch, inputs) -> float32 (batch, outputs)."""
-        ...
-
-    def export_onnx(self, path: Path, input_name: str, output_name: str, inputs: int) -> None:
-        """Write an ONNX graph with a dynamic batch axis and the given tensor names."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -81,12 +49,12 @@ class Task(ABC):
         """The training/validation data, set up lazily by Lightning."""
 
     @abstractmethod
-    def build_model(self, datamodule: "L.LightningDataModule") -> "L.LightningModule | Estimator":
+    def build_model(self, datamodule: "L.LightningDataModule") -> TrainedModel:
         """A fresh model for the configured architecture (after ``datamodule.setup``)."""
 
     @abstractmethod
-    def load_model(self, checkpoint: Path) -> "L.LightningModule | Estimator":
-        """A trained model from its checkpoint, ready for inference (eval mode)."""
+    def load_model(self, run_dir: RunDir) -> TrainedModel:
+        """The model a finished training run saved, ready for inference (eval mode)."""
 
     @abstractmethod
     def preprocessing(self, datamodule: "L.LightningDataModule") -> dict[str, Any]:
@@ -113,14 +81,12 @@ class Task(ABC):
     @abstractmethod
     def evaluate(
         self,
-        predictor: Predictor,
+        model: InferenceModel,
         preprocessing: dict[str, Any],
         source: Path | None,
         output_dir: Path,
-        embedder: Predictor | None = None,
     ) -> dict[str, Any]:
-        """Score the model on ``source`` (default: the configured test data); write plots.
+        """Score ``model`` on ``source`` (default: the configured test data); write plots.
 
-        ``embedder``, when the model offers one, maps the same inputs to penultimate-layer
-        features (for embedding plots); bundles have none.
+        A task that plots embeddings asks ``model.embed``, which a bundle answers with None.
         """

@@ -6,12 +6,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from modelyard.core.run_dir import METRICS_FILE
 from modelyard.projects.registry import load_task
 from modelyard.stages.model_source import load_model_source
 from modelyard.tracking.base import numeric_metrics
 from modelyard.tracking.factory import resume_tracking
-
-METRICS_FILE = Path("evaluation") / "metrics.json"
 
 
 def run(
@@ -25,9 +24,7 @@ def run(
     loaded = load_model_source(cfg, task, model)
     output = Path(output) if output is not None else loaded.path / METRICS_FILE
     output.parent.mkdir(parents=True, exist_ok=True)
-    metrics = task.evaluate(
-        loaded.predictor, loaded.preprocessing, source, output.parent, embedder=loaded.embedder
-    )
+    metrics = task.evaluate(loaded.model, loaded.preprocessing, source, output.parent)
     metrics["evaluated"] = {"path": str(loaded.path), "kind": loaded.kind}
     output.write_text(json.dumps(metrics, indent=2) + "\n")
     if loaded.kind == "run":

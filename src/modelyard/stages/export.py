@@ -11,16 +11,13 @@ at all when the INT8 model cannot be made or measured.
 """
 
 import json
-import logging
 import tempfile
-import warnings
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from modelyard.core.bundle import (
@@ -32,14 +29,15 @@ from modelyard.core.bundle import (
     write_bundle,
 )
 from modelyard.core.bundle_integrity import optional_key
-from modelyard.core.config import read_saved_config, to_plain
+from modelyard.core.config import to_plain
 from modelyard.core.errors import ModelyardError
+from modelyard.core.run_dir import RunDir
 from modelyard.core.runs import mark_latest
-from modelyard.projects.base import Estimator, Task
+from modelyard.projects.base import Task
 from modelyard.projects.registry import load_task
+from modelyard.projects.trained_model import ExportError, TrainedModel
 from modelyard.serving.runtime import OnnxModel
-from modelyard.stages.evaluate import METRICS_FILE
-from modelyard.stages.model_source import CHECKPOINT, latest_run, predictor_for
+from modelyard.stages.model_source import latest_run
 from modelyard.stages.quantize import QuantizeSettings, quantize_and_measure, requested
 from modelyard.tracking.base import TrackedRun
 from modelyard.tracking.factory import resume_tracking
@@ -48,47 +46,13 @@ DEFAULT_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 64)
 
 
-class ExportError(ModelyardError):
-    """The exported model does not reproduce the trained one."""
-
-
-def export_onnx(
-    module: torch.nn.Module, example: np.ndarray, path: Path, input_name: str, output_name: str
-) -> None:
-    """Export ``module`` to ONNX with torch.export (dynamo) and a dynamic first (batch) axis."""
-    module.eval()
-    exporter_log = logging.getLogger("torch.onnx")
-    previous = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # it warns about every torchvision op it cannot find
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(
-                module,
-                (torch.from_numpy(example),),
-                str(path),
-                input_names=[input_name],
-                output_names=[output_name],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                opset_version=18,
-                dynamo=True,
-                external_data=False,  # one self-contained file: one sha256 covers the model
-                verbose=False,
-            )
-    except Exception as exc:  # torch.export raises many unrelated types
-        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        exporter_log.setLevel(previous)
-
-
-def parity(model: torch.nn.Module | Estimator, onnx_path: Path, example: np.ndarray) -> ParityCheck:
+def parity(model: TrainedModel, onnx_path: Path, example: np.ndarray) -> ParityCheck:
     """Largest absolute difference between the trained model and ONNX Runtime on ``example``."""
-    reference = predictor_for(model)
     runtime = OnnxModel(onnx_path)
     worst, samples = 0.0, 0
     for size in PARITY_BATCHES:
         batch = example[:size]
-        diff = np.abs(runtime.run(batch) - reference(batch))
+        diff = np.abs(runtime.run(batch) - model.predict(batch))
         worst = max(worst, float(diff.max()))
         samples += batch.shape[0]
     return ParityCheck(max_abs_diff=worst, tolerance=0.0, samples=samples)
@@ -125,24 +89,18 @@ def run(
     """
     key = optional_key(sign_key_file)  # a bad key fails before any work
     settings = requested(cfg, quantize, quantize_tolerance)
-    run_dir = Path(run_dir) if run_dir is not None else latest_run(cfg)
-    checkpoint = run_dir / CHECKPOINT
-    if not checkpoint.is_file():
-        raise ModelyardError(f"{run_dir} is not a finished training run ({CHECKPOINT} missing)")
-    run_cfg = read_saved_config(run_dir / "config.yaml")
+    run = (RunDir(Path(run_dir)) if run_dir is not None else latest_run(cfg)).require_trained()
+    run_cfg = run.read_config()
     task = load_task(run_cfg)
-    module = task.load_model(checkpoint)
-    preprocessing: dict[str, Any] = json.loads((run_dir / "preprocessing.json").read_text())
+    model = task.load_model(run)
+    preprocessing = run.read_preprocessing()
     example = task.example_input(preprocessing, max(PARITY_BATCHES))
     inputs, outputs = task.tensor_specs(preprocessing)
 
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        if isinstance(module, Estimator):
-            module.export_onnx(onnx_path, inputs[0].name, outputs[0].name, example.shape[1])
-        else:
-            export_onnx(module, example, onnx_path, inputs[0].name, outputs[0].name)
-        check = parity(module, onnx_path, example)
+        model.export_onnx(onnx_path, example, inputs[0].name, outputs[0].name)
+        check = parity(model, onnx_path, example)
         check = ParityCheck(
             max_abs_diff=check.max_abs_diff, tolerance=tolerance, samples=check.samples
         )
@@ -152,8 +110,8 @@ def run(
                 f"(tolerance {tolerance:g}); no bundle written"
             )
         quantization, extra_files = _quantize(task, preprocessing, onnx_path, settings)
-        train = json.loads((run_dir / "train.json").read_text())
-        evaluation = _read_metrics(run_dir / METRICS_FILE if metrics is None else Path(metrics))
+        train = run.read_train_summary()
+        evaluation = _read_metrics(run.evaluation_metrics if metrics is None else Path(metrics))
         version = new_version()
         project = str(run_cfg.project.name)
         target = Path(output) if output is not None else Path(cfg.paths.bundles) / version
@@ -175,7 +133,7 @@ def run(
                 "git_dirty": train.get("git_dirty"),
                 "data_fingerprint": train.get("data_fingerprint"),
                 "config": to_plain(run_cfg),
-                "tracking": _tracking_record(run_dir),
+                "tracking": _tracking_record(run.path),
                 "quantization": quantization,
             },
             extra_files=extra_files,
@@ -183,7 +141,7 @@ def run(
         )
     if output is None:
         mark_latest(bundle.path)
-    tracker = resume_tracking(run_dir)
+    tracker = resume_tracking(run.path)
     if tracker.run is not None:
         tracker.log_artifact(bundle.path, "bundle")
         tracker.set_tags({"bundle_version": bundle.manifest.version})

@@ -45,6 +45,7 @@ from modelyard.core.bundle import (
 from modelyard.core.errors import ConfigError, DataError, ModelyardError
 from modelyard.core.hashing import sha256_file
 from modelyard.projects.base import GateMetric, Task
+from modelyard.projects.trained_model import PredictorModel
 from modelyard.serving.runtime import OnnxModel
 
 DEFAULT_TOLERANCE = 0.01
@@ -313,7 +314,9 @@ def gate_scores(
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        metrics = task.evaluate(OnnxModel(model).run, preprocessing, None, output_dir)
+        metrics = task.evaluate(
+            PredictorModel(OnnxModel(model).run), preprocessing, None, output_dir
+        )
     except (DataError, FileNotFoundError) as exc:
         raise QuantizationError(
             f"cannot measure the INT8 model: the run's evaluation data is not available ({exc}); "

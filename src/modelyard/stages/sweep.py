@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError, ModelyardError
+from modelyard.core.run_dir import RunDir
 from modelyard.core.runs import timestamp_name
 from modelyard.stages import train
 from modelyard.tracking.base import Tracker
@@ -225,7 +226,7 @@ def _summarise(study: Any, directory: Path, monitor: str) -> SweepResult:
         raise ModelyardError(f"no trial of {directory.name} completed; nothing to choose from")
     best = study.best_trial
     best_run = Path(best.user_attrs["run_dir"])
-    shutil.copyfile(best_run / "config.yaml", directory / "best.yaml")
+    shutil.copyfile(RunDir(best_run).config, directory / "best.yaml")
     overrides = list(best.user_attrs.get("overrides", []))
     (directory / "best_overrides.txt").write_text(" ".join(overrides) + "\n")
     return SweepResult(directory, float(best.value), overrides, best_run, rows)

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 
 from modelyard.core.errors import DataError
-from modelyard.projects.base import Predictor
 from modelyard.projects.nilm.inference import predict_series
 from modelyard.projects.nilm.metrics import (
     error_breakdown,
@@ -18,6 +17,7 @@ from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.plots import busiest_days, plot_day
 from modelyard.projects.nilm.preparation import PreparedHouse
 from modelyard.projects.nilm.windows import valid_window_starts
+from modelyard.projects.trained_model import Predictor
 
 
 def evaluate_houses(

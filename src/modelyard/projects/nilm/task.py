@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
-from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
+from modelyard.core.run_dir import RunDir
+from modelyard.projects.base import GateMetric, Task
 from modelyard.projects.nilm.augmentation import ActivationRule, activation_rules
 from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
@@ -24,6 +25,8 @@ from modelyard.projects.nilm.sources import iter_raw_houses
 from modelyard.projects.nilm.splits import check_house_split
 from modelyard.projects.nilm.storage import list_prepared, load_house, save_house
 from modelyard.projects.nilm.windows import check_window, gather_windows, valid_window_starts
+from modelyard.projects.torch_model import LightningModel
+from modelyard.projects.trained_model import InferenceModel
 
 SUMMARY_FILE = "prepare.json"
 
@@ -128,11 +131,11 @@ class NilmTask(Task):
     def _on_thresholds(self) -> list[float]:
         return [float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances]
 
-    def build_model(self, datamodule: L.LightningDataModule) -> Seq2PointModule:
+    def build_model(self, datamodule: L.LightningDataModule) -> LightningModel:
         assert isinstance(datamodule, NilmDataModule) and datamodule.normalisation is not None
         model_cfg = self.cfg.model
         try:
-            return Seq2PointModule(
+            network = Seq2PointModule(
                 window=self.window,
                 appliances=self.appliances,
                 target_std=datamodule.normalisation.target_std,
@@ -155,10 +158,10 @@ class NilmTask(Task):
             )
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from exc
+        return LightningModel(network)
 
-    def load_model(self, checkpoint: Path) -> Seq2PointModule:
-        module: Seq2PointModule = load_lightning_checkpoint(Seq2PointModule, checkpoint)
-        return module
+    def load_model(self, run_dir: RunDir) -> LightningModel:
+        return LightningModel.load(Seq2PointModule, run_dir)
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
         assert isinstance(datamodule, NilmDataModule) and datamodule.normalisation is not None
@@ -225,15 +228,14 @@ class NilmTask(Task):
 
     def evaluate(
         self,
-        predictor: Predictor,
+        model: InferenceModel,
         preprocessing: dict[str, Any],
         source: Path | None,
         output_dir: Path,
-        embedder: Predictor | None = None,
     ) -> dict[str, Any]:
         metrics = evaluate_houses(
             self._evaluation_houses(source),
-            predictor,
+            model.predict,
             preprocessing,
             output_dir,
             plot_days=int(self.cfg.project.evaluation.plot_days),

@@ -1,9 +1,9 @@
 """Gradient-boosted trees (LightGBM) as a first-class tabular model: same features, same bundle.
 
 Trained on the feature matrix of :mod:`.features` (so preprocessing, serving and the API are the
-ones the MLP uses), with early stopping on the validation rows. The checkpoint is LightGBM's own
-text model format, not a pickle; export converts the booster to ONNX (onnxmltools) and the usual
-parity check compares it with LightGBM's predictions.
+ones the MLP uses), with early stopping on the validation rows. The saved model is LightGBM's own
+text format (``RunDir.lightgbm_model``), not a pickle; export converts the booster to ONNX
+(onnxmltools) and the usual parity check compares it with LightGBM's predictions.
 """
 
 from pathlib import Path
@@ -12,15 +12,18 @@ from typing import Any
 import numpy as np
 
 from modelyard.core.errors import ConfigError
+from modelyard.core.run_dir import RunDir
 from modelyard.projects.tabular.target_scaling import decode_target
+from modelyard.projects.trained_model import FitOutcome, FitRequest
 
-#: First bytes of a LightGBM text model, used to tell it from a Lightning checkpoint (a zip).
+#: First bytes of a LightGBM text model. Runs written before LightGBM had a file name of its own
+#: saved it as the Lightning checkpoint (a zip); these bytes tell the two apart.
 TEXT_MODEL_MAGIC = b"tree"
 ONNX_OPSET = 15  # the highest onnxmltools' LightGBM converter supports
 
 
 class GradientBoostedRegressor:
-    """Implements :class:`modelyard.projects.base.Estimator` with LightGBM."""
+    """Implements :class:`modelyard.projects.trained_model.TrainedModel` with LightGBM."""
 
     def __init__(
         self,
@@ -38,9 +41,11 @@ class GradientBoostedRegressor:
         self.seed = seed
         self.booster = booster
 
-    def fit(self, datamodule: Any, checkpoint: Path) -> dict[str, Any]:
+    def fit(self, request: FitRequest) -> FitOutcome:
+        """Boost with early stopping on the validation rows; scored by their median APE."""
         import lightgbm as lgb
 
+        datamodule: Any = request.datamodule
         x_train, y_train = (t.numpy() for t in datamodule.train_set.tensors)
         x_val, y_val = (t.numpy() for t in datamodule.val_set.tensors)
         params = {**self.params, "seed": self.seed, "verbosity": -1, "deterministic": True}
@@ -57,29 +62,36 @@ class GradientBoostedRegressor:
         iterations = int(self.booster.best_iteration or self.booster.current_iteration())
         text = float32_exact_thresholds(self.booster.model_to_string(num_iteration=iterations))
         self.booster = lgb.Booster(model_str=text)
+        checkpoint = request.run_dir.lightgbm_model
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.write_text(text)
         true = decode_target(self.target, y_val.ravel())
         predicted = decode_target(self.target, self.predict(x_val).ravel())
-        return {
-            "monitor": "val_mdape",
-            "best_score": float(np.median(np.abs(predicted - true) / np.abs(true))),
-            "iterations": iterations,
-        }
+        return FitOutcome(
+            checkpoint=checkpoint,
+            monitor="val_mdape",
+            best_score=float(np.median(np.abs(predicted - true) / np.abs(true))),
+            epochs=iterations,
+        )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         assert self.booster is not None, "fit or load the model first"
         scores = self.booster.predict(batch)
         return np.asarray(scores, dtype=np.float32).reshape(-1, 1)
 
-    def export_onnx(self, path: Path, input_name: str, output_name: str, inputs: int) -> None:
+    def embed(self, batch: np.ndarray) -> np.ndarray | None:
+        return None  # trees have no feature layer
+
+    def export_onnx(
+        self, path: Path, example: np.ndarray, input_name: str, output_name: str
+    ) -> None:
         import onnx
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
 
         model = onnxmltools.convert_lightgbm(
             self.booster,
-            initial_types=[(input_name, FloatTensorType([None, inputs]))],
+            initial_types=[(input_name, FloatTensorType([None, example.shape[1]]))],
             target_opset=ONNX_OPSET,
         )
         produced = model.graph.output[0].name
@@ -89,9 +101,14 @@ class GradientBoostedRegressor:
         onnx.save_model(model, str(path))
 
     @classmethod
-    def load(cls, checkpoint: Path, target: dict[str, Any]) -> "GradientBoostedRegressor":
+    def load(cls, run_dir: RunDir) -> "GradientBoostedRegressor | None":
+        """The run's LightGBM model, or None when the run holds another kind of model."""
         import lightgbm as lgb
 
+        checkpoint = saved_text_model(run_dir)
+        if checkpoint is None:
+            return None
+        target = run_dir.read_preprocessing()["target"]
         booster = lgb.Booster(model_file=str(checkpoint))
         return cls(
             params={},
@@ -127,6 +144,14 @@ def float32_exact_thresholds(model_text: str) -> str:
     return "".join(lines)
 
 
-def is_text_model(checkpoint: Path) -> bool:
-    with checkpoint.open("rb") as handle:
-        return handle.read(len(TEXT_MODEL_MAGIC)) == TEXT_MODEL_MAGIC
+def saved_text_model(run_dir: RunDir) -> Path | None:
+    """Where ``run_dir`` keeps a LightGBM text model: its own file, or (runs written before that
+    file existed) the Lightning checkpoint's name; None for a run of another model."""
+    if run_dir.lightgbm_model.is_file():
+        return run_dir.lightgbm_model
+    legacy = run_dir.checkpoint
+    if legacy.is_file():
+        with legacy.open("rb") as handle:
+            if handle.read(len(TEXT_MODEL_MAGIC)) == TEXT_MODEL_MAGIC:
+                return legacy
+    return None

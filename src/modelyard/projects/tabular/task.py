@@ -1,6 +1,7 @@
 """The tabular task: a table schema from configuration drives reading, features, model and API."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy, RowReport
-from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
+from modelyard.core.run_dir import RunDir
+from modelyard.projects.base import GateMetric, Task
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.derived.columns import derive_columns
 from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
-from modelyard.projects.tabular.gbm import GradientBoostedRegressor, is_text_model
+from modelyard.projects.tabular.gbm import GradientBoostedRegressor
 from modelyard.projects.tabular.metrics import predict_group_medians, valuation_scores
 from modelyard.projects.tabular.model import TabularRegressor
 from modelyard.projects.tabular.outliers import drop_outliers, fit_outlier_bounds
@@ -32,6 +34,8 @@ from modelyard.projects.tabular.table_io import (
     write_prepared,
 )
 from modelyard.projects.tabular.target_scaling import decode_target
+from modelyard.projects.torch_model import LightningModel
+from modelyard.projects.trained_model import InferenceModel, TrainedModel
 
 SUMMARY_FILE = "prepare.json"
 
@@ -110,37 +114,23 @@ class TabularTask(Task):
             num_workers=self.cfg.project.data.get("num_workers", 0),
         )
 
-    def build_model(
-        self, datamodule: L.LightningDataModule
-    ) -> TabularRegressor | GradientBoostedRegressor:
+    def build_model(self, datamodule: L.LightningDataModule) -> TrainedModel:
+        """The model ``model.kind`` names (a key of :data:`MODEL_BUILDERS`)."""
         assert isinstance(datamodule, TabularDataModule)
-        model_cfg = self.cfg.model
-        if str(model_cfg.name) == "lightgbm":
-            return GradientBoostedRegressor(
-                params=dict(model_cfg.params),
-                n_estimators=int(model_cfg.n_estimators),
-                early_stopping_rounds=int(model_cfg.early_stopping_rounds),
-                target=datamodule.target_params,
-                seed=int(self.cfg.seed),
+        kind = str(self.cfg.model.get("kind", ""))
+        if kind not in MODEL_BUILDERS:
+            known = ", ".join(sorted(MODEL_BUILDERS))
+            raise ConfigError(
+                f"model.kind must be one of {known} for a tabular project, not {kind!r}"
             )
-        try:
-            return TabularRegressor(
-                inputs=datamodule.n_inputs,
-                target=datamodule.target_params,
-                hidden=list(model_cfg.hidden),
-                dropout=float(model_cfg.dropout),
-                lr=float(model_cfg.lr),
-                weight_decay=float(model_cfg.weight_decay),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"model: {exc}") from exc
+        return MODEL_BUILDERS[kind](self.cfg, datamodule)
 
-    def load_model(self, checkpoint: Path) -> TabularRegressor | GradientBoostedRegressor:
-        if is_text_model(checkpoint):
-            target = json.loads((checkpoint.parent.parent / "preprocessing.json").read_text())
-            return GradientBoostedRegressor.load(checkpoint, target["target"])
-        module: TabularRegressor = load_lightning_checkpoint(TabularRegressor, checkpoint)
-        return module
+    def load_model(self, run_dir: RunDir) -> TrainedModel:
+        """The run's LightGBM model when it saved one, else its MLP checkpoint."""
+        trees = GradientBoostedRegressor.load(run_dir)
+        if trees is not None:
+            return trees
+        return LightningModel.load(TabularRegressor, run_dir)
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
         assert isinstance(datamodule, TabularDataModule) and datamodule.pipeline is not None
@@ -187,11 +177,10 @@ class TabularTask(Task):
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(
         self,
-        predictor: Predictor,
+        model: InferenceModel,
         preprocessing: dict[str, Any],
         source: Path | None,
         output_dir: Path,
-        embedder: Predictor | None = None,
     ) -> dict[str, Any]:
         if source is None:
             frame = read_prepared(Path(self.cfg.paths.prepared), "test", self.schema)
@@ -200,7 +189,7 @@ class TabularTask(Task):
         if frame.empty:
             raise DataError("no rows to evaluate on")
         pipeline = FeaturePipeline.from_json(preprocessing["features"])
-        scores = predictor(pipeline.transform(feature_columns(frame, self.schema)))
+        scores = model.predict(pipeline.transform(feature_columns(frame, self.schema)))
         predicted = decode_target(preprocessing["target"], scores.reshape(-1))
         truth = frame[self.schema.target.name].to_numpy(dtype=np.float64)
         baseline = predict_group_medians(preprocessing["baseline"], group_keys(frame, self.schema))
@@ -222,6 +211,40 @@ class TabularTask(Task):
             "mdape_reduction_vs_baseline": 1.0 - model_scores["mdape"] / baseline_scores["mdape"],
             "plots": [str(plot)],
         }
+
+
+def _mlp(cfg: DictConfig, datamodule: TabularDataModule) -> TrainedModel:
+    model = cfg.model
+    try:
+        network = TabularRegressor(
+            inputs=datamodule.n_inputs,
+            target=datamodule.target_params,
+            hidden=list(model.hidden),
+            dropout=float(model.dropout),
+            lr=float(model.lr),
+            weight_decay=float(model.weight_decay),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from exc
+    return LightningModel(network)
+
+
+def _lightgbm(cfg: DictConfig, datamodule: TabularDataModule) -> TrainedModel:
+    model = cfg.model
+    return GradientBoostedRegressor(
+        params=dict(model.params),
+        n_estimators=int(model.n_estimators),
+        early_stopping_rounds=int(model.early_stopping_rounds),
+        target=datamodule.target_params,
+        seed=int(cfg.seed),
+    )
+
+
+#: The tabular models by ``model.kind``: a new model is one more builder here.
+MODEL_BUILDERS: dict[str, Callable[[DictConfig, TabularDataModule], TrainedModel]] = {
+    "mlp": _mlp,
+    "lightgbm": _lightgbm,
+}
 
 
 def _json_value(value: Any) -> Any:

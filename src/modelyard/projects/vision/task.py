@@ -11,7 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
-from modelyard.projects.base import GateMetric, Predictor, Task, load_lightning_checkpoint
+from modelyard.core.run_dir import RunDir
+from modelyard.projects.base import GateMetric, Task
+from modelyard.projects.torch_model import LightningModel
+from modelyard.projects.trained_model import InferenceModel
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.image_cache import (
     PARTS,
@@ -96,11 +99,11 @@ class VisionTask(Task):
             num_workers=self.data.get("num_workers", 0),
         )
 
-    def build_model(self, datamodule: L.LightningDataModule) -> ImageClassifier:
+    def build_model(self, datamodule: L.LightningDataModule) -> LightningModel:
         assert isinstance(datamodule, ImageDataModule)
         model = self.cfg.model
         try:
-            return ImageClassifier(
+            network = ImageClassifier(
                 n_classes=len(datamodule.classes),
                 class_names=datamodule.classes,
                 backbone=str(model.backbone),
@@ -113,10 +116,10 @@ class VisionTask(Task):
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model: {exc}") from exc
+        return LightningModel(network)
 
-    def load_model(self, checkpoint: Path) -> ImageClassifier:
-        module: ImageClassifier = load_lightning_checkpoint(ImageClassifier, checkpoint)
-        return module
+    def load_model(self, run_dir: RunDir) -> LightningModel:
+        return LightningModel.load(ImageClassifier, run_dir)
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
         assert isinstance(datamodule, ImageDataModule)
@@ -170,21 +173,22 @@ class VisionTask(Task):
 
     def evaluate(
         self,
-        predictor: Predictor,
+        model: InferenceModel,
         preprocessing: dict[str, Any],
         source: Path | None,
         output_dir: Path,
-        embedder: Predictor | None = None,
     ) -> dict[str, Any]:
         classes = [str(c) for c in preprocessing["classes"]]
         pixels, labels = self._evaluation_images(source, classes)
-        logits, features = [], []
+        logits, features, has_features = [], [], False
         for start in range(0, len(labels), EVAL_BATCH):
             batch = normalise(
                 pixels[start : start + EVAL_BATCH], preprocessing["mean"], preprocessing["std"]
             )
-            logits.append(predictor(batch))
-            features.append(embedder(batch) if embedder is not None else logits[-1])
+            logits.append(model.predict(batch))
+            embedded = model.embed(batch)  # None for a bundle: the logits are plotted instead
+            has_features = embedded is not None
+            features.append(embedded if embedded is not None else logits[-1])
         predicted = np.concatenate(logits).argmax(axis=1)
         scores = classification_scores(labels, predicted, classes)
         plots = output_dir / "plots"
@@ -198,7 +202,7 @@ class VisionTask(Task):
             "task": "vision",
             "source": str(source) if source is not None else str(self.cfg.paths.prepared),
             **scores,
-            "embedding_of": "penultimate features" if embedder is not None else "logits",
+            "embedding_of": "penultimate features" if has_features else "logits",
             "plots": [str(confusion), str(embedding)],
         }
 
