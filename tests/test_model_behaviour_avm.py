@@ -91,17 +91,22 @@ def test_a_newer_building_does_not_lower_the_price_per_m2_by_much(served: Served
     for any sale, and no cheaper in the median.
 
     Why a tolerance and not "never cheaper": in the Boliga sales newer is not uniformly dearer.
-    The 1960s-70s estates sell lowest (median 25-27,000 DKK/m2 in the training rows, against
-    33-37,000 for 1920-1950 and 37-44,000 after 2000), so ten years newer can rightly mean a
-    little cheaper for a 1955 building; most of that gap is location, which is held fixed here.
-    The quick model moves a sale by -4 % .. +2.4 % (median -0.1 %); a model that had the
-    construction year swapped with another input, or its scale wrong, moves them by far more.
+    Buildings of the 1960s-80s sell lowest (median 25-27,000 DKK/m2 in the training rows, against
+    33-40,000 for 1920-1959 and 37-52,000 after 2000): from one decade to the next the median
+    falls by up to 18 % (1950s to 1960s), so ten years newer can rightly mean cheaper. Most of
+    that gap is location (the estates lie outside the old city), which is held fixed here: 10 %
+    per sale leaves room for the rest, and the median sale must not get cheaper.
+    The quick model moves a sale by -3.4 % .. +2.7 % (median -0.1 %). A model that reads the
+    year from another column does not react at all (construction year and floor swapped: every
+    sale stays where it was) or far more.
     """
     before = per_m2(served.value(served.rows))
     after = per_m2(served.value(served.changed(construction_year=lambda y: min(2025.0, y + 10))))
     ratio = after / before
     assert ratio.min() >= 0.9, ratio.min()
     assert np.median(ratio) >= 0.98, np.median(ratio)
+    # and the year is used at all (an input wired to the wrong column is ignored, or clipped)
+    assert np.abs(ratio - 1).max() >= 0.01, np.abs(ratio - 1).max()
 
 
 def test_an_unseen_zip_code_is_valued_with_a_warning(served: ServedAvm) -> None:
