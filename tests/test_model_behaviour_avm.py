@@ -80,7 +80,8 @@ def per_m2(predictions: list[dict[str, Any]]) -> np.ndarray:
 def test_a_larger_area_raises_the_total_price(served: ServedAvm) -> None:
     """The same flat with half as much area again is worth more in total, for every sale: the
     price per m2 falls with size, but far less than the area grows (measured on the quick model:
-    the total rises by 12 % at least, 44 % in the median)."""
+    the total rises by 12 % at least, 44 % in the median). Catches a total that is not the price
+    per m2 times the area (``total.multiply_by`` lost)."""
     before = totals(served.value(served.rows))
     after = totals(served.value(served.changed(area_m2=lambda a: min(300.0, a * 1.5))))
     assert (after > before * 1.05).all(), np.min(after / before)
@@ -110,7 +111,9 @@ def test_a_newer_building_does_not_lower_the_price_per_m2_by_much(served: Served
 
 
 def test_an_unseen_zip_code_is_valued_with_a_warning(served: ServedAvm) -> None:
-    """A zip code no training sale had: a finite, plausible price and a warning naming it."""
+    """A zip code no training sale had: a finite, plausible price and a warning naming it.
+
+    Catches warnings lost, and a price left in the model's log space (about 10 DKK/m2)."""
     train = served.pipeline.prepared_dir / "train.csv"
     with train.open(newline="", encoding="utf-8") as handle:
         seen = {record["zip_code"] for record in csv.DictReader(handle)}
@@ -125,7 +128,9 @@ def test_an_unseen_zip_code_is_valued_with_a_warning(served: ServedAvm) -> None:
 
 
 def test_the_order_of_rows_in_a_batch_changes_no_prediction(served: ServedAvm) -> None:
-    """Invariance: each row is valued on its own, whatever else is in the request and where."""
+    """Invariance: each row is valued on its own, whatever else is in the request and where.
+
+    Catches predictions returned in another order than the rows (e.g. sorted)."""
     before = served.value(served.rows)
     order = np.random.default_rng(0).permutation(len(served.rows))
     after = served.value([served.rows[i] for i in order])

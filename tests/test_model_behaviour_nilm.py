@@ -4,8 +4,10 @@ day of the unseen test house, directional expectations on made-up mains, invaria
 offset.
 
 The model is the session's quick run (``trained_pipelines.py``): two short epochs. The
-thresholds below are what such a model clears with room to spare, and what a broken pipeline
-(swapped appliance columns, mains not normalised as in training) does not; see each test.
+thresholds below are what such a model clears with room to spare, and what a broken serving path
+(appliance columns swapped, mains or appliance power scaled with the wrong statistics) does not;
+each test says which breakage it was seen to catch. A mild scaling error (raw watts / 1000
+instead of the training statistics) passes them all: seq2point windows are read by their shape.
 """
 
 from collections.abc import Iterator
@@ -75,10 +77,11 @@ def activations(on: np.ndarray) -> list[tuple[int, int]]:
 
 
 def test_flat_mains_is_no_appliance(served: ServedNilm) -> None:
-    """A day of constant 300 W holds no activation: every appliance stays (near) 0 W.
+    """A day of constant 300 W holds no activation: every appliance stays (near) 0 W (the quick
+    model: exactly 0 W).
 
-    Catches mains not normalised as in training: a mean-level input then reads as a large
-    deviation and some appliance is predicted on all day."""
+    Catches appliance power scaled back with the mains' statistics instead of each appliance's
+    (170-230 W for every appliance all day)."""
     predicted = served.predict(np.full(DAY, BASE_W))
     for name, watts in predicted.items():
         assert watts.max() < served.on_w[name] / 2, name
@@ -89,7 +92,8 @@ def test_a_short_2500_w_block_is_the_kettle_not_the_washing_machine(served: Serv
     """3 minutes of +2.5 kW on a flat base is a kettle's signature: the kettle is on during the
     block (and only near it); the washing machine, whose cycle lasts an hour or more, stays off.
 
-    Catches swapped appliance columns (the block would show up under another name)."""
+    Catches swapped appliance columns (the block shows up under another name) and mains scaled
+    with a tenth of the training spread (the washing machine comes on)."""
     mains = np.full(DAY, BASE_W)
     block = slice(720, 723)
     mains[block] += KETTLE_W
@@ -104,7 +108,8 @@ def test_a_real_day_of_the_unseen_house_finds_its_kettle_uses(
 ) -> None:
     """Minimum functionality: on a real day of the test house (never seen in training), most of
     the kettle's real uses are predicted on within two minutes of them, and the kettle is not
-    predicted on for hours at a time."""
+    predicted on for hours at a time (the quick model: 4 of 4 uses found, 12 minutes on against
+    14 true). Catches swapped appliance columns (2 of 4 found)."""
     mains, kettle_w = kettle_day(nilm_pipeline)
     on = served.on(served.predict(mains))["kettle"]
     uses = activations(kettle_w > served.on_w["kettle"])
@@ -118,10 +123,15 @@ def test_a_few_watts_of_offset_keep_the_on_off_decisions(
     served: ServedNilm, nilm_pipeline: Pipeline
 ) -> None:
     """Invariance: a meter that reads 5 W high (calibration, one more standby load) changes the
-    on/off state of at most 1 % of a real day's minutes for any appliance."""
+    on/off state of at most 7 of a real day's 1440 minutes (0.5 %) for any appliance.
+
+    5 W is 1-2.5 % of the on-thresholds: only minutes predicted within a few watts of one may
+    change state (the quick model: none, and at most 1 on other kettle days of the house).
+    Catches mains scaled with a wrong spread (a hundredth of it: 10 minutes) and appliance power
+    scaled with the mains' statistics (14 minutes)."""
     mains, _ = kettle_day(nilm_pipeline)
     before = served.on(served.predict(mains))
     after = served.on(served.predict(mains + 5.0))
     for name in before:
         changed = int((before[name] != after[name]).sum())
-        assert changed <= 0.01 * DAY, (name, changed)
+        assert changed <= 7, (name, changed)

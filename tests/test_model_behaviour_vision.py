@@ -79,6 +79,8 @@ def classified(
 
 
 def test_a_horizontal_flip_keeps_the_top_class(classified: tuple[str, Classified]) -> None:
+    """Catches an off-centre crop in serving (agreement falls to 79.5 % on eurosat, 60 % on 100
+    plants) and images not normalised (one or two classes for everything)."""
     project, seen = classified
     agreement = np.mean([a == b for a, b in zip(seen.plain, seen.mirrored, strict=True)])
     assert agreement >= MIN_FLIP_AGREEMENT, (project, agreement)
@@ -87,6 +89,8 @@ def test_a_horizontal_flip_keeps_the_top_class(classified: tuple[str, Classified
 
 
 def test_test_images_are_classified_well_above_chance(classified: tuple[str, Classified]) -> None:
+    """Minimum functionality. Catches channels in BGR order (eurosat 19 %, plants 33.5 %) and
+    images not normalised (eurosat 13.5 %)."""
     project, seen = classified
     accuracy = np.mean([a == b for a, b in zip(seen.plain, seen.truth, strict=True)])
     assert accuracy >= MIN_ACCURACY[project], (project, accuracy)
