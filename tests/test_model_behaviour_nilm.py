@@ -92,8 +92,9 @@ def test_a_short_2500_w_block_is_the_kettle_not_the_washing_machine(served: Serv
     """3 minutes of +2.5 kW on a flat base is a kettle's signature: the kettle is on during the
     block (and only near it); the washing machine, whose cycle lasts an hour or more, stays off.
 
-    Catches swapped appliance columns (the block shows up under another name) and mains scaled
-    with a tenth of the training spread (the washing machine comes on)."""
+    Catches swapped appliance columns (the block shows up under another name), mains scaled
+    with a tenth or a hundredth of the training spread (the washing machine comes on) and
+    appliance power scaled back with the mains' statistics."""
     mains = np.full(DAY, BASE_W)
     block = slice(720, 723)
     mains[block] += KETTLE_W
