@@ -9,6 +9,8 @@ import pytest
 from postgres_server import PostgresServer, available, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
+#: Session-scoped real trained models, shared by every module that uses them.
+pytest_plugins = ["trained_pipelines"]
 
 
 @pytest.fixture(scope="session", autouse=True)

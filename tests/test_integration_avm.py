@@ -10,13 +10,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import DictConfig
 
-from modelyard.core.bundle import Bundle, load_bundle
-from modelyard.core.config import load_config
+from modelyard.core.bundle import load_bundle
 from modelyard.serving.launcher import running_server
-from modelyard.stages import evaluate, export, fetch, prepare, train
-from modelyard.stages.train import TrainResult
+from modelyard.stages import evaluate
+from trained_pipelines import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,47 +22,15 @@ FILE = "boliga_sales_2021.csv"
 SCORES = ("rows", "mae", "mdape", "within_5pct", "within_10pct", "within_20pct")
 
 
-class Pipeline:
-    """The artifacts of one quick pipeline run, shared by the tests of this module."""
-
-    def __init__(
-        self,
-        cfg: DictConfig,
-        trained: TrainResult,
-        metrics: dict[str, Any],
-        bundle: Bundle,
-        prepared: dict[str, Any],
-    ) -> None:
-        self.cfg = cfg
-        self.trained = trained
-        self.metrics = metrics
-        self.bundle = bundle
-        self.prepared = prepared
-
-    def part(self, name: str) -> pd.DataFrame:
-        """A prepared part as pandas reads it by itself (zip codes as text)."""
-        path = Path(self.cfg.paths.prepared) / f"{name}.csv"
-        return pd.read_csv(path, dtype={"zip_code": str})
+def part(pipeline: Pipeline, name: str) -> pd.DataFrame:
+    """A prepared part as pandas reads it by itself (zip codes as text)."""
+    return pd.read_csv(pipeline.prepared_dir / f"{name}.csv", dtype={"zip_code": str})
 
 
-@pytest.fixture(scope="module")
-def pipeline(tables_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    workdir = tmp_path_factory.mktemp("workdir")
-    cfg = load_config(
-        [
-            "project=avm",
-            "experiment=quick",
-            "tracking=none",
-            f"paths.workdir={workdir}",
-            "trainer.enable_progress_bar=false",
-        ]
-    )
-    fetch.run(cfg, source=str(tables_source), progress=False)
-    prepared = prepare.run(cfg)
-    trained = train.run(cfg)
-    metrics, _ = evaluate.run(cfg, model=trained.run_dir)
-    bundle = export.run(cfg, run_dir=trained.run_dir)
-    return Pipeline(cfg, trained, metrics, bundle, prepared)
+@pytest.fixture
+def pipeline(avm_pipeline: Pipeline) -> Pipeline:
+    """The session's quick AVM run (see ``trained_pipelines.py``)."""
+    return avm_pipeline
 
 
 def test_prepare_accounts_for_every_line_of_the_source(
@@ -107,7 +73,7 @@ def test_outliers_are_removed_from_training_rows_only(pipeline: Pipeline) -> Non
         value = frame["price_per_m2"]
         return int(((value < low) | (value > high)).sum())
 
-    train, val, test = (pipeline.part(name) for name in ("train", "val", "test"))
+    train, val, test = (part(pipeline, name) for name in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == tuple(summary["rows"].values())
     assert outside(train) == 0
     assert outside(pd.concat([val, test])) > 0  # evaluation rows are never cleaned
@@ -121,7 +87,7 @@ def test_evaluation_scores_model_and_baseline(pipeline: Pipeline) -> None:
     run_dir = pipeline.trained.run_dir
     on_disk = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
     assert on_disk == pipeline.metrics
-    test = pipeline.part("test")
+    test = part(pipeline, "test")
     for who in ("model", "baseline"):
         assert set(SCORES) <= set(on_disk[who])
         assert on_disk[who]["rows"] == len(test)
@@ -131,7 +97,7 @@ def test_evaluation_scores_model_and_baseline(pipeline: Pipeline) -> None:
         assert 0 < bands[0] <= bands[1] <= bands[2] <= 1
 
     # the baseline, recomputed here: median training price per m2 of the zip code
-    train = pipeline.part("train")
+    train = part(pipeline, "train")
     medians = train.groupby("zip_code")["price_per_m2"].median()
     guess = test["zip_code"].map(medians).fillna(train["price_per_m2"].median())
     relative = (guess - test["price_per_m2"]).abs() / test["price_per_m2"]
@@ -165,7 +131,7 @@ def typical_test_row(pipeline: Pipeline) -> tuple[dict[str, Any], float]:
     """The first test sale within 25 % of its zip code's median training price per m2, as the
     request fields (numbers as JSON numbers, the rest as text from the prepared CSV) and its
     true price per m2."""
-    train = pipeline.part("train")
+    train = part(pipeline, "train")
     medians = train.groupby("zip_code")["price_per_m2"].median().to_dict()
     schema = pipeline.bundle.manifest.preprocessing["schema"]["features"]
     numeric = {f["name"] for f in schema["numeric"]}

@@ -3,7 +3,6 @@ real server on 127.0.0.1 -> HTTP prediction, with parity between every represent
 
 import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -11,53 +10,27 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from omegaconf import DictConfig
 
-from modelyard.core.bundle import Bundle, load_bundle
-from modelyard.core.config import load_config
+from modelyard.core.bundle import load_bundle
 from modelyard.projects.nilm.inference import predict_series
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.storage import load_house
 from modelyard.serving.launcher import running_server
 from modelyard.serving.runtime import OnnxModel
-from modelyard.stages import evaluate, export, fetch, prepare, train
+from modelyard.stages import evaluate, export
 from modelyard.stages.export import ExportError
-from modelyard.stages.train import TrainResult
 from modelyard.tracking.mlflow_backend import client_for
+from trained_pipelines import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 APPLIANCES = ["kettle", "microwave", "dishwasher", "washing_machine"]
 
 
-class Pipeline:
-    """The artifacts of one quick pipeline run, shared by the tests of this module."""
-
-    def __init__(
-        self,
-        cfg: DictConfig,
-        trained: TrainResult,
-        bundle: Bundle,
-        fetched: Any,
-        prepared: dict[str, Any],
-    ) -> None:
-        self.cfg = cfg
-        self.trained = trained
-        self.bundle = bundle
-        self.fetched = fetched
-        self.prepared = prepared
-
-
-@pytest.fixture(scope="module")
-def pipeline(nilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    workdir = tmp_path_factory.mktemp("workdir")
-    cfg = load_config(["experiment=quick", f"paths.workdir={workdir}"])
-    fetched = fetch.run(cfg, source=str(nilm_source), progress=False)
-    prepared = prepare.run(cfg)
-    trained = train.run(cfg)
-    evaluate.run(cfg, model=trained.run_dir)
-    bundle = export.run(cfg, run_dir=trained.run_dir)
-    return Pipeline(cfg, trained, bundle, fetched, prepared)
+@pytest.fixture
+def pipeline(nilm_pipeline: Pipeline) -> Pipeline:
+    """The session's quick NILM run (see ``trained_pipelines.py``)."""
+    return nilm_pipeline
 
 
 def test_fetch_and_prepare_cover_both_houses(pipeline: Pipeline) -> None:

@@ -1,53 +1,38 @@
 """Both image projects end to end on the real shared zips: fetch -> prepare -> train (quick) ->
 evaluate -> export -> real server on 127.0.0.1 -> one multipart upload over HTTP."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import shared_datasets_root
-from modelyard.core.config import load_config
 from modelyard.projects.vision.image_folders import index_image_folder, read_member
 from modelyard.serving.launcher import running_server
-from modelyard.stages import evaluate, export, fetch, prepare, train
+from trained_pipelines import IMAGE_ARCHIVES, Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EXPECTED = {
-    "eurosat": ("eurosat_rgb.zip", 10, 21_688),
-    "plants": ("plantvillage_potato.zip", 3, 1_713),
-}
 
-
-@pytest.mark.parametrize("project", sorted(EXPECTED))
-def test_image_project_from_real_zip_to_http(project: str, tmp_path: Path) -> None:
-    archive, n_classes, n_images = EXPECTED[project]
+@pytest.mark.parametrize("project", sorted(IMAGE_ARCHIVES))
+def test_image_project_from_real_zip_to_http(
+    project: str, image_pipeline: Callable[[str], Pipeline]
+) -> None:
+    archive, n_classes, n_images = IMAGE_ARCHIVES[project]
     images = shared_datasets_root() / "images"
-    if not (images / archive).is_file():
-        pytest.skip(f"real image data not found at {images / archive} (set MODELYARD_DATA_ROOT)")
-    cfg = load_config(
-        [
-            f"project={project}",
-            "experiment=quick",
-            "tracking=none",
-            f"paths.workdir={tmp_path}",
-            "trainer.enable_progress_bar=false",
-        ]
-    )
-    fetch.run(cfg, source=str(images), progress=False)
-    summary = prepare.run(cfg)
+    pipeline = image_pipeline(project)
+    summary = pipeline.prepared
     assert summary["images"] == n_images
     assert len(summary["classes"]) == n_classes
     per_part = summary["per_split_and_class"]
     assert sum(sum(part.values()) for part in per_part.values()) == n_images
     assert all(count >= 1 for part in per_part.values() for count in part.values())
 
-    trained = train.run(cfg)
-    metrics, _ = evaluate.run(cfg, model=trained.run_dir)
+    metrics = pipeline.metrics
     assert metrics["n_samples"] == sum(per_part["test"].values())
     assert metrics["accuracy"] > 1.0 / n_classes  # better than guessing, even after 20 batches
-    bundle = export.run(cfg, run_dir=trained.run_dir)
+    bundle = pipeline.bundle
     assert bundle.manifest.parity is not None
     assert bundle.manifest.parity.max_abs_diff <= 1e-4
 
