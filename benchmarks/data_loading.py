@@ -40,9 +40,9 @@ from omegaconf import DictConfig
 from bench_common import write_results
 from modelyard.core.config import load_config
 from modelyard.core.seeding import seed_everything
-from modelyard.projects.loading import check_num_workers
-from modelyard.projects.registry import load_task
+from modelyard.core.families import load_task
 from modelyard.projects.torch_model import LightningModel
+from modelyard.projects.worker_seeding import check_num_workers
 from modelyard.stages import fetch, prepare
 from train_throughput import BatchClock, timed_trainer
 

@@ -45,8 +45,8 @@ from bench_common import eurosat_run_and_bundle, nilm_run_and_bundle, write_resu
 from modelyard.core.errors import ModelyardError
 from modelyard.serving.api_keys import KeyRing
 from modelyard.serving.auth import presented_token
-from modelyard.serving.launcher import HOST, free_port, wait_until_healthy
 from modelyard.serving.runtime import OnnxModel, available_cores
+from modelyard.serving.server_process import HOST, free_port, wait_until_healthy
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable

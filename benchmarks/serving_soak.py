@@ -30,8 +30,8 @@ from bench_common import nilm_run_and_bundle, write_results
 from modelyard.loadtest.options import LoadOptions
 from modelyard.loadtest.report import LoadTestSummary
 from modelyard.loadtest.runner import run_loadtest
-from modelyard.serving.launcher import HOST, free_port, wait_until_healthy
 from modelyard.serving.prediction_log import predictions
+from modelyard.serving.server_process import HOST, free_port, wait_until_healthy
 
 REFUSED = "Connection refused"
 NO_ANSWER = "no HTTP answer"

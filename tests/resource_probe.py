@@ -1,6 +1,6 @@
 """Measure a served process from the outside: its memory and how fast ``/health`` answers.
 
-For resource tests against a real server subprocess (see ``modelyard.serving.launcher``):
+For resource tests against a real server subprocess (see ``modelyard.serving.server_process``):
 
 * :func:`server_pid` finds the process serving a port on this machine;
 * :func:`memory` reads ``VmRSS`` and ``VmHWM`` (the peak resident set) from ``/proc``, and

@@ -37,7 +37,7 @@ from modelyard.serving.api_keys import KeyRing, load_keys, parse_keys
 from modelyard.serving.app import create_app
 from modelyard.serving.exposure import check_exposure
 from modelyard.serving.hosts import AllowedHosts, default_allowed_hosts
-from modelyard.serving.launcher import HOST, free_port
+from modelyard.serving.server_process import HOST, free_port
 from modelyard.serving.settings import ServerSettings
 
 with warnings.catch_warnings():

@@ -35,7 +35,7 @@ from modelyard.core.bundle import (
 from modelyard.core.bundle_integrity import KEY_FILE_ENV, LEGACY, BundleKey, content_digest
 from modelyard.core.errors import BundleError
 from modelyard.serving.app import create_app
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from modelyard.serving.settings import ServerSettings
 
 pytest_plugins = ["bundle_fixtures"]  # source_bundle, bundle_dir

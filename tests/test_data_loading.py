@@ -11,14 +11,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
-from modelyard.projects.loading import stream_seed, worker_options
+from modelyard.core.families import load_task
 from modelyard.projects.nilm.augmentation import ActivationInjector
 from modelyard.projects.nilm.dataset import WindowBatches, batch_loader, build_windows
-from modelyard.projects.registry import load_task
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.task import load_schema
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.image_cache import save_classes, save_part
+from modelyard.projects.worker_seeding import stream_seed, worker_options
 from nilm_fixtures import make_house, simple_normalisation
 
 WINDOW = 9

@@ -25,8 +25,8 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
 from modelyard.core.config import load_config
 from modelyard.core.run_dir import RunDir
+from modelyard.core.families import load_task
 from modelyard.projects.nilm.dataset import batch_loader, build_windows
-from modelyard.projects.registry import load_task
 from modelyard.projects.vision.image_cache import save_classes, save_part
 from modelyard.stages import fetch, prepare
 from nilm_fixtures import make_house, simple_normalisation
@@ -72,7 +72,7 @@ from lightning.pytorch.utilities import CombinedLoader
 sys.path.insert(0, {tests!r})
 from nilm_fixtures import make_house, simple_normalisation
 
-from modelyard.projects.loading import distributed_rank
+from modelyard.projects.worker_seeding import distributed_rank
 from modelyard.projects.nilm.augmentation import ActivationInjector
 from modelyard.projects.nilm.dataset import WindowBatches, batch_loader, build_windows
 from modelyard.projects.vision.datamodule import ImageDataModule

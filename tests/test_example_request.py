@@ -17,8 +17,8 @@ from modelyard.projects.nilm.serving import NilmServing
 from modelyard.projects.tabular.serving import TabularServing
 from modelyard.projects.vision.serving import VisionServing
 from modelyard.serving.adapter import ServingAdapter, build_adapter
-from modelyard.serving.launcher import running_server
 from modelyard.serving.runtime import OnnxModel
+from modelyard.serving.server_process import running_server
 from tabular_fixtures import build_avm_bundle
 from vision_fixtures import IMAGE_SIZE, make_vision_bundle
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from modelyard.serving.launcher import free_port, running_server
+from modelyard.serving.server_process import free_port, running_server
 from resource_probe import HealthSampler, memory, reset_peak, server_pid
 from vision_fixtures import bilevel_png, encode, flat_png, make_vision_bundle, photo
 

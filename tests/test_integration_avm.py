@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from modelyard.core.bundle import load_bundle
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from modelyard.stages import evaluate
 from trained_pipelines import Pipeline
 

@@ -15,8 +15,8 @@ from modelyard.core.bundle import load_bundle
 from modelyard.projects.nilm.inference import predict_series
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.storage import load_house
-from modelyard.serving.launcher import running_server
 from modelyard.serving.runtime import OnnxModel
+from modelyard.serving.server_process import running_server
 from modelyard.stages import evaluate, export
 from modelyard.stages.export import ExportError
 from modelyard.tracking.mlflow_backend import client_for

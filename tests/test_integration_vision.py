@@ -9,7 +9,7 @@ import pytest
 
 from conftest import shared_datasets_root
 from modelyard.projects.vision.image_folders import index_image_folder, read_member
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from trained_pipelines import IMAGE_ARCHIVES, Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

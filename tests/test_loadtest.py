@@ -34,7 +34,7 @@ from modelyard.loadtest.payloads import (
     vision_payloads,
 )
 from modelyard.loadtest.runner import run_loadtest
-from modelyard.serving.launcher import free_port, running_server
+from modelyard.serving.server_process import free_port, running_server
 from tabular_fixtures import build_avm_bundle
 from vision_fixtures import IMAGE_SIZE, make_vision_bundle
 

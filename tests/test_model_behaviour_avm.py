@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from trained_pipelines import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

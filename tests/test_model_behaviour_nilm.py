@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from modelyard.projects.nilm.storage import load_house
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from trained_pipelines import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

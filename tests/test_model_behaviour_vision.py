@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from modelyard.projects.vision.image_cache import load_part
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from trained_pipelines import IMAGE_ARCHIVES, Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

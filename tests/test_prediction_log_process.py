@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from bundle_factory import make_nilm_bundle
 from modelyard.core.bundle import Bundle
-from modelyard.serving.launcher import HOST, free_port, wait_until_healthy
 from modelyard.serving.prediction_log import dead_letters, predictions
+from modelyard.serving.server_process import HOST, free_port, wait_until_healthy
 from postgres_server import PostgresServer
 from tabular_fixtures import build_avm_bundle
 from test_prediction_log_faults import drop_tables

@@ -33,10 +33,8 @@ from modelyard.core.bundle import (
 from modelyard.core.bundle_integrity import BundleKey
 from modelyard.core.config import load_config
 from modelyard.core.errors import BundleError, ConfigError
-from modelyard.projects.registry import load_task
-from modelyard.serving.runtime import OnnxModel
-from modelyard.stages import evaluate, export, fetch, prepare, train
-from modelyard.stages.quantize import (
+from modelyard.core.families import load_task
+from modelyard.projects.quantization import (
     QuantizationError,
     QuantizeSettings,
     op_types,
@@ -44,6 +42,8 @@ from modelyard.stages.quantize import (
     requested,
     verdict,
 )
+from modelyard.serving.runtime import OnnxModel
+from modelyard.stages import evaluate, export, fetch, prepare, train
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,12 @@ from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.config import load_config
 from modelyard.projects.base import GateMetric
 from modelyard.registry.gates import compare_metrics
-from modelyard.registry.promotion import open_registry, promote
 from modelyard.registry.references import ModelReference, ReferenceError, parse_reference
-from modelyard.registry.store import RegistryError
+from modelyard.registry.store import RegistryError, open_registry
 from modelyard.serving.adapter import bundle_example
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from modelyard.stages import evaluate, export, train
+from modelyard.stages.promote import promote
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

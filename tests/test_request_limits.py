@@ -25,7 +25,7 @@ from bundle_factory import MAX_LENGTH, make_nilm_bundle
 from modelyard.core.bundle import Bundle
 from modelyard.serving.app import create_app
 from modelyard.serving.http_checks import MAX_ERROR_TEXT, MAX_REPORTED_ERRORS
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from resource_probe import HealthSampler, memory, reset_peak, server_pid
 from tabular_fixtures import build_avm_bundle
 from vision_fixtures import make_vision_bundle

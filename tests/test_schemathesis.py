@@ -23,7 +23,7 @@ from schemathesis.engine import Status, from_schema
 from schemathesis.engine.events import FatalError, NonFatalError, ScenarioFinished
 
 from bundle_factory import make_nilm_bundle
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from tabular_fixtures import build_avm_bundle
 from vision_fixtures import make_vision_bundle
 

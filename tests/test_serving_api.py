@@ -25,8 +25,8 @@ from modelyard.core.hashing import sha256_file
 from modelyard.projects.nilm.inference import predict_series
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.serving.app import create_app
-from modelyard.serving.launcher import running_server
 from modelyard.serving.runtime import OnnxModel
+from modelyard.serving.server_process import running_server
 
 with warnings.catch_warnings():
     # Starlette's TestClient warns at import that it would prefer httpx2; httpx works.

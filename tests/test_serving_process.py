@@ -17,8 +17,8 @@ from bundle_factory import INTERVAL_S, make_nilm_bundle
 from modelyard.core.bundle import Bundle
 from modelyard.projects.nilm.inference import predict_series
 from modelyard.projects.nilm.normalisation import Normalisation
-from modelyard.serving.launcher import running_server
 from modelyard.serving.runtime import OnnxModel
+from modelyard.serving.server_process import running_server
 
 WINDOW = 15
 APPLIANCES = ("kettle", "microwave")

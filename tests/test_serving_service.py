@@ -23,8 +23,8 @@ from bundle_factory import make_nilm_bundle
 from cli_helpers import assert_user_error, modelyard
 from modelyard.core.bundle import Bundle
 from modelyard.serving.app import create_app
-from modelyard.serving.launcher import HOST, free_port, running_server, wait_until_healthy
 from modelyard.serving.prediction_log import count_rows, predictions
+from modelyard.serving.server_process import HOST, free_port, running_server, wait_until_healthy
 from modelyard.serving.settings import ServerSettings
 from postgres_server import PostgresServer
 

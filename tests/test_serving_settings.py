@@ -13,8 +13,8 @@ from PIL import Image
 from cli_helpers import modelyard
 from modelyard.cli import app
 from modelyard.serving.batching import BatchingModel
-from modelyard.serving.launcher import running_server
 from modelyard.serving.runtime import OnnxModel
+from modelyard.serving.server_process import running_server
 from modelyard.serving.settings import ServerSettings
 from vision_fixtures import make_vision_bundle
 

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
-from modelyard.registry.promotion import open_registry
+from modelyard.registry.store import open_registry
 from modelyard.stages import sweep
 from modelyard.tracking.mlflow_backend import client_for
 

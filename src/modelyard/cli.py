@@ -136,7 +136,7 @@ def evaluate(
 ) -> None:
     """Score a model next to a trivial baseline; writes metrics JSON and plots."""
     with user_errors():
-        from modelyard.projects.registry import load_task
+        from modelyard.core.families import load_task
         from modelyard.stages import evaluate as evaluate_stage
 
         cfg = _config(overrides)
@@ -176,8 +176,8 @@ def export(
 ) -> None:
     """Export a run to a bundle: model.onnx + manifest.json, parity-checked (+ INT8 model)."""
     with user_errors():
+        from modelyard.projects.quantization import verdict
         from modelyard.stages import export as export_stage
-        from modelyard.stages.quantize import verdict
 
         bundle = export_stage.run(
             _config(overrides),
@@ -590,7 +590,7 @@ def register(
 ) -> None:
     """Register a bundle as the next version of its project's model."""
     with user_errors():
-        from modelyard.registry.promotion import open_registry
+        from modelyard.registry.store import open_registry
 
         registered = open_registry(_config(overrides)).register(bundle, name)
         console.print(
@@ -615,8 +615,8 @@ def promote(
 ) -> None:
     """Move an alias to a version through the gates (metrics vs the holder, p95 latency)."""
     with user_errors():
-        from modelyard.registry.promotion import promote as run_promotion
         from modelyard.registry.store import ALIASES
+        from modelyard.stages.promote import promote as run_promotion
 
         if to not in ALIASES:
             raise ModelyardError(f"--to must be one of {', '.join(ALIASES)}, not {to!r}")
@@ -641,7 +641,7 @@ def models(
 ) -> None:
     """List the registered versions of a model with their aliases."""
     with user_errors():
-        from modelyard.registry.promotion import open_registry
+        from modelyard.registry.store import open_registry
 
         for found in open_registry(_config(overrides)).versions(name):
             aliases = ",".join(found.aliases) or "-"

@@ -60,11 +60,3 @@ def read_saved_config(path: Path) -> DictConfig:
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path} does not hold a configuration mapping")
     return loaded
-
-
-def require(cfg: DictConfig, key: str) -> Any:
-    """Read a dotted key, raising a :class:`ConfigError` that names it when it is missing."""
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None:
-        raise ConfigError(f"missing configuration value: {key}")
-    return value

@@ -17,7 +17,7 @@ import numpy as np
 from modelyard.core.bundle import Bundle
 from modelyard.projects.base import GateMetric
 from modelyard.serving.adapter import bundle_example
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 
 WARMUP_REQUESTS = 5
 

@@ -14,12 +14,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.errors import BundleError, ModelyardError
 from modelyard.registry.references import ModelReference
 from modelyard.tracking.mlflow_backend import client_for, is_embedded
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 REGISTRATION_EXPERIMENT = "modelyard-registrations"
 BUNDLE_ARTIFACTS = "bundle"
@@ -222,3 +225,12 @@ def _version_tags(bundle: Bundle) -> dict[str, str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def open_registry(cfg: "DictConfig") -> ModelRegistry:
+    """The model registry the configuration names (``registry.uri``, ``cache``, ``artifacts``)."""
+    return ModelRegistry(
+        uri=str(cfg.registry.uri),
+        cache=Path(cfg.registry.cache),
+        artifacts=Path(cfg.registry.artifacts),
+    )

@@ -172,7 +172,7 @@ def build_adapter(
     """The bundle's task adapter around ``model``, with the bundle's serving settings and
     ``overrides``: how every server worker, ``modelyard predict`` and ``serve``'s pre-flight
     check build one."""
-    from modelyard.projects.registry import serving_adapter_class
+    from modelyard.core.families import serving_adapter_class
 
     adapter: ServingAdapter = serving_adapter_class(bundle.manifest.task)(
         bundle, model, serving_settings(bundle, overrides)

@@ -9,9 +9,9 @@ import httpx
 from omegaconf import DictConfig
 
 from modelyard.core.errors import ModelyardError
-from modelyard.projects.registry import load_task
+from modelyard.core.families import load_task
 from modelyard.serving.adapter import bundle_example
-from modelyard.serving.launcher import running_server
+from modelyard.serving.server_process import running_server
 from modelyard.stages import evaluate, export, fetch, prepare, train
 
 

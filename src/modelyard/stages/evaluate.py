@@ -7,8 +7,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from modelyard.core.run_dir import METRICS_FILE
-from modelyard.projects.registry import load_task
-from modelyard.stages.model_source import load_model_source
+from modelyard.core.families import load_task
+from modelyard.projects.model_source import load_model_source
 from modelyard.tracking.base import numeric_metrics
 from modelyard.tracking.factory import resume_tracking
 

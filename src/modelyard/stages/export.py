@@ -34,11 +34,11 @@ from modelyard.core.errors import ModelyardError
 from modelyard.core.run_dir import RunDir
 from modelyard.core.runs import mark_latest
 from modelyard.projects.base import Task
-from modelyard.projects.registry import load_task
+from modelyard.core.families import load_task
+from modelyard.projects.model_source import latest_run
+from modelyard.projects.quantization import QuantizeSettings, quantize_and_measure, requested
 from modelyard.projects.trained_model import ExportError, TrainedModel
 from modelyard.serving.runtime import OnnxModel
-from modelyard.stages.model_source import latest_run
-from modelyard.stages.quantize import QuantizeSettings, quantize_and_measure, requested
 from modelyard.tracking.base import TrackedRun
 from modelyard.tracking.factory import resume_tracking
 

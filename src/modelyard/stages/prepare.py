@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from modelyard.core.row_accounting import RefusalPolicy
-from modelyard.projects.registry import load_task
+from modelyard.core.families import load_task
 
 
 def run(cfg: DictConfig, source: Path | None = None) -> dict[str, Any]:

@@ -233,7 +233,7 @@ def _summarise(study: Any, directory: Path, monitor: str) -> SweepResult:
 
 
 def _register(overrides: Sequence[str], result: SweepResult, log: Callable[[str], None]) -> str:
-    from modelyard.registry.promotion import open_registry
+    from modelyard.registry.store import open_registry
     from modelyard.stages import evaluate, export
 
     cfg = load_config([*overrides, *result.best_overrides])

@@ -28,13 +28,13 @@ from modelyard.core.run_dir import RunDir, write_json
 from modelyard.core.runs import mark_latest, timestamp_name
 from modelyard.core.seeding import seed_everything
 from modelyard.projects.base import Task
+from modelyard.core.families import load_task
 from modelyard.projects.lightning_training import profiler_name
-from modelyard.projects.registry import load_task
 from modelyard.projects.trained_model import FitRequest
-from modelyard.stages.curves import plot_training_curves
 from modelyard.tracking.base import NullTracker, Tracker, flatten
 from modelyard.tracking.callback import EpochMetricsCallback
 from modelyard.tracking.factory import start_tracking
+from modelyard.tracking.training_curves import plot_training_curves
 
 #: Environment variable through which DDP worker processes find rank 0's run directory.
 RUN_NAME_ENV = "MODELYARD_RUN_NAME"

@@ -17,7 +17,7 @@ same kind of machine runs shorter or longer programmes in other houses.
 
 Augmentation is applied per batch, to training windows only, with its own seeded generator; each
 DataLoader worker process and each DDP rank draws from its own stream of it
-(:mod:`modelyard.projects.loading`).
+(:mod:`modelyard.projects.worker_seeding`).
 """
 
 import math
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.projects.loading import stream_seed
 from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.projects.worker_seeding import stream_seed
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from modelyard.core.errors import ConfigError
-from modelyard.projects.loading import check_num_workers
 from modelyard.projects.nilm.augmentation import ActivationInjector, ActivationRule
 from modelyard.projects.nilm.dataset import (
     WindowBatches,
@@ -20,6 +19,7 @@ from modelyard.projects.nilm.normalisation import Normalisation, fit_normalisati
 from modelyard.projects.nilm.preparation import PreparedHouse
 from modelyard.projects.nilm.splits import split_by_time
 from modelyard.projects.nilm.storage import list_prepared, load_house
+from modelyard.projects.worker_seeding import check_num_workers
 
 
 class NilmDataModule(L.LightningDataModule):

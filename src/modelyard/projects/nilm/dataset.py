@@ -4,7 +4,7 @@ A batch is produced by one fancy-index into a strided window view (see :mod:`.wi
 loader's cost per batch is one memory copy, not one Python object per window. The DataLoader is
 therefore used with ``batch_size=None`` and a ``BatchSampler``: each "item" it fetches is a batch.
 Under DDP, Lightning wraps that ``BatchSampler`` so that each rank gets every ``world_size``-th
-batch (see :mod:`modelyard.projects.loading`).
+batch (see :mod:`modelyard.projects.worker_seeding`).
 """
 
 from collections.abc import Callable, Sequence
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from modelyard.projects.loading import RandomStreams, worker_options
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.preparation import PreparedHouse
 from modelyard.projects.nilm.windows import gather_windows, valid_window_starts
+from modelyard.projects.worker_seeding import RandomStreams, worker_options
 
 
 class WindowBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):

@@ -14,12 +14,12 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import DataLoader, TensorDataset
 
-from modelyard.projects.loading import check_num_workers, worker_options
 from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
 from modelyard.projects.tabular.metrics import fit_group_medians
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.projects.tabular.table_io import feature_columns, group_keys, read_prepared
 from modelyard.projects.tabular.target_scaling import encode_target, fit_target
+from modelyard.projects.worker_seeding import check_num_workers, worker_options
 
 
 class TabularDataModule(L.LightningDataModule):

@@ -4,7 +4,7 @@ Augmentation (training only) works on whole uint8 batches with numpy: random hor
 vertical flips and 90-degree rotations (land cover and leaves have no canonical orientation), and
 a random brightness factor. Normalisation statistics are fitted on the training pixels. Each
 DataLoader worker and each DDP rank augments from its own random stream
-(:mod:`modelyard.projects.loading`).
+(:mod:`modelyard.projects.worker_seeding`).
 """
 
 from collections.abc import Sequence
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from modelyard.projects.loading import check_num_workers, stream_seed, worker_options
 from modelyard.projects.vision.image_cache import load_classes, load_part
 from modelyard.projects.vision.image_decoding import normalise
 from modelyard.projects.vision.image_folders import class_weights
+from modelyard.projects.worker_seeding import check_num_workers, stream_seed, worker_options
 
 
 def augment(pixels: np.ndarray, rng: np.random.Generator, brightness: float) -> np.ndarray:

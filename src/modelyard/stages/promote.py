@@ -20,10 +20,10 @@ from modelyard.core.bundle import Bundle
 from modelyard.core.config import load_config
 from modelyard.core.errors import ModelyardError
 from modelyard.projects.base import GateMetric, Task
-from modelyard.projects.registry import load_task
+from modelyard.core.families import load_task
 from modelyard.registry.gates import GateResult, compare_metrics, latency_gate
 from modelyard.registry.references import ModelReference
-from modelyard.registry.store import ModelRegistry
+from modelyard.registry.store import open_registry
 from modelyard.stages import evaluate
 
 
@@ -44,14 +44,6 @@ class PromotionReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"gates_passed": self.gates_passed, "evidence": str(self.evidence)}
-
-
-def open_registry(cfg: DictConfig) -> ModelRegistry:
-    return ModelRegistry(
-        uri=str(cfg.registry.uri),
-        cache=Path(cfg.registry.cache),
-        artifacts=Path(cfg.registry.artifacts),
-    )
 
 
 def _gate_metrics(
