@@ -18,8 +18,8 @@ import torch
 from fastapi import FastAPI, UploadFile
 from pydantic import BaseModel
 
-from modelyard.core.run_dir import RunDir
 from modelyard.core.families import load_task
+from modelyard.core.run_dir import RunDir
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.torch_model import TorchModel
 from modelyard.projects.vision.image_decoding import decode_image, to_model_input

@@ -39,8 +39,8 @@ from omegaconf import DictConfig
 
 from bench_common import write_results
 from modelyard.core.config import load_config
-from modelyard.core.seeding import seed_everything
 from modelyard.core.families import load_task
+from modelyard.core.seeding import seed_everything
 from modelyard.projects.torch_model import LightningModel
 from modelyard.projects.worker_seeding import check_num_workers
 from modelyard.stages import fetch, prepare

@@ -20,8 +20,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bench_common import parser, prepared_config, train_and_evaluate, write_results
-from modelyard.core.run_dir import RunDir
 from modelyard.core.families import load_task
+from modelyard.core.run_dir import RunDir
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.torch_model import LightningModel, TorchModel
 

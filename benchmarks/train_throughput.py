@@ -27,8 +27,8 @@ import torch
 from omegaconf import DictConfig
 
 from bench_common import parser, prepared_config, write_results
-from modelyard.core.seeding import seed_everything
 from modelyard.core.families import load_task
+from modelyard.core.seeding import seed_everything
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.torch_model import LightningModel
 

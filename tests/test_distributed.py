@@ -24,8 +24,8 @@ import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
 from modelyard.core.config import load_config
-from modelyard.core.run_dir import RunDir
 from modelyard.core.families import load_task
+from modelyard.core.run_dir import RunDir
 from modelyard.projects.nilm.dataset import batch_loader, build_windows
 from modelyard.projects.vision.image_cache import save_classes, save_part
 from modelyard.stages import fetch, prepare

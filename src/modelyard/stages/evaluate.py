@@ -6,8 +6,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from modelyard.core.run_dir import METRICS_FILE
 from modelyard.core.families import load_task
+from modelyard.core.run_dir import METRICS_FILE
 from modelyard.projects.model_source import load_model_source
 from modelyard.tracking.base import numeric_metrics
 from modelyard.tracking.factory import resume_tracking

@@ -31,10 +31,10 @@ from modelyard.core.bundle import (
 from modelyard.core.bundle_integrity import optional_key
 from modelyard.core.config import to_plain
 from modelyard.core.errors import ModelyardError
+from modelyard.core.families import load_task
 from modelyard.core.run_dir import RunDir
 from modelyard.core.runs import mark_latest
 from modelyard.projects.base import Task
-from modelyard.core.families import load_task
 from modelyard.projects.model_source import latest_run
 from modelyard.projects.quantization import QuantizeSettings, quantize_and_measure, requested
 from modelyard.projects.trained_model import ExportError, TrainedModel

@@ -11,8 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from modelyard.core.row_accounting import RefusalPolicy
 from modelyard.core.families import load_task
+from modelyard.core.row_accounting import RefusalPolicy
 
 
 def run(cfg: DictConfig, source: Path | None = None) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 from modelyard.core.bundle import Bundle
 from modelyard.core.config import load_config
 from modelyard.core.errors import ModelyardError
-from modelyard.projects.base import GateMetric, Task
 from modelyard.core.families import load_task
+from modelyard.projects.base import GateMetric, Task
 from modelyard.registry.gates import GateResult, compare_metrics, latency_gate
 from modelyard.registry.references import ModelReference
 from modelyard.registry.store import open_registry

@@ -22,13 +22,13 @@ from modelyard.core.config import save_config, to_plain
 from modelyard.core.energy import EnergyMeter
 from modelyard.core.environment import environment_report, key_versions
 from modelyard.core.errors import ConfigError
+from modelyard.core.families import load_task
 from modelyard.core.gitinfo import git_state
 from modelyard.core.hashing import fingerprint_files
 from modelyard.core.run_dir import RunDir, write_json
 from modelyard.core.runs import mark_latest, timestamp_name
 from modelyard.core.seeding import seed_everything
 from modelyard.projects.base import Task
-from modelyard.core.families import load_task
 from modelyard.projects.lightning_training import profiler_name
 from modelyard.projects.trained_model import FitRequest
 from modelyard.tracking.base import NullTracker, Tracker, flatten
