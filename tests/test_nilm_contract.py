@@ -22,10 +22,11 @@ from bundle_factory import (
     nilm_normalisation,
 )
 from cli_helpers import assert_user_error
+from contract_helpers import assert_refused_in_one_line
 from modelyard.cli import app as cli_app
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.config import load_config
-from modelyard.core.errors import BundleError, ConfigError
+from modelyard.core.errors import ConfigError
 from modelyard.loadtest.options import LoadOptions
 from modelyard.loadtest.payloads import nilm_request_payloads
 from modelyard.projects.nilm.contract import NilmContract
@@ -118,10 +119,7 @@ def test_a_broken_contract_is_one_line_that_says_how_to_re_export(
 ) -> None:
     pre = json.loads(json.dumps(bundle.manifest.preprocessing))
     edit(pre)
-    with pytest.raises(BundleError) as caught:
-        NilmContract.parse(pre)
-    message = str(caught.value)
-    assert fragment in message and "re-export" in message and "\n" not in message
+    assert_refused_in_one_line(NilmContract.parse, pre, fragment)
 
 
 @pytest.mark.parametrize("which", ["bundle", "legacy_bundle"])

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from contract_helpers import assert_refused_in_one_line
 from modelyard.core.bundle import Bundle
-from modelyard.core.errors import BundleError
 from modelyard.projects.tabular.contract import TabularContract
 from modelyard.serving.app import create_app
 from modelyard.serving.settings import ServerSettings
@@ -22,7 +22,7 @@ def avm_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 
 
 def test_the_contract_round_trips_through_a_bundle(avm_bundle: Bundle) -> None:
-    contract = TabularContract.from_manifest(avm_bundle.manifest)
+    contract = TabularContract.parse(avm_bundle.manifest.preprocessing)
 
     assert json.loads(json.dumps(contract.to_preprocessing())) == avm_bundle.manifest.preprocessing
     assert TabularContract.parse(contract.to_preprocessing()) == contract
@@ -57,7 +57,4 @@ def test_a_broken_contract_is_one_line_that_says_how_to_re_export(
 ) -> None:
     pre = json.loads(json.dumps(avm_bundle.manifest.preprocessing))
     edit(pre)
-    with pytest.raises(BundleError) as caught:
-        TabularContract.parse(pre)
-    message = str(caught.value)
-    assert fragment in message and "re-export" in message and "\n" not in message
+    assert_refused_in_one_line(TabularContract.parse, pre, fragment)

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from contract_helpers import assert_refused_in_one_line
 from modelyard.core.bundle import load_bundle
-from modelyard.core.errors import BundleError
 from modelyard.projects.vision.contract import VisionContract
 from modelyard.serving.app import create_app
 from modelyard.serving.settings import ServerSettings
@@ -30,7 +30,7 @@ def test_an_old_layout_without_test_time_views_parses_to_none(tmp_path: Path) ->
     """As format 1/2 bundles wrote it: classes, size, mean, std (no resize note or views)."""
     bundle = make_vision_bundle(tmp_path / "bundle", image_size=16)
 
-    contract = VisionContract.from_manifest(bundle.manifest)
+    contract = VisionContract.parse(bundle.manifest.preprocessing)
 
     assert contract == CONTRACT.model_copy(update={"test_time_augmentation": "none"})
 
@@ -55,7 +55,4 @@ def test_serving_shows_the_contract(tmp_path: Path) -> None:
 def test_a_broken_contract_is_one_line_that_says_how_to_re_export(
     edit: dict[str, Any], fragment: str
 ) -> None:
-    with pytest.raises(BundleError) as caught:
-        VisionContract.parse(CONTRACT.to_preprocessing() | edit)
-    message = str(caught.value)
-    assert fragment in message and "re-export" in message and "\n" not in message
+    assert_refused_in_one_line(VisionContract.parse, CONTRACT.to_preprocessing() | edit, fragment)

@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelyard.core.bundle import Manifest
 from modelyard.core.errors import BundleError
 from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
 from modelyard.projects.tabular.schema import TableSchema
@@ -45,10 +44,6 @@ class TabularContract:
             "target": self.target,
             "baseline": self.baseline,
         }
-
-    @classmethod
-    def from_manifest(cls, manifest: Manifest) -> "TabularContract":
-        return cls.parse(manifest.preprocessing)
 
     @classmethod
     def parse(cls, preprocessing: Mapping[str, Any]) -> "TabularContract":

@@ -215,7 +215,7 @@ def valuation_model(schema: TableSchema) -> type[BaseModel]:
 class TabularServing(ServingAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.contract = TabularContract.from_manifest(self.bundle.manifest)
+        self.contract = TabularContract.parse(self.bundle.manifest.preprocessing)
         self.schema = self.contract.schema
         self.pipeline = self.contract.features
         self.target_params = self.contract.target

@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelyard.core.bundle import Manifest
 from modelyard.core.errors import BundleError
 
 #: Channel statistics are per RGB channel.
@@ -47,10 +46,6 @@ class VisionContract(BaseModel):
             "resize": RESIZE,
             "test_time_augmentation": self.test_time_augmentation,
         }
-
-    @classmethod
-    def from_manifest(cls, manifest: Manifest) -> "VisionContract":
-        return cls.parse(manifest.preprocessing)
 
     @classmethod
     def parse(cls, preprocessing: Mapping[str, Any]) -> "VisionContract":

@@ -56,7 +56,7 @@ class ImagePrediction(BaseModel):
 class VisionServing(ServingAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.contract = VisionContract.from_manifest(self.bundle.manifest)
+        self.contract = VisionContract.parse(self.bundle.manifest.preprocessing)
         self.classes = list(self.contract.classes)
         self.size = self.contract.image_size
         self.test_time_augmentation = self.contract.test_time_augmentation
