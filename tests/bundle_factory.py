@@ -16,6 +16,7 @@ import torch
 
 from modelyard.core.bundle import MANIFEST_FILE, Bundle, TensorSpec, write_bundle
 from modelyard.core.bundle_integrity import BundleKey, seal
+from modelyard.projects.nilm.contract import Appliance, NilmContract
 from modelyard.projects.nilm.model import Seq2Point
 from modelyard.projects.nilm.normalisation import Normalisation
 
@@ -24,6 +25,7 @@ WINDOW = 15
 APPLIANCES = ("kettle", "microwave")
 MAX_LENGTH = 500
 AGGREGATE_LIMIT_W = 23000.0
+APPLIANCE_LIMIT_W = 3500.0
 VERSION = "20261122-120000"
 
 
@@ -39,6 +41,21 @@ def nilm_normalisation(appliances: Sequence[str]) -> Normalisation:
         aggregate_std=650.0,
         target_mean=(150.0,) * count,
         target_std=(400.0,) * count,
+    )
+
+
+def nilm_contract(window: int, appliances: Sequence[str]) -> NilmContract:
+    """The test bundles' contract: a 15 W on-threshold and a 3.5 kW limit for every appliance."""
+    return NilmContract(
+        window=window,
+        interval_s=INTERVAL_S,
+        appliances={
+            name: Appliance(on_threshold_w=15.0, limit_w=APPLIANCE_LIMIT_W) for name in appliances
+        },
+        normalisation=nilm_normalisation(appliances),
+        min_length=window,
+        max_length=MAX_LENGTH,
+        max_aggregate_w=AGGREGATE_LIMIT_W,
     )
 
 
@@ -89,23 +106,13 @@ def make_nilm_bundle(
                 "outputs": [
                     TensorSpec(name="power", dtype="float32", shape=["batch", len(appliances)])
                 ],
-                "preprocessing": {
-                    "window": window,
-                    "interval_s": INTERVAL_S,
-                    "appliances": appliances,
-                    "normalisation": nilm_normalisation(appliances).to_json(),
-                    "on_threshold_w": dict.fromkeys(appliances, 15.0),
-                },
+                "preprocessing": nilm_contract(window, appliances).to_preprocessing(),
                 "metrics": {"overall": {"mae_w": 12.5}},
                 "git_commit": "0123456789abcdef0123456789abcdef01234567",
                 "git_dirty": False,
                 "data_fingerprint": "f" * 64,
-                "config": {
-                    "project": {
-                        "serving": {"min_length": window, "max_length": MAX_LENGTH},
-                        "data": {"limits_w": {"aggregate": AGGREGATE_LIMIT_W}},
-                    }
-                },
+                # Provenance only: serving reads the contract in ``preprocessing``.
+                "config": {"project": {"name": "nilm", "task": "nilm"}},
             },
         )
 

@@ -63,8 +63,11 @@ def test_round_trip_keeps_every_manifest_field(source_bundle: Bundle) -> None:
         "target_mean",
         "target_std",
     }
-    assert manifest.config["project"]["data"]["limits_w"]["aggregate"] == AGGREGATE_LIMIT_W
-    assert manifest.config["project"]["serving"] == {"min_length": WINDOW, "max_length": 500}
+    assert manifest.preprocessing["max_aggregate_w"] == AGGREGATE_LIMIT_W
+    assert (manifest.preprocessing["min_length"], manifest.preprocessing["max_length"]) == (
+        WINDOW,
+        500,
+    )
 
 
 def test_manifest_is_plain_json_with_the_model_hash(source_bundle: Bundle) -> None:

@@ -531,17 +531,24 @@ def test_datamodule_cuts_activations_by_the_configured_rules(tmp_path: Path) -> 
     ("override", "message"),
     [
         (
-            "project.data.augment.activations.washing_machine.min_on_s=-5",
-            r"activations.washing_machine \(for washing_machine\): min_power_w and max_on_s",
-        ),
-        ("+project.data.augment.activations.dryer.min_power_w=3", r"activations for \['dryer'\]"),
-        ("project.data.augment.activations.default=5", "must map appliance names"),
-        (
-            "project.data.augment.activations.washing_machine.stretch=[1.5,0.5]",
-            r"washing_machine\): stretch needs 0 < low <= high",
+            "project.appliances.washing_machine.activations.min_on_s=-5",
+            r"^project.appliances.washing_machine.activations: min_power_w and max_on_s",
         ),
         (
-            "project.data.augment.activations.washing_machine.stretch=fast",
+            "+project.appliances.kettle.activations.colour=3",
+            r"^project.appliances.kettle.activations: needs the keys",
+        ),
+        ("project.data.augment.default_activations=5", "must be null or a mapping"),
+        (
+            "project.data.augment.default_activations.max_pause_s=-1",
+            r"^project.data.augment.default_activations \(for kettle\): min_power_w and",
+        ),
+        (
+            "project.appliances.washing_machine.activations.stretch=[1.5,0.5]",
+            r"^project.appliances.washing_machine.activations: stretch needs 0 < low <= high",
+        ),
+        (
+            "project.appliances.washing_machine.activations.stretch=fast",
             r"stretch must be \[low, high\], got 'fast'",
         ),
     ],

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from modelyard.core.errors import ModelyardError
 from modelyard.loadtest.options import IMAGE_SUFFIXES, LoadOptions, nilm_series_length
+from modelyard.projects.nilm.contract import NilmRequestBounds, first_error
 
 log = logging.getLogger("modelyard.loadtest")
 
@@ -97,17 +99,27 @@ def appliance_runs(length: int, step_min: float, rng: np.random.Generator) -> np
     return load
 
 
+def request_bounds(details: dict[str, Any]) -> NilmRequestBounds:
+    """The served model's window, interval, lengths and limit as ``/info`` shows them."""
+    try:
+        return NilmRequestBounds.model_validate(details)
+    except ValidationError as exc:
+        raise ModelyardError(
+            f"the server's /info details are not a NILM model's: {first_error(exc)}"
+        ) from None
+
+
 def nilm_payloads(
     details: dict[str, Any], length: int, seed: int, variants: int = VARIANTS
 ) -> list[Payload]:
     """JSON bodies: the example request (``{"aggregate_w": [...], "interval_s": ...}``; a
     server without one: the interval alone) with ``length`` readings of mains each."""
+    bounds = request_bounds(details)
     example = details.get("example")
     request = dict(example) if isinstance(example, dict) else {}
     request.pop("start", None)  # the series start at random times of day
-    interval_s = int(request.setdefault("interval_s", details["interval_s"]))
-    limit = details.get("max_aggregate_w")
-    limit_w = float(limit) if isinstance(limit, int | float) else None
+    interval_s = int(request.setdefault("interval_s", bounds.interval_s))
+    limit_w = bounds.max_aggregate_w
     rng = np.random.default_rng(seed)
     return [
         json_payload(
@@ -122,13 +134,10 @@ def nilm_request_payloads(
 ) -> list[Payload]:
     """Series of the length ``options`` ask for (a model window by default), within the
     server's accepted lengths."""
-    window, interval_s = int(details["window"]), int(details["interval_s"])
+    bounds = request_bounds(details)
+    interval_s = bounds.interval_s
     length = nilm_series_length(
-        options.nilm_length,
-        window,
-        interval_s,
-        int(details["min_length"]),
-        int(details["max_length"]),
+        options.nilm_length, bounds.window, interval_s, bounds.min_length, bounds.max_length
     )
     log.info("modelyard: %d-reading mains series every %d s", length, interval_s)
     if options.nilm_length == "day" and length != 86400 // interval_s:

@@ -100,6 +100,11 @@ class _CheckedOnceBuilt(ABCMeta):
 
 
 class ServingAdapter(metaclass=_CheckedOnceBuilt):
+    #: Whether the adapter's settings start from the project's ``serving`` configuration that
+    #: the manifest keeps as provenance; False for a family whose bundle contract holds its
+    #: serving facts (NILM), so that only explicit overrides reach it.
+    settings_from_config = True
+
     def __init__(self, bundle: Bundle, model: ModelRunner, settings: dict[str, Any]) -> None:
         self.bundle = bundle
         self.model = model
@@ -149,9 +154,12 @@ class ServingAdapter(metaclass=_CheckedOnceBuilt):
             )
 
 
-def serving_settings(bundle: Bundle, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The project's ``serving`` config saved in the bundle, updated with explicit overrides."""
-    project = bundle.manifest.config.get("project", {})
+def serving_settings(
+    bundle: Bundle, overrides: dict[str, Any] | None, from_config: bool = True
+) -> dict[str, Any]:
+    """Explicit overrides over the project's ``serving`` config saved in the bundle (over
+    nothing where ``from_config`` is False: see :attr:`ServingAdapter.settings_from_config`)."""
+    project = bundle.manifest.config.get("project", {}) if from_config else {}
     settings = dict(project.get("serving", {}) or {})
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return settings
@@ -174,7 +182,8 @@ def build_adapter(
     check build one."""
     from modelyard.core.families import serving_adapter_class
 
-    adapter: ServingAdapter = serving_adapter_class(bundle.manifest.task)(
-        bundle, model, serving_settings(bundle, overrides)
+    adapter_class = serving_adapter_class(bundle.manifest.task)
+    adapter: ServingAdapter = adapter_class(
+        bundle, model, serving_settings(bundle, overrides, adapter_class.settings_from_config)
     )
     return adapter

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.core.errors import DataError
+from modelyard.projects.nilm.contract import NilmContract
 from modelyard.projects.nilm.inference import predict_series
 from modelyard.projects.nilm.metrics import (
     error_breakdown,
@@ -23,7 +24,7 @@ from modelyard.projects.trained_model import Predictor
 def evaluate_houses(
     houses: Sequence[PreparedHouse],
     predictor: Predictor,
-    preprocessing: dict[str, Any],
+    contract: NilmContract,
     output_dir: Path,
     plot_days: int = 1,
 ) -> dict[str, Any]:
@@ -34,10 +35,8 @@ def evaluate_houses(
     """
     if not houses:
         raise DataError("no houses to evaluate on")
-    window = int(preprocessing["window"])
-    appliances = list(preprocessing["appliances"])
-    norm = Normalisation.from_json(preprocessing["normalisation"])
-    thresholds = {a: float(v) for a, v in preprocessing["on_threshold_w"].items()}
+    window, appliances, norm = contract.window, contract.names, contract.normalisation
+    thresholds = {name: a.on_threshold_w for name, a in contract.appliances.items()}
     per_house: dict[str, Any] = {}
     pooled_true, pooled_pred = [], []
     for house in houses:
@@ -65,7 +64,7 @@ def evaluate_houses(
     )
     return {
         "window": window,
-        "interval_s": int(preprocessing["interval_s"]),
+        "interval_s": contract.interval_s,
         "overall": overall,
         "houses": per_house,
     }

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, creat
 
 from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
+from modelyard.projects.nilm.contract import NilmContract
 from modelyard.projects.nilm.inference import predict_series, scores_to_watts, series_windows
-from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.windows import window_view
 from modelyard.serving.adapter import ExampleRequest, ServingAdapter
 from modelyard.serving.context import PredictionEvent, record_prediction
@@ -178,18 +178,21 @@ class NilmResponse(BaseModel):
 
 
 class NilmServing(ServingAdapter):
+    settings_from_config = False  # the contract holds the lengths and limits
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        pre = self.bundle.manifest.preprocessing
-        self.window = int(pre["window"])
-        self.interval_s = int(pre["interval_s"])
-        self.appliances = [str(a) for a in pre["appliances"]]
-        self.normalisation = Normalisation.from_json(pre["normalisation"])
-        # At least one reading: an empty series has no edge to pad from.
-        self.min_length = max(1, int(self.settings.get("min_length", self.window)))
-        self.max_length = int(self.settings.get("max_length", 20160))
-        limits = self.bundle.manifest.config.get("project", {}).get("data", {}).get("limits_w", {})
-        self.max_aggregate_w = float(limits.get("aggregate", float("inf")))
+        # The bundle's contract, with the accepted lengths a deployer overrides (serve options).
+        self.contract = NilmContract.from_manifest(self.bundle.manifest).with_lengths(
+            self.settings.get("min_length"), self.settings.get("max_length")
+        )
+        self.window = self.contract.window
+        self.interval_s = self.contract.interval_s
+        self.appliances = self.contract.names
+        self.normalisation = self.contract.normalisation
+        self.min_length = self.contract.min_length
+        self.max_length = self.contract.max_length
+        self.max_aggregate_w = self.contract.max_aggregate_w
         self.example = example_body(
             self.window, self.interval_s, self.min_length, self.max_length, self.max_aggregate_w
         )
@@ -212,14 +215,7 @@ class NilmServing(ServingAdapter):
         self.require_axis("outputs", -1, len(self.appliances), f"appliances {self.appliances}")
 
     def task_info(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "interval_s": self.interval_s,
-            "appliances": self.appliances,
-            "min_length": self.min_length,
-            "max_length": self.max_length,
-            "max_aggregate_w": self.max_aggregate_w,
-        }
+        return self.contract.request_bounds().model_dump(mode="json")
 
     def predict_watts(self, aggregate_w: np.ndarray) -> np.ndarray:
         clean = np.maximum(aggregate_w.astype(np.float32), 0.0)

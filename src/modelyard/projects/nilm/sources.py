@@ -1,6 +1,6 @@
 """Read raw houses from the layout the configuration names (CSV directories or NILMTK HDF5)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +14,13 @@ FORMATS = ("csv", "nilmtk_hdf5")
 
 
 def iter_raw_houses(
-    source: Path, data_cfg: DictConfig, ledger: ReadLedger | None = None
+    source: Path,
+    data_cfg: DictConfig,
+    appliances: Sequence[str],
+    ledger: ReadLedger | None = None,
 ) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Yield ``(house name, house frame)`` for every house found in ``source``.
+    """Yield ``(house name, house frame)`` for every house found in ``source``; an HDF5 file
+    is read for ``appliances`` only (CSV houses hold every column they have).
 
     Every file's (or meter's) row report goes to ``ledger``, which applies the refusal policy.
     """
@@ -26,13 +30,13 @@ def iter_raw_houses(
         for name, directory in discover_houses(source).items():
             yield name, read_csv_house(directory, ledger)
     elif layout == "nilmtk_hdf5":
-        yield from _iter_hdf5_houses(source, data_cfg, ledger)
+        yield from _iter_hdf5_houses(source, data_cfg, appliances, ledger)
     else:
         raise ConfigError(f"project.data.format must be one of {FORMATS}, got {layout!r}")
 
 
 def _iter_hdf5_houses(
-    source: Path, data_cfg: DictConfig, ledger: ReadLedger
+    source: Path, data_cfg: DictConfig, appliances: Sequence[str], ledger: ReadLedger
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     from modelyard.projects.nilm.hdf5_reader import read_nilmtk_building
 
@@ -45,7 +49,7 @@ def _iter_hdf5_houses(
         frame = read_nilmtk_building(
             path,
             int(building),
-            list(data_cfg.appliances),
+            list(appliances),
             meters=meters,
             resample=str(hdf5.get("resample", "6s")),
             ledger=ledger,

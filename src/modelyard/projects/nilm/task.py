@@ -1,4 +1,9 @@
-"""The NILM task: how the shared stages read, train, export and score seq2point models."""
+"""The NILM task: how the shared stages read, train, export and score seq2point models.
+
+The project's configuration is parsed into typed settings here, once (:meth:`NilmTask.__init__`);
+what the trained model stands on leaves as a :class:`~.contract.NilmContract` (``preprocessing``),
+which everything after training reads back through :meth:`~.contract.NilmContract.parse`.
+"""
 
 import json
 from dataclasses import asdict
@@ -8,13 +13,22 @@ from typing import Any
 import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from pydantic import ValidationError
 
 from modelyard.core.bundle import TensorSpec
+from modelyard.core.config import to_plain
 from modelyard.core.errors import ConfigError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
 from modelyard.projects.nilm.augmentation import ActivationRule, activation_rules
+from modelyard.projects.nilm.contract import (
+    DEFAULT_MAX_LENGTH,
+    Appliance,
+    ApplianceSettings,
+    NilmContract,
+    first_error,
+)
 from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
@@ -35,14 +49,15 @@ class NilmTask(Task):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
         self.data = cfg.project.data
-        self.appliances = [str(a) for a in self.data.appliances]
+        self.appliance_settings = appliance_table(cfg.project.get("appliances"))
+        self.appliances = list(self.appliance_settings)
         self.window = int(self.data.window)
         try:
             check_window(self.window)
         except ValueError as exc:
             raise ConfigError(f"project.data.window: {exc}") from exc
-        if not self.appliances:
-            raise ConfigError("project.data.appliances is empty")
+        self.on_thresholds = [a.on_threshold_w for a in self.appliance_settings.values()]
+        self.activation_rules = self._activation_rules()
         check_house_split(list(self.data.train_houses), list(self.data.test_houses))
 
     # -- data ---------------------------------------------------------------------------------
@@ -51,14 +66,16 @@ class NilmTask(Task):
     ) -> tuple[list[tuple[PreparedHouse, dict[str, Any]]], ReadLedger]:
         prepared = []
         ledger = ReadLedger(RefusalPolicy.from_config(self.data))
-        for name, frame in iter_raw_houses(source, self.data, ledger):
+        limits_w = {name: a.limit_w for name, a in self.appliance_settings.items()}
+        limits_w["aggregate"] = float(self.data.aggregate_limit_w)
+        for name, frame in iter_raw_houses(source, self.data, self.appliances, ledger):
             house, report = prepare_house(
                 name,
                 frame,
                 self.appliances,
                 interval_s=int(self.data.interval_s),
                 max_fill_s=int(self.data.max_fill_s),
-                limits_w={str(k): float(v) for k, v in self.data.limits_w.items()},
+                limits_w=limits_w,
             )
             summary = asdict(report) | {
                 "start": str(np.datetime64(int(house.times[0]), "ns")),
@@ -99,37 +116,50 @@ class NilmTask(Task):
             batch_size=int(self.data.batch_size),
             seed=int(self.cfg.seed),
             num_workers=int(self.data.num_workers),
-            on_threshold_w=self._on_thresholds(),
+            on_threshold_w=self.on_thresholds,
             oversample_on=int(self.data.get("oversample_on", 1)),
             augment_probability=float(self.data.augment.probability),
             augment_scale=(float(self.data.augment.scale[0]), float(self.data.augment.scale[1])),
-            activation_rules=self._activation_rules(),
+            activation_rules=self.activation_rules,
         )
 
     def _activation_rules(self) -> list[ActivationRule] | None:
-        """How activations are cut for augmentation (None: runs above the on-threshold)."""
-        settings = self.data.augment.get("activations")
-        if settings is None:
-            return None
-        plain = OmegaConf.to_container(settings, resolve=True)
-        if not isinstance(plain, dict) or not all(isinstance(v, dict) for v in plain.values()):
+        """How activations are cut for augmentation (None: runs above the on-threshold): each
+        appliance's own ``activations``, else ``data.augment.default_activations``."""
+        default = self.data.augment.get("default_activations")
+        plain = (
+            OmegaConf.to_container(default, resolve=True)
+            if OmegaConf.is_config(default)
+            else default
+        )
+        if plain is not None and not isinstance(plain, dict):
             raise ConfigError(
-                "project.data.augment.activations must map appliance names (or default) to "
-                "{min_power_w, max_pause_s, min_on_s, max_on_s}"
+                "project.data.augment.default_activations must be null or a mapping "
+                f"{{min_power_w, max_pause_s, min_on_s, max_on_s}}, got {plain!r}"
             )
-        try:
-            return activation_rules(
-                {str(k): v for k, v in plain.items()},
-                self.appliances,
-                self._on_thresholds(),
-                interval_s=float(self.data.interval_s),
-                window=self.window,
-            )
-        except ValueError as exc:
-            raise ConfigError(f"project.data.augment.{exc}") from exc
-
-    def _on_thresholds(self) -> list[float]:
-        return [float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances]
+        default_rule = {str(k): v for k, v in plain.items()} if plain is not None else {}
+        if plain is None and not any(a.activations for a in self.appliance_settings.values()):
+            return None
+        rules = []
+        for (name, row), threshold in zip(
+            self.appliance_settings.items(), self.on_thresholds, strict=True
+        ):
+            where = f"project.appliances.{name}.activations"
+            if row.activations is None:
+                where = f"project.data.augment.default_activations (for {name})"
+            try:
+                (rule,) = activation_rules(
+                    {name: row.activations or default_rule},
+                    [name],
+                    [threshold],
+                    interval_s=float(self.data.interval_s),
+                    window=self.window,
+                )
+            except ValueError as exc:
+                detail = str(exc).split(": ", 1)[-1]
+                raise ConfigError(f"{where}: {detail}") from exc
+            rules.append(rule)
+        return rules
 
     def build_model(self, datamodule: L.LightningDataModule) -> LightningModel:
         assert isinstance(datamodule, NilmDataModule) and datamodule.normalisation is not None
@@ -148,9 +178,7 @@ class NilmTask(Task):
                 loss=str(model_cfg.loss),
                 gated=bool(model_cfg.get("gated", False)),
                 target_mean=datamodule.normalisation.target_mean,
-                on_threshold_w=[
-                    float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances
-                ],
+                on_threshold_w=self.on_thresholds,
                 on_loss_weight=float(model_cfg.get("on_loss_weight", 1.0)),
                 on_power_weight=float(model_cfg.get("on_power_weight", 0.0)),
                 hard_gate=bool(model_cfg.get("hard_gate", False)),
@@ -165,20 +193,35 @@ class NilmTask(Task):
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
         assert isinstance(datamodule, NilmDataModule) and datamodule.normalisation is not None
-        return {
-            "window": self.window,
-            "interval_s": int(self.data.interval_s),
-            "appliances": self.appliances,
-            "normalisation": datamodule.normalisation.to_json(),
-            "on_threshold_w": {
-                a: float(self.cfg.project.evaluation.on_threshold_w[a]) for a in self.appliances
-            },
-            "edges": "edge readings repeated window//2 times; every input reading gets an output",
-        }
+        return self.contract(datamodule.normalisation).to_preprocessing()
+
+    def contract(self, normalisation: Normalisation) -> NilmContract:
+        """What the trained model stands on, from the settings and the fitted statistics."""
+        serving = self.cfg.project.get("serving") or {}
+        try:
+            return NilmContract(
+                window=self.window,
+                interval_s=int(self.data.interval_s),
+                appliances={
+                    name: Appliance(on_threshold_w=a.on_threshold_w, limit_w=a.limit_w)
+                    for name, a in self.appliance_settings.items()
+                },
+                normalisation=normalisation,
+                min_length=max(1, int(serving.get("min_length", self.window))),
+                max_length=int(serving.get("max_length", DEFAULT_MAX_LENGTH)),
+                max_aggregate_w=float(self.data.aggregate_limit_w),
+            )
+        except ValidationError as exc:
+            raise ConfigError(first_error(exc, "project (data or serving)")) from None
+
+    def saved_contract(self, preprocessing: dict[str, Any]) -> NilmContract:
+        """The contract of a run or bundle (``preprocessing``); this configuration completes
+        runs written before limits and lengths were part of it."""
+        return NilmContract.parse(preprocessing, to_plain(self.cfg))
 
     def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
         """Real windows from a prepared test house when there is one, else N(0, 1) noise."""
-        window = int(preprocessing["window"])
+        window = self.saved_contract(preprocessing).window
         prepared = Path(self.cfg.paths.prepared)
         houses = [h for h in self.data.test_houses if h in list_prepared(prepared)]
         if houses:
@@ -186,18 +229,17 @@ class NilmTask(Task):
             starts = valid_window_starts(house.valid, window)
             if starts.size:
                 chosen = np.random.default_rng(0).choice(starts, size=batch)
-                norm = Normalisation.from_json(preprocessing["normalisation"])
+                norm = self.saved_contract(preprocessing).normalisation
                 return gather_windows(norm.normalise_aggregate(house.aggregate), chosen, window)
         return np.random.default_rng(0).standard_normal((batch, window)).astype(np.float32)
 
     def tensor_specs(
         self, preprocessing: dict[str, Any]
     ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        window = int(preprocessing["window"])
-        outputs = len(preprocessing["appliances"])
+        contract = self.saved_contract(preprocessing)
         return (
-            [TensorSpec(name="mains", dtype="float32", shape=["batch", window])],
-            [TensorSpec(name="power", dtype="float32", shape=["batch", outputs])],
+            [TensorSpec(name="mains", dtype="float32", shape=["batch", contract.window])],
+            [TensorSpec(name="power", dtype="float32", shape=["batch", len(contract.appliances)])],
         )
 
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +278,7 @@ class NilmTask(Task):
         metrics = evaluate_houses(
             self._evaluation_houses(source),
             model.predict,
-            preprocessing,
+            self.saved_contract(preprocessing),
             output_dir,
             plot_days=int(self.cfg.project.evaluation.plot_days),
         )
@@ -245,3 +287,21 @@ class NilmTask(Task):
             "source": str(source) if source is not None else str(self.cfg.paths.prepared),
             **metrics,
         }
+
+
+def appliance_table(table: Any) -> dict[str, ApplianceSettings]:
+    """``project.appliances`` as typed rows, in order; a bad row is a one-line ConfigError."""
+    plain = OmegaConf.to_container(table, resolve=True) if isinstance(table, DictConfig) else table
+    if not isinstance(plain, dict) or not plain:
+        raise ConfigError(
+            "project.appliances must map each appliance to {on_threshold_w, limit_w}, "
+            f"got {plain!r}"
+        )
+    rows = {}
+    for key, row in plain.items():
+        name = str(key)
+        try:
+            rows[name] = ApplianceSettings.model_validate(row)
+        except ValidationError as exc:
+            raise ConfigError(first_error(exc, f"project.appliances.{name}")) from None
+    return rows

@@ -43,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
-from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
+from modelyard.projects.tabular.contract import TabularContract
 from modelyard.projects.tabular.feature_values import category_key
 from modelyard.projects.tabular.schema import TableSchema
 from modelyard.projects.tabular.target_scaling import decode_target
@@ -215,15 +215,15 @@ def valuation_model(schema: TableSchema) -> type[BaseModel]:
 class TabularServing(ServingAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        pre = self.bundle.manifest.preprocessing
-        self.schema = TableSchema.model_validate(pre["schema"])
-        self.pipeline = FeaturePipeline.from_json(pre["features"])
-        self.target_params: dict[str, Any] = pre["target"]
+        self.contract = TabularContract.parse(self.bundle.manifest.preprocessing)
+        self.schema = self.contract.schema
+        self.pipeline = self.contract.features
+        self.target_params = self.contract.target
         self.max_rows = int(self.settings.get("max_rows", DEFAULT_MAX_ROWS))
         self.known = {
             f.name: self.pipeline.known_categories(f.name) for f in self.schema.features.categorical
         }
-        self.example: dict[str, Any] = pre.get("example_row") or schema_row(self.schema, self.known)
+        self.example = self.contract.example_row or schema_row(self.schema, self.known)
         self.Row = row_model(self.schema, self.example)
         self.rows_type: Any = Annotated[
             list[self.Row],  # type: ignore[name-defined]

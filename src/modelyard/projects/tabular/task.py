@@ -11,13 +11,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
-from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.errors import BundleError, ConfigError, DataError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy, RowReport
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
+from modelyard.projects.tabular.contract import TabularContract
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.derived.columns import derive_columns
-from modelyard.projects.tabular.feature_pipeline import FeaturePipeline
 from modelyard.projects.tabular.gbm import GradientBoostedRegressor
 from modelyard.projects.tabular.metrics import predict_group_medians, valuation_scores
 from modelyard.projects.tabular.model import TabularRegressor
@@ -136,23 +136,23 @@ class TabularTask(Task):
         assert isinstance(datamodule, TabularDataModule) and datamodule.pipeline is not None
         first = read_prepared(Path(self.cfg.paths.prepared), "val", self.schema).head(1)
         columns = feature_columns(first, self.schema)
-        return {
-            "schema": self.schema.model_dump(mode="json"),
-            "example_row": {name: _json_value(values[0]) for name, values in columns.items()},
-            "features": datamodule.pipeline.to_json(),
-            "target": datamodule.target_params,
-            "baseline": datamodule.baseline,
-        }
+        return TabularContract(
+            schema=self.schema,
+            features=datamodule.pipeline,
+            target=datamodule.target_params,
+            baseline=datamodule.baseline,
+            example_row={name: _json_value(values[0]) for name, values in columns.items()},
+        ).to_preprocessing()
 
     def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
-        pipeline = FeaturePipeline.from_json(preprocessing["features"])
+        pipeline = TabularContract.parse(preprocessing).features
         test = read_prepared(Path(self.cfg.paths.prepared), "test", self.schema).head(batch)
         return pipeline.transform(feature_columns(test, self.schema))
 
     def tensor_specs(
         self, preprocessing: dict[str, Any]
     ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        width = len(FeaturePipeline.from_json(preprocessing["features"]).output_names)
+        width = len(TabularContract.parse(preprocessing).features.output_names)
         return (
             [TensorSpec(name="features", dtype="float32", shape=["batch", width])],
             [TensorSpec(name="score", dtype="float32", shape=["batch", 1])],
@@ -188,11 +188,13 @@ class TabularTask(Task):
             frame, _, _ = self._read_clean(source)
         if frame.empty:
             raise DataError("no rows to evaluate on")
-        pipeline = FeaturePipeline.from_json(preprocessing["features"])
-        scores = model.predict(pipeline.transform(feature_columns(frame, self.schema)))
-        predicted = decode_target(preprocessing["target"], scores.reshape(-1))
+        contract = TabularContract.parse(preprocessing)
+        scores = model.predict(contract.features.transform(feature_columns(frame, self.schema)))
+        predicted = decode_target(contract.target, scores.reshape(-1))
         truth = frame[self.schema.target.name].to_numpy(dtype=np.float64)
-        baseline = predict_group_medians(preprocessing["baseline"], group_keys(frame, self.schema))
+        if contract.baseline is None:
+            raise BundleError("the model's preprocessing has no baseline; re-export it")
+        baseline = predict_group_medians(contract.baseline, group_keys(frame, self.schema))
         unit = self.schema.target.unit or self.schema.target.name
         plot = plot_predicted_vs_true(
             output_dir / "plots" / "predicted_vs_true.png", truth, predicted, baseline, unit

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
+from modelyard.projects.vision.contract import VisionContract
 from modelyard.projects.vision.image_decoding import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -55,13 +56,12 @@ class ImagePrediction(BaseModel):
 class VisionServing(ServingAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        pre = self.bundle.manifest.preprocessing
-        self.classes = [str(c) for c in pre["classes"]]
-        self.size = int(pre["image_size"])
-        # Views averaged inside the model graph (bundles from before the option: none).
-        self.test_time_augmentation = str(pre.get("test_time_augmentation", "none"))
-        self.mean = [float(v) for v in pre["mean"]]
-        self.std = [float(v) for v in pre["std"]]
+        self.contract = VisionContract.parse(self.bundle.manifest.preprocessing)
+        self.classes = list(self.contract.classes)
+        self.size = self.contract.image_size
+        self.test_time_augmentation = self.contract.test_time_augmentation
+        self.mean = list(self.contract.mean)
+        self.std = list(self.contract.std)
         self.top_k = int(self.settings.get("top_k", 3))
         self.max_upload_bytes = int(self.settings.get("max_upload_bytes", 10_000_000))
         self.limits = ImageLimits(

@@ -15,6 +15,7 @@ from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
 from modelyard.projects.torch_model import LightningModel
 from modelyard.projects.trained_model import InferenceModel
+from modelyard.projects.vision.contract import VisionContract
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.image_cache import (
     PARTS,
@@ -123,31 +124,27 @@ class VisionTask(Task):
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
         assert isinstance(datamodule, ImageDataModule)
-        return {
-            "classes": datamodule.classes,
-            "image_size": self.size,
-            "mean": datamodule.mean,
-            "std": datamodule.std,
-            "resize": "bilinear to image_size x image_size (non-square images are squashed)",
-            # done inside the exported graph; recorded so that /info can say what a call costs
-            "test_time_augmentation": str(self.cfg.model.get("test_time_augmentation", "none")),
-        }
+        return VisionContract(
+            classes=tuple(datamodule.classes),
+            image_size=self.size,
+            mean=tuple(datamodule.mean),
+            std=tuple(datamodule.std),
+            test_time_augmentation=str(self.cfg.model.get("test_time_augmentation", "none")),
+        ).to_preprocessing()
 
     def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
+        contract = VisionContract.parse(preprocessing)
         pixels, _ = load_part(Path(self.cfg.paths.prepared), "test")
-        return normalise(pixels[:batch], preprocessing["mean"], preprocessing["std"])
+        return normalise(pixels[:batch], contract.mean, contract.std)
 
     def tensor_specs(
         self, preprocessing: dict[str, Any]
     ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        size = int(preprocessing["image_size"])
+        contract = VisionContract.parse(preprocessing)
+        size, classes = contract.image_size, len(contract.classes)
         return (
             [TensorSpec(name="image", dtype="float32", shape=["batch", 3, size, size])],
-            [
-                TensorSpec(
-                    name="logits", dtype="float32", shape=["batch", len(preprocessing["classes"])]
-                )
-            ],
+            [TensorSpec(name="logits", dtype="float32", shape=["batch", classes])],
         )
 
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -178,13 +175,12 @@ class VisionTask(Task):
         source: Path | None,
         output_dir: Path,
     ) -> dict[str, Any]:
-        classes = [str(c) for c in preprocessing["classes"]]
+        contract = VisionContract.parse(preprocessing)
+        classes = list(contract.classes)
         pixels, labels = self._evaluation_images(source, classes)
         logits, features, has_features = [], [], False
         for start in range(0, len(labels), EVAL_BATCH):
-            batch = normalise(
-                pixels[start : start + EVAL_BATCH], preprocessing["mean"], preprocessing["std"]
-            )
+            batch = normalise(pixels[start : start + EVAL_BATCH], contract.mean, contract.std)
             logits.append(model.predict(batch))
             embedded = model.embed(batch)  # None for a bundle: the logits are plotted instead
             has_features = embedded is not None
