@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from modelyard.projects.nilm.contract import NilmContract
 from modelyard.projects.nilm.storage import load_house
 from modelyard.serving.server_process import running_server
 from trained_pipelines import Pipeline
@@ -35,8 +36,8 @@ class ServedNilm:
     def __init__(self, url: str, pipeline: Pipeline) -> None:
         self.url = url
         self.pipeline = pipeline
-        thresholds = pipeline.cfg.project.evaluation.on_threshold_w
-        self.on_w = {str(name): float(watts) for name, watts in thresholds.items()}
+        contract = NilmContract.from_manifest(pipeline.bundle.manifest)
+        self.on_w = {name: a.on_threshold_w for name, a in contract.appliances.items()}
 
     def predict(self, mains: np.ndarray) -> dict[str, np.ndarray]:
         """Predicted watts per appliance, one value per reading of ``mains``."""
