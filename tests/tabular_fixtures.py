@@ -43,9 +43,10 @@ def synthetic_sales(rows: int, seed: int = 7) -> str:
 
 
 def build_avm_bundle(
-    tmp_path_factory: pytest.TempPathFactory, rows: int
+    tmp_path_factory: pytest.TempPathFactory, rows: int, *overrides: str
 ) -> tuple[DictConfig, Bundle]:
-    """fetch -> prepare -> train (quick) -> export with the avm config on a synthetic table."""
+    """fetch -> prepare -> train (quick) -> export with the avm config (and ``overrides``) on a
+    synthetic table."""
     from modelyard.core.bundle import load_bundle
     from modelyard.core.config import load_config
     from modelyard.stages import export, fetch, prepare, train
@@ -63,6 +64,7 @@ def build_avm_bundle(
             "trainer.enable_progress_bar=false",
             "trainer.log_every_n_steps=1",
             "+trainer.enable_model_summary=false",
+            *overrides,
         ]
     )
     fetch.run(cfg, progress=False)

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from modelyard.core.bundle import Bundle, TensorSpec, write_bundle
+from modelyard.projects.vision.contract import VisionLimits
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour types (IHDR): how many samples each pixel has.
@@ -25,11 +26,13 @@ def make_vision_bundle(
     classes: tuple[str, ...] = ("Forest", "River", "Sea"),
     image_size: int = IMAGE_SIZE,
     serving: dict[str, Any] | None = None,
+    old_layout: bool = False,
 ) -> Bundle:
     """A tiny real ONNX classifier (mean colour -> logits) as an ``eurosat`` vision bundle.
 
-    ``serving`` becomes the project's ``serving`` settings saved in the bundle, as training's
-    export writes them.
+    ``serving`` is the project's ``serving:`` configuration: written into the contract's limits
+    and kept in the saved configuration, as training and export write them. With ``old_layout``
+    the contract has no limits, as bundles written before they were part of it.
     """
     from onnx import TensorProto, helper, numpy_helper, save
 
@@ -47,6 +50,7 @@ def make_vision_bundle(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    limits = VisionLimits.from_serving_config(serving)
     target.parent.mkdir(parents=True, exist_ok=True)
     onnx_path = target.parent / "tiny.onnx"
     save(model, str(onnx_path))
@@ -70,6 +74,7 @@ def make_vision_bundle(
                 "image_size": image_size,
                 "mean": [0.4, 0.4, 0.4],
                 "std": [0.2, 0.2, 0.2],
+                **({} if old_layout else {"limits": limits.model_dump(mode="json")}),
             },
             "config": {"project": {"name": "eurosat", "serving": dict(serving or {})}},
         },

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from modelyard.core.errors import ModelyardError
+from modelyard.core.errors import ModelyardError, first_error
 from modelyard.loadtest.options import IMAGE_SUFFIXES, LoadOptions, nilm_series_length
-from modelyard.projects.nilm.contract import NilmRequestBounds, first_error
+from modelyard.projects.nilm.contract import NilmRequestBounds
 
 log = logging.getLogger("modelyard.loadtest")
 

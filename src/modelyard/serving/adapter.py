@@ -100,10 +100,9 @@ class _CheckedOnceBuilt(ABCMeta):
 
 
 class ServingAdapter(metaclass=_CheckedOnceBuilt):
-    #: Whether the adapter's settings start from the project's ``serving`` configuration that
-    #: the manifest keeps as provenance; False for a family whose bundle contract holds its
-    #: serving facts (NILM), so that only explicit overrides reach it.
-    settings_from_config = True
+    """A family's serving side. Its request limits come from the bundle's contract (the
+    manifest's ``preprocessing``), never from the training configuration the manifest keeps as
+    provenance; ``settings`` are only the deployer's explicit overrides (``serve`` options)."""
 
     def __init__(self, bundle: Bundle, model: ModelRunner, settings: dict[str, Any]) -> None:
         self.bundle = bundle
@@ -154,17 +153,6 @@ class ServingAdapter(metaclass=_CheckedOnceBuilt):
             )
 
 
-def serving_settings(
-    bundle: Bundle, overrides: dict[str, Any] | None, from_config: bool = True
-) -> dict[str, Any]:
-    """Explicit overrides over the project's ``serving`` config saved in the bundle (over
-    nothing where ``from_config`` is False: see :attr:`ServingAdapter.settings_from_config`)."""
-    project = bundle.manifest.config.get("project", {}) if from_config else {}
-    settings = dict(project.get("serving", {}) or {})
-    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return settings
-
-
 def bundle_example(bundle: Bundle) -> ExampleRequest:
     """The example request of the bundle's task adapter, for callers that start a server on the
     bundle and need a request it accepts (the demo, the latency gate)."""
@@ -177,13 +165,12 @@ def bundle_example(bundle: Bundle) -> ExampleRequest:
 def build_adapter(
     bundle: Bundle, model: ModelRunner, overrides: dict[str, Any] | None
 ) -> ServingAdapter:
-    """The bundle's task adapter around ``model``, with the bundle's serving settings and
-    ``overrides``: how every server worker, ``modelyard predict`` and ``serve``'s pre-flight
-    check build one."""
+    """The bundle's task adapter around ``model``, with the deployer's explicit ``overrides``
+    (None values are options not given) over the limits of the bundle's contract: how every
+    server worker, ``modelyard predict`` and ``serve``'s pre-flight check build one."""
     from modelyard.core.families import serving_adapter_class
 
     adapter_class = serving_adapter_class(bundle.manifest.task)
-    adapter: ServingAdapter = adapter_class(
-        bundle, model, serving_settings(bundle, overrides, adapter_class.settings_from_config)
-    )
+    chosen = {k: v for k, v in (overrides or {}).items() if v is not None}
+    adapter: ServingAdapter = adapter_class(bundle, model, chosen)
     return adapter

@@ -17,10 +17,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelyard.core.bundle import Manifest
-from modelyard.core.errors import BundleError
+from modelyard.core.errors import BundleError, first_error
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.windows import check_window
 
@@ -205,13 +205,3 @@ class _LegacyFacts:
 
     def max_length(self) -> int:
         return int(self.serving.get("max_length", DEFAULT_MAX_LENGTH))
-
-
-def first_error(exc: Exception, prefix: str = "") -> str:
-    """A pydantic error as ``prefix.field: message (got value)`` (its first error) in one line,
-    else the exception's first line."""
-    if not isinstance(exc, ValidationError):
-        return str(exc).splitlines()[0]
-    first = exc.errors()[0]
-    where = ".".join(p for p in (prefix, *(str(part) for part in first["loc"])) if p)
-    return f"{where + ': ' if where else ''}{first['msg']} (got {first['input']!r})"

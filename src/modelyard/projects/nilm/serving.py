@@ -178,8 +178,6 @@ class NilmResponse(BaseModel):
 
 
 class NilmServing(ServingAdapter):
-    settings_from_config = False  # the contract holds the lengths and limits
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The bundle's contract, with the accepted lengths a deployer overrides (serve options).

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.config import to_plain
-from modelyard.core.errors import ConfigError
+from modelyard.core.errors import ConfigError, first_error
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
@@ -27,7 +27,6 @@ from modelyard.projects.nilm.contract import (
     Appliance,
     ApplianceSettings,
     NilmContract,
-    first_error,
 )
 from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses

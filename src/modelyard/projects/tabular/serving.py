@@ -59,7 +59,6 @@ from modelyard.serving.http_checks import (
     validate_json_body,
 )
 
-DEFAULT_MAX_ROWS = 1000
 #: Longest category given as a string (zip codes, sides, streets with house numbers).
 MAX_CATEGORY_CHARS = 100
 #: Largest category given as an integer: 2**53 - 1, exact as a double and within 64 bits.
@@ -215,11 +214,12 @@ def valuation_model(schema: TableSchema) -> type[BaseModel]:
 class TabularServing(ServingAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.contract = TabularContract.parse(self.bundle.manifest.preprocessing)
+        self.contract = TabularContract.from_manifest(self.bundle.manifest)
         self.schema = self.contract.schema
         self.pipeline = self.contract.features
         self.target_params = self.contract.target
-        self.max_rows = int(self.settings.get("max_rows", DEFAULT_MAX_ROWS))
+        # The contract's request limit, with the deployer's explicit setting on top.
+        self.max_rows = self.contract.limits.with_overrides(self.settings).max_rows
         self.known = {
             f.name: self.pipeline.known_categories(f.name) for f in self.schema.features.categorical
         }

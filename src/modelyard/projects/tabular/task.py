@@ -15,7 +15,7 @@ from modelyard.core.errors import BundleError, ConfigError, DataError
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy, RowReport
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
-from modelyard.projects.tabular.contract import TabularContract
+from modelyard.projects.tabular.contract import TabularContract, TabularLimits
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.derived.columns import derive_columns
 from modelyard.projects.tabular.gbm import GradientBoostedRegressor
@@ -142,6 +142,7 @@ class TabularTask(Task):
             target=datamodule.target_params,
             baseline=datamodule.baseline,
             example_row={name: _json_value(values[0]) for name, values in columns.items()},
+            limits=TabularLimits.from_serving_config(self.cfg.project.get("serving")),
         ).to_preprocessing()
 
     def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:

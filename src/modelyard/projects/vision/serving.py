@@ -25,8 +25,6 @@ from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
 from modelyard.projects.vision.contract import VisionContract
 from modelyard.projects.vision.image_decoding import (
-    DEFAULT_MAX_DECODED_BYTES,
-    DEFAULT_MAX_PIXELS,
     ImageError,
     ImageLimits,
     OpenedImage,
@@ -56,27 +54,29 @@ class ImagePrediction(BaseModel):
 class VisionServing(ServingAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.contract = VisionContract.parse(self.bundle.manifest.preprocessing)
+        self.contract = VisionContract.from_manifest(self.bundle.manifest)
         self.classes = list(self.contract.classes)
         self.size = self.contract.image_size
         self.test_time_augmentation = self.contract.test_time_augmentation
         self.mean = list(self.contract.mean)
         self.std = list(self.contract.std)
-        self.top_k = int(self.settings.get("top_k", 3))
-        self.max_upload_bytes = int(self.settings.get("max_upload_bytes", 10_000_000))
+        # The contract's request limits, with the deployer's explicit settings on top.
+        limits = self.contract.limits.with_overrides(self.settings)
+        self.top_k = limits.top_k
+        self.max_upload_bytes = limits.max_upload_bytes
         self.limits = ImageLimits(
-            max_pixels=int(self.settings.get("max_pixels", DEFAULT_MAX_PIXELS)),
-            max_decoded_bytes=int(
-                self.settings.get("max_decoded_bytes", DEFAULT_MAX_DECODED_BYTES)
-            ),
+            max_pixels=limits.max_pixels,
+            max_decoded_bytes=limits.max_decoded_bytes,
             owner=f"project {self.bundle.manifest.project}",
         )
-        self.max_concurrent_decodes = positive_setting(self.settings, "max_concurrent_decodes", 2)
-        self.max_decode_wait_s = float(self.settings.get("max_decode_wait_s", 10.0))
+        self.max_concurrent_decodes = positive_setting(
+            "max_concurrent_decodes", limits.max_concurrent_decodes
+        )
+        self.max_decode_wait_s = limits.max_decode_wait_s
         if not 0 <= self.max_decode_wait_s < float("inf"):
             raise ConfigError(
                 f"serving setting max_decode_wait_s must be seconds >= 0, "
-                f"got {self.settings.get('max_decode_wait_s')!r}"
+                f"got {self.max_decode_wait_s!r}"
             )
         self._decode_slots = asyncio.Semaphore(self.max_concurrent_decodes)
         self.example_png = example_png(self.size, self.mean)
@@ -297,9 +297,8 @@ def example_png(size: int, mean: list[float]) -> bytes:
     return buffer.getvalue()
 
 
-def positive_setting(settings: dict[str, Any], name: str, default: int) -> int:
+def positive_setting(name: str, value: int) -> int:
     """A whole-number setting of at least 1, or a :class:`ConfigError` naming it."""
-    value = settings.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"serving setting {name} must be a whole number >= 1, got {value!r}")
     return value

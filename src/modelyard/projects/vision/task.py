@@ -15,7 +15,7 @@ from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
 from modelyard.projects.torch_model import LightningModel
 from modelyard.projects.trained_model import InferenceModel
-from modelyard.projects.vision.contract import VisionContract
+from modelyard.projects.vision.contract import VisionContract, VisionLimits
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.image_cache import (
     PARTS,
@@ -124,13 +124,19 @@ class VisionTask(Task):
 
     def preprocessing(self, datamodule: L.LightningDataModule) -> dict[str, Any]:
         assert isinstance(datamodule, ImageDataModule)
+        return self.contract(datamodule).to_preprocessing()
+
+    def contract(self, datamodule: ImageDataModule) -> VisionContract:
+        """What the trained model stands on: the data's classes and statistics, and the
+        project's ``serving:`` limits, which serving reads from the bundle's contract."""
         return VisionContract(
             classes=tuple(datamodule.classes),
             image_size=self.size,
             mean=tuple(datamodule.mean),
             std=tuple(datamodule.std),
             test_time_augmentation=str(self.cfg.model.get("test_time_augmentation", "none")),
-        ).to_preprocessing()
+            limits=VisionLimits.from_serving_config(self.cfg.project.get("serving")),
+        )
 
     def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
         contract = VisionContract.parse(preprocessing)
