@@ -204,7 +204,8 @@ def activation_rules(
     interval_s: float,
     window: int,
 ) -> list[ActivationRule]:
-    """Each appliance's rule from settings in watts and seconds (``augment.activations``).
+    """Each appliance's rule from settings in watts and seconds (its ``activations`` in the
+    ``project.appliances`` table, else ``data.augment.default_activations``).
 
     An appliance without an entry uses ``default``; a null ``min_power_w`` means the appliance's
     on-threshold and a null ``max_on_s`` the window's length. Raises ValueError naming the entry.

@@ -122,7 +122,7 @@ class NilmDataModule(L.LightningDataModule):
         if missing:
             raise ConfigError(
                 f"appliances {missing} were not prepared (prepared: {list(prepared)}); "
-                "re-run `modelyard data prepare` with them in project.data.appliances"
+                "re-run `modelyard data prepare` with them in the project.appliances table"
             )
         return [list(prepared).index(a) for a in self.appliances]
 
