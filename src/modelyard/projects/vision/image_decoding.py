@@ -26,8 +26,8 @@ PNG with their plugins directly: the limits that apply, and that errors name, ar
 
 JPEGs are decoded at reduced size when the model's input is much smaller: ``draft`` makes
 libjpeg scale the DCT by 1/2, 1/4 or 1/8, choosing the largest reduction that keeps both sides
-at least twice the input side, then the usual bilinear resize runs. That costs a 12-Mpx photo
-0.75 MB instead of 48 MB (and 20 ms instead of 150), and changes pixels only for JPEGs at least
+at least twice the input side, then the usual bilinear resize runs. A 12-Mpx photo is then
+decoded into 0.75 MB of pixels instead of 48 MB, and changes pixels only for JPEGs at least
 four times the input side (none of the EuroSAT or PlantVillage files). Twice, not once: the
 bilinear resize then still averages several decoded pixels into each input pixel, so the
 result stays within a few levels of resizing the full decode. PNG has no such decoder option
