@@ -11,6 +11,15 @@ from modelyard.core.bundle import Bundle
 ZIPS = {"0800": 22000, "2100": 62000, "5000": 30000, "8000": 38000, "9000": 20000}
 CITIES = {"0800": "Høje Taastrup", "2100": "København Ø", "5000": "Odense C"}
 SIDES = ["th", "tv", "mf", ""]
+#: One valid request row for a bundle of :func:`build_avm_bundle`.
+VALID_ROW = {
+    "area_m2": 82.0,
+    "construction_year": 1965,
+    "floor": 2,
+    "zip_code": "2100",
+    "side": "th",
+    "sale_date": "2021-10-15",
+}
 
 
 def danish(number: int) -> str:

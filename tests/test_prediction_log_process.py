@@ -22,7 +22,7 @@ from modelyard.core.bundle import Bundle
 from modelyard.serving.prediction_log import dead_letters, predictions
 from modelyard.serving.server_process import HOST, free_port, wait_until_healthy
 from postgres_server import PostgresServer
-from tabular_fixtures import build_avm_bundle
+from tabular_fixtures import VALID_ROW, build_avm_bundle
 from test_prediction_log_faults import drop_tables
 from test_serving_service import SERIES, samples, stop
 
@@ -185,10 +185,7 @@ def avm_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     return build_avm_bundle(tmp_path_factory, rows=400)[1]
 
 
-VALUATION = {
-    "area_m2": 82.0, "construction_year": 1965, "floor": 2, "zip_code": "2100", "side": "th",
-    "sale_date": "2021-10-15",
-}  # fmt: skip
+VALUATION = VALID_ROW
 POISON: list[dict[str, Any]] = [
     VALUATION | {"zip_code": 18446744073709551616},  # above 64 bits (the request)
     VALUATION | {"side": "\ud800"},  # a lone surrogate: not UTF-8

@@ -27,7 +27,7 @@ from modelyard.serving.app import create_app
 from modelyard.serving.http_checks import MAX_ERROR_TEXT, MAX_REPORTED_ERRORS
 from modelyard.serving.server_process import running_server
 from resource_probe import HealthSampler, memory, reset_peak, server_pid
-from tabular_fixtures import build_avm_bundle
+from tabular_fixtures import VALID_ROW, build_avm_bundle
 from vision_fixtures import make_vision_bundle
 
 with warnings.catch_warnings():
@@ -45,14 +45,7 @@ HEALTH_WITHIN_S = 0.1
 #: of them may be slower, none by more than a second (a blocked loop is blocked for seconds).
 HEALTH_SLOW_SHARE = 0.05
 HEALTH_CEILING_S = 1.0
-ROW = {
-    "area_m2": 82.0,
-    "construction_year": 1965,
-    "floor": 2,
-    "zip_code": "2100",
-    "side": "th",
-    "sale_date": "2021-10-15",
-}
+ROW = VALID_ROW
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from modelyard.projects.tabular.table_io import feature_columns, read_prepared
 from modelyard.projects.tabular.target_scaling import decode_target
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
-from tabular_fixtures import build_avm_bundle
+from tabular_fixtures import VALID_ROW, build_avm_bundle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -58,14 +58,7 @@ def client(app: FastAPI) -> TestClient:
 
 
 def row(**changes: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "area_m2": 82.0,
-        "construction_year": 1965,
-        "floor": 2,
-        "zip_code": "2100",
-        "side": "th",
-        "sale_date": "2021-10-15",
-    }
+    values: dict[str, Any] = dict(VALID_ROW)
     values.update(changes)
     return {k: v for k, v in values.items() if v is not ...}
 

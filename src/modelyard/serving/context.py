@@ -26,9 +26,8 @@ def new_server_request_id() -> str:
     """32 hex digits: the time in milliseconds (12), then 80 random bits (20).
 
     Unique in practice (80 bits per millisecond), and in time order, so that the prediction
-    log's unique index grows at its end instead of at random places (a random key cost the
-    writer a quarter more CPU per record in SQLite). Random bits come from the process's seeded
-    generator: far cheaper per request than os.urandom (a system call) or uuid4.
+    log's unique index grows at its end instead of at random places. Random bits come from the
+    process's seeded generator: cheaper per request than os.urandom (a system call) or uuid4.
     """
     return f"{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
 

@@ -14,7 +14,7 @@ logger = logging.getLogger("modelyard.serving.prediction_log")
 
 TABLE = "predictions"
 DEAD_LETTER_TABLE = "prediction_dead_letters"
-#: Length of the server-generated request id (128 random bits in hex).
+#: Length of the server-generated request id (see ``context.new_server_request_id``).
 SERVER_ID_LENGTH = 32
 
 metadata = sa.MetaData()
