@@ -1,6 +1,5 @@
-"""Monitoring of served models: reference profiles, drift and realised accuracy (next issue).
+"""Monitoring of served models: reference profiles, drift and realised accuracy.
 
-The slot the architecture reserves for the ``monitor`` stage (docs/architecture.md): it will read
-each family's contract and example request from the bundle, and the prediction log that
-``modelyard serve`` writes, and nothing else. Empty until that stage lands.
+Reads each family's reference profile from the bundle and the prediction log (and its feedback
+table) that ``modelyard serve`` writes, and nothing else; never imported by the server.
 """
