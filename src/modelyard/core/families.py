@@ -44,6 +44,20 @@ def load_task(cfg: "DictConfig") -> "Task":
     return task_class(cfg)  # type: ignore[no-any-return]
 
 
+def drift_rows_function(task: str) -> Any:
+    """``log_rows(inputs, outputs) -> list[dict]`` of the family's ``drift_features`` module:
+    one prediction-log row as drift rows named like the reference profile's columns."""
+    _entry(task)
+    return _load(f"modelyard.projects.{task}.drift_features:log_rows")
+
+
+def realised_accuracy_function(task: str) -> Any:
+    """``realised(pairs) -> dict[str, float]`` of the family's ``realised_accuracy`` module:
+    the family's own metrics on logged outputs paired with the truths sent as feedback."""
+    _entry(task)
+    return _load(f"modelyard.projects.{task}.realised_accuracy:realised")
+
+
 def serving_adapter_class(task: str) -> Any:
     """The serving adapter class for a bundle's task family (torch-free)."""
     return _load(_entry(task)[1])

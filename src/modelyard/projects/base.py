@@ -15,6 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from modelyard.core.bundle import TensorSpec
+from modelyard.core.reference_profile import ReferenceProfile
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.trained_model import InferenceModel, TrainedModel
 
@@ -90,3 +91,12 @@ class Task(ABC):
 
         A task that plots embeddings asks ``model.embed``, which a bundle answers with None.
         """
+
+    def reference_profile(
+        self, run: RunDir, preprocessing: dict[str, Any], onnx_model: Path
+    ) -> ReferenceProfile | None:
+        """What drift is measured against: a bounded sample of the training split, described
+        by the family's drift features (``drift_features``) exactly as the server logs a
+        request, predictions made with the exported ``onnx_model``. None: the family has none
+        yet (the export then writes no profile and the monitor says to re-export)."""
+        return None
