@@ -140,7 +140,9 @@ def test_a_record_the_database_refuses_becomes_a_dead_letter(
     assert len(refused) == 2
     metrics = ServiceMetrics()
     metrics.update_log(log.stats)
-    assert b"modelyard_prediction_log_dead_letters_total 2.0" in metrics.exposition()
+    exposition = metrics.exposition()
+    assert b'modelyard_prediction_log_records_total{outcome="dead_letter"} 2.0' in exposition
+    assert b'modelyard_prediction_log_records_total{outcome="written"} 58.0' in exposition
 
 
 def test_poison_lines_in_a_spool_file_do_not_block_it(database: str, tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_metrics_count_requests_batches_and_predicted_values(bundle: Bundle) -> 
     latency = "modelyard_http_request_duration_seconds_count"
     assert value(text, latency, route="/predict", method="POST", status="200") == 3
     for appliance in APPLIANCES:
-        assert value(text, "modelyard_prediction_value_count", output=appliance) == 3
+        assert value(text, "modelyard_prediction_watts_count", output=appliance) == 3
     # warm-up and the three predictions went through the model, 40 windows each
     assert value(text, "modelyard_batch_rows_sum") >= 3 * len(SERIES)
     assert value(text, "modelyard_model_inference_seconds_count") >= 3

@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.serving.value_units import ValueUnit
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _ids = random.Random()  # seeded from the system's entropy at start-up
 _MAX_ID_LENGTH = 64
@@ -41,7 +43,8 @@ class PredictionEvent:
     """What one request predicted, as the task describes it.
 
     ``inputs``/``outputs`` are JSON-ready (raw values when small, summary features otherwise);
-    ``values`` are numbers whose distribution is exported per output name; ``labels`` are the
+    ``values`` are numbers whose distribution is exported per output name, all in ``unit`` (the
+    histogram ``modelyard_prediction_<unit>``: one unit per metric); ``labels`` are the
     predicted classes of a classifier.
     """
 
@@ -49,6 +52,11 @@ class PredictionEvent:
     outputs: Any
     values: Mapping[str, Sequence[float]] = field(default_factory=dict)
     labels: Sequence[str] = ()
+    unit: ValueUnit | None = None
+
+    def __post_init__(self) -> None:
+        if self.values and self.unit is None:
+            raise ValueError("a PredictionEvent with values must say their unit")
 
 
 @dataclass

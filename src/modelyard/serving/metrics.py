@@ -3,11 +3,19 @@
 With one worker the metrics live in this process. With several, ``modelyard serve`` points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start; every worker then
 writes its values to memory-mapped files there, and ``/metrics`` (answered by whichever worker
-gets the scrape) adds up all of them. Gauges say how they combine (``livesum``, ``liveall``).
+gets the scrape) adds up all of them. Gauges say how they combine (``livesum``, ``liveall``,
+``livemax``).
+
+Naming: a gauge's name ends with its unit noun (``_records``, ``_bytes``, ``_requests``) or it is
+a 0/1 state (``modelyard_ready``, ``..._database_up``, ``modelyard_model_info``); a histogram of
+predicted values holds one unit (:mod:`.value_units`); the series of one counter add up to a
+meaningful total (the prediction log's records by final ``outcome``; spooling and replaying are
+detours, counted apart).
 """
 
 import os
 import resource
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +31,9 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+from modelyard.serving.context import PredictionEvent
 from modelyard.serving.prediction_log import LogStats
+from modelyard.serving.value_units import ValueUnit
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -32,13 +42,10 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
-#: LogStats counters exported as ``modelyard_prediction_log_records_total{event=...}``
-LOG_EVENTS = ("recorded", "written", "spooled", "replayed", "spooled_fallback", "lost")
-
-
-def value_buckets() -> tuple[float, ...]:
-    """1-2-5 steps from 0.001 to 1e6: one scale for probabilities, watts and prices alike."""
-    return tuple(m * 10.0**e for e in range(-3, 7) for m in (1, 2, 5) if m * 10.0**e <= 1e6)
+#: ``modelyard_prediction_log_records_total{outcome}``: disjoint, a record ends in exactly one
+LOG_OUTCOMES = ("written", "dead_letter", "lost")
+#: ``modelyard_prediction_log_spooled_records_total{directory}``
+SPOOL_DIRECTORIES = ("configured", "fallback")
 
 
 def multiprocess_mode() -> bool:
@@ -100,13 +107,15 @@ class ServiceMetrics:
             buckets=BATCH_BUCKETS,
             registry=reg,
         )
-        self.values = Histogram(
-            "modelyard_prediction_value",
-            "Distribution of predicted values, by output (appliance, target, top-1 probability).",
-            ["output"],
-            buckets=value_buckets(),
+        self.model_info = Gauge(
+            "modelyard_model_info",
+            "1 for the model being served (name, version, sha256 of the served ONNX file, "
+            "whether it is the INT8 one).",
+            ["model", "version", "sha256", "quantized"],
             registry=reg,
+            multiprocess_mode="livemax",
         )
+        self._model_info: tuple[str, str, str, str] | None = None
         self.labels = Counter(
             "modelyard_predicted_label", "Predicted classes (top-1).", ["label"], registry=reg
         )
@@ -121,13 +130,13 @@ class ServiceMetrics:
             multiprocess_mode="liveall",
         )
         self.log_buffered = Gauge(
-            "modelyard_prediction_log_buffered",
+            "modelyard_prediction_log_buffered_records",
             "Prediction-log records in memory, waiting for the database.",
             registry=reg,
             multiprocess_mode="livesum",
         )
         self.log_spool_pending = Gauge(
-            "modelyard_prediction_log_spool_pending",
+            "modelyard_prediction_log_spool_pending_records",
             "Prediction-log records spooled to local disk, waiting for the database.",
             registry=reg,
             multiprocess_mode="livesum",
@@ -138,58 +147,120 @@ class ServiceMetrics:
             registry=reg,
             multiprocess_mode="liveall",
         )
-        self.log_events = Counter(
-            "modelyard_prediction_log_records",
-            "Prediction-log records by what happened to them: recorded, written, spooled, "
-            "replayed; spooled_fallback (spool directory unwritable, saved under the system's "
-            "temporary directory), lost (neither stored nor spooled: in the error log only).",
-            ["event"],
+        self.log_queued = Counter(
+            "modelyard_prediction_log_queued_records",
+            "Prediction-log records handed to the log, one per answered prediction.",
             registry=reg,
         )
-        self.log_dead_letters = Counter(
-            "modelyard_prediction_log_dead_letters",
-            "Records the database refused (a value it cannot store), kept as dead letters.",
+        self.log_outcomes = Counter(
+            "modelyard_prediction_log_records",
+            "Prediction-log records by final outcome: written (stored in the predictions "
+            "table, directly or replayed from the spool), dead_letter (refused by the database, "
+            "kept as a dead letter), lost (neither stored nor saved: in the error log only). "
+            "Queued minus the outcomes' sum is what is still buffered or spooled.",
+            ["outcome"],
+            registry=reg,
+        )
+        self.log_spooled = Counter(
+            "modelyard_prediction_log_spooled_records",
+            "Records saved to the local spool while the database was away, by directory: "
+            "configured, or fallback (the configured one unwritable: the system's temporary "
+            "directory). A detour: they are replayed later and end in an outcome.",
+            ["directory"],
+            registry=reg,
+        )
+        self.log_replayed = Counter(
+            "modelyard_prediction_log_replayed_records",
+            "Spooled records stored in the database (also counted as outcome written).",
             registry=reg,
         )
         self._log_seen: dict[str, int] = {}
-        self._value_children: dict[str, Any] = {}
+        self._value_histograms: dict[str, Histogram] = {}
+        self._value_lock = threading.Lock()
+        self._value_children: dict[tuple[str, str], Any] = {}
 
     def observe_batch(self, requests: int, rows: int, seconds: float) -> None:
         self.inference.observe(seconds)
         self.batch_rows.observe(rows)
         self.batch_requests.observe(requests)
 
-    def observe_prediction(
-        self, values: Mapping[str, Sequence[float]], labels: Sequence[str]
-    ) -> None:
+    def set_model_info(self, model: str, version: str, sha256: str, quantized: bool) -> None:
+        """Say which model this worker serves (at start-up, and again after a hot swap).
+
+        The previous label set is dropped; in multiprocess mode its value stays in this
+        worker's file, so it is set to 0 first: ``modelyard_model_info == 1`` is what is served.
+        """
+        labels = (model, version, sha256, "true" if quantized else "false")
+        if labels == self._model_info:
+            return
+        if self._model_info is not None:
+            self.model_info.labels(*self._model_info).set(0)
+            if not multiprocess_mode():
+                self.model_info.remove(*self._model_info)
+        self.model_info.labels(*labels).set(1)
+        self._model_info = labels
+
+    def observe_prediction(self, event: PredictionEvent) -> None:
+        """The values' distribution in their unit's histogram, and the predicted labels."""
+        if event.unit is not None:
+            self._observe_values(event.unit, event.values)
+        for label in event.labels:
+            self.labels.labels(label).inc()
+
+    def _observe_values(self, unit: ValueUnit, values: Mapping[str, Sequence[float]]) -> None:
+        histogram = self._value_histograms.get(unit.noun)
+        if histogram is None:  # created on first use: a server exports its family's units only
+            with self._value_lock:
+                histogram = self._value_histograms.get(unit.noun)
+                if histogram is None:
+                    histogram = self._value_histograms[unit.noun] = Histogram(
+                        unit.metric_name,
+                        unit.description,
+                        ["output"],
+                        buckets=unit.buckets,
+                        registry=self.registry,
+                    )
         for name, series in values.items():
-            child = self._value_children.get(name)
+            child = self._value_children.get((unit.noun, name))
             if child is None:
-                child = self._value_children[name] = self.values.labels(name)
+                child = self._value_children[unit.noun, name] = histogram.labels(name)
             for value in series:
                 child.observe(value)
-        for label in labels:
-            self.labels.labels(label).inc()
 
     def update_log(self, stats: LogStats) -> None:
         """Copy the prediction log's counters (called periodically and at scrape time)."""
         self.log_buffered.set(stats.buffered)
         self.log_spool_pending.set(stats.spool_pending)
         self.log_database_up.set(1 if stats.database_ok else 0)
-        for event in LOG_EVENTS:
-            delta = self._log_delta(event, stats)
-            if delta > 0:
-                self.log_events.labels(event).inc(delta)
-        delta = self._log_delta("dead_letters", stats)
-        if delta > 0:
-            self.log_dead_letters.inc(delta)
+        grown = self._log_growth(
+            queued=stats.recorded,
+            written=stats.written,
+            dead_letter=stats.dead_letters,
+            lost=stats.lost,
+            configured=stats.spooled - stats.spooled_fallback,
+            fallback=stats.spooled_fallback,
+            replayed=stats.replayed,
+        )
+        self._count(self.log_queued, grown["queued"])
+        for outcome in LOG_OUTCOMES:
+            self._count(self.log_outcomes.labels(outcome), grown[outcome])
+        for directory in SPOOL_DIRECTORIES:
+            self._count(self.log_spooled.labels(directory), grown[directory])
+        self._count(self.log_replayed, grown["replayed"])
 
-    def _log_delta(self, name: str, stats: LogStats) -> int:
-        """How much a LogStats counter grew since the last update (counters only go up)."""
-        total = int(getattr(stats, name))
-        delta = total - self._log_seen.get(name, 0)
-        self._log_seen[name] = max(total, self._log_seen.get(name, 0))
-        return delta
+    def _log_growth(self, **totals: int) -> dict[str, int]:
+        """How much each LogStats total grew since the last update (counters only go up)."""
+        grown = {}
+        for name, total in totals.items():
+            seen = self._log_seen.get(name, 0)
+            grown[name] = total - seen
+            self._log_seen[name] = max(total, seen)
+        return grown
+
+    @staticmethod
+    def _count(counter: Counter, delta: int) -> None:
+        if delta > 0:
+            counter.inc(delta)
 
     def update_memory(self) -> None:
         self.memory.set(resident_memory_bytes())

@@ -344,31 +344,34 @@ class PredictionLog:
 
     def _dead_letter(self, letter: DeadLetter, unhandled: list[Any]) -> None:
         """Keep a refused record: in the dead-letter table, else in a dead-letter file, else (the
-        disk failing too) in the error log. Counted and logged once per record."""
+        disk failing too) in the error log. Counted once per record, as a dead letter or, in the
+        error log only, as lost; logged once."""
         try:
             with self._engine.begin() as connection:
                 connection.execute(dead_letters.insert(), [letter.row()])
-            where = f"table {dead_letters.name}"
+            where: str | None = f"table {dead_letters.name}"
         except Exception as exc:
             if is_database_down(exc):
                 raise DatabaseDownError(unhandled, exc) from exc
             where = self._dead_letter_file(letter, exc)
-        self.stats.dead_letters += 1
+        if where is not None:
+            self.stats.dead_letters += 1
         logger.warning(
             "prediction log: record %s refused by the database (%s); kept in %s",
             letter.request_id,
             short_error(RuntimeError(letter.error)),
-            where,
+            where or "the error log (counted as lost)",
         )
 
-    def _dead_letter_file(self, letter: DeadLetter, table_error: BaseException) -> str:
+    def _dead_letter_file(self, letter: DeadLetter, table_error: BaseException) -> str | None:
+        """The dead-letter file written, or None (counted as lost) when even that failed."""
         line = to_json(letter.row() | {"table_error": short_error(table_error)})
         try:
             return str(self.spool.append_dead_letters([line]))
         except OSError as exc:
             self.stats.lost += 1
             logger.error("prediction log: dead letter could not be saved (%s): %s", exc, line)
-            return "the error log"
+            return None
 
     def _ensure_schema(self, records: list[PredictionRecord]) -> None:
         if self._schema_ready:

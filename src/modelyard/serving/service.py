@@ -31,6 +31,7 @@ class Service:
         self.bundle = bundle
         self.settings = settings
         self.metrics = ServiceMetrics()
+        self.metrics.set_model_info(**model_info(bundle, settings.quantized))
         threads = intra_op_threads(settings.threads, settings.workers)
         onnx = open_served_model(bundle, settings, threads)
         self.batcher: BatchingModel | None = None
@@ -89,7 +90,7 @@ class Service:
         event = context.prediction
         if event is None:
             return
-        self.metrics.observe_prediction(event.values, event.labels)
+        self.metrics.observe_prediction(event)
         if self.log is not None:
             manifest = self.bundle.manifest
             self.log.record(
@@ -105,6 +106,19 @@ class Service:
                     outputs=event.outputs,
                 )
             )
+
+
+def model_info(bundle: Bundle, quantized: bool) -> dict[str, Any]:
+    """The labels of ``modelyard_model_info`` for ``bundle``: the served file's sha256 is the
+    INT8 model's when that one is served."""
+    manifest = bundle.manifest
+    int8 = manifest.quantization if quantized else None
+    return {
+        "model": manifest.name,
+        "version": manifest.version,
+        "sha256": manifest.sha256 if int8 is None else int8.sha256,
+        "quantized": int8 is not None,
+    }
 
 
 def settle_garbage_collector() -> None:

@@ -38,6 +38,7 @@ from modelyard.serving.http_checks import (
     json_response,
     parse_json_body,
 )
+from modelyard.serving.value_units import WATTS
 
 # Strict: a JSON number only; a string ("100") or a boolean is refused, not coerced to watts.
 FiniteWatts = Annotated[float, Field(allow_inf_nan=False, strict=True)]
@@ -345,7 +346,7 @@ class NilmServing(ServingAdapter):
             for j, a in enumerate(self.appliances)
         }
         values = {a: [float(means[j])] for j, a in enumerate(self.appliances)}
-        return PredictionEvent(inputs=inputs, outputs=outputs, values=values)
+        return PredictionEvent(inputs=inputs, outputs=outputs, values=values, unit=WATTS)
 
     def predict_file(self, source: Path, output: Path) -> int:
         """CSV with ``Aggregate`` (and optional ``Time``) column -> CSV with appliance columns."""

@@ -58,6 +58,7 @@ from modelyard.serving.http_checks import (
     read_json_bytes,
     validate_json_body,
 )
+from modelyard.serving.value_units import target_unit
 
 #: Longest category given as a string (zip codes, sides, streets with house numbers).
 MAX_CATEGORY_CHARS = 100
@@ -306,6 +307,8 @@ class TabularServing(ServingAdapter):
         router = APIRouter(tags=["prediction"])
         manifest = self.bundle.manifest
         body_schema = TypeAdapter(self.Row | self.rows_type).json_schema()
+        target = self.schema.target.name
+        value_unit = target_unit(self.schema.target.unit, target)
         response_type = create_model(
             "ValuationResponse",
             model=(str, ...),
@@ -330,12 +333,12 @@ class TabularServing(ServingAdapter):
             check_json(request)
             body = await read_json_bytes(request, self.body_limits)
             inputs, predictions = await run_in_threadpool(self.value, body)
-            target = self.schema.target.name
             record_prediction(
                 PredictionEvent(
                     inputs=inputs,
                     outputs=predictions,
                     values={target: [p[target] for p in predictions]},
+                    unit=value_unit,
                 )
             )
             return {"model": manifest.name, "version": manifest.version, "predictions": predictions}

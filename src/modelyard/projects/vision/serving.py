@@ -36,6 +36,7 @@ from modelyard.projects.vision.image_decoding import (
 from modelyard.projects.vision.metrics import softmax, top_k
 from modelyard.serving.adapter import UPLOAD_FIELD, ExampleRequest, ServingAdapter, Upload
 from modelyard.serving.context import PredictionEvent, record_prediction
+from modelyard.serving.value_units import RATIO
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -224,6 +225,7 @@ class VisionServing(ServingAdapter):
                     outputs=top,
                     values={"top1_probability": [top[0]["probability"]]},
                     labels=[top[0]["label"]],
+                    unit=RATIO,
                 )
             )
             return ImagePrediction(
