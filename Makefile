@@ -11,7 +11,7 @@ DATA_ROOT ?= $(abspath ../shared/datasets)
 NILM_SOURCE := $(if $(wildcard $(DATA_ROOT)/nilm),$(DATA_ROOT)/nilm,)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv postgres clean help
+.PHONY: demo test lint typecheck venv postgres promtool clean help
 
 help:
 	@echo "make demo   - set up and run the NILM pipeline end to end (fetch .. HTTP prediction)"
@@ -46,7 +46,16 @@ postgres:
 			--no-install-recommends postgresql >/dev/null; \
 	else echo "PostgreSQL not installed: its tests will skip (apt-get install postgresql)"; fi
 
-test: $(STAMP) lint typecheck postgres
+# The alert rules' tests (deploy/monitoring/) run promtool from Debian's prometheus package;
+# they never skip, so install it when missing (root with apt), else stop with what to do.
+promtool:
+	@if command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus >/dev/null; \
+	else echo "promtool missing: as root, apt-get install prometheus" >&2; exit 1; fi
+
+test: $(STAMP) lint typecheck postgres promtool
 	MODELYARD_DATA_ROOT=$(DATA_ROOT) $(BIN)/pytest -q
 
 clean:

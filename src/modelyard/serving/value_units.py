@@ -63,7 +63,8 @@ def target_unit(unit: str, target: str) -> ValueUnit:
     """A regression target's unit as its project configures it (``DKK/m2`` -> ``dkk_per_m2``,
     ``USD/sqft`` -> ``usd_per_sqft``; none -> ``target_units``), on a log scale: prices and
     other targets span decades, and the unit does not say which."""
-    noun = unit.strip().lower().replace("%", " percent ").replace("/", " per ")
+    noun = unit.strip().lower().replace("²", "2").replace("³", "3")
+    noun = noun.replace("%", " percent ").replace("/", " per ")
     noun = re.sub(r"[^a-z0-9]+", "_", noun).strip("_")
     if not noun:
         noun = UNCONFIGURED_TARGET
