@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,10 +24,14 @@ from bundle_factory import make_nilm_bundle
 from modelyard.core.bundle import Bundle
 from modelyard.monitoring import metric_names
 from modelyard.serving.context import PredictionEvent
+from modelyard.serving.log_schema import prepare_schema
 from modelyard.serving.metrics import ServiceMetrics
+from modelyard.serving.prediction_log import PredictionLog
 from modelyard.serving.server_process import running_server
 from modelyard.serving.value_units import RATIO, WATTS, target_unit
 from promql_names import selected
+from test_prediction_log import record, wait_for
+from test_prediction_log_faults import poison
 from vision_fixtures import make_vision_bundle, photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,6 +285,39 @@ def test_prediction_log_outcomes_add_up_to_the_records_queued(scraped: dict[str,
         assert found[("modelyard_prediction_log_buffered_records", ())] == 0
         assert found[("modelyard_prediction_log_spool_pending_records", ())] == 0
         assert found[("modelyard_prediction_log_replayed_records_total", ())] == 0
+
+
+def test_a_dead_letter_kept_nowhere_counts_once_as_lost(tmp_path: Path) -> None:
+    """The database refuses a record, then its dead letter (a trigger), and neither the spool
+    directory nor the fallback can be written: the record is in the error log only. It is
+    one record, so one outcome: lost (it used to count as a dead letter too)."""
+    url = f"sqlite:///{tmp_path}/predictions.db"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        prepare_schema(connection)
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON prediction_dead_letters "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    engine.dispose()
+    log = PredictionLog(url, spool_dir=tmp_path / "spool", model="nilm-seq2point")
+    shutil.rmtree(log.spool_dir)
+    log.spool_dir.write_text("in the way")
+    (tmp_path / "blocked").write_text("not a directory either")
+    log.spool.fallback = tmp_path / "blocked" / "fallback"
+    log.start()
+    log.record(record(1))
+    log.record(poison(2, status=2**70))
+    wait_for(lambda: log.stats.written + log.stats.dead_letters + log.stats.lost == 2)
+    log.close()
+    metrics = ServiceMetrics()
+    metrics.update_log(log.stats)
+    outcomes = {
+        dict(labels)["outcome"]: value
+        for (name, labels), value in samples(metrics.exposition().decode()).items()
+        if name == "modelyard_prediction_log_records_total"
+    }
+    assert outcomes == {"written": 1, "dead_letter": 0, "lost": 1}
 
 
 def test_predicted_values_have_one_unit_per_histogram(scraped: dict[str, str]) -> None:

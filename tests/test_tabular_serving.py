@@ -108,6 +108,21 @@ def test_a_list_of_rows_answers_in_order_like_single_rows(client: TestClient) ->
     assert len({p["price_per_m2"] for p in together}) == len(rows)  # the input matters
 
 
+def test_predicted_prices_are_exported_in_the_target_unit(client: TestClient) -> None:
+    """One histogram per unit: the avm target's DKK/m2 names it (not a mixed value metric)."""
+    before = client.get("/metrics").text
+    predict(client, [row(), row()])
+    after = client.get("/metrics").text
+    name = 'modelyard_prediction_dkk_per_m2_count{output="price_per_m2"}'
+
+    def count(text: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(name)]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    assert count(after) - count(before) == 2
+    assert "modelyard_prediction_value" not in after
+
+
 def test_optional_fields_may_be_omitted_or_null(client: TestClient) -> None:
     omitted = predict(client, row(construction_year=..., floor=..., side=...))
     nulls = predict(client, row(construction_year=None, floor=None, side=None))
