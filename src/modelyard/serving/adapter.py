@@ -5,8 +5,9 @@ they get is a :class:`ModelRunner`: the ONNX Runtime session itself (offline pre
 micro-batcher in front of it (the server); both predict a float32 batch.
 
 A route tells the server what it predicted with :func:`modelyard.serving.context.record_prediction`
-(the inputs or their summary features, the outputs, values for the distribution metrics); the
-server logs it once the response has been sent.
+(the inputs or their summary features, the outputs, values for the distribution metrics and
+their unit, a :class:`modelyard.serving.value_units.ValueUnit`); the server logs it once the
+response has been sent.
 
 Every adapter checks its task's facts (window, appliances, classes, features) against the
 manifest's tensors as soon as it is built (:meth:`ServingAdapter.check_contract`), so a bundle
