@@ -7,9 +7,11 @@ predicted values, prediction-log counters whose sum means something, ``modelyard
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from modelyard.core.bundle import Bundle
 from modelyard.monitoring import metric_names
 from modelyard.serving.context import PredictionEvent
 from modelyard.serving.log_schema import prepare_schema
-from modelyard.serving.metrics import ServiceMetrics
+from modelyard.serving.metrics import MULTIPROC_ENV, ServiceMetrics
 from modelyard.serving.prediction_log import PredictionLog
 from modelyard.serving.server_process import running_server
 from modelyard.serving.value_units import RATIO, WATTS, target_unit
@@ -361,6 +363,34 @@ def test_set_model_info_replaces_the_previous_version() -> None:
         if name == "modelyard_model_info"
     ]
     assert info == [({"model": "avm", "version": "2", "sha256": "b" * 64, "quantized": "true"}, 1)]
+
+
+SWAP_IN_A_WORKER = """
+from modelyard.serving.metrics import MULTIPROC_ENV, ServiceMetrics
+metrics = ServiceMetrics()
+metrics.set_model_info("avm", "1", "a" * 64, quantized=False)
+metrics.set_model_info("avm", "2", "b" * 64, quantized=False)
+print(metrics.exposition().decode())
+"""
+
+
+def test_set_model_info_in_multiprocess_mode_leaves_only_the_new_version_at_1(
+    tmp_path: Path,
+) -> None:
+    """Several workers: a series cannot be removed from the shared files, so the old version
+    reads 0 (the dashboard and docs query ``== 1``); no warning about removing labels."""
+    env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", SWAP_IN_A_WORKER],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    info = {
+        dict(labels)["version"]: value
+        for (name, labels), value in samples(done.stdout).items()
+        if name == "modelyard_model_info"
+    }
+    assert info == {"1": 0.0, "2": 1.0}
 
 
 def test_a_prediction_event_with_values_must_say_their_unit() -> None:
