@@ -177,7 +177,8 @@ class ServiceMetrics:
         self._log_seen: dict[str, int] = {}
         self._value_histograms: dict[str, Histogram] = {}
         self._value_lock = threading.Lock()
-        self._value_children: dict[tuple[str, str], Any] = {}
+        #: unit noun -> output -> the histogram's child (labels() costs more than a lookup)
+        self._value_children: dict[str, dict[str, Any]] = {}
 
     def observe_batch(self, requests: int, rows: int, seconds: float) -> None:
         self.inference.observe(seconds)
@@ -208,24 +209,27 @@ class ServiceMetrics:
             self.labels.labels(label).inc()
 
     def _observe_values(self, unit: ValueUnit, values: Mapping[str, Sequence[float]]) -> None:
-        histogram = self._value_histograms.get(unit.noun)
-        if histogram is None:  # created on first use: a server exports its family's units only
-            with self._value_lock:
-                histogram = self._value_histograms.get(unit.noun)
-                if histogram is None:
-                    histogram = self._value_histograms[unit.noun] = Histogram(
-                        unit.metric_name,
-                        unit.description,
-                        ["output"],
-                        buckets=unit.buckets,
-                        registry=self.registry,
-                    )
+        children = self._value_children.get(unit.noun)
+        if children is None:  # created on first use: a server exports its family's units only
+            children = self._new_value_histogram(unit)
         for name, series in values.items():
-            child = self._value_children.get((unit.noun, name))
+            child = children.get(name)
             if child is None:
-                child = self._value_children[unit.noun, name] = histogram.labels(name)
+                child = children[name] = self._value_histograms[unit.noun].labels(name)
             for value in series:
                 child.observe(value)
+
+    def _new_value_histogram(self, unit: ValueUnit) -> dict[str, Any]:
+        with self._value_lock:
+            if unit.noun not in self._value_histograms:
+                self._value_histograms[unit.noun] = Histogram(
+                    unit.metric_name,
+                    unit.description,
+                    ["output"],
+                    buckets=unit.buckets,
+                    registry=self.registry,
+                )
+            return self._value_children.setdefault(unit.noun, {})
 
     def update_log(self, stats: LogStats) -> None:
         """Copy the prediction log's counters (called periodically and at scrape time)."""
