@@ -151,8 +151,32 @@ class ServiceMetrics:
             "Records the database refused (a value it cannot store), kept as dead letters.",
             registry=reg,
         )
+        self.model_info = Gauge(
+            "modelyard_model_info",
+            "1 for the model version a worker serves (0 for one it served before, until the "
+            "worker stops).",
+            ["model", "version", "sha256", "quantized"],
+            registry=reg,
+            multiprocess_mode="livemax",  # 1 while any live worker serves that version
+        )
+        self.model_swaps = Counter(
+            "modelyard_model_swaps",
+            "Versions of a followed alias (serve --follow) swapped in or refused, by result.",
+            ["result"],
+            registry=reg,
+        )
         self._log_seen: dict[str, int] = {}
         self._value_children: dict[str, Any] = {}
+        self._model_info: tuple[str, str, str, str] | None = None
+
+    def set_model_info(self, model: str, version: str, sha256: str, quantized: bool) -> None:
+        """Say which model this worker serves now, clearing the one it served before."""
+        labels = (model, version, sha256, str(quantized).lower())
+        if self._model_info is not None and self._model_info != labels:
+            self.model_info.labels(*self._model_info).set(0)  # multiprocess files keep it
+            self.model_info.remove(*self._model_info)
+        self.model_info.labels(*labels).set(1)
+        self._model_info = labels
 
     def observe_batch(self, requests: int, rows: int, seconds: float) -> None:
         self.inference.observe(seconds)
