@@ -7,6 +7,7 @@ new version in ``/info``, ``/metrics`` and every prediction-log row of the reque
 """
 
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -61,17 +62,29 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bundle, Bundle]:
     return _bundle(made / "v1", FIRST, seed=0), _bundle(made / "v2", SECOND, seed=1)
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, versions: tuple[Bundle, Bundle]) -> Path:
+    """A registry database holding ``versions`` as 1 and 2, registered once (MLflow's set-up
+    takes seconds); each test works on a copy."""
+    made = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{made / 'mlflow.db'}"
+    store = ModelRegistry(uri, made / "cache", made / "artifacts")
+    for bundle in versions:
+        store.register(bundle.path, name=NAME)
+    return made / "mlflow.db"
+
+
 @pytest.fixture
-def registry(tmp_path: Path, versions: tuple[Bundle, Bundle]) -> Registry:
-    return _registry(tmp_path, versions)
+def registry(tmp_path: Path, template: Path, versions: tuple[Bundle, Bundle]) -> Registry:
+    return _registry(tmp_path, template, versions)
 
 
-def _registry(tmp_path: Path, versions: tuple[Bundle, Bundle]) -> Registry:
-    """A fresh registry holding ``versions`` as 1 and 2, the alias ``champion`` on 1."""
+def _registry(tmp_path: Path, template: Path, versions: tuple[Bundle, Bundle]) -> Registry:
+    """A copy of the template registry, the alias ``champion`` on version 1."""
+    shutil.copy(template, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     found = Registry(uri, ModelRegistry(uri, tmp_path / "cache", tmp_path / "artifacts"))
-    for bundle in versions:
-        found.add(bundle)
+    found.bundles.update({"1": versions[0], "2": versions[1]})
     found.promote("1")
     return found
 
@@ -256,10 +269,13 @@ def test_a_version_that_cannot_be_served_is_refused_and_the_served_one_stays(
 
 
 def test_an_unreachable_registry_is_retried_and_the_alias_still_followed(
-    tmp_path: Path, versions: tuple[Bundle, Bundle], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    template: Path,
+    versions: tuple[Bundle, Bundle],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")  # the file opened per look
-    registry = _registry(tmp_path, versions)
+    registry = _registry(tmp_path, template, versions)
     database = tmp_path / "mlflow.db"
     watched = ModelRegistry(registry.uri, tmp_path / "watch-cache")
     state_file = tmp_path / "state.json"

@@ -235,7 +235,11 @@ class Follower:
         if change is not None:
             new.close()
             return self._refuse(path, version, f"{change}; restart the server to serve it")
-        self.switch.swap(new)
+        try:
+            self.switch.swap(new)
+        except Exception:
+            new.close()
+            raise
         self.on_swap(new, "swapped")
         self._report(swaps=self.status.swaps + 1)
         log.info(
