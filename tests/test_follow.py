@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from modelyard.registry.store import ModelRegistry
 from modelyard.serving.adapter import bundle_example
 from modelyard.serving.model_swap import FollowState
 from modelyard.serving.server_process import running_server
+from modelyard.serving.service import Service
+from modelyard.serving.settings import ServerSettings
 
 NAME = "meter"
 FIRST, SECOND = "20261201-000001", "20261201-000002"
@@ -302,3 +305,27 @@ def test_follow_needs_a_registry_alias(tmp_path: Path) -> None:
     bundle = make_nilm_bundle(tmp_path / "bundle")
     result = modelyard("serve", str(bundle.path), "--follow", workdir=tmp_path)
     assert_user_error(result, "--follow needs a registry alias")
+
+
+def test_a_replaced_model_is_closed_after_its_last_request_and_its_session_freed(
+    versions: tuple[Bundle, Bundle],
+) -> None:
+    service = Service(versions[0], None, ServerSettings(warmup_requests=1))
+    service.start()
+    try:
+        old = service.switch.swap(service.load(versions[1].path))
+        session = weakref.ref(old.onnx.session)
+        old.in_flight.count = 1  # a request the old model took is still being answered
+        retiring = threading.Thread(target=service.switch.retire, args=(old, 30.0))
+        retiring.start()
+        time.sleep(0.3)
+        waited = retiring.is_alive() and session() is not None
+        old.in_flight.count = 0
+        retiring.join(timeout=10)
+        del old
+
+        assert waited
+        assert session() is None  # FastAPI's endpoint cache keeps the adapter, not the session
+        assert service.served.version == SECOND
+    finally:
+        service.stop()

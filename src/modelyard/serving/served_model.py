@@ -24,7 +24,7 @@ from modelyard.core.bundle import Bundle
 from modelyard.serving.adapter import ModelRunner, ServingAdapter, build_adapter
 from modelyard.serving.batching import BatchingModel
 from modelyard.serving.metrics import ServiceMetrics
-from modelyard.serving.runtime import intra_op_threads, open_served_model
+from modelyard.serving.runtime import OnnxModel, intra_op_threads, open_served_model
 from modelyard.serving.settings import ServerSettings
 
 #: OpenAPI keys that may differ between versions: examples come from each bundle's own facts.
@@ -44,6 +44,7 @@ class ServedModel:
     bundle: Bundle
     adapter: ServingAdapter
     router: APIRouter
+    onnx: OnnxModel
     batcher: BatchingModel | None
     contract: Mapping[str, Any]
     in_flight: InFlight = field(default_factory=InFlight, compare=False)
@@ -62,9 +63,10 @@ class ServedModel:
             self.adapter.warm_up()
 
     def close(self) -> None:
-        """Serve what is queued, then stop the micro-batcher's thread."""
+        """Serve what is queued, stop the micro-batcher's thread, free the ONNX session."""
         if self.batcher is not None:
             self.batcher.close()
+        self.onnx.close()
 
 
 def load_served_model(
@@ -92,7 +94,8 @@ def load_served_model(
         if batcher is not None:
             batcher.close()
         raise
-    return ServedModel(bundle, adapter, router, batcher, serving_contract(adapter, router))
+    contract = serving_contract(adapter, router)
+    return ServedModel(bundle, adapter, router, onnx, batcher, contract)
 
 
 def serving_contract(adapter: ServingAdapter, router: APIRouter) -> dict[str, Any]:
