@@ -13,6 +13,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -327,5 +328,27 @@ def test_a_replaced_model_is_closed_after_its_last_request_and_its_session_freed
         assert waited
         assert session() is None  # FastAPI's endpoint cache keeps the adapter, not the session
         assert service.served.version == SECOND
+    finally:
+        service.stop()
+
+
+def test_a_worker_started_after_a_promotion_is_ready_with_the_followed_version(
+    versions: tuple[Bundle, Bundle], tmp_path: Path
+) -> None:
+    # what uvicorn does when it replaces a dead worker: the settings still name the first bundle
+    state = tmp_path / "follow-state.json"
+    FollowState(
+        reference=f"models:/{NAME}@champion",
+        version="2",
+        bundle=str(versions[1].path),
+        checked_at=datetime.now(UTC),
+    ).write(state)
+    settings = ServerSettings(warmup_requests=1, follow_file=str(state), follow_interval_s=60)
+    service = Service(versions[0], None, settings)
+    service.start()
+    try:
+        assert service.ready
+        assert service.served.version == SECOND
+        assert service.follower is not None and service.follower.status.registry_version == "2"
     finally:
         service.stop()

@@ -93,6 +93,8 @@ class Service:
         if self.log is not None:
             self.log.start()
         self.served.warm_up(self.settings.warmup_requests)
+        if self.follower is not None:  # a worker restarted later takes the followed version now
+            self.follower.check()
         self.show_model(self.served)
         settle_garbage_collector()
         self.ready = True
