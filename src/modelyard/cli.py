@@ -8,7 +8,7 @@ happen inside the commands that need them, so ``serve`` and ``predict`` never lo
 import json
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -313,9 +313,19 @@ def serve(
     registry_uri: Annotated[str | None, typer.Option(help=REGISTRY_URI_HELP)] = None,
     bundle_key_file: VerifyKeyFile = None,
     require_signature: RequireSignature = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            help="Watch the models:/NAME@ALIAS served and swap to each version it is moved to, "
+            "without a restart (docs/serving.md)"
+        ),
+    ] = False,
+    follow_interval: Annotated[
+        float, typer.Option(help="Seconds between looks at the followed alias")
+    ] = _serving("follow_interval_s"),
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime; no torch). See docs/serving.md."""
-    with user_errors():
+    with user_errors(), ExitStack() as stack:
         from modelyard.core.runs import default_workdir
         from modelyard.registry.resolve import bundle_path
         from modelyard.serving.api_keys import API_KEYS_ENV
@@ -325,8 +335,16 @@ def serve(
 
         if prediction_log is None:
             prediction_log = f"sqlite:///{(default_workdir() / 'predictions.db').resolve()}"
+        follow_file = None
+        if follow:
+            followed = stack.enter_context(_follow(bundle, registry_uri, follow_interval))
+            served, follow_file = followed.bundle, str(followed.state_file)
+        else:
+            served = bundle_path(bundle, registry_uri)
         settings = build_settings(
-            bundle=str(bundle_path(bundle, registry_uri)),
+            bundle=str(served),
+            follow_file=follow_file,
+            follow_interval_s=follow_interval,
             overrides={"min_length": min_length, "max_length": max_length},
             bundle_key_file=None if bundle_key_file is None else str(bundle_key_file.resolve()),
             require_signature=require_signature,
@@ -363,6 +381,18 @@ def serve(
         if workers > 1:  # a bad bundle: one clear error here, not one traceback per worker
             _check_servable(settings)
         run_server(settings)
+
+
+def _follow(bundle: str, registry_uri: str | None, interval_s: float) -> Any:
+    """``serve --follow``: the alias watched from here, its state handed to the workers."""
+    from modelyard.core.errors import ConfigError
+    from modelyard.registry.alias_watch import follow_alias
+    from modelyard.registry.references import is_reference
+    from modelyard.registry.resolve import serving_registry
+
+    if not is_reference(bundle):
+        raise ConfigError(f"--follow needs a registry alias (models:/NAME@ALIAS), not {bundle}")
+    return follow_alias(bundle, serving_registry(registry_uri), interval_s)
 
 
 def _cleaned(values: list[str] | None) -> list[str]:

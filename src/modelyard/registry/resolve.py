@@ -8,9 +8,13 @@ as the configuration's ``registry`` section.
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelyard.core.runs import default_workdir
 from modelyard.registry.references import is_reference, parse_reference
+
+if TYPE_CHECKING:
+    from modelyard.registry.store import ModelRegistry
 
 
 def default_registry_uri() -> str:
@@ -24,10 +28,14 @@ def bundle_path(text: str, registry_uri: str | None = None) -> Path:
     """A local bundle directory for ``text``; registry versions are downloaded and verified."""
     if not is_reference(text):
         return Path(text)
-    reference = parse_reference(text)
+    return serving_registry(registry_uri).fetch(parse_reference(text)).path
+
+
+def serving_registry(registry_uri: str | None = None) -> "ModelRegistry":
+    """The registry ``serve`` and ``predict`` read (``registry_uri`` or the default), with the
+    download cache in the working directory."""
     from modelyard.registry.store import ModelRegistry
 
-    registry = ModelRegistry(
+    return ModelRegistry(
         registry_uri or default_registry_uri(), default_workdir() / "registry-cache"
     )
-    return registry.fetch(reference).path

@@ -9,6 +9,10 @@ ONNX Runtime and the prediction log (see ``docs/serving.md``).
 Start-up (the lifespan) warms the model up before the worker accepts traffic; ``/ready`` answers
 200 from then on until shutdown begins, while ``/health`` only says the process is alive.
 Shutdown stops the batcher after the last request and flushes the prediction log.
+
+The task's routes answer with the worker's current model (:class:`~.model_swap.ServedRoutes`):
+the bundle given, or a later version of a followed registry alias (``serve --follow``), which
+``/info``, ``/ready`` and ``modelyard_model_info`` then report.
 """
 
 import asyncio
@@ -34,6 +38,7 @@ from modelyard.serving.hosts import AllowedHosts, HostCheckMiddleware
 from modelyard.serving.http_checks import validation_error_body
 from modelyard.serving.metrics import CONTENT_TYPE
 from modelyard.serving.middleware import ServiceMiddleware
+from modelyard.serving.model_swap import FollowStatus, ServedRoutes
 from modelyard.serving.service import Service, refresh_stats
 from modelyard.serving.settings import ServerSettings
 
@@ -67,6 +72,9 @@ class Info(BaseModel):
     modelyard_version: str
     details: dict[str, Any] = Field(description="Task-specific facts (window, appliances, limits).")
     integrity: Trust = Field(description="What was verified of the bundle: digest, signature.")
+    follow: FollowStatus | None = Field(
+        default=None, description="The followed registry alias (serve --follow), else null."
+    )
 
 
 def create_app(
@@ -85,6 +93,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.switch.bind(asyncio.get_running_loop())
         await asyncio.to_thread(service.start)
         install_drain_on_sigterm(
             service.drain, asyncio.get_running_loop(), settings.drain_s, service.start_draining
@@ -104,12 +113,12 @@ def create_app(
         docs_url=None,  # local pages instead (serving/docs_pages.py), or none
         redoc_url=None,
     )
-    app.state.adapter = service.adapter
+    app.state.adapter = service.served.adapter  # the first model's; see service.served
     app.state.service = service
 
     # Probes and facts are async: answered on the event loop, never queued behind the thread pool.
     def get_adapter(request: Request) -> ServingAdapter:
-        return request.app.state.adapter  # type: ignore[no-any-return]
+        return request.app.state.service.served.adapter  # type: ignore[no-any-return]
 
     @app.get("/health", response_model=Health, tags=["service"])
     async def health() -> Health:
@@ -126,8 +135,8 @@ def create_app(
         """Readiness: the model is loaded and warmed up and the worker is not shutting down."""
         body = Readiness(
             ready=service.ready,
-            model=manifest.name,
-            version=manifest.version,
+            model=service.served.name,
+            version=service.served.version,
             quantized=settings.quantized,
             prediction_log=service.log is not None,
         )
@@ -158,6 +167,7 @@ def create_app(
             modelyard_version=__version__,
             details=served.info(),
             integrity=served.bundle.trust,
+            follow=None if service.follower is None else service.follower.status,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -165,7 +175,9 @@ def create_app(
         """The first errors only, short, without the inputs: a body can hold millions."""
         return JSONResponse(status_code=422, content=validation_error_body(exc.errors()))
 
-    app.include_router(service.adapter.router())
+    # requests reach the current model's routes first; the first model's stay for the schema
+    app.router.routes.insert(0, ServedRoutes(service.switch))
+    app.include_router(service.served.router)
     if settings.docs:
         add_docs_pages(app)
     # from the inside out: API keys, CORS (preflights answered before keys are asked for, and

@@ -67,6 +67,8 @@ class RequestContext:
     server_request_id: str = field(default_factory=new_server_request_id)
     started: float = field(default_factory=time.perf_counter)
     prediction: PredictionEvent | None = None
+    #: version of the model that answered (set when the request reaches the task's routes)
+    model_version: str | None = None
 
 
 current_request: ContextVar[RequestContext | None] = ContextVar("modelyard_request", default=None)

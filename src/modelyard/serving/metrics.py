@@ -174,6 +174,12 @@ class ServiceMetrics:
             "Spooled records stored in the database (also counted as outcome written).",
             registry=reg,
         )
+        self.model_swaps = Counter(
+            "modelyard_model_swaps",
+            "Versions of a followed alias (serve --follow) swapped in or refused, by result.",
+            ["result"],
+            registry=reg,
+        )
         self._log_seen: dict[str, int] = {}
         self._value_histograms: dict[str, Histogram] = {}
         self._value_lock = threading.Lock()

@@ -82,6 +82,11 @@ class OnnxModel:
         """``run`` on a worker thread, so the event loop keeps serving meanwhile."""
         return await asyncio.to_thread(self.run, batch)
 
+    def close(self) -> None:
+        """Free the session's memory now (a model replaced by ``serve --follow``): FastAPI keeps
+        recent route endpoints, and so this object, in a cache long after the model is gone."""
+        del self.session
+
 
 def open_served_model(bundle: Bundle, settings: ServerSettings, threads: int = 0) -> OnnxModel:
     """The model a server runs: the bundle passes the operator's signature policy

@@ -5,16 +5,16 @@ import asyncio
 import gc
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
-from modelyard.core.bundle import Bundle
-from modelyard.serving.adapter import ModelRunner, ServingAdapter, build_adapter
-from modelyard.serving.batching import BatchingModel
+from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.serving.context import RequestContext
 from modelyard.serving.draining import Drain
 from modelyard.serving.metrics import ServiceMetrics, mark_worker_dead
+from modelyard.serving.model_swap import Follower, ModelSwitch
 from modelyard.serving.prediction_log import PredictionLog, PredictionRecord
-from modelyard.serving.runtime import intra_op_threads, open_served_model
+from modelyard.serving.served_model import ServedModel, load_served_model
 from modelyard.serving.settings import ServerSettings
 
 log = logging.getLogger("modelyard.serving")
@@ -23,25 +23,28 @@ GC_GEN0_THRESHOLD = 20_000
 
 
 class Service:
-    """Everything one worker holds: model, adapter, metrics, prediction log, readiness."""
+    """Everything one worker holds: model, adapter, metrics, prediction log, readiness.
+
+    The model is reached through :attr:`switch` (:mod:`.model_swap`): the one the worker started
+    with, or a later version of a followed registry alias (``serve --follow``)."""
 
     def __init__(
         self, bundle: Bundle, overrides: dict[str, Any] | None, settings: ServerSettings
     ) -> None:
-        self.bundle = bundle
         self.settings = settings
+        self.overrides = overrides
         self.metrics = ServiceMetrics()
-        self.metrics.set_model_info(**model_info(bundle, settings.quantized))
-        threads = intra_op_threads(settings.threads, settings.workers)
-        onnx = open_served_model(bundle, settings, threads)
-        self.batcher: BatchingModel | None = None
-        runner: ModelRunner = onnx
-        if settings.batching:
-            self.batcher = BatchingModel(
-                onnx, settings.max_batch, settings.max_wait_ms, self.metrics.observe_batch
+        self.switch = ModelSwitch(load_served_model(bundle, settings, overrides, self.metrics))
+        self.follower: Follower | None = None
+        if settings.follow_file:
+            self.follower = Follower(
+                Path(settings.follow_file),
+                self.switch,
+                self.load,
+                self.on_swap,
+                interval_s=settings.follow_interval_s,
+                drain_timeout_s=settings.request_timeout_s + settings.shutdown_timeout_s,
             )
-            runner = self.batcher
-        self.adapter: ServingAdapter = build_adapter(bundle, runner, overrides)
         self.log: PredictionLog | None = None
         if settings.prediction_log:
             self.log = PredictionLog(
@@ -54,6 +57,29 @@ class Service:
         self.ready = False
         self.drain = Drain()
 
+    @property
+    def served(self) -> ServedModel:
+        """The model answering now (read it once per use: a swap may replace it)."""
+        return self.switch.current
+
+    def load(self, path: Path) -> ServedModel:
+        """Open and warm up the bundle at ``path`` beside the served model (``--follow``)."""
+        served = load_served_model(load_bundle(path), self.settings, self.overrides, self.metrics)
+        try:
+            served.warm_up(self.settings.warmup_requests)
+        except Exception:
+            served.close()
+            raise
+        return served
+
+    def on_swap(self, served: ServedModel, result: str) -> None:
+        """After a followed version was swapped in or refused: the metrics say so."""
+        self.metrics.model_swaps.labels(result).inc()
+        self.show_model(served)
+
+    def show_model(self, served: ServedModel) -> None:
+        self.metrics.set_model_info(**model_info(served.bundle, self.settings.quantized))
+
     def start_draining(self) -> None:
         """A stop was asked for: no longer ready; responses close their connections."""
         self.ready = False
@@ -63,18 +89,23 @@ class Service:
     def start(self) -> None:
         if self.log is not None:
             self.log.start()
-        for _ in range(max(1, self.settings.warmup_requests)):
-            self.adapter.warm_up()
+        self.served.warm_up(self.settings.warmup_requests)
+        if self.follower is not None:  # a worker restarted later takes the followed version now
+            self.follower.check()
+        self.show_model(self.served)
         settle_garbage_collector()
         self.ready = True
         self.metrics.ready.set(1)
         self.update_stats()
+        if self.follower is not None:
+            self.follower.start()
 
     def stop(self) -> None:
         self.ready = False
         self.metrics.ready.set(0)
-        if self.batcher is not None:
-            self.batcher.close()
+        if self.follower is not None:
+            self.follower.stop()
+        self.served.close()
         if self.log is not None:
             self.log.close(timeout_s=self.settings.shutdown_timeout_s)
         self.update_stats()
@@ -86,19 +117,20 @@ class Service:
         self.metrics.update_memory()
 
     def record(self, context: RequestContext, route: str, seconds: float) -> None:
-        """After a 200 with a prediction: metrics of its values and a prediction-log row."""
+        """After a 200 with a prediction: metrics of its values and a prediction-log row, with
+        the version of the model that answered it."""
         event = context.prediction
         if event is None:
             return
         self.metrics.observe_prediction(event)
         if self.log is not None:
-            manifest = self.bundle.manifest
+            manifest = self.served.bundle.manifest
             self.log.record(
                 PredictionRecord(
                     request_id=context.request_id,
                     server_request_id=context.server_request_id,
                     model=manifest.name,
-                    version=manifest.version,
+                    version=context.model_version or manifest.version,
                     route=route,
                     status=200,
                     latency_ms=round(seconds * 1000, 3),

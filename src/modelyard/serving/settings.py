@@ -36,6 +36,14 @@ class ServerSettings(BaseModel):
     require_signature: bool = Field(
         default=False, description="Refuse a bundle not signed with bundle_key_file's key."
     )
+    follow_file: str | None = Field(
+        default=None,
+        description="File saying which bundle of a followed registry alias to serve (written by "
+        "`serve --follow`, see serving/model_swap.py); None = the bundle is served unchanged.",
+    )
+    follow_interval_s: float = Field(
+        default=10.0, gt=0.0, le=3600.0, description="Seconds between looks at the followed alias."
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
