@@ -34,6 +34,8 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 #: LogStats counters exported as ``modelyard_prediction_log_records_total{event=...}``
 LOG_EVENTS = ("recorded", "written", "spooled", "replayed", "spooled_fallback", "lost")
+#: ``modelyard_feedback_records_total{outcome=...}`` (see serving/feedback_api.py)
+FEEDBACK_OUTCOMES = ("accepted", "deferred", "unknown_id", "invalid")
 
 
 def value_buckets() -> tuple[float, ...]:
@@ -151,6 +153,17 @@ class ServiceMetrics:
             "Records the database refused (a value it cannot store), kept as dead letters.",
             registry=reg,
         )
+        self.feedback = Counter(
+            "modelyard_feedback_records",
+            "Ground-truth records sent to POST /feedback, by the outcome of their body when "
+            "received: accepted (predictions found, truths fit), deferred (log database "
+            "unreachable: stored, checked when written), unknown_id (404), invalid (422; a body "
+            "that cannot be read counts as one). The outcomes add up to the records received.",
+            ["outcome"],
+            registry=reg,
+        )
+        for outcome in FEEDBACK_OUTCOMES:
+            self.feedback.labels(outcome)
         self._log_seen: dict[str, int] = {}
         self._value_children: dict[str, Any] = {}
 
