@@ -261,6 +261,7 @@ def test_wrong_shapes_are_422_with_a_sentence(nilm_sqlite: tuple[str, str]) -> N
         "no appliance": {"appliances": {}},
         "text watts": {"appliances": {"kettle": "12"}},
         "negative": {"appliances": {"kettle": -5.0}},
+        "null watts": {"appliances": {"kettle": None}},
     }
     answers = {
         k: send(url, {"prediction_id": prediction_id, "truth": v}) for k, v in bodies.items()
@@ -396,3 +397,14 @@ def test_prepare_schema_adds_the_feedback_table_to_an_older_log(tmp_path: Path) 
     assert set(metadata.tables) <= tables
     assert set(columns) == {"id", "server_request_id", "received_at", "model", "truth"}
     assert any(i["column_names"] == ["server_request_id"] for i in indexes)
+
+
+def test_a_fresh_log_knows_no_prediction_yet(nilm_bundle: Bundle, tmp_path: Path) -> None:
+    """Before the first prediction is written there is no predictions table: an id is unknown
+    (404), not a database that is down (202)."""
+    process, url = serve(nilm_bundle.path, f"sqlite:///{tmp_path}/predictions.db")
+    try:
+        answer = send(url, {"prediction_id": "1" * 32, "truth": {"appliances": {"kettle": 1.0}}})
+    finally:
+        stop(process)
+    assert answer.status_code == 404, answer.text

@@ -34,7 +34,7 @@ from modelyard.serving.auth import ApiKeyMiddleware, document_auth, exempt_paths
 from modelyard.serving.context import PREDICTION_ID_HEADER
 from modelyard.serving.docs_pages import add_docs_pages
 from modelyard.serving.draining import install_drain_on_sigterm
-from modelyard.serving.feedback import FeedbackDesk, FeedbackLog
+from modelyard.serving.feedback import FeedbackDesk, FeedbackLog, TruthCheck
 from modelyard.serving.feedback_api import FeedbackParser, feedback_router
 from modelyard.serving.hosts import AllowedHosts, HostCheckMiddleware
 from modelyard.serving.http_checks import validation_error_body
@@ -88,7 +88,6 @@ def create_app(
     settings = settings or ServerSettings()
     service = Service(bundle, overrides, settings)
     manifest = bundle.manifest
-    feedback = feedback_log(service, settings)  # mounted below, after the task's routes
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +113,7 @@ def create_app(
     )
     app.state.adapter = service.adapter
     app.state.service = service
+    feedback = feedback_log(service, settings, truth_check(app))  # its route after the task's
 
     # Probes and facts are async: answered on the event loop, never queued behind the thread pool.
     def get_adapter(request: Request) -> ServingAdapter:
@@ -216,7 +216,19 @@ def create_app(
     return app
 
 
-def feedback_log(service: Service, settings: ServerSettings) -> FeedbackLog | None:
+def truth_check(app: FastAPI) -> TruthCheck:
+    """The served adapter's ``truth_mismatch``: the adapter of the version served now."""
+
+    def check(truth: dict[str, Any], inputs: Any, outputs: Any) -> str | None:
+        adapter: ServingAdapter = app.state.adapter
+        return adapter.truth_mismatch(truth, inputs, outputs)
+
+    return check
+
+
+def feedback_log(
+    service: Service, settings: ServerSettings, check: TruthCheck
+) -> FeedbackLog | None:
     """The feedback log beside the prediction log (same database, spool directory and batching),
     checking late truths with the served adapter; None without a prediction log or when the
     family takes no feedback."""
@@ -227,7 +239,7 @@ def feedback_log(service: Service, settings: ServerSettings) -> FeedbackLog | No
     return FeedbackLog(
         settings.prediction_log,
         settings.resolved_spool_dir(),
-        check=service.adapter.truth_mismatch,
+        check=check,
         batch_size=settings.log_batch_size,
         flush_interval_s=settings.log_flush_interval_s,
         model=service.bundle.manifest.name,
@@ -239,8 +251,7 @@ def add_feedback_route(app: FastAPI, service: Service, feedback: FeedbackLog | N
     if feedback is not None and service.log is not None:
         desk = FeedbackDesk(feedback, service.log)
         parser = FeedbackParser(service.adapter)
-        name = service.bundle.manifest.name
-        app.include_router(feedback_router(parser, desk, service.metrics, name))
+        app.include_router(feedback_router(parser, desk, service.metrics))
 
 
 @contextlib.asynccontextmanager

@@ -141,7 +141,13 @@ class FeedbackLog(RecordLog[FeedbackRecord]):
         """The predictions in the database among ``ids``; raises when it cannot be read, even
         for no ids (the connection is opened and, on PostgreSQL, pinged)."""
         with self._engine.connect() as connection:
-            return logged_predictions(connection, ids)
+            try:
+                return logged_predictions(connection, ids)
+            except sa.exc.DBAPIError:
+                connection.rollback()
+                if sa.inspect(connection).has_table(predictions.name):
+                    raise
+                return {}  # no prediction written yet: reachable, and none is known
 
     def _insert(self, records: Sequence[FeedbackRecord]) -> None:
         """Check the records accepted while the database was away, then insert all of them; a

@@ -116,12 +116,29 @@ class FeedbackParser:
         ]
 
 
+class CurrentParser:
+    """The parser of the adapter being served now: rebuilt when a new model version is swapped
+    in (``app.state.adapter``), so that its classes or appliances decide what is valid."""
+
+    def __init__(self, first: FeedbackParser) -> None:
+        self.first = first
+        self._current = first
+
+    def of(self, adapter: ServingAdapter) -> FeedbackParser:
+        current = self._current
+        if current.adapter is not adapter:
+            current = self._current = FeedbackParser(adapter)
+        return current
+
+
 def feedback_router(
-    parser: FeedbackParser, desk: FeedbackDesk, metrics: ServiceMetrics, model: str
+    parser: FeedbackParser, desk: FeedbackDesk, metrics: ServiceMetrics
 ) -> APIRouter:
-    """The ``POST /feedback`` route for the served model ``model`` (see the module docstring)."""
+    """The ``POST /feedback`` route (see the module docstring); ``parser`` documents the body
+    in the OpenAPI schema, the served adapter's validates it."""
     router = APIRouter(tags=["feedback"])
     counter = metrics.feedback
+    parsers = CurrentParser(parser)
 
     @router.post(
         "/feedback",
@@ -145,50 +162,68 @@ def feedback_router(
     async def post_feedback(request: Request) -> JSONResponse:
         """The truth about one prediction (or a list of them), for realised accuracy."""
         check_json(request)
-        body = await read_json_bytes(request, parser.limits)
+        served = parsers.of(request.app.state.adapter)
+        body = await read_json_bytes(request, served.limits)
         try:
             if len(body) <= THREAD_ABOVE_BYTES:
-                items = parser.parse(body)
+                items = served.parse(body)
             else:
-                items = await run_in_threadpool(parser.parse, body)
+                items = await run_in_threadpool(served.parse, body)
         except (HTTPException, RequestValidationError):
             counter.labels("invalid").inc()
             raise
-        ids = [server_id for server_id, _ in items]
-        found, reachable = await lookup(desk, ids)
-        found = {i: logged for i, logged in found.items() if logged.model == model}
-        unknown = [i for i in ids if i not in found and reachable]
-        if unknown:
-            counter.labels("unknown_id").inc(len(items))
-            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-            raise HTTPException(
-                404, f"no prediction of model {model!r} has the id {unknown[0]}{more}"
+        model = served.adapter.bundle.manifest.name
+        found, reachable = await lookup(desk, [server_id for server_id, _ in items])
+        try:
+            check_items(items, found, reachable, model, served.adapter)
+        except HTTPException as refused:
+            counter.labels("unknown_id" if refused.status_code == 404 else "invalid").inc(
+                len(items)
             )
-        for index, (server_id, truth) in enumerate(items):
-            logged = found.get(server_id)
-            reason = logged and refusal(model, truth, logged, parser.adapter.truth_mismatch)
-            if reason:
-                counter.labels("invalid").inc(len(items))
-                where = f"item {index}: " if len(items) > 1 else ""
-                raise HTTPException(422, f"{where}{reason}")
+            raise
         context = current_request.get()
         request_id = context.request_id if context is not None else ""
         for server_id, truth in items:
             desk.log.record(FeedbackRecord(request_id, server_id, model, truth, server_id in found))
-        checked = sum(1 for i in ids if i in found)
-        outcome = "accepted" if reachable else "deferred"
-        counter.labels(outcome).inc(len(items))
-        detail = f"{len(items)} feedback record(s) accepted"
-        if not reachable:
-            detail = (
-                f"the log database is unreachable: {len(items)} feedback record(s) stored for "
-                "later; written, and checked against their predictions where that was not "
-                "possible now, once it is back"
-            )
-        answer = FeedbackAnswer(detail=detail, records=len(items), checked=checked)
-        return JSONResponse(answer.model_dump(), status_code=200 if reachable else 202)
+        counter.labels("accepted" if reachable else "deferred").inc(len(items))
+        return answer(len(items), sum(1 for i, _ in items if i in found), reachable)
 
     return router
+
+
+def check_items(
+    items: list[tuple[str, dict[str, Any]]],
+    found: dict[str, LoggedPrediction],
+    reachable: bool,
+    model: str,
+    adapter: ServingAdapter,
+) -> None:
+    """404 for an id that is not a prediction of ``model`` (when the database could tell);
+    422 for a truth that does not fit its prediction."""
+    mine = {i for i, logged in found.items() if logged.model == model}
+    unknown = [i for i, _ in items if i not in mine and (reachable or i in found)]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise HTTPException(404, f"no prediction of model {model!r} has the id {unknown[0]}{more}")
+    for index, (server_id, truth) in enumerate(items):
+        logged = found.get(server_id)
+        reason = logged and refusal(model, truth, logged, adapter.truth_mismatch)
+        if reason:
+            where = f"item {index}: " if len(items) > 1 else ""
+            raise HTTPException(422, f"{where}{reason}")
+
+
+def answer(records: int, checked: int, reachable: bool) -> JSONResponse:
+    """200 (stored within the flush interval) or 202 (the database unreachable)."""
+    detail = f"{records} feedback record(s) accepted"
+    if not reachable:
+        detail = (
+            f"the log database is unreachable: {records} feedback record(s) stored for later; "
+            "written, and checked against their predictions where that was not possible now, "
+            "once it is back"
+        )
+    body = FeedbackAnswer(detail=detail, records=records, checked=checked)
+    return JSONResponse(body.model_dump(), status_code=200 if reachable else 202)
 
 
 async def lookup(desk: FeedbackDesk, ids: list[str]) -> tuple[dict[str, LoggedPrediction], bool]:

@@ -441,7 +441,7 @@ def read_mains_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
 class _MeteredAppliances(BaseModel):
     """At least one appliance's measurement."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     @model_validator(mode="after")
     def _at_least_one(self) -> "_MeteredAppliances":
@@ -458,7 +458,8 @@ def truth_model(
     ceiling = max_aggregate_w if math.isfinite(max_aggregate_w) else None
     watts: Any = Annotated[FiniteWatts, Field(ge=0, le=ceiling)]
     series: Any = Annotated[list[watts], Field(min_length=1, max_length=max_length)]
-    fields: dict[str, Any] = dict.fromkeys(appliances, (series | watts | None, None))
+    # left out, not null: an appliance not metered is not sent (the default is never validated)
+    fields: dict[str, Any] = dict.fromkeys(appliances, (series | watts, None))
     metered = create_model("MeteredAppliances", __base__=_MeteredAppliances, **fields)
     model: type[BaseModel] = create_model(
         "NilmTruth",
