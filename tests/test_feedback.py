@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from bundle_factory import make_nilm_bundle
 from modelyard.core.bundle import Bundle
+from modelyard.serving.feedback import FeedbackLog, FeedbackRecord
 from modelyard.serving.log_schema import (
     dead_letters,
     feedback,
@@ -23,6 +24,7 @@ from modelyard.serving.log_schema import (
     predictions,
     prepare_schema,
 )
+from modelyard.serving.spool import Spool, spool_owner
 from postgres_server import PostgresServer
 from tabular_fixtures import VALID_ROW, build_avm_bundle
 from test_prediction_log_faults import drop_tables
@@ -408,3 +410,36 @@ def test_a_fresh_log_knows_no_prediction_yet(nilm_bundle: Bundle, tmp_path: Path
     finally:
         stop(process)
     assert answer.status_code == 404, answer.text
+    assert (
+        answer.json()["detail"] == f"no prediction of model 'nilm-seq2point' has the id {'1' * 32}"
+    )
+
+
+def test_feedback_has_its_own_spool_and_prediction_spools_keep_their_owner(tmp_path: Path) -> None:
+    """A prediction spool written before feedback existed keeps its owner record (and so its
+    directory); the feedback log's spool is another directory, so neither log ever replays the
+    other's records into its table."""
+    url = f"sqlite:///{tmp_path}/log.db"
+    prediction_spool = Spool(tmp_path / "spool", url, "m")
+    feedback_spool = Spool(tmp_path / "spool", url, "m", feedback.name)
+
+    assert prediction_spool.owner == {"database": url, "model": "m"}  # as before feedback
+    assert prediction_spool.owner == spool_owner(url, "m")
+    assert feedback_spool.owner == prediction_spool.owner | {"table": "prediction_feedback"}
+    assert feedback_spool.directory != prediction_spool.directory
+
+
+def test_a_malformed_feedback_spool_line_becomes_a_dead_letter(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/log.db"
+    log = FeedbackLog(url, tmp_path / "spool", check=lambda *_: None, model="m")
+    good = FeedbackRecord("r-1", "a" * 32, "m", {"label": "Sea"}, checked=True)
+    log.spool.append([good.to_json(), '{"truth": "not a record"}'])
+    log.stats.spool_pending = 2
+    log.start()
+    log.close()
+
+    assert [(r.server_request_id, r.truth) for r in rows(url, feedback)] == [
+        ("a" * 32, {"label": "Sea"})
+    ]
+    letters = rows(url, dead_letters)
+    assert [r.error for r in letters] == ["spool line is not a record of the feedback log"]
