@@ -443,3 +443,29 @@ def test_a_malformed_feedback_spool_line_becomes_a_dead_letter(tmp_path: Path) -
     ]
     letters = rows(url, dead_letters)
     assert [r.error for r in letters] == ["spool line is not a record of the feedback log"]
+
+
+def test_two_workers_take_feedback_for_each_others_predictions(
+    nilm_bundle: Bundle, tmp_path: Path
+) -> None:
+    """Whichever worker answered the prediction, any worker takes its feedback once it is
+    written; the counter adds up the workers."""
+    log_url = f"sqlite:///{tmp_path}/predictions.db"
+    process, url = serve(nilm_bundle.path, log_url, "--workers", "2")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            ids = [
+                http.post("/predict", json={"aggregate_w": SERIES}).headers["X-Prediction-ID"]
+                for _ in range(20)
+            ]
+            eventually(lambda: len(rows(log_url, predictions)) >= 20)
+            truth = {"appliances": {"microwave": 0.0}}
+            answers = [http.post("/feedback", json={"prediction_id": i, "truth": truth})
+                       for i in ids]  # fmt: skip
+            accepted = counter(url, "accepted")
+    finally:
+        stop(process)
+
+    assert [a.status_code for a in answers] == [200] * 20
+    assert accepted == 20
+    assert sorted(r.server_request_id for r in rows(log_url, feedback)) == sorted(ids)
