@@ -11,8 +11,9 @@ A body is taken or refused whole:
   memory or spool of records not yet written;
 * 200: every item found and fitting; written to ``prediction_feedback`` within the log's flush
   interval;
-* 202: the database is unreachable: the items are kept (buffer, then spool) and written, and
-  checked against their predictions where that could not be done now, once it is back.
+* 202: the database is unreachable (or the look-up took over :data:`LOOKUP_TIMEOUT_S`): the
+  items are kept (buffer, then spool) and written, and checked against their predictions where
+  that could not be done now, once it is back.
 
 Each item is counted in ``modelyard_feedback_records_total{outcome}`` under the outcome of its
 body (accepted, deferred, unknown_id, invalid; a body that cannot be read counts as one).
@@ -45,8 +46,8 @@ from modelyard.serving.metrics import ServiceMetrics
 
 #: Most items in one body (a batch upload of truths).
 MAX_ITEMS = 1000
-#: How long the database may take to say whether the predictions are there; beyond, it counts
-#: as unreachable (the items are accepted with 202 and checked when written).
+#: How long finding the predictions (memory, spool, database) may take; beyond, the database
+#: counts as unreachable (the items are accepted with 202 and checked when written).
 LOOKUP_TIMEOUT_S = 3.0
 PredictionId = Annotated[
     str,
@@ -228,11 +229,15 @@ def answer(records: int, checked: int, reachable: bool) -> JSONResponse:
 
 async def lookup(desk: FeedbackDesk, ids: list[str]) -> tuple[dict[str, LoggedPrediction], bool]:
     """The predictions among ``ids`` (this worker's unwritten ones first, then the database),
-    and whether the database could be asked."""
-    found = await run_in_threadpool(desk.unwritten, ids)
-    rest = [i for i in ids if i not in found]
-    try:  # even with nothing left to look up: whether it is reachable decides 200 or 202
+    and whether the database could tell: False when it is down, or when the look-up (a large
+    spool, a hung database) took over :data:`LOOKUP_TIMEOUT_S`; what is not found then is
+    checked when it is written."""
+    found: dict[str, LoggedPrediction] = {}
+    try:
         async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+            found = await run_in_threadpool(desk.unwritten, ids)
+            rest = [i for i in ids if i not in found]
+            # even with nothing left to look up: whether it is reachable decides 200 or 202
             found |= await run_in_threadpool(desk.log.logged, rest)
     except TimeoutError:
         return found, False
