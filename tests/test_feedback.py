@@ -348,6 +348,29 @@ def test_postgresql_down_feedback_is_kept_checked_later_and_survives_sigterm(
     assert "truth for kettle has 39 readings; the prediction had 40" in letters[0].error
 
 
+def test_postgresql_back_while_serving_writes_the_deferred_feedback(
+    nilm_bundle: Bundle, postgres: PostgresServer
+) -> None:
+    drop_tables(postgres.url)
+    process, url = serve(nilm_bundle.path, postgres.url)
+    try:
+        written = predict_nilm(url).headers["X-Prediction-ID"]
+        eventually(lambda: [r for r in rows(postgres.url, predictions)
+                            if r.server_request_id == written])  # fmt: skip
+        postgres.stop()
+        try:
+            truth = {"appliances": {"kettle": 2.0}}
+            deferred = send(url, {"prediction_id": written, "truth": truth})
+        finally:
+            postgres.start()
+        stored = eventually(lambda: feedback_rows(postgres.url, written), seconds=30)
+    finally:
+        stop(process)
+
+    assert deferred.status_code == 202, deferred.text
+    assert [r.truth for r in stored] == [truth]
+
+
 # --- API keys ------------------------------------------------------------------------------------
 
 
