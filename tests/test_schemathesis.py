@@ -87,6 +87,7 @@ class Findings:
     failures: set[tuple[str, str, str]] = field(default_factory=set)  # operation, check, title
     errors: list[str] = field(default_factory=list)
     samples: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    operations: set[str] = field(default_factory=set)
 
 
 def probe(url: str) -> Findings:
@@ -97,6 +98,7 @@ def probe(url: str) -> Findings:
     found = Findings()
     for event in from_schema(schema).execute():
         if isinstance(event, ScenarioFinished):
+            found.operations.add(event.recorder.label)
             for interaction in event.recorder.interactions.values():
                 found.requests += 1
                 if interaction.response is not None:
@@ -126,6 +128,8 @@ def assert_conforms(family: str, url: str) -> None:
     print(f"{found.requests} requests, statuses {dict(sorted(found.statuses.items()))}")
     assert not found.errors, found.errors
     assert found.requests > 50, "schemathesis sent too few requests to mean anything"
+    # the routes of every family (the servers keep the default prediction log: /feedback is on)
+    assert {"POST /predict", "POST /feedback", "GET /info"} <= found.operations, found.operations
     assert not [s for s in found.statuses if s >= 500], found.statuses
     problems = unexpected(family, found)
     assert not problems, "\n\n".join(problems)

@@ -19,6 +19,11 @@ test's payloads all start from it, and so will the UI and drift references.
 
 The server, ``modelyard predict`` and ``serve``'s pre-flight check all build their adapter with
 :func:`build_adapter`, so that offline and online prediction see the same task settings.
+
+Every adapter says what the ground truth of one of its predictions looks like
+(:meth:`ServingAdapter.truth_model`, :meth:`~ServingAdapter.truth_limits`,
+:meth:`~ServingAdapter.truth_mismatch`): ``POST /feedback`` validates what clients send with it
+(see :mod:`modelyard.serving.feedback_api`), and the monitor reads it back from the feedback table.
 """
 
 import base64
@@ -29,9 +34,11 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from modelyard.core.bundle import Bundle
 from modelyard.core.errors import BundleError
+from modelyard.serving.http_checks import BodyLimits
 
 #: The multipart field an upload travels in (vision's ``POST /predict``).
 UPLOAD_FIELD = "file"
@@ -139,6 +146,21 @@ class ServingAdapter(metaclass=_CheckedOnceBuilt):
     def check_contract(self) -> None:
         """Raise :class:`BundleError` where the task's facts contradict the manifest's tensors
         (see :meth:`require_axis`); the default has nothing task-specific to check."""
+
+    def truth_model(self) -> type[BaseModel] | None:
+        """The ground truth of one prediction as ``POST /feedback`` takes it (its ``truth``):
+        a pydantic model that refuses a wrong type or shape; None: the family takes none."""
+        return None
+
+    def truth_limits(self) -> BodyLimits | None:
+        """The most one valid truth holds (counted on the raw body before parsing)."""
+        return None
+
+    def truth_mismatch(self, truth: dict[str, Any], inputs: Any, outputs: Any) -> str | None:
+        """A sentence when a valid ``truth`` (dumped as JSON) does not fit the logged prediction
+        (its ``inputs``/``outputs`` JSON, as the log holds them): a wrong number of rows or
+        readings. None when it fits, or when the logged record cannot tell."""
+        return None
 
     def require_axis(
         self, kind: Literal["inputs", "outputs"], axis: int, size: int, fact: str

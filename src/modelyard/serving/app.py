@@ -13,6 +13,9 @@ Shutdown stops the batcher after the last request and flushes the prediction log
 The task's routes answer with the worker's current model (:class:`~.model_swap.ServedRoutes`):
 the bundle given, or a later version of a followed registry alias (``serve --follow``), which
 ``/info``, ``/ready`` and ``modelyard_model_info`` then report.
+
+With a prediction log, ``POST /feedback`` takes the ground truth of logged predictions
+(:mod:`.feedback_api`) into a feedback log beside it, started and flushed with it.
 """
 
 import asyncio
@@ -32,8 +35,11 @@ from modelyard.core.bundle_integrity import Trust
 from modelyard.serving.adapter import ServingAdapter
 from modelyard.serving.api_keys import load_keys
 from modelyard.serving.auth import ApiKeyMiddleware, document_auth, exempt_paths
+from modelyard.serving.context import PREDICTION_ID_HEADER
 from modelyard.serving.docs_pages import add_docs_pages
 from modelyard.serving.draining import install_drain_on_sigterm
+from modelyard.serving.feedback import FeedbackDesk, FeedbackLog, TruthCheck
+from modelyard.serving.feedback_api import FeedbackParser, feedback_router
 from modelyard.serving.hosts import AllowedHosts, HostCheckMiddleware
 from modelyard.serving.http_checks import validation_error_body
 from modelyard.serving.metrics import CONTENT_TYPE
@@ -100,7 +106,8 @@ def create_app(
         )
         updater = asyncio.create_task(refresh_stats(service))
         try:
-            yield
+            async with running(feedback, settings.shutdown_timeout_s):
+                yield
         finally:
             updater.cancel()
             await asyncio.to_thread(service.stop)
@@ -115,6 +122,7 @@ def create_app(
     )
     app.state.adapter = service.served.adapter  # the first model's; see service.served
     app.state.service = service
+    feedback = feedback_log(service, settings, truth_check(app))  # its route after the task's
 
     # Probes and facts are async: answered on the event loop, never queued behind the thread pool.
     def get_adapter(request: Request) -> ServingAdapter:
@@ -178,6 +186,8 @@ def create_app(
     # requests reach the current model's routes first; the first model's stay for the schema
     app.router.routes.insert(0, ServedRoutes(service.switch))
     app.include_router(service.served.router)
+    add_feedback_route(app, service, feedback)
+    document_prediction_id(app)
     if settings.docs:
         add_docs_pages(app)
     # from the inside out: API keys, CORS (preflights answered before keys are asked for, and
@@ -197,7 +207,7 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID"],
+            expose_headers=["X-Request-ID", PREDICTION_ID_HEADER],
         )
     allowed = AllowedHosts(settings.allowed_hosts)
     if not allowed.any:
@@ -216,3 +226,74 @@ def create_app(
         drain=service.drain,
     )
     return app
+
+
+def truth_check(app: FastAPI) -> TruthCheck:
+    """The served adapter's ``truth_mismatch``: the adapter of the version served now."""
+
+    def check(truth: dict[str, Any], inputs: Any, outputs: Any) -> str | None:
+        adapter: ServingAdapter = app.state.service.served.adapter
+        return adapter.truth_mismatch(truth, inputs, outputs)
+
+    return check
+
+
+def feedback_log(
+    service: Service, settings: ServerSettings, check: TruthCheck
+) -> FeedbackLog | None:
+    """The feedback log beside the prediction log (same database, spool directory and batching),
+    checking late truths with the served adapter; None without a prediction log or when the
+    family takes no feedback."""
+    if service.log is None or not settings.prediction_log:
+        return None
+    if service.served.adapter.truth_model() is None:
+        return None
+    return FeedbackLog(
+        settings.prediction_log,
+        settings.resolved_spool_dir(),
+        check=check,
+        batch_size=settings.log_batch_size,
+        flush_interval_s=settings.log_flush_interval_s,
+        model=service.served.bundle.manifest.name,
+    )
+
+
+def add_feedback_route(app: FastAPI, service: Service, feedback: FeedbackLog | None) -> None:
+    """``POST /feedback`` into ``feedback``, where there is a feedback log."""
+    if feedback is not None and service.log is not None:
+        desk = FeedbackDesk(feedback, service.log)
+        parser = FeedbackParser(service.served.adapter)
+        app.include_router(feedback_router(parser, desk, service.metrics))
+
+
+@contextlib.asynccontextmanager
+async def running(log: FeedbackLog | None, timeout_s: float) -> AsyncIterator[None]:
+    """``log``'s writer running while the server serves; what it holds flushed (or spooled)
+    when it stops, after the prediction log's last records were handed over."""
+    if log is None:
+        yield
+        return
+    log.start()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(log.close, timeout_s)
+
+
+def document_prediction_id(app: FastAPI) -> None:
+    """Declare the ``X-Prediction-ID`` header of ``/predict``'s answer in the OpenAPI schema."""
+    build = app.openapi
+    header = {
+        "description": "The prediction's id: its prediction-log key, for POST /feedback.",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    }
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        answer = schema.get("paths", {}).get("/predict", {}).get("post", {})
+        ok = answer.get("responses", {}).get("200")
+        if ok is not None:
+            ok.setdefault("headers", {})[PREDICTION_ID_HEADER] = header
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

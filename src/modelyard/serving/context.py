@@ -18,6 +18,9 @@ from typing import Any
 from modelyard.serving.value_units import ValueUnit
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: Returned on every response: the server-generated id, the prediction log's key of the request
+#: (``predictions.server_request_id``) and what ``POST /feedback`` takes as ``prediction_id``.
+PREDICTION_ID_HEADER = "X-Prediction-ID"
 _ids = random.Random()  # seeded from the system's entropy at start-up
 _MAX_ID_LENGTH = 64
 # a forked worker must not draw the same ids as its parent

@@ -2,7 +2,11 @@
 
 ``predictions`` holds one row per answered prediction; ``prediction_dead_letters`` holds the
 records the database refused (a value it cannot store), as text that always fits, with the error,
-so that one bad record never blocks the others and is still there to look at.
+so that one bad record never blocks the others and is still there to look at (feedback records
+too: their ``record`` text holds a ``truth``). ``prediction_feedback`` holds the ground truth
+clients send for a prediction (``POST /feedback``), keyed by the prediction's
+``server_request_id``; a prediction may get feedback more than once (each row kept, the monitor
+uses the latest ``received_at``).
 """
 
 import logging
@@ -14,6 +18,7 @@ logger = logging.getLogger("modelyard.serving.prediction_log")
 
 TABLE = "predictions"
 DEAD_LETTER_TABLE = "prediction_dead_letters"
+FEEDBACK_TABLE = "prediction_feedback"
 #: Length of the server-generated request id (see ``context.new_server_request_id``).
 SERVER_ID_LENGTH = 32
 
@@ -55,9 +60,22 @@ dead_letters = sa.Table(
     sa.Column("record", sa.Text, nullable=False),
 )
 
+feedback = sa.Table(
+    FEEDBACK_TABLE,
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    # the prediction's server_request_id (joined with predictions.server_request_id)
+    sa.Column("server_request_id", sa.String(SERVER_ID_LENGTH), nullable=False, index=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    # the family's truth, validated by its serving adapter (docs/serving.md, "Feedback")
+    sa.Column("truth", sa.JSON, nullable=False),
+)
+
 
 def prepare_schema(connection: Connection) -> None:
-    """Create missing tables, and add ``server_request_id`` to a ``predictions`` table created
+    """Create missing tables (``prediction_feedback`` beside a log of an earlier version), and
+    add ``server_request_id`` to a ``predictions`` table created
     by an earlier version (its old rows keep NULL there)."""
     metadata.create_all(connection)
     columns = {c["name"] for c in sa.inspect(connection).get_columns(TABLE)}

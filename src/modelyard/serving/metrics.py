@@ -46,6 +46,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 LOG_OUTCOMES = ("written", "dead_letter", "lost")
 #: ``modelyard_prediction_log_spooled_records_total{directory}``
 SPOOL_DIRECTORIES = ("configured", "fallback")
+#: ``modelyard_feedback_records_total{outcome=...}`` (see serving/feedback_api.py)
+FEEDBACK_OUTCOMES = ("accepted", "deferred", "unknown_id", "invalid")
 
 
 def multiprocess_mode() -> bool:
@@ -180,6 +182,17 @@ class ServiceMetrics:
             ["result"],
             registry=reg,
         )
+        self.feedback = Counter(
+            "modelyard_feedback_records",
+            "Ground-truth records sent to POST /feedback, by the outcome of their body when "
+            "received: accepted (predictions found, truths fit), deferred (log database "
+            "unreachable: stored, checked when written), unknown_id (404), invalid (422; a body "
+            "that cannot be read counts as one). The outcomes add up to the records received.",
+            ["outcome"],
+            registry=reg,
+        )
+        for outcome in FEEDBACK_OUTCOMES:
+            self.feedback.labels(outcome)
         self._log_seen: dict[str, int] = {}
         self._value_histograms: dict[str, Histogram] = {}
         self._value_lock = threading.Lock()

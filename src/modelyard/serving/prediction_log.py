@@ -24,15 +24,16 @@ last ``flush_interval_s`` of requests; see docs/serving.md).
 This module imports no torch; it is part of the server.
 """
 
+import contextlib
 import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -56,9 +57,11 @@ from modelyard.serving.spool import Spool
 
 __all__ = [
     "TABLE",
+    "LogRecord",
     "LogStats",
     "PredictionLog",
     "PredictionRecord",
+    "RecordLog",
     "count_rows",
     "dead_letters",
     "make_engine",
@@ -163,24 +166,54 @@ def make_engine(url: str) -> Engine:
     )
 
 
-class PredictionLog:
+class LogRecord(Protocol):
+    """What :class:`RecordLog` needs of a record: its table row, its spool line and its dead
+    letter (``request_id`` names it in the log)."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    def row(self) -> dict[str, Any]: ...
+
+    def to_json(self) -> str: ...
+
+    def dead_letter(self, error: BaseException | str) -> DeadLetter: ...
+
+
+Record = TypeVar("Record", bound=LogRecord)
+
+
+class RecordLog(Generic[Record]):
+    """Records of one kind stored in one table, losing nothing (see the module docstring): the
+    prediction log, and the feedback log (:mod:`~modelyard.serving.feedback`) beside it.
+
+    ``parse`` turns a spool line back into a record (ValueError, TypeError or KeyError when the
+    line is not one); ``label`` starts every message of this log.
+    """
+
     def __init__(
         self,
         url: str,
         spool_dir: Path,
+        table: sa.Table,
+        parse: Callable[[str], Record],
+        label: str,
         batch_size: int = 500,
         flush_interval_s: float = 0.25,
         max_buffer: int = 50_000,
         retry_max_s: float = 5.0,
         model: str = "",
     ) -> None:
-        """``model`` (the served model's name) and ``url`` own the spool: records spooled by
-        another database or model are never replayed here. Raises ConfigError when the spool
-        directory cannot be written."""
+        """``model`` (the served model's name), ``url`` and ``table`` own the spool: records
+        spooled by another database, model or table are never replayed here. Raises
+        ConfigError when the spool directory cannot be written."""
         if batch_size < 1 or max_buffer < batch_size:
-            raise ValueError("prediction log: need 1 <= batch_size <= max_buffer")
+            raise ValueError(f"{label}: need 1 <= batch_size <= max_buffer")
         self.url = url
-        self.spool = Spool(Path(spool_dir), url, model)
+        self.table = table
+        self.parse = parse
+        self.label = label
+        self.spool = Spool(Path(spool_dir), url, model, table.name)
         self.spool.prepare()
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -188,13 +221,13 @@ class PredictionLog:
         self.retry_max_s = retry_max_s
         self.stats = LogStats()
         self._engine = make_engine(url)
-        self._buffer: deque[PredictionRecord] = deque()
-        self._in_flight: list[PredictionRecord] = []
+        self._buffer: deque[Record] = deque()
+        self._in_flight: list[Record] = []
         self._lock = threading.Condition()
         self._closing = False
         self._schema_ready = False
         self._spool_error = ""
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=label.replace(" ", "-"), daemon=True)
         self.stats.spool_pending = self.spool.count()
 
     @property
@@ -206,9 +239,9 @@ class PredictionLog:
     def start(self) -> None:
         self._thread.start()
 
-    def record(self, record: PredictionRecord) -> None:
-        """Queue one prediction; never blocks on the database."""
-        overflow: list[PredictionRecord] = []
+    def record(self, record: Record) -> None:
+        """Queue one record; never blocks on the database."""
+        overflow: list[Record] = []
         with self._lock:
             self._buffer.append(record)
             self.stats.recorded += 1
@@ -277,7 +310,7 @@ class PredictionLog:
                     return  # close() spools what is left
                 continue
             except Exception:  # a bug must not stop the writer: keep the batch, retry later
-                logger.exception("prediction log: unexpected error in the writer")
+                logger.exception("%s: unexpected error in the writer", self.label)
                 with self._lock:
                     self._buffer.extendleft(reversed(batch))
                     self._in_flight = []
@@ -290,7 +323,7 @@ class PredictionLog:
                 self.stats.buffered = self._pending()
             backoff = 0.0
             if self.stats.write_errors and not self.stats.database_ok:
-                logger.warning("prediction log: database reachable again; catching up")
+                logger.warning("%s: database reachable again; catching up", self.label)
             self.stats.database_ok = True
             with self._lock:
                 if closing and not self._buffer:
@@ -299,20 +332,21 @@ class PredictionLog:
     def _spool_unreadable(self, exc: OSError) -> None:
         message = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
         if message != self._spool_error:  # once per distinct failure, not once per batch
-            logger.error("prediction log: spool not replayed (%s); its records stay there", message)
+            logger.error("%s: spool not replayed (%s); its records stay there", self.label, message)
             self._spool_error = message
 
     def _database_down(self, cause: BaseException) -> None:
         self._schema_ready = False  # a table dropped meanwhile is created again on the retry
         if self.stats.database_ok or self.stats.write_errors == 0:  # log transitions only
             logger.warning(
-                "prediction log: database unavailable (%s); buffering and retrying",
+                "%s: database unavailable (%s); buffering and retrying",
+                self.label,
                 short_error(cause),
             )
         self.stats.write_errors += 1
         self.stats.database_ok = False
 
-    def _store(self, records: list[PredictionRecord]) -> int:
+    def _store(self, records: list[Record]) -> int:
         """Store ``records``: in one transaction, or row by row when the database refuses one
         of them (each refused row becomes a dead letter). Returns how many were stored; raises
         DatabaseDownError with the records not yet handled when the database is unreachable."""
@@ -328,7 +362,7 @@ class PredictionLog:
         self.stats.written += len(records)
         return len(records)
 
-    def _store_row_by_row(self, records: list[PredictionRecord]) -> int:
+    def _store_row_by_row(self, records: list[Record]) -> int:
         stored = 0
         for index, record in enumerate(records):
             try:
@@ -357,7 +391,8 @@ class PredictionLog:
         if where is not None:
             self.stats.dead_letters += 1
         logger.warning(
-            "prediction log: record %s refused by the database (%s); kept in %s",
+            "%s: record %s refused by the database (%s); kept in %s",
+            self.label,
             letter.request_id,
             short_error(RuntimeError(letter.error)),
             where or "the error log (counted as lost)",
@@ -370,10 +405,10 @@ class PredictionLog:
             return str(self.spool.append_dead_letters([line]))
         except OSError as exc:
             self.stats.lost += 1
-            logger.error("prediction log: dead letter could not be saved (%s): %s", exc, line)
+            logger.error("%s: dead letter could not be saved (%s): %s", self.label, exc, line)
             return None
 
-    def _ensure_schema(self, records: list[PredictionRecord]) -> None:
+    def _ensure_schema(self, records: list[Record]) -> None:
         if self._schema_ready:
             return
         try:
@@ -383,28 +418,29 @@ class PredictionLog:
             raise DatabaseDownError(records, exc) from exc
         self._schema_ready = True
 
-    def _insert(self, records: Sequence[PredictionRecord]) -> None:
+    def _insert(self, records: Sequence[Record]) -> None:
         """Insert in one transaction: all of ``records`` are stored, or none."""
         with self._engine.begin() as connection:
             for start in range(0, len(records), self.batch_size):
                 chunk = records[start : start + self.batch_size]
-                connection.execute(predictions.insert(), [r.row() for r in chunk])
+                connection.execute(self.table.insert(), [r.row() for r in chunk])
 
     # -- spool -----------------------------------------------------------------------------
-    def _spool_records(self, records: list[PredictionRecord]) -> None:
+    def _spool_records(self, records: list[Record]) -> None:
         """Save records on local disk; never raises (the request side calls it on overflow)."""
         try:
             path = self.spool.append([r.to_json() for r in records])
         except OSError as exc:
             self.stats.lost += len(records)
             logger.error(
-                "prediction log: %d record(s) could be neither stored nor spooled (%s); "
+                "%s: %d record(s) could be neither stored nor spooled (%s); "
                 "they follow, one per line",
+                self.label,
                 len(records),
                 exc,
             )
             for record in records:
-                logger.error("prediction log: unsaved record: %s", record.to_json())
+                logger.error("%s: unsaved record: %s", self.label, record.to_json())
             return
         self.stats.spooled += len(records)
         self.stats.spool_pending += len(records)  # the fallback directory is replayed too
@@ -431,20 +467,20 @@ class PredictionLog:
             for line in claimed.read_text(encoding="utf-8", errors="replace").splitlines()
             if line.strip()
         ]
-        records: list[PredictionRecord] = []
+        records: list[Record] = []
         malformed: list[str] = []
         for line in lines:
             try:
-                records.append(PredictionRecord.from_json(line))
+                records.append(self.parse(line))
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
                 malformed.append(line)
         try:
             stored = self._store(records)
             for index, line in enumerate(malformed):
-                error = "spool line is not a prediction record"
+                error = f"spool line is not a record of the {self.label}"
                 self._dead_letter(DeadLetter.of(error, line), malformed[index:])
         except DatabaseDownError as down:
-            left = [r.to_json() for r in down.remaining if isinstance(r, PredictionRecord)]
+            left = [r.to_json() for r in down.remaining if not isinstance(r, str)]
             left += [line for line in down.remaining if isinstance(line, str)]
             if not any(isinstance(r, str) for r in down.remaining):
                 left += malformed
@@ -452,6 +488,46 @@ class PredictionLog:
             raise
         claimed.unlink()
         self.stats.replayed += stored
+
+
+class PredictionLog(RecordLog[PredictionRecord]):
+    """The prediction log: one row of ``predictions`` per answered prediction."""
+
+    def __init__(self, url: str, spool_dir: Path, **options: Any) -> None:
+        super().__init__(
+            url, spool_dir, predictions, PredictionRecord.from_json, "prediction log", **options
+        )
+
+    def unwritten(self, server_ids: Collection[str]) -> dict[str, PredictionRecord]:
+        """The records among ``server_ids`` not yet in the database: in memory (buffered or in
+        flight), then in this process's claimable spool files. Looked at in the order records
+        move (memory, spool, database), so that a caller that looks in the database after this
+        misses none that moves on meanwhile."""
+        wanted = set(server_ids)
+        found: dict[str, PredictionRecord] = {}
+        with self._lock:
+            for record in (*self._in_flight, *self._buffer):
+                if record.server_request_id in wanted:
+                    found[record.server_request_id] = record
+        missing = wanted - found.keys()
+        if missing and (self.stats.spool_pending or self.spool.claimable()):
+            found |= self._spooled(missing)
+        return found
+
+    def _spooled(self, server_ids: set[str]) -> dict[str, PredictionRecord]:
+        found: dict[str, PredictionRecord] = {}
+        for path in self.spool.claimable():
+            text = ""
+            with contextlib.suppress(OSError):  # claimed (renamed) meanwhile: in the database
+                text = path.read_text(encoding="utf-8", errors="replace")
+            for server_id in [i for i in server_ids if i in text]:
+                for line in text.splitlines():
+                    if server_id in line:
+                        with contextlib.suppress(ValueError, TypeError, KeyError):
+                            record = PredictionRecord.from_json(line)
+                            if record.server_request_id == server_id:
+                                found[server_id] = record
+        return found
 
 
 def count_rows(url: str) -> int:

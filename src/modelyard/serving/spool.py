@@ -1,7 +1,8 @@
 """The prediction log's spool: records waiting on local disk, owned by one database and model.
 
 Layout: ``<spool_dir>/<key>/`` where ``key`` is a digest of the database URL (without password;
-a SQLite path made absolute) and the model name, with ``owner.json`` saying both in words. A log
+a SQLite path made absolute), the model name and, for any table but ``predictions`` (the
+feedback), the table's name, with ``owner.json`` saying them in words. A log
 replays only its own directory, after checking the owner record, so two servers that share a
 spool directory (their SQLite files side by side) never write each other's records into their
 databases. The model version is not part of the owner: a new version of the same model keeps
@@ -33,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from modelyard.core.errors import ConfigError
+from modelyard.serving.log_schema import TABLE
 
 logger = logging.getLogger("modelyard.serving.prediction_log")
 
@@ -52,8 +54,11 @@ def database_identity(url: str) -> str:
     return parsed.render_as_string(hide_password=True)  # the same key after a password change
 
 
-def spool_owner(url: str, model: str) -> dict[str, str]:
-    return {"database": database_identity(url), "model": model}
+def spool_owner(url: str, model: str, table: str = TABLE) -> dict[str, str]:
+    """Who owns a spool: the database and model, and the table for any but ``predictions`` (so
+    that prediction spools written before other tables had spools keep their owner)."""
+    owner = {"database": database_identity(url), "model": model}
+    return owner if table == TABLE else owner | {"table": table}
 
 
 def spool_key(owner: dict[str, str]) -> str:
@@ -64,8 +69,8 @@ def spool_key(owner: dict[str, str]) -> str:
 class Spool:
     """The spool files of one prediction log (see the module docstring)."""
 
-    def __init__(self, base: Path, url: str, model: str) -> None:
-        self.owner = spool_owner(url, model)
+    def __init__(self, base: Path, url: str, model: str, table: str = TABLE) -> None:
+        self.owner = spool_owner(url, model, table)
         key = spool_key(self.owner)
         self.base = Path(base)
         self.directory = self.base / key

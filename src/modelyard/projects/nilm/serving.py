@@ -14,13 +14,23 @@ each appliance's predicted power, not the series themselves.
 
 import csv
 import math
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    create_model,
+    model_validator,
+)
 
 from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
@@ -366,6 +376,41 @@ class NilmServing(ServingAdapter):
                 )
         return int(series.size)
 
+    # -- ground truth (POST /feedback) -------------------------------------------------------
+    @cached_property
+    def _truth(self) -> type[BaseModel]:
+        return truth_model(self.appliances, self.max_length, self.max_aggregate_w)
+
+    def truth_model(self) -> type[BaseModel]:
+        """``{"appliances": {NAME: [watts, ...] | mean_watts}}``: for each metered appliance
+        (at least one) its measured power per predicted reading, or its mean over them."""
+        return self._truth
+
+    def truth_limits(self) -> BodyLimits:
+        count = len(self.appliances)
+        return BodyLimits(
+            max_bytes=count * (self.max_length * _BYTES_PER_READING + 256) + 1024,
+            max_containers=count + 2,
+            max_strings=count + 2,
+            max_separators=count * (self.max_length + 1) + 2,
+            too_many=f"a truth holds far more values than {count} series of {self.max_length}",
+        )
+
+    def truth_mismatch(self, truth: dict[str, Any], inputs: Any, outputs: Any) -> str | None:
+        """A measured series has one value per predicted reading: the request's length with
+        ``edges=pad``, ``length - window + 1`` with ``valid`` (as logged in ``inputs``)."""
+        length = inputs.get("length") if isinstance(inputs, dict) else None
+        if not isinstance(length, int):
+            return None
+        valid = inputs.get("edges") == "valid"
+        predicted = length - self.window + 1 if valid else length
+        for name, measured in truth.get("appliances", {}).items():
+            if isinstance(measured, list) and len(measured) != predicted:
+                return (
+                    f"truth for {name} has {len(measured)} readings; the prediction had {predicted}"
+                )
+        return None
+
 
 def read_mains_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
     """Read the ``Aggregate`` column (any case) and the ``Time`` column when present."""
@@ -392,3 +437,34 @@ def read_mains_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
         values.append(value)
     times = [row[columns["time"]] for row in rows] if "time" in columns else None
     return times, np.asarray(values, dtype=np.float64)
+
+
+class _MeteredAppliances(BaseModel):
+    """At least one appliance's measurement."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> "_MeteredAppliances":
+        if all(value is None for value in self.__dict__.values()):
+            raise ValueError("give the measured power of at least one appliance")
+        return self
+
+
+def truth_model(
+    appliances: Sequence[str], max_length: int, max_aggregate_w: float
+) -> type[BaseModel]:
+    """The NILM truth: per appliance a measured series (watts >= 0, at most the mains' physical
+    limit) or its mean."""
+    ceiling = max_aggregate_w if math.isfinite(max_aggregate_w) else None
+    watts: Any = Annotated[FiniteWatts, Field(ge=0, le=ceiling)]
+    series: Any = Annotated[list[watts], Field(min_length=1, max_length=max_length)]
+    # left out, not null: an appliance not metered is not sent (the default is never validated)
+    fields: dict[str, Any] = dict.fromkeys(appliances, (series | watts, None))
+    metered = create_model("MeteredAppliances", __base__=_MeteredAppliances, **fields)
+    model: type[BaseModel] = create_model(
+        "NilmTruth",
+        __config__=ConfigDict(extra="forbid"),
+        appliances=(metered, Field(description="Measured power (W) per appliance.")),
+    )
+    return model

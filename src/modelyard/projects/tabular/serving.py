@@ -23,6 +23,7 @@ import csv
 import math
 import re
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +39,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     create_model,
+    model_validator,
 )
 from starlette.concurrency import run_in_threadpool
 
@@ -385,3 +387,62 @@ class TabularServing(ServingAdapter):
                     ]
                 )
         return len(results)
+
+    # -- ground truth (POST /feedback) -------------------------------------------------------
+    @cached_property
+    def _truth(self) -> type[BaseModel]:
+        return truth_model(self.schema, self.max_rows)
+
+    def truth_model(self) -> type[BaseModel]:
+        """``{"rows": [{TARGET: value}, ...]}``, one row per request row in order, or one row
+        as ``{TARGET: value}``; values are JSON numbers (a string price is refused)."""
+        return self._truth
+
+    def truth_limits(self) -> BodyLimits:
+        return truth_limits(self.schema.target.name, self.max_rows)
+
+    def truth_mismatch(self, truth: dict[str, Any], inputs: Any, outputs: Any) -> str | None:
+        """The truth has one row per predicted row."""
+        given = len(truth.get("rows", []))
+        if isinstance(outputs, list) and len(outputs) != given:
+            return f"truth has {given} row(s); the prediction valued {len(outputs)}"
+        return None
+
+
+class _RowsTruth(BaseModel):
+    """A truth given as one row object is read as ``{"rows": [row]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_row(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "rows" not in data:
+            return {"rows": [data]}
+        return data
+
+
+def truth_model(schema: TableSchema, max_rows: int) -> type[BaseModel]:
+    """The tabular truth: the target's true value per request row (positive when the target
+    is modelled in logs, as prices are)."""
+    target = schema.target
+    value: Any = Annotated[
+        float,
+        Field(allow_inf_nan=False, gt=0 if target.log else None, description=target.unit or None),
+        BeforeValidator(_json_number),
+    ]
+    row = create_model("TruthRow", __config__=ConfigDict(extra="forbid"), **{target.name: value})
+    rows: Any = Annotated[list[row], Field(min_length=1, max_length=max_rows)]
+    model: type[BaseModel] = create_model("TabularTruth", __base__=_RowsTruth, rows=(rows, ...))
+    return model
+
+
+def truth_limits(target: str, max_rows: int) -> BodyLimits:
+    """What one truth of up to ``max_rows`` rows holds at most."""
+    return BodyLimits(
+        max_bytes=max_rows * (len(target) + _NUMBER_BYTES + _FIELD_BYTES) + _BYTES_BESIDE_ROWS,
+        max_containers=max_rows + 2,
+        max_strings=max_rows + 2,
+        max_separators=max_rows + 2,
+        too_many=f"a truth holds far more values than {max_rows} rows",
+    )

@@ -13,12 +13,14 @@ most ``max_concurrent_decodes x max_decoded_bytes``, and large decodes give it b
 
 import asyncio
 import io
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 
 from modelyard.core.errors import ConfigError, DataError
@@ -36,6 +38,7 @@ from modelyard.projects.vision.image_decoding import (
 from modelyard.projects.vision.metrics import softmax, top_k
 from modelyard.serving.adapter import UPLOAD_FIELD, ExampleRequest, ServingAdapter, Upload
 from modelyard.serving.context import PredictionEvent, record_prediction
+from modelyard.serving.http_checks import BodyLimits
 from modelyard.serving.value_units import RATIO
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -284,6 +287,21 @@ class VisionServing(ServingAdapter):
                     writer.writerow([path.relative_to(source).as_posix(), *[""] * (2 * k), exc])
         return len(files)
 
+    # -- ground truth (POST /feedback) -------------------------------------------------------
+    def truth_model(self) -> type[BaseModel]:
+        """``{"label": CLASS}``: the image's true class, one of the bundle's classes."""
+        return truth_model(tuple(self.classes))
+
+    def truth_limits(self) -> BodyLimits:
+        longest = max((len(c) for c in self.classes), default=1)
+        return BodyLimits(
+            max_bytes=_TRUTH_BYTES + _ESCAPED_CHAR_BYTES * longest,
+            max_containers=1,
+            max_strings=2,
+            max_separators=1,
+            too_many="a truth holds one label",
+        )
+
 
 def example_png(size: int, mean: list[float]) -> bytes:
     """A ``size`` x ``size`` PNG of the training images' mean colour, darkening from top to
@@ -304,3 +322,20 @@ def positive_setting(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"serving setting {name} must be a whole number >= 1, got {value!r}")
     return value
+
+
+#: Bytes of a truth beside its label's characters (braces, key, quotes, whitespace).
+_TRUTH_BYTES = 256
+_ESCAPED_CHAR_BYTES = 12
+
+
+@cache
+def truth_model(classes: Sequence[str]) -> type[BaseModel]:
+    """The vision truth: ``label`` is one of ``classes`` (anything else is refused by name)."""
+    label: Any = Literal[tuple(classes)]
+    model: type[BaseModel] = create_model(
+        "VisionTruth",
+        __config__=ConfigDict(extra="forbid"),
+        label=(label, Field(description="The image's true class.")),
+    )
+    return model
