@@ -1,0 +1,90 @@
+"""The monitoring service's Prometheus metrics, named in :mod:`.metric_names` (the one list that
+the alert rules and the dashboard read too), set from each new verdict."""
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from modelyard.monitoring import metric_names as names
+
+
+class MonitorMetrics:
+    """The gauges of the latest verdict and the failure counter; one instance per service."""
+
+    def __init__(self) -> None:
+        self.registry = reg = CollectorRegistry()
+        model = ["model"]
+        self.detected = Gauge(
+            names.DRIFT_DETECTED, "Dataset drift in the latest report (1/0).", model, registry=reg
+        )
+        self.share = Gauge(
+            names.DRIFT_SHARE, "Share of columns drifted in the latest report.", model, registry=reg
+        )
+        self.feature_detected = Gauge(
+            names.FEATURE_DRIFT_DETECTED, "Column drifted in the latest report (1/0).",
+            ["model", "feature"], registry=reg,
+        )  # fmt: skip
+        self.feature_score = Gauge(
+            names.FEATURE_DRIFT_SCORE, "The column's drift statistic (p-value or distance).",
+            ["model", "feature", "test"], registry=reg,
+        )  # fmt: skip
+        self.realised = Gauge(
+            names.REALISED_METRIC, "Realised value of a family metric on predictions with truth.",
+            ["model", "metric"], registry=reg,
+        )  # fmt: skip
+        self.promoted = Gauge(
+            names.PROMOTED_METRIC, "The metric's value when the bundle was promoted.",
+            ["model", "metric"], registry=reg,
+        )  # fmt: skip
+        self.below = Gauge(
+            names.REALISED_BELOW_PROMOTED, "Realised metric worse than promoted (1/0).",
+            ["model", "metric"], registry=reg,
+        )  # fmt: skip
+        self.window_rows = Gauge(
+            names.WINDOW_ROWS, "Logged predictions in the latest window.", model, registry=reg
+        )
+        self.feedback_rows = Gauge(
+            names.FEEDBACK_ROWS, "Predictions in the window with ground truth.", model, registry=reg
+        )
+        self.last_report = Gauge(
+            names.LAST_REPORT, "Unix time of the latest completed report.", model, registry=reg
+        )
+        self.failures = Counter(
+            names.REPORT_FAILURES,
+            "Reports that failed, by reason.",
+            ["model", "reason"],
+            registry=reg,
+        )
+
+    def update(self, verdict: dict[str, Any], finished_at: float) -> None:
+        """Replace every gauge with the values of ``verdict`` (a column gone is dropped)."""
+        model = verdict["model"]["name"]
+        for labelled in (
+            self.feature_detected,
+            self.feature_score,
+            self.realised,
+            self.promoted,
+            self.below,
+        ):
+            labelled.clear()
+        drift = verdict["drift"]
+        self.detected.labels(model).set(int(drift["detected"]))
+        self.share.labels(model).set(drift["share"])
+        for feature, column in drift["columns"].items():
+            self.feature_detected.labels(model, feature).set(int(column["drifted"]))
+            self.feature_score.labels(model, feature, column["method"]).set(column["score"])
+        accuracy = verdict["realised_accuracy"]
+        for metric, entry in accuracy["metrics"].items():
+            self.realised.labels(model, metric).set(entry["realised"])
+            if entry["promoted"] is not None:
+                self.promoted.labels(model, metric).set(entry["promoted"])
+                self.below.labels(model, metric).set(int(entry["below_promoted"]))
+        self.window_rows.labels(model).set(verdict["window"]["predictions"])
+        self.feedback_rows.labels(model).set(accuracy["pairs"])
+        self.last_report.labels(model).set(finished_at)
+
+    def failed(self, model: str, reason: str) -> None:
+        self.failures.labels(model, reason).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
