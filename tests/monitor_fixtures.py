@@ -6,6 +6,7 @@ hold flat feature dicts (one per row of a request), and :func:`flat_rows` is the
 adapter the tests hand to the monitor in place of the family's ``drift_features.log_rows``.
 """
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ PROMOTED = {"model": {"mdape": 0.10, "within_10pct": 0.50, "mae": 2000.0}}
 NUMERICAL = ("area_m2", "rooms", "year_built")
 CATEGORICAL = ("city",)
 CITIES = ("aarhus", "odense", "aalborg")
+_SERVER_IDS = itertools.count(1)
 
 
 def features(rng: np.random.Generator, rows: int, area_scale: float = 1.0) -> list[dict[str, Any]]:
@@ -110,7 +112,7 @@ def log_requests(
     price_lists = list(prices) if prices is not None else [[20000.0] * len(r) for r in requests]
     rows, ids = [], []
     for i, (inputs, values) in enumerate(zip(requests, price_lists, strict=True)):
-        server_id = f"{int(start.timestamp() * 1000) + i:012x}{i:020x}"[-32:]
+        server_id = f"{next(_SERVER_IDS):032x}"  # unique, like the server's
         ids.append(server_id)
         rows.append(
             {

@@ -30,6 +30,7 @@ from modelyard.monitoring.window import (
     parse_since,
     public_url,
     read_window,
+    window_is_empty,
 )
 from modelyard.serving.log_schema import predictions
 
@@ -84,13 +85,18 @@ def run_check(settings: MonitorSettings, now: datetime | None = None) -> CheckRe
     now = now or datetime.now(UTC)
     bundle, window = settings.bundle, settings.window(now)
     profile = reference_profile(bundle)
-    log_rows = settings.drift_rows or drift_rows_function(bundle.manifest.task)
     model = bundle.manifest.name
     engine = open_log(settings.log_url)
     try:
         with engine.connect() as connection:
+            if window_is_empty(connection, model, window):
+                raise EmptyWindowError(
+                    f"no answered predictions of model {model!r} among {window.describe()} "
+                    f"in the prediction log {public_url(settings.log_url)}: nothing to monitor"
+                )
+            log_rows = settings.drift_rows or _family_drift_rows(bundle.manifest.task)
             current = collect(read_window(connection, model, window), log_rows, profile)
-            _check_window(current, model, window, settings.log_url)
+            _check_rows(current, model, window, settings.log_url)
             truths = []
             feedback_table = has_feedback(connection)
             if feedback_table:
@@ -128,14 +134,20 @@ def run_check(settings: MonitorSettings, now: datetime | None = None) -> CheckRe
     return CheckResult(verdict, findings)
 
 
-def _check_window(current: CurrentData, model: str, window: Window, url: str) -> None:
-    where = f"{window.describe()} of the prediction log {public_url(url)}"
-    if current.predictions == 0:
-        raise EmptyWindowError(
-            f"no answered predictions of model {model!r} in {where}: nothing to monitor"
-        )
+def _family_drift_rows(task: str) -> DriftRows:
+    try:
+        return drift_rows_function(task)  # type: ignore[no-any-return]
+    except ModuleNotFoundError:
+        raise DataError(
+            f"this modelyard has no drift features for {task} models "
+            f"(modelyard.projects.{task}.drift_features); upgrade modelyard"
+        ) from None
+
+
+def _check_rows(current: CurrentData, model: str, window: Window, url: str) -> None:
     if current.rows == 0:
         raise EmptyWindowError(
-            f"the {current.predictions} predictions of model {model!r} in {where} gave no drift "
-            f"rows ({current.unreadable} unreadable): were they logged by this model's family?"
+            f"the {current.predictions} predictions of model {model!r} among {window.describe()} "
+            f"in the prediction log {public_url(url)} gave no drift rows "
+            f"({current.unreadable} unreadable): were they logged by this model's family?"
         )

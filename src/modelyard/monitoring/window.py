@@ -49,11 +49,13 @@ class Window:
         return MAX_WINDOW_ROWS if self.since is not None else DEFAULT_LAST
 
     def describe(self) -> str:
-        parts = []
-        if self.since is not None:
-            parts.append(f"since {self.since.isoformat()}")
-        parts.append(f"the newest {self.limit:,} predictions")
-        return ", ".join(parts)
+        """The window in words, e.g. "the newest 500 predictions logged since 2026-12-01..."."""
+        if self.since is None:
+            return f"the newest {self.limit:,} predictions"
+        since = self.since.isoformat(timespec="seconds")
+        if self.last is None:
+            return f"the predictions logged since {since} (at most {self.limit:,})"
+        return f"the newest {self.limit:,} predictions logged since {since}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,15 +145,25 @@ def since_condition(connection: Connection, since: datetime) -> sa.ColumnElement
     return predictions.c.created_at >= when
 
 
-def read_window(connection: Connection, model: str, window: Window) -> Iterator[LoggedPrediction]:
-    """The window's predictions, newest first, streamed in chunks."""
+def _conditions(connection: Connection, model: str, window: Window) -> list[sa.ColumnElement[bool]]:
     conditions = answered(model)
     if window.since is not None:
         conditions.append(since_condition(connection, window.since))
+    return conditions
+
+
+def window_is_empty(connection: Connection, model: str, window: Window) -> bool:
+    """True when no answered prediction of ``model`` falls in the window (a cheap query)."""
+    query = sa.select(predictions.c.id).where(*_conditions(connection, model, window)).limit(1)
+    return connection.execute(query).first() is None
+
+
+def read_window(connection: Connection, model: str, window: Window) -> Iterator[LoggedPrediction]:
+    """The window's predictions, newest first, streamed in chunks."""
     c = predictions.c
     query = (
         sa.select(c.id, c.created_at, c.version, c.inputs, c.outputs)
-        .where(*conditions)
+        .where(*_conditions(connection, model, window))
         .order_by(c.id.desc())
         .limit(window.limit)
     )
