@@ -190,7 +190,7 @@ def test_an_empty_window_is_a_clear_error(bundle: Bundle, tmp_path: Path) -> Non
     mf.log_requests(engine, requests(14, 10), NOW - timedelta(days=3))
     with pytest.raises(
         EmptyWindowError,
-        match=r"no answered predictions .* logged since .* in the prediction log sqlite:.*predictions\.db",
+        match=r"no answered predictions .* logged since .* prediction log sqlite:.*predictions\.db",
     ):
         check(bundle, url, tmp_path, since="24h")
     result = modelyard(
