@@ -8,6 +8,8 @@ for real where no family adapter is needed.
 """
 
 import statistics
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -251,3 +253,16 @@ def test_postgresql_log_drift_and_feedback(bundle: Bundle, tmp_path: Path, postg
     )
     assert older.verdict["window"]["predictions"] == 150
     assert older.verdict["drift"]["detected"] is True  # the newest 150 are the shifted ones
+
+
+def test_the_prediction_server_and_the_cli_stay_free_of_evidently_and_pandas() -> None:
+    script = (
+        "import sys, modelyard.cli, modelyard.serving.app, modelyard.serving.server; "
+        "print(sorted(m for m in ('evidently', 'pandas', 'modelyard.monitoring.check') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
