@@ -12,48 +12,36 @@ class MonitorMetrics:
     """The gauges of the latest verdict and the failure counter; one instance per service."""
 
     def __init__(self) -> None:
-        self.registry = reg = CollectorRegistry()
-        model = ["model"]
-        self.detected = Gauge(
-            names.DRIFT_DETECTED, "Dataset drift in the latest report (1/0).", model, registry=reg
+        self.registry = CollectorRegistry()
+
+        def gauge(name: str, text: str, *labels: str) -> Gauge:
+            return Gauge(name, text, ["model", *labels], registry=self.registry)
+
+        self.detected = gauge(names.DRIFT_DETECTED, "Dataset drift in the latest report (1/0).")
+        self.share = gauge(names.DRIFT_SHARE, "Share of columns drifted in the latest report.")
+        self.feature_detected = gauge(
+            names.FEATURE_DRIFT_DETECTED, "Column drifted in the latest report (1/0).", "feature"
         )
-        self.share = Gauge(
-            names.DRIFT_SHARE, "Share of columns drifted in the latest report.", model, registry=reg
+        self.feature_score = gauge(
+            names.FEATURE_DRIFT_SCORE, "The column's drift statistic.", "feature", "test"
         )
-        self.feature_detected = Gauge(
-            names.FEATURE_DRIFT_DETECTED, "Column drifted in the latest report (1/0).",
-            ["model", "feature"], registry=reg,
-        )  # fmt: skip
-        self.feature_score = Gauge(
-            names.FEATURE_DRIFT_SCORE, "The column's drift statistic (p-value or distance).",
-            ["model", "feature", "test"], registry=reg,
-        )  # fmt: skip
-        self.realised = Gauge(
-            names.REALISED_METRIC, "Realised value of a family metric on predictions with truth.",
-            ["model", "metric"], registry=reg,
-        )  # fmt: skip
-        self.promoted = Gauge(
-            names.PROMOTED_METRIC, "The metric's value when the bundle was promoted.",
-            ["model", "metric"], registry=reg,
-        )  # fmt: skip
-        self.below = Gauge(
-            names.REALISED_BELOW_PROMOTED, "Realised metric worse than promoted (1/0).",
-            ["model", "metric"], registry=reg,
-        )  # fmt: skip
-        self.window_rows = Gauge(
-            names.WINDOW_ROWS, "Logged predictions in the latest window.", model, registry=reg
+        self.realised = gauge(
+            names.REALISED_METRIC, "Family metric on predictions with ground truth.", "metric"
         )
-        self.feedback_rows = Gauge(
-            names.FEEDBACK_ROWS, "Predictions in the window with ground truth.", model, registry=reg
+        self.promoted = gauge(
+            names.PROMOTED_METRIC, "The metric's value the bundle was promoted with.", "metric"
         )
-        self.last_report = Gauge(
-            names.LAST_REPORT, "Unix time of the latest completed report.", model, registry=reg
+        self.below = gauge(
+            names.REALISED_BELOW_PROMOTED, "Realised worse than promoted (1/0).", "metric"
         )
+        self.window_rows = gauge(names.WINDOW_ROWS, "Logged predictions in the latest window.")
+        self.feedback_rows = gauge(names.FEEDBACK_ROWS, "Window predictions with ground truth.")
+        self.last_report = gauge(names.LAST_REPORT, "Unix time of the latest completed report.")
         self.failures = Counter(
             names.REPORT_FAILURES,
             "Reports that failed, by reason.",
             ["model", "reason"],
-            registry=reg,
+            registry=self.registry,
         )
 
     def update(self, verdict: dict[str, Any], finished_at: float) -> None:
