@@ -266,3 +266,23 @@ def test_the_prediction_server_and_the_cli_stay_free_of_evidently_and_pandas() -
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_rows_without_any_profile_feature_are_a_clear_error(bundle: Bundle, tmp_path: Path) -> None:
+    url, engine = sqlite_log(tmp_path)
+    mf.log_requests(engine, [[{"something_else": 1.0}]] * 20, NOW - timedelta(hours=1))
+    with pytest.raises(EmptyWindowError, match="older than the bundle"):
+        check(bundle, url, tmp_path)
+
+
+def test_feedback_outside_the_window_is_not_joined(bundle: Bundle, tmp_path: Path) -> None:
+    """A row replayed from the spool gets a new id but keeps its old time: out of a --since."""
+    url, engine = sqlite_log(tmp_path)
+    inside = mf.log_requests(engine, requests(17, 40, rows=1), NOW - timedelta(hours=2))
+    replayed = mf.log_requests(engine, requests(18, 1, rows=1), NOW - timedelta(days=5))
+    more = mf.log_requests(engine, requests(19, 40, rows=1), NOW - timedelta(hours=1))
+    truth = {mf.TARGET: 20000.0}
+    mf.send_feedback(engine, dict.fromkeys([*inside, *replayed, *more], truth), NOW)
+    accuracy = check(bundle, url, tmp_path, since="1d").verdict["realised_accuracy"]
+    assert accuracy["pairs"] == 80
+    assert accuracy["metrics"]["mdape"]["realised"] == 0.0

@@ -24,12 +24,13 @@ from modelyard.monitoring.frames import CurrentData, DriftRows, collect, frame, 
 from modelyard.monitoring.reference import reference_profile
 from modelyard.monitoring.verdict import build_verdict
 from modelyard.monitoring.window import (
+    EmptyWindowError,
     Window,
-    answered,
     open_log,
     parse_since,
     public_url,
     read_window,
+    window_conditions,
     window_is_empty,
 )
 from modelyard.serving.log_schema import predictions
@@ -37,10 +38,6 @@ from modelyard.serving.log_schema import predictions
 #: Verdict thresholds' defaults (the CLI's and the service's).
 DEFAULT_DRIFT_SHARE = 0.5
 DEFAULT_ACCURACY_TOLERANCE = 0.05
-
-
-class EmptyWindowError(DataError):
-    """The window holds no prediction the monitor can judge."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ def run_check(settings: MonitorSettings, now: datetime | None = None) -> CheckRe
             feedback_table = has_feedback(connection)
             if feedback_table:
                 conditions = [
-                    *answered(model),
+                    *window_conditions(connection, model, window),
                     predictions.c.id >= current.first_id,
                     predictions.c.id <= current.last_id,
                 ]

@@ -21,6 +21,7 @@ from evidently.metrics import OutListValueCount, OutRangeValueCount
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
 from modelyard.core.reference_profile import ReferenceProfile
+from modelyard.monitoring.window import EmptyWindowError
 
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
 _DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
@@ -111,6 +112,11 @@ def run_report(
     """Run the report on the columns that have values on both sides; read its results back."""
     names = [n for n in profile.columns if current[n].notna().any() and reference[n].notna().any()]
     untested = [n for n in profile.columns if n not in names]
+    if not names:
+        raise EmptyWindowError(
+            f"none of the profile's columns ({', '.join(profile.columns)}) has a value in the "
+            "window: were these predictions logged by a server older than the bundle?"
+        )
     definition = _definition(profile, names)
     quality, new_categories = _quality_metrics(profile, reference, current, names)
     report = Report(

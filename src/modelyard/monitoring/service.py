@@ -24,11 +24,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
-from modelyard.core.errors import DataError, ModelyardError
-from modelyard.monitoring.check import CheckResult, EmptyWindowError, MonitorSettings, run_check
+from modelyard.core.errors import DataError
+from modelyard.monitoring.check import CheckResult, MonitorSettings, run_check
 from modelyard.monitoring.outputs import write_outputs
 from modelyard.monitoring.prometheus import MonitorMetrics
 from modelyard.monitoring.webhook import WebhookOutcome, send_alert
+from modelyard.monitoring.window import EmptyWindowError
 
 logger = logging.getLogger("modelyard.monitoring")
 
@@ -86,14 +87,16 @@ class MonitorService:
             html = result.findings.snapshot.get_html_str(as_iframe=False)
             if self.output is not None:
                 write_outputs(result, self.output)
-        except (ModelyardError, SQLAlchemyError, OSError, ValueError) as exc:
+        except Exception as exc:  # a failed check must never end the schedule
             reason = failure_reason(exc)
             self.metrics.failed(self.model, reason)
             with self.latest.lock:
                 self.latest.failures += 1
                 self.latest.checks += 1
                 self.latest.last_error = f"{reason}: {exc}"
-            logger.warning("monitor: check failed (%s): %s", reason, exc)
+            logger.warning(
+                "monitor: check failed (%s): %s", reason, exc, exc_info=reason == "error"
+            )
             return False
         finished = time.time()
         self.metrics.update(result.verdict, finished)

@@ -31,6 +31,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+class EmptyWindowError(DataError):
+    """The window holds no prediction the monitor can judge."""
+
+
 @dataclass(frozen=True)
 class Window:
     """The newest ``last`` predictions, those since ``since``, or both limits at once."""
@@ -145,7 +149,10 @@ def since_condition(connection: Connection, since: datetime) -> sa.ColumnElement
     return predictions.c.created_at >= when
 
 
-def _conditions(connection: Connection, model: str, window: Window) -> list[sa.ColumnElement[bool]]:
+def window_conditions(
+    connection: Connection, model: str, window: Window
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions on a log row to be in the window (the row limit aside)."""
     conditions = answered(model)
     if window.since is not None:
         conditions.append(since_condition(connection, window.since))
@@ -154,7 +161,8 @@ def _conditions(connection: Connection, model: str, window: Window) -> list[sa.C
 
 def window_is_empty(connection: Connection, model: str, window: Window) -> bool:
     """True when no answered prediction of ``model`` falls in the window (a cheap query)."""
-    query = sa.select(predictions.c.id).where(*_conditions(connection, model, window)).limit(1)
+    conditions = window_conditions(connection, model, window)
+    query = sa.select(predictions.c.id).where(*conditions).limit(1)
     return connection.execute(query).first() is None
 
 
@@ -163,7 +171,7 @@ def read_window(connection: Connection, model: str, window: Window) -> Iterator[
     c = predictions.c
     query = (
         sa.select(c.id, c.created_at, c.version, c.inputs, c.outputs)
-        .where(*_conditions(connection, model, window))
+        .where(*window_conditions(connection, model, window))
         .order_by(c.id.desc())
         .limit(window.limit)
     )
