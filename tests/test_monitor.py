@@ -218,6 +218,10 @@ def test_a_bundle_without_a_profile_says_to_re_export(tmp_path: Path) -> None:
         (["--last", "0"], "--last must be"),
         (["--drift-share", "0"], "--drift-share must be"),
         (["--log", "sqlite:////nonexistent/predictions.db"], "no prediction log at"),
+        (  # a database that does not answer: the driver's one line, no SQL, no traceback
+            ["--log", "postgresql+psycopg://monitor:secret@127.0.0.1:1/log"],
+            "cannot read the prediction log postgresql+psycopg://monitor:***@127.0.0.1:1/log",
+        ),
     ],
 )
 def test_bad_options_are_one_line(

@@ -7,7 +7,9 @@ Used by ``modelyard monitor`` (once) and by the monitoring service (on a schedul
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from modelyard.core.bundle import Bundle
 from modelyard.core.errors import DataError
@@ -18,7 +20,6 @@ from modelyard.monitoring.accuracy import (
     promoted_values,
     realised_block,
 )
-from modelyard.monitoring.drift_report import DriftFindings, run_report
 from modelyard.monitoring.feedback import has_feedback, read_truths
 from modelyard.monitoring.frames import CurrentData, DriftRows, collect, frame, reference_frame
 from modelyard.monitoring.reference import reference_profile
@@ -30,10 +31,14 @@ from modelyard.monitoring.window import (
     parse_since,
     public_url,
     read_window,
+    unreadable,
     window_conditions,
     window_is_empty,
 )
 from modelyard.serving.log_schema import predictions
+
+if TYPE_CHECKING:
+    from modelyard.monitoring.drift_report import DriftFindings
 
 #: Verdict thresholds' defaults (the CLI's and the service's).
 DEFAULT_DRIFT_SHARE = 0.5
@@ -70,7 +75,7 @@ class MonitorSettings:
 @dataclass
 class CheckResult:
     verdict: dict[str, Any]
-    findings: DriftFindings
+    findings: "DriftFindings"
 
     @property
     def alert(self) -> bool:
@@ -103,8 +108,13 @@ def run_check(settings: MonitorSettings, now: datetime | None = None) -> CheckRe
                     predictions.c.id <= current.last_id,
                 ]
                 truths = list(read_truths(connection, conditions))
+    except SQLAlchemyError as exc:  # the database went away, or is not a prediction log
+        raise unreadable(settings.log_url, exc) from exc
     finally:
         engine.dispose()
+    # Evidently (seconds to import) only now: bad input and empty windows answer at once
+    from modelyard.monitoring.drift_report import run_report
+
     findings = run_report(
         profile, reference_frame(profile), frame(profile, current.columns), settings.drift_share
     )

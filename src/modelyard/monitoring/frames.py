@@ -10,12 +10,13 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from modelyard.core.reference_profile import Column, ReferenceProfile
 from modelyard.monitoring.window import LoggedPrediction
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: ``log_rows(inputs, outputs)``: one logged prediction as drift rows named like the profile.
 DriftRows = Callable[[Any, Any], list[dict[str, Any]]]
@@ -80,8 +81,10 @@ def collect(
     return current
 
 
-def frame(profile: ReferenceProfile, data: Mapping[str, list[Any]]) -> pd.DataFrame:
+def frame(profile: ReferenceProfile, data: Mapping[str, list[Any]]) -> "pd.DataFrame":
     """A table of ``data`` with one typed column per profile column."""
+    import pandas as pd  # here: a check that fails early never pays for pandas
+
     columns = {}
     for name, column in profile.columns.items():
         values = data[name]
@@ -94,5 +97,5 @@ def frame(profile: ReferenceProfile, data: Mapping[str, list[Any]]) -> pd.DataFr
     return pd.DataFrame(columns)
 
 
-def reference_frame(profile: ReferenceProfile) -> pd.DataFrame:
+def reference_frame(profile: ReferenceProfile) -> "pd.DataFrame":
     return frame(profile, {name: list(values) for name, values in profile.data.items()})

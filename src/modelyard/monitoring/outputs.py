@@ -22,12 +22,13 @@ def verdict_text(verdict: dict[str, Any]) -> str:
     return json.dumps(verdict, indent=2, allow_nan=False) + "\n"
 
 
-def write_outputs(result: CheckResult, directory: Path) -> dict[str, Path]:
-    """Write the three files into ``directory`` (created); their paths by name."""
+def write_outputs(result: CheckResult, directory: Path, html: str | None = None) -> dict[str, Path]:
+    """Write the three files into ``directory`` (created); their paths by name. ``html``: the
+    report already rendered (rendering is the costly part)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / name for name in (REPORT_HTML, REPORT_JSON, VERDICT_JSON)}
     snapshot = result.findings.snapshot
-    _replace(paths[REPORT_HTML], snapshot.get_html_str(as_iframe=False))
+    _replace(paths[REPORT_HTML], html or snapshot.get_html_str(as_iframe=False))
     _replace(paths[REPORT_JSON], snapshot.json())
     _replace(paths[VERDICT_JSON], verdict_text(result.verdict))
     return paths

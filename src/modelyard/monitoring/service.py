@@ -86,7 +86,7 @@ class MonitorService:
             result = self.check(self.settings)
             html = result.findings.snapshot.get_html_str(as_iframe=False)
             if self.output is not None:
-                write_outputs(result, self.output)
+                write_outputs(result, self.output, html)
         except Exception as exc:  # a failed check must never end the schedule
             reason = failure_reason(exc)
             self.metrics.failed(self.model, reason)

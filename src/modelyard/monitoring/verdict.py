@@ -7,12 +7,14 @@ thresholds that produced the judgement. Its fields are described in docs/monitor
 """
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.core.bundle import Bundle
-from modelyard.monitoring.drift_report import DriftFindings
 from modelyard.monitoring.frames import CurrentData
 from modelyard.monitoring.window import MAX_WINDOW_ROWS, Window
+
+if TYPE_CHECKING:
+    from modelyard.monitoring.drift_report import DriftFindings
 
 VERDICT_FORMAT = 1
 #: Exit codes of ``modelyard monitor``: nothing wrong / drift or accuracy below promoted /
@@ -26,7 +28,7 @@ def build_verdict(
     log: str,
     window: Window,
     current: CurrentData,
-    findings: DriftFindings,
+    findings: "DriftFindings",
     accuracy: dict[str, Any],
     now: datetime,
     feedback_table: bool,

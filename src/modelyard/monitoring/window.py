@@ -119,8 +119,15 @@ def open_log(url: str) -> Engine:
             if not sa.inspect(connection).has_table(TABLE):
                 raise DataError(f"{public_url(url)} holds no {TABLE} table: not a prediction log")
     except SQLAlchemyError as exc:
-        raise DataError(f"cannot read the prediction log {public_url(url)}: {exc}") from exc
+        raise unreadable(url, exc) from exc
     return engine
+
+
+def unreadable(url: str, exc: SQLAlchemyError) -> DataError:
+    """A database error as one line naming the log (its first line: no SQL, no links)."""
+    cause = getattr(exc, "orig", None) or exc  # the driver's own message when there is one
+    first = (str(cause) or type(exc).__name__).splitlines()[0]
+    return DataError(f"cannot read the prediction log {public_url(url)}: {first}")
 
 
 @dataclass(frozen=True)
