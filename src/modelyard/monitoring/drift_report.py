@@ -11,7 +11,7 @@ A column with no value in the window (rows logged before the feature existed) or
 reference cannot be tested: it is reported as untested, not as drifted.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -40,14 +40,7 @@ class ColumnDrift:
     drifted: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "group": self.group,
-            "method": self.method,
-            "threshold": self.threshold,
-            "score": self.score,
-            "drifted": self.drifted,
-        }
+        return asdict(self)
 
 
 @dataclass

@@ -14,7 +14,7 @@ webhook that is down must not hide the verdict (or change the exit code).
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
@@ -33,12 +33,7 @@ class WebhookOutcome:
     detail: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "delivered": self.delivered,
-            "status": self.status,
-            "detail": self.detail,
-        }
+        return asdict(self)
 
 
 def alert_payload(verdict: dict[str, Any]) -> dict[str, Any]:
