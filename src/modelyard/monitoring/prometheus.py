@@ -1,6 +1,7 @@
 """The monitoring service's Prometheus metrics, named in :mod:`.metric_names` (the one list that
 the alert rules and the dashboard read too), set from each new verdict."""
 
+import threading
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -13,6 +14,8 @@ class MonitorMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # a scrape never sees the gauges half-replaced by an update
+        self._lock = threading.Lock()
 
         def gauge(name: str, text: str, *labels: str) -> Gauge:
             return Gauge(name, text, ["model", *labels], registry=self.registry)
@@ -46,6 +49,10 @@ class MonitorMetrics:
 
     def update(self, verdict: dict[str, Any], finished_at: float) -> None:
         """Replace every gauge with the values of ``verdict`` (a column gone is dropped)."""
+        with self._lock:
+            self._update(verdict, finished_at)
+
+    def _update(self, verdict: dict[str, Any], finished_at: float) -> None:
         model = verdict["model"]["name"]
         for labelled in (
             self.feature_detected,
@@ -75,4 +82,5 @@ class MonitorMetrics:
         self.failures.labels(model, reason).inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        with self._lock:
+            return generate_latest(self.registry)
