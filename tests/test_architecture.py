@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelyard"
 #: The modules of ``stages/``: one per stage of the pipeline (fetch and prepare are ``data``).
-STAGES = {"fetch", "prepare", "train", "evaluate", "export", "sweep", "promote", "demo"}
+STAGES = {"fetch", "prepare", "train", "evaluate", "export", "sweep", "promote", "demo", "monitor"}
 
 
 def _runtime_imports(tree: ast.Module) -> list[str]:

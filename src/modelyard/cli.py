@@ -326,7 +326,6 @@ def serve(
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime; no torch). See docs/serving.md."""
     with user_errors(), ExitStack() as stack:
-        from modelyard.core.runs import default_workdir
         from modelyard.registry.resolve import bundle_path
         from modelyard.serving.api_keys import API_KEYS_ENV
         from modelyard.serving.hosts import default_allowed_hosts
@@ -334,7 +333,7 @@ def serve(
         from modelyard.serving.settings import build_settings
 
         if prediction_log is None:
-            prediction_log = f"sqlite:///{(default_workdir() / 'predictions.db').resolve()}"
+            prediction_log = default_prediction_log()
         follow_file = None
         if follow:
             followed = stack.enter_context(_follow(bundle, registry_uri, follow_interval))
@@ -393,6 +392,13 @@ def _follow(bundle: str, registry_uri: str | None, interval_s: float) -> Any:
     if not is_reference(bundle):
         raise ConfigError(f"--follow needs a registry alias (models:/NAME@ALIAS), not {bundle}")
     return follow_alias(bundle, serving_registry(registry_uri), interval_s)
+
+
+def default_prediction_log() -> str:
+    """Where ``serve`` logs, and so where ``monitor`` reads, when no URL is given."""
+    from modelyard.core.runs import default_workdir
+
+    return f"sqlite:///{(default_workdir() / 'predictions.db').resolve()}"
 
 
 def _cleaned(values: list[str] | None) -> list[str]:
@@ -494,6 +500,89 @@ def predict(
         settings = build_settings(bundle=str(bundle_path(bundle, registry_uri)))
         rows = _open_adapter(settings).predict_file(source, output)
         console.print(f"wrote {rows} row(s) to {output}")
+
+
+@app.command()
+def monitor(
+    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP)],
+    log: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL of the prediction log; default the one `serve` writes"),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Window start: an ISO time or a duration back from now (24h, 7d)"),
+    ] = None,
+    last: Annotated[
+        int | None,
+        typer.Option(help="Window: the newest N predictions (default 10,000 without --since)"),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Directory for report.html, report.json, verdict.json"),
+    ] = None,
+    drift_share: Annotated[
+        float, typer.Option(help="Share of drifted columns that makes dataset drift")
+    ] = 0.5,
+    accuracy_tolerance: Annotated[
+        float,
+        typer.Option(help="Largest relative worsening of a realised metric vs the promoted one"),
+    ] = 0.05,
+    min_feedback: Annotated[
+        int, typer.Option(help="Predictions with truth needed to judge realised accuracy")
+    ] = 30,
+    webhook: Annotated[
+        str | None,
+        typer.Option(
+            help="POST an alert here (a GitHub .../dispatches URL uses $GITHUB_TOKEN)",
+            envvar="MODELYARD_MONITOR_WEBHOOK",
+        ),
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Run the monitoring service (/, /drift, /metrics)")
+    ] = False,
+    host: Annotated[str, typer.Option(help="--serve: interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="--serve: TCP port")] = 8001,
+    every: Annotated[str, typer.Option(help="--serve: recompute every (e.g. 10m, 1h)")] = "10m",
+    registry_uri: Annotated[str | None, typer.Option(help=REGISTRY_URI_HELP)] = None,
+) -> None:
+    """Drift, data quality and realised accuracy of the logged predictions (Evidently report).
+
+    Exit 0: no drift; 1: drift, or realised accuracy below the promoted value; 2: usage or data
+    error. See docs/monitoring.md."""
+    with user_errors():
+        from modelyard.monitoring.check import MonitorSettings
+        from modelyard.stages import monitor as monitor_stage
+
+        settings = MonitorSettings(
+            bundle=monitor_stage.open_bundle(bundle, registry_uri),
+            log_url=log or default_prediction_log(),
+            since=since,
+            last=last,
+            drift_share=drift_share,
+            accuracy_tolerance=accuracy_tolerance,
+            min_feedback=min_feedback,
+        )
+        if serve:
+            console.print(f"monitoring service on http://{host}:{port} (every {every})")
+            monitor_stage.serve(settings, host, port, every, output, webhook)
+            return
+        outcome = monitor_stage.run(settings, output, webhook)
+    verdict = outcome.verdict
+    drift = verdict["drift"]
+    console.print(
+        f"window: {verdict['window']['predictions']} predictions "
+        f"({verdict['window']['first_at']} .. {verdict['window']['last_at']}); "
+        f"drifted columns {drift['drifted_columns'] or 'none'} (share {drift['share']:.2f})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for reason in verdict["reasons"]:
+        console.print(f"[bold red]ALERT[/] {reason}", highlight=False, soft_wrap=True)
+    if outcome.webhook is not None:
+        console.print(f"webhook {outcome.webhook.url}: {outcome.webhook.detail}", highlight=False)
+    console.print(f"verdict: {outcome.verdict_path}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=outcome.exit_code)
 
 
 @app.command()

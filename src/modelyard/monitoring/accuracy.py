@@ -1,0 +1,127 @@
+"""Realised accuracy: the family's own metrics on logged predictions that have ground truth,
+over the whole window and per time bucket, next to the values the bundle was promoted with.
+
+A metric is "below promoted" when it is worse than the promoted value by more than
+``tolerance`` x |promoted| (direction-aware, the rule the quantisation gate uses:
+:meth:`modelyard.core.bundle.MetricChange.between`).
+"""
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelyard.core.bundle import Manifest, MetricChange
+from modelyard.core.families import realised_accuracy_function
+from modelyard.monitoring.feedback import Truth
+
+#: Predictions with truth needed before realised accuracy is judged against the promoted value
+#: (fewer are reported, not judged: a handful of truths is noise, not a regression).
+DEFAULT_MIN_FEEDBACK = 30
+_BUCKETS = (
+    ("hour", timedelta(hours=1), timedelta(days=2)),
+    ("day", timedelta(days=1), timedelta(days=90)),
+    ("week", timedelta(weeks=1), timedelta.max),
+)
+
+
+@dataclass(frozen=True)
+class FamilyAccuracy:
+    """A family's ``realised_accuracy`` module: the metric, evaluation's values, the direction."""
+
+    realised: Callable[..., dict[str, float]]
+    promoted: Callable[[Mapping[str, Any]], dict[str, float]]
+    higher_is_better: Callable[[str], bool]
+
+    @classmethod
+    def of(cls, task: str) -> "FamilyAccuracy":
+        realised = realised_accuracy_function(task)
+        module = sys.modules[realised.__module__]
+        return cls(realised, module.promoted, module.higher_is_better)
+
+
+def bucket_size(first: datetime, last: datetime) -> tuple[str, timedelta]:
+    """Hours for a window up to two days, days up to 90 days, weeks beyond."""
+    span = last - first
+    for name, size, longest in _BUCKETS:
+        if span <= longest:
+            return name, size
+    return _BUCKETS[-1][0], _BUCKETS[-1][1]
+
+
+def _bucket_start(when: datetime, size: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((when - epoch) // size) * size
+
+
+def promoted_values(
+    family: FamilyAccuracy, manifest: Manifest, profile_metrics: Mapping[str, Any]
+) -> dict[str, float]:
+    """The promoted values: the profile's metrics where it has them, else the manifest's."""
+    return family.promoted(profile_metrics) or family.promoted(manifest.metrics)
+
+
+def realised_block(
+    truths: Sequence[Truth],
+    family: FamilyAccuracy,
+    manifest: Manifest,
+    promoted: Mapping[str, float],
+    tolerance: float,
+    min_feedback: int = DEFAULT_MIN_FEEDBACK,
+) -> dict[str, Any]:
+    """The verdict's ``realised_accuracy``: overall metrics against promoted, and over time."""
+    pairs = [(t.outputs, t.truth) for t in truths]
+    overall = family.realised(pairs, manifest) if pairs else {}
+    metrics: dict[str, dict[str, Any]] = {}
+    below: list[str] = []
+    for name, value in sorted(overall.items()):
+        entry: dict[str, Any] = {
+            "realised": value,
+            "promoted": promoted.get(name),
+            "higher_is_better": family.higher_is_better(name),
+            "below_promoted": False,
+        }
+        if name in promoted and len(pairs) >= min_feedback:
+            change = MetricChange.between(
+                promoted[name], value, entry["higher_is_better"], tolerance
+            )
+            entry["relative_change"] = change.relative_change
+            entry["below_promoted"] = not change.within_tolerance
+            if entry["below_promoted"]:
+                below.append(name)
+        metrics[name] = entry
+    return {
+        "pairs": len(pairs),
+        "tolerance": tolerance,
+        "min_feedback": min_feedback,
+        "judged": len(pairs) >= min_feedback,
+        "metrics": metrics,
+        "below_promoted": below,
+        "over_time": _over_time(truths, family, manifest),
+    }
+
+
+def _over_time(
+    truths: Sequence[Truth], family: FamilyAccuracy, manifest: Manifest
+) -> dict[str, Any]:
+    if not truths:
+        return {"bucket": None, "buckets": []}
+    times = [t.created_at for t in truths]
+    name, size = bucket_size(min(times), max(times))
+    grouped: dict[datetime, list[tuple[Any, Any]]] = {}
+    for truth in truths:
+        grouped.setdefault(_bucket_start(truth.created_at, size), []).append(
+            (truth.outputs, truth.truth)
+        )
+    return {
+        "bucket": name,
+        "buckets": [
+            {
+                "start": start.isoformat(),
+                "pairs": len(pairs),
+                "metrics": family.realised(pairs, manifest),
+            }
+            for start, pairs in sorted(grouped.items())
+        ],
+    }

@@ -1,0 +1,63 @@
+"""Realised accuracy of an image classifier: logged top classes scored against the true labels
+sent later as feedback, with evaluation's own scores (:func:`.metrics.classification_scores`).
+
+A logged prediction's ``outputs`` are the response's ``top`` list (first entry = the predicted
+class); its truth is ``{"label": "<class>"}``. Macro-F1 is taken over the bundle's classes (all of
+them, as in evaluation) when the manifest is given, else over the labels seen. A pair whose label
+is not one of the classes is left out.
+
+Torch-free: the monitor imports it.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from modelyard.core.bundle import Manifest
+from modelyard.projects.vision.contract import VisionContract
+from modelyard.projects.vision.metrics import classification_scores
+
+METRICS = ("accuracy", "macro_f1")
+
+
+def higher_is_better(metric: str) -> bool:
+    del metric
+    return True
+
+
+def promoted(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Accuracy and macro-F1 from an evaluation metrics JSON (flat at its top level)."""
+    return {
+        k: float(metrics[k])
+        for k in METRICS
+        if isinstance(metrics.get(k), int | float) and not isinstance(metrics.get(k), bool)
+    }
+
+
+def _labels(outputs: Any, truth: Any) -> tuple[str, str] | None:
+    """(true, predicted) label of one prediction, or None when either is missing."""
+    if not isinstance(truth, Mapping) or not isinstance(truth.get("label"), str):
+        return None
+    top = outputs[0] if isinstance(outputs, list) and outputs else outputs
+    if not isinstance(top, Mapping) or not isinstance(top.get("label"), str):
+        return None
+    return str(truth["label"]), str(top["label"])
+
+
+def realised(
+    pairs: Sequence[tuple[Any, Any]], manifest: Manifest | None = None
+) -> dict[str, float]:
+    """Accuracy and macro-F1 of the pairs with a known label; {} when there is none."""
+    labelled = [found for outputs, truth in pairs if (found := _labels(outputs, truth))]
+    if manifest is not None:
+        classes = list(VisionContract.from_manifest(manifest).classes)
+    else:
+        classes = sorted({label for pair in labelled for label in pair})
+    index = {name: i for i, name in enumerate(classes)}
+    known = [(index[t], index[p]) for t, p in labelled if t in index and p in index]
+    if not known:
+        return {}
+    codes = np.asarray(known, dtype=np.int64)
+    scores = classification_scores(codes[:, 0], codes[:, 1], classes)
+    return {k: float(scores[k]) for k in METRICS}

@@ -1,0 +1,120 @@
+"""Realised accuracy per family, against hand computations: the family's own metric names and
+the promoted values read from evaluation's metrics JSON."""
+
+import statistics
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from modelyard.core.bundle import Manifest, TensorSpec
+from modelyard.core.families import realised_accuracy_function
+from modelyard.monitoring.accuracy import FamilyAccuracy, bucket_size
+from modelyard.projects.nilm.contract import Appliance, NilmContract
+from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.projects.vision.contract import VisionContract
+
+
+def manifest(task: str, preprocessing: dict[str, Any]) -> Manifest:
+    return Manifest(
+        project=task,
+        task=task,
+        name=f"{task}-model",
+        version="1",
+        created_at=datetime(2026, 12, 1, tzinfo=UTC),
+        sha256="0" * 64,
+        inputs=[TensorSpec(name="x", dtype="float32", shape=["batch", 1])],
+        outputs=[TensorSpec(name="y", dtype="float32", shape=["batch", 1])],
+        preprocessing=preprocessing,
+    )
+
+
+def test_tabular_mdape_and_hit_rate_equal_a_hand_computation() -> None:
+    realised = realised_accuracy_function("tabular")
+    pairs = [
+        ([{"price": 110.0, "warnings": []}], {"rows": [{"price": 100.0}]}),  # 10 %
+        ([{"price": 150.0}, {"price": 95.0}], {"rows": [{"price": 100.0}, {"price": 100.0}]}),
+        ([{"price": 80.0}], {"price": 100.0}),  # one row may be given bare: 20 %
+        ([{"price": 1.0}, {"price": 2.0}], {"rows": [{"price": 1.0}]}),  # misaligned: left out
+    ]
+    errors = [0.10, 0.50, 0.05, 0.20]
+    scores = realised(pairs)
+    assert scores["mdape"] == pytest.approx(statistics.median(errors))
+    assert scores["within_10pct"] == pytest.approx(2 / 4)  # 0.10 counts as within
+    assert scores["mae"] == pytest.approx((10 + 50 + 5 + 20) / 4)
+    assert realised([]) == {}
+
+
+def test_tabular_promoted_values_come_from_the_model_scores() -> None:
+    family = FamilyAccuracy.of("tabular")
+    metrics = {"model": {"mdape": 0.12, "within_10pct": 0.45, "rows": 9}, "baseline": {}}
+    assert family.promoted(metrics) == {"mdape": 0.12, "within_10pct": 0.45}
+    assert not family.higher_is_better("mdape") and family.higher_is_better("within_10pct")
+
+
+def test_vision_accuracy_and_macro_f1_over_the_bundles_classes() -> None:
+    realised = realised_accuracy_function("vision")
+    contract = VisionContract(
+        classes=("cat", "dog", "owl"), image_size=8, mean=(0.5,) * 3, std=(0.2,) * 3
+    )
+    pairs = [
+        ([{"label": "cat", "probability": 0.9}], {"label": "cat"}),
+        ([{"label": "cat", "probability": 0.6}], {"label": "dog"}),
+        ([{"label": "dog", "probability": 0.7}], {"label": "dog"}),
+        ([{"label": "dog", "probability": 0.7}], {"label": "zebra"}),  # unknown class: left out
+    ]
+    scores = realised(pairs, manifest("vision", contract.to_preprocessing()))
+    assert scores["accuracy"] == pytest.approx(2 / 3)
+    # cat: P 1/2 R 1 -> F1 2/3; dog: P 1 R 1/2 -> 2/3; owl (never seen): 0, yet counted
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+
+
+def test_nilm_mae_and_f1_per_appliance_at_the_contracts_threshold() -> None:
+    realised = realised_accuracy_function("nilm")
+    contract = NilmContract(
+        window=5,
+        interval_s=60,
+        appliances={
+            "kettle": Appliance(on_threshold_w=100.0, limit_w=3500.0),
+            "fridge": Appliance(on_threshold_w=20.0, limit_w=3500.0),
+        },
+        normalisation=Normalisation(
+            aggregate_mean=400.0,
+            aggregate_std=600.0,
+            target_mean=(100.0, 50.0),
+            target_std=(300.0, 40.0),
+        ),
+        min_length=5,
+        max_length=500,
+        max_aggregate_w=23000.0,
+    )
+    logged = [
+        {"kettle": {"mean_w": 150.0}, "fridge": {"mean_w": 30.0}},
+        {"kettle": {"mean_w": 50.0}, "fridge": {"mean_w": 10.0}},
+        {"kettle": {"mean_w": 0.0}, "fridge": {"mean_w": 25.0}},
+    ]
+    truths = [
+        {"appliances": {"kettle": [100.0, 300.0], "fridge": 40.0}},  # a series: its mean, 200
+        {"appliances": {"kettle": 200.0, "fridge": 10.0}},
+        {"appliances": {"fridge": 35.0}},  # no kettle truth: only the fridge is scored
+    ]
+    scores = realised(
+        list(zip(logged, truths, strict=True)), manifest("nilm", contract.to_preprocessing())
+    )
+    assert scores["kettle.mae_w"] == pytest.approx((50 + 150) / 2)
+    # kettle on/off at 100 W: truth on, on -> predicted on, off: P 1, R 1/2 -> F1 2/3
+    assert scores["kettle.f1"] == pytest.approx(2 / 3)
+    assert scores["fridge.mae_w"] == pytest.approx((10 + 0 + 10) / 3)
+    # fridge at 20 W: truths on, off, on; predictions on, off, on -> F1 1
+    assert scores["fridge.f1"] == pytest.approx(1.0)
+    family = FamilyAccuracy.of("nilm")
+    evaluation = {"overall": {"kettle": {"model": {"mae_w": 40.0, "f1": 0.8}, "baseline_mean": {}}}}
+    assert family.promoted(evaluation) == {"kettle.mae_w": 40.0, "kettle.f1": 0.8}
+    assert family.higher_is_better("kettle.f1") and not family.higher_is_better("kettle.mae_w")
+
+
+def test_buckets_grow_with_the_window() -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    assert bucket_size(start, start.replace(hour=20))[0] == "hour"
+    assert bucket_size(start, start.replace(day=20))[0] == "day"
+    assert bucket_size(start, start.replace(year=2027))[0] == "week"
