@@ -1,7 +1,11 @@
 """Vision serving: ``POST /predict`` with an uploaded image (multipart) -> top-k classes.
 
 Preprocessing is :func:`.image_decoding.image_pixels` (what training cached) normalised with the
-training statistics. Uploads are refused with a precise 4xx: not multipart (415), no ``file`` part
+training statistics. The prediction log gets the upload's drift features
+(:mod:`.drift_features`: size, image statistics, and the model's embedding output when the
+bundle has one, from the same ONNX Runtime call as the probabilities).
+
+Uploads are refused with a precise 4xx: not multipart (415), no ``file`` part
 (422), larger than ``max_upload_bytes`` (413), not an image / truncated / unsupported format /
 over ``max_pixels`` / over ``max_decoded_bytes`` (422, naming the project's limit).
 
