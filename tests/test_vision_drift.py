@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
+from omegaconf import OmegaConf
 from PIL import Image, ImageFilter
 
 from modelyard.core.config import load_config
@@ -288,6 +289,14 @@ def test_a_real_server_logs_what_the_reference_profile_holds(
     assert set(profile.data["width"]) == {256.0}  # PlantVillage's images, as sent
     assert set(profile.data["top1_label"]) <= set(contract.classes)
     assert profile.metrics["accuracy"] == pipeline.metrics["accuracy"]
+    # without the raw images: the same sample from the prepared cache, no upload size facts
+    absent = OmegaConf.merge(pipeline.cfg, {"paths": {"raw": str(tmp_path / "absent")}})
+    cached = load_task(absent).reference_profile(
+        run, bundle.manifest.preprocessing, bundle.model_path
+    )
+    assert "prepared pixel cache" in cached.drawn and set(cached.data["width"]) == {None}
+    for name in ("brightness", "sharpness", "top1_label", "emb_3"):
+        assert cached.data[name] == profile.data[name]
 
     index = index_image_folder(Path(pipeline.cfg.paths.raw) / IMAGE_ARCHIVES["plants"][0])
     data = read_member(index, index.members[0])
