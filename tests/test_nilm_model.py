@@ -207,7 +207,7 @@ def test_gated_module_exports_to_onnx_with_parity(tmp_path: Path) -> None:
     module = _gated_module(seed=3).eval()
     example = torch.randn(16, 11, generator=torch.Generator().manual_seed(4)).numpy()
     path = tmp_path / "model.onnx"
-    TorchModel(module).export_onnx(path, example, "mains", "power")
+    TorchModel(module).export_onnx(path, example, "mains", ["power"])
     runtime = OnnxModel(path)
     for size in (1, 16):
         batch = example[:size]
@@ -333,7 +333,7 @@ def test_ensemble_exports_to_one_onnx_graph_with_parity(tmp_path: Path) -> None:
     module = _ensemble_module(3, seed=4).eval()
     example = torch.randn(16, 11, generator=torch.Generator().manual_seed(4)).numpy()
     path = tmp_path / "model.onnx"
-    TorchModel(module).export_onnx(path, example, "mains", "power")
+    TorchModel(module).export_onnx(path, example, "mains", ["power"])
     runtime = OnnxModel(path)
     with torch.no_grad():
         expected = module(torch.from_numpy(example)).numpy()

@@ -348,7 +348,7 @@ def test_exports_to_onnx_with_parity(tmp_path: Path) -> None:
     module.eval()
     example = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(4)).numpy()
     path = tmp_path / "model.onnx"
-    TorchModel(module).export_onnx(path, example, "image", "logits")
+    TorchModel(module).export_onnx(path, example, "image", ["logits", "embedding"])
     runtime = OnnxModel(path)
     for size in (1, 4):
         batch = example[:size]

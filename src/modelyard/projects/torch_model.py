@@ -1,12 +1,15 @@
 """Torch networks behind :class:`~modelyard.projects.trained_model.TrainedModel`.
 
 :class:`TorchModel` predicts, embeds (when the network defines ``embed``) and exports with
-torch.export; :class:`LightningModel` adds training with ``lightning.Trainer`` (see
+torch.export: the network itself, or the module its ``export_module(example)`` builds when it
+has one (a module with more outputs than the prediction, e.g. a vision model's embedding).
+:class:`LightningModel` adds training with ``lightning.Trainer`` (see
 :mod:`.lightning_training`) and loading from a run's best checkpoint.
 """
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +41,27 @@ class TorchModel:
         with torch.inference_mode():
             return embed(torch.from_numpy(batch)).numpy()  # type: ignore[no-any-return]
 
+    def exported_module(self, example: np.ndarray) -> torch.nn.Module:
+        """What the ONNX graph computes: the network, or its own ``export_module(example)``."""
+        self.module.eval()
+        build = getattr(self.module, "export_module", None)
+        if build is None:
+            return self.module
+        exported: torch.nn.Module = build(torch.from_numpy(example))
+        return exported.eval()
+
+    def predict_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        module = self.exported_module(batch)
+        with torch.inference_mode():
+            result = module(torch.from_numpy(batch))
+        outputs = result if isinstance(result, tuple | list) else (result,)
+        return [output.numpy() for output in outputs]
+
     def export_onnx(
-        self, path: Path, example: np.ndarray, input_name: str, output_name: str
+        self, path: Path, example: np.ndarray, input_name: str, output_names: Sequence[str]
     ) -> None:
         """Export with torch.export (dynamo) and a dynamic first (batch) axis."""
-        self.module.eval()
+        module = self.exported_module(example)
         exporter_log = logging.getLogger("torch.onnx")
         previous = exporter_log.level
         exporter_log.setLevel(logging.ERROR)  # it warns about every torchvision op it cannot find
@@ -50,11 +69,11 @@ class TorchModel:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 torch.onnx.export(
-                    self.module,
+                    module,
                     (torch.from_numpy(example),),
                     str(path),
                     input_names=[input_name],
-                    output_names=[output_name],
+                    output_names=list(output_names),
                     dynamic_shapes=({0: torch.export.Dim("batch")},),
                     opset_version=ONNX_OPSET,
                     dynamo=True,

@@ -1,7 +1,8 @@
 """The one interface between the stages and a model, whatever trains it.
 
 A task builds and loads :class:`TrainedModel` objects; the train stage calls :meth:`fit`, export
-calls :meth:`export_onnx` and :meth:`predict` (the parity check), evaluation reads
+calls :meth:`export_onnx` and :meth:`predict_outputs` (the parity check, on every output the
+graph has: a vision model also exports its compact embedding), evaluation reads
 :class:`InferenceModel`. Lightning networks (:mod:`.torch_model`) and LightGBM trees
 (:mod:`.tabular.gbm`) implement it, so no stage asks which kind of model it holds.
 """
@@ -69,9 +70,15 @@ class TrainedModel(InferenceModel, Protocol):
         ...
 
     def export_onnx(
-        self, path: Path, example: np.ndarray, input_name: str, output_name: str
+        self, path: Path, example: np.ndarray, input_name: str, output_names: Sequence[str]
     ) -> None:
-        """Write an ONNX graph with a dynamic batch axis and the given tensor names."""
+        """Write an ONNX graph with a dynamic batch axis and the given tensor names: one input
+        and the outputs the task declares (``Task.tensor_specs``), the prediction first."""
+        ...
+
+    def predict_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """What the exported graph must compute for ``batch``: every output, in order (the
+        first is :meth:`predict`'s)."""
         ...
 
 

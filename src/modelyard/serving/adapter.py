@@ -2,7 +2,8 @@
 
 Adapters are torch-free: they see the bundle (manifest + ONNX model) and numpy only. The model
 they get is a :class:`ModelRunner`: the ONNX Runtime session itself (offline prediction) or the
-micro-batcher in front of it (the server); both predict a float32 batch.
+micro-batcher in front of it (the server); both predict a float32 batch, and both return a
+model's further outputs (a vision model's embedding) from the same call when asked.
 
 A route tells the server what it predicted with :func:`modelyard.serving.context.record_prediction`
 (the inputs or their summary features, the outputs, values for the distribution metrics and
@@ -95,6 +96,10 @@ class ModelRunner(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
     async def run_async(self, batch: np.ndarray) -> np.ndarray: ...
+
+    async def run_outputs_async(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Every output of the model (the prediction first), each row for row with ``batch``."""
+        ...
 
 
 class _CheckedOnceBuilt(ABCMeta):

@@ -3,7 +3,10 @@
 :class:`BatchingModel` has the same ``run(batch) -> batch`` interface as
 :class:`~modelyard.serving.runtime.OnnxModel`, so adapters do not know it is there. Each caller
 enqueues its rows and waits; one inference thread takes whatever is queued, up to ``max_batch``
-rows, runs the model once and hands every caller its slice.
+rows, runs the model once and hands every caller its slice of every output: a model with more
+than one output (a vision model's embedding) gives each caller its own rows of each, from the
+same call (:meth:`BatchingModel.run_outputs_async`); a one-output model makes the same single
+ONNX Runtime call as before.
 
 Request handlers on the event loop use :meth:`BatchingModel.run_async`, which waits without
 holding a thread: the results of one batch reach the loop in a single cross-thread call, however
@@ -31,14 +34,17 @@ import numpy as np
 from modelyard.serving.runtime import OnnxModel
 from modelyard.serving.settings import setting_default
 
+#: Every output of the model for some rows, in the model's order (the prediction first).
+Outputs = tuple[np.ndarray, ...]
+
 
 @dataclass
 class _Pending:
     """One caller's rows and where its answer goes: a thread's Future or a loop's future."""
 
     rows: np.ndarray
-    future: "Future[np.ndarray] | None" = None
-    waiter: "asyncio.Future[np.ndarray] | None" = None
+    future: "Future[Outputs] | None" = None
+    waiter: "asyncio.Future[Outputs] | None" = None
     loop: asyncio.AbstractEventLoop | None = None
 
     def claim(self) -> bool:
@@ -84,14 +90,22 @@ class BatchingModel:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Blocks the calling thread until the rows of ``batch`` have been predicted."""
-        future: Future[np.ndarray] = Future()
+        return self.run_outputs(batch)[0]
+
+    def run_outputs(self, batch: np.ndarray) -> Outputs:
+        """:meth:`run` with every output of the model, each holding the rows of ``batch``."""
+        future: Future[Outputs] = Future()
         self._submit(_Pending(_rows(batch), future=future))
         return future.result()
 
     async def run_async(self, batch: np.ndarray) -> np.ndarray:
         """Awaits the rows of ``batch`` without holding a thread (the event loop's way in)."""
+        return (await self.run_outputs_async(batch))[0]
+
+    async def run_outputs_async(self, batch: np.ndarray) -> Outputs:
+        """:meth:`run_async` with every output of the model, each holding the rows of ``batch``."""
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[np.ndarray] = loop.create_future()
+        waiter: asyncio.Future[Outputs] = loop.create_future()
         self._submit(_Pending(_rows(batch), waiter=waiter, loop=loop))
         return await waiter
 
@@ -159,18 +173,18 @@ class BatchingModel:
             except Exception as exc:  # every waiting caller gets the error
                 _deliver(taken, [exc] * len(taken))
                 continue
-            slices: list[np.ndarray | BaseException] = []
+            slices: list[Outputs | BaseException] = []
             offset = 0
             for pending in taken:
                 size = pending.rows.shape[0]
-                slices.append(outputs[offset : offset + size])
+                slices.append(tuple(output[offset : offset + size] for output in outputs))
                 offset += size
             _deliver(taken, slices)
             self.stats.batches += 1
             self.stats.rows += offset
             self.stats.requests += len(taken)
 
-    def _run_in_chunks(self, rows: np.ndarray, requests: int) -> np.ndarray:
+    def _run_in_chunks(self, rows: np.ndarray, requests: int) -> Outputs:
         """One call per ``max_batch`` rows: a large request is split, which bounds ONNX Runtime's
         working memory (activations grow with the batch); benchmarks/serving.py shows bulk
         requests still at the in-process limit."""
@@ -178,19 +192,21 @@ class BatchingModel:
         for start in range(0, rows.shape[0], self.max_batch):
             chunk = rows[start : start + self.max_batch]
             began = time.perf_counter()
-            outputs.append(self.model.run(chunk))
+            outputs.append(self.model.run_outputs(chunk))
             if self.on_batch is not None:
                 self.on_batch(requests, chunk.shape[0], time.perf_counter() - began)
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
+        if len(outputs) == 1:
+            return outputs[0]
+        return tuple(np.concatenate(parts, axis=0) for parts in zip(*outputs, strict=True))
 
 
 def _rows(batch: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def _deliver(taken: list[_Pending], results: list[np.ndarray | BaseException]) -> None:
+def _deliver(taken: list[_Pending], results: list[Outputs | BaseException]) -> None:
     """Hand every caller its result: threads directly, each event loop in one call."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[np.ndarray], Any]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outputs], Any]]] = {}
     for pending, result in zip(taken, results, strict=True):
         if pending.future is not None:
             if isinstance(result, BaseException):
@@ -204,7 +220,7 @@ def _deliver(taken: list[_Pending], results: list[np.ndarray | BaseException]) -
             loop.call_soon_threadsafe(_resolve, answers)
 
 
-def _resolve(answers: list[tuple["asyncio.Future[np.ndarray]", Any]]) -> None:
+def _resolve(answers: list[tuple["asyncio.Future[Outputs]", Any]]) -> None:
     """On the event loop: complete the futures whose callers are still waiting."""
     for waiter, result in answers:
         if waiter.done():  # cancelled meanwhile (timeout, client gone)

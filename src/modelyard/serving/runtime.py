@@ -39,9 +39,11 @@ def intra_op_threads(requested: int, workers: int = 1) -> int:
 
 
 class OnnxModel:
-    """One input, one output: a float32 batch in, a float32 batch out.
+    """One input, one or more outputs: a float32 batch in, float32 batches out.
 
-    With ``expected`` (the bundle's manifest), the model's tensors must be the declared ones.
+    The first output is the prediction (:meth:`run`); a model may have more, e.g. a vision
+    model's compact embedding, which :meth:`run_outputs` returns from the same call, row for
+    row. With ``expected`` (the bundle's manifest), the model's tensors must be the declared ones.
     """
 
     def __init__(
@@ -68,19 +70,31 @@ class OnnxModel:
         if expected is not None:
             check_tensors(path, "inputs", inputs, expected.inputs)
             check_tensors(path, "outputs", outputs, expected.outputs)
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise BundleError(f"{path}: expected one input and one output tensor")
+        if len(inputs) != 1 or not outputs:
+            raise BundleError(f"{path}: expected one input and at least one output tensor")
         self.input_name: str = inputs[0].name
-        self.output_name: str = outputs[0].name
+        self.output_names: tuple[str, ...] = tuple(output.name for output in outputs)
+        self.output_name: str = self.output_names[0]
         self.threads = options.intra_op_num_threads
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        """The first output (the prediction) of ``batch``."""
         result = self.session.run([self.output_name], {self.input_name: batch.astype(np.float32)})
         return np.asarray(result[0])
+
+    def run_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Every output of ``batch``, in the model's order, from one ONNX Runtime call (for a
+        one-output model the very call :meth:`run` makes)."""
+        feed = {self.input_name: batch.astype(np.float32)}
+        return tuple(np.asarray(r) for r in self.session.run(list(self.output_names), feed))
 
     async def run_async(self, batch: np.ndarray) -> np.ndarray:
         """``run`` on a worker thread, so the event loop keeps serving meanwhile."""
         return await asyncio.to_thread(self.run, batch)
+
+    async def run_outputs_async(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``run_outputs`` on a worker thread."""
+        return await asyncio.to_thread(self.run_outputs, batch)
 
     def close(self) -> None:
         """Free the session's memory now (a model replaced by ``serve --follow``): FastAPI keeps

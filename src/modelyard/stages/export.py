@@ -1,8 +1,9 @@
 """Stage: export a training run to a bundle (ONNX + manifest), refusing a model that drifts.
 
 The parity check runs the exported graph in ONNX Runtime on real input windows at two batch sizes
-(proving the batch axis is really dynamic) and compares with the framework model; the export
-fails, and writes nothing, if any output differs by more than ``tolerance``.
+(proving the batch axis is really dynamic) and compares every output (the prediction, and a
+vision model's embedding) with the framework model; the export fails, and writes nothing, if any
+output differs by more than ``tolerance``.
 
 With quantization asked for (``--quantize`` or ``export.quantize``), the bundle also holds an INT8
 model scored against the fp32 one on the run's evaluation data (see :mod:`.quantize`); it is
@@ -47,13 +48,19 @@ PARITY_BATCHES = (1, 64)
 
 
 def parity(model: TrainedModel, onnx_path: Path, example: np.ndarray) -> ParityCheck:
-    """Largest absolute difference between the trained model and ONNX Runtime on ``example``."""
+    """Largest absolute difference between the trained model and ONNX Runtime on ``example``,
+    over every output of the graph."""
     runtime = OnnxModel(onnx_path)
     worst, samples = 0.0, 0
     for size in PARITY_BATCHES:
         batch = example[:size]
-        diff = np.abs(runtime.run(batch) - model.predict(batch))
-        worst = max(worst, float(diff.max()))
+        produced, expected = runtime.run_outputs(batch), model.predict_outputs(batch)
+        if len(produced) != len(expected):
+            raise ExportError(
+                f"the ONNX graph has {len(produced)} outputs, the trained model {len(expected)}"
+            )
+        for got, wanted in zip(produced, expected, strict=True):
+            worst = max(worst, float(np.abs(got - wanted).max()))
         samples += batch.shape[0]
     return ParityCheck(max_abs_diff=worst, tolerance=0.0, samples=samples)
 
@@ -99,7 +106,7 @@ def run(
 
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        model.export_onnx(onnx_path, example, inputs[0].name, outputs[0].name)
+        model.export_onnx(onnx_path, example, inputs[0].name, [o.name for o in outputs])
         check = parity(model, onnx_path, example)
         check = ParityCheck(
             max_abs_diff=check.max_abs_diff, tolerance=tolerance, samples=check.samples

@@ -6,6 +6,7 @@ text format (``RunDir.lightgbm_model``), not a pickle; export converts the boost
 (onnxmltools) and the usual parity check compares it with LightGBM's predictions.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,11 @@ class GradientBoostedRegressor:
     def embed(self, batch: np.ndarray) -> np.ndarray | None:
         return None  # trees have no feature layer
 
+    def predict_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [self.predict(batch)]
+
     def export_onnx(
-        self, path: Path, example: np.ndarray, input_name: str, output_name: str
+        self, path: Path, example: np.ndarray, input_name: str, output_names: Sequence[str]
     ) -> None:
         import onnx
         import onnxmltools
@@ -94,6 +98,7 @@ class GradientBoostedRegressor:
             initial_types=[(input_name, FloatTensorType([None, example.shape[1]]))],
             target_opset=ONNX_OPSET,
         )
+        (output_name,) = output_names  # a regressor has one output, its prediction
         produced = model.graph.output[0].name
         if produced != output_name:  # give the output the name the manifest declares
             model.graph.node.append(onnx.helper.make_node("Identity", [produced], [output_name]))

@@ -184,12 +184,12 @@ def _check_no_empty_class(source: Path, folders: list[str], depth: int, classes:
 
 def read_member(index: ImageIndex, member: str) -> bytes:
     """The raw bytes of one image (opens the zip for this one read; use cache_images for many)."""
-    with _member_reader(index.source) as read:
+    with member_reader(index.source) as read:
         return read(member)
 
 
 @contextmanager
-def _member_reader(source: Path) -> Iterator[Reader]:
+def member_reader(source: Path) -> Iterator[Reader]:
     """A byte reader over the source that keeps a zip open for all reads in the block."""
     if source.is_dir():
         yield partial(_read_file, source)
@@ -319,7 +319,7 @@ def cache_images(
     check_image_size(size)
     positions = _check_rows(rows, len(index.members))
     pixels = np.empty((len(positions), size, size, 3), dtype=np.uint8)
-    with _member_reader(index.source) as read, _progress(progress, len(positions)) as advance:
+    with member_reader(index.source) as read, _progress(progress, len(positions)) as advance:
         for slot, row in enumerate(positions):
             member = index.members[row]
             pixels[slot] = _member_pixels(read(member), size, member, index.source)

@@ -5,11 +5,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
 from modelyard.core.errors import ConfigError
 from modelyard.projects.distributed import gather_rows
+from modelyard.projects.vision.drift_features import embedding_projection
 from modelyard.projects.vision.metrics import classification_scores
 from modelyard.projects.vision.model import build_backbone
 
@@ -116,7 +118,7 @@ class ImageClassifier(L.LightningModule):
         self._val_targets: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(batch, 3, H, W) float32 -> (batch, n_classes) logits; what ONNX export traces.
+        """(batch, 3, H, W) float32 -> (batch, n_classes) logits.
 
         In eval mode with test-time augmentation: log of the views' mean class probabilities
         (a softmax of it gives those mean probabilities).
@@ -125,10 +127,33 @@ class ImageClassifier(L.LightningModule):
         if self.training or views == "none":
             logits: torch.Tensor = self.net(images)
             return logits
-        probabilities = [
-            torch.softmax(self.net(view), dim=1) for view in augmented_views(images, views)
+        return self._averaged_views(self.net(images), images, views)
+
+    def _averaged_views(
+        self, logits: torch.Tensor, images: torch.Tensor, views: str
+    ) -> torch.Tensor:
+        """Log of the mean probabilities over the views; ``logits`` are the first view's."""
+        probabilities = [torch.softmax(logits, dim=1)] + [
+            torch.softmax(self.net(view), dim=1) for view in augmented_views(images, views)[1:]
         ]
         return torch.log(torch.stack(probabilities).mean(dim=0))
+
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward`'s logits and the image's penultimate features (of the image itself,
+        not its test-time views), from one pass when the backbone can ``classify`` features."""
+        features = self.embed(images)
+        classify = getattr(self.net, "classify", None)
+        logits: torch.Tensor = classify(features) if callable(classify) else self.net(images)
+        views = str(self.hparams.get("test_time_augmentation", "none"))
+        if not self.training and views != "none":
+            logits = self._averaged_views(logits, images, views)
+        return logits, features
+
+    def export_module(self, example: torch.Tensor) -> "WithEmbedding":
+        """What the ONNX export traces: the logits and the compact embedding (two outputs)."""
+        with torch.inference_mode():
+            width = int(self.embed(example[:1]).shape[1])
+        return WithEmbedding(self, embedding_projection(width))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) float32 -> (batch, features) penultimate features."""
@@ -232,3 +257,20 @@ class ImageClassifier(L.LightningModule):
             "optimizer": optimiser,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+
+class WithEmbedding(nn.Module):
+    """A classifier with a second output: its penultimate features times a fixed projection
+    (:func:`.drift_features.embedding_projection`), the compact embedding the server logs for
+    drift monitoring. The projection is a buffer, so it is a constant of the exported graph."""
+
+    projection: torch.Tensor
+
+    def __init__(self, classifier: ImageClassifier, projection: np.ndarray) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.register_buffer("projection", torch.from_numpy(projection))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, features = self.classifier.logits_and_features(images)
+        return logits, features @ self.projection

@@ -96,3 +96,23 @@ def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(probabilities)
     order = np.argsort(-values, axis=-1, kind="stable")[..., :k]
     return order, np.take_along_axis(values, order, axis=-1)
+
+
+#: Decimal places of a probability in an answer (and in the prediction log).
+PROBABILITY_DECIMALS = 6
+
+
+def ranked_classes(
+    scores: np.ndarray, classes: Sequence[str], k: int
+) -> list[list[dict[str, Any]]]:
+    """Logits ``(batch, n_classes)`` -> per image, the ``k`` most probable classes as
+    ``{"label", "probability"}``, most probable first: what the server answers and logs, and
+    what the reference profile's predictions are built from."""
+    indices, values = top_k(softmax(scores), min(k, len(classes)))
+    return [
+        [
+            {"label": classes[int(i)], "probability": round(float(p), PROBABILITY_DECIMALS)}
+            for i, p in zip(row_indices, row_values, strict=True)
+        ]
+        for row_indices, row_values in zip(indices, values, strict=True)
+    ]

@@ -8,7 +8,9 @@ one linear layer. Global pooling makes the network independent of the input size
 weights run on 64x64 and 128x128 images and the ONNX graph only fixes the channel count.
 
 Every backbone also exposes ``embed(x)``, the penultimate (pooled) features, which the evaluation
-plots project to 2-D to show how well the classes separate.
+plots project to 2-D to show how well the classes separate and the exported graph projects to a
+compact embedding for drift monitoring. :class:`ResidualCNN` also has ``classify(features)``, so
+the logits and the features of one image come from one pass through the network.
 
 :class:`ResidualCNN` keeps its weights and activations in the channels-last memory layout (NHWC
 strides) by default. The PyTorch profiler shows CPU training time going almost entirely to the
@@ -142,10 +144,14 @@ class ResidualCNN(nn.Module):
         # mean over H, W instead of AdaptiveAvgPool2d: same result, exports as one ReduceMean.
         return features.mean(dim=(2, 3))
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(batch, width) pooled features (:meth:`embed`'s) -> (batch, n_classes) logits."""
+        logits: torch.Tensor = self.classifier(self.dropout(features))
+        return logits
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) float32 -> (batch, n_classes) logits."""
-        logits: torch.Tensor = self.classifier(self.dropout(self.embed(x)))
-        return logits
+        return self.classify(self.embed(x))
 
 
 class TimmClassifier(nn.Module):

@@ -1,7 +1,11 @@
 """Vision serving: ``POST /predict`` with an uploaded image (multipart) -> top-k classes.
 
 Preprocessing is :func:`.image_decoding.image_pixels` (what training cached) normalised with the
-training statistics. Uploads are refused with a precise 4xx: not multipart (415), no ``file`` part
+training statistics. The prediction log gets the upload's drift features
+(:mod:`.drift_features`: size, image statistics, and the model's embedding output when the
+bundle has one, from the same ONNX Runtime call as the probabilities).
+
+Uploads are refused with a precise 4xx: not multipart (415), no ``file`` part
 (422), larger than ``max_upload_bytes`` (413), not an image / truncated / unsupported format /
 over ``max_pixels`` / over ``max_decoded_bytes`` (422, naming the project's limit).
 
@@ -26,6 +30,11 @@ from starlette.concurrency import run_in_threadpool
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
 from modelyard.projects.vision.contract import VisionContract
+from modelyard.projects.vision.drift_features import (
+    EMBEDDING_KEY,
+    logged_embedding,
+    upload_features,
+)
 from modelyard.projects.vision.image_decoding import (
     ImageError,
     ImageLimits,
@@ -35,7 +44,7 @@ from modelyard.projects.vision.image_decoding import (
     opened_pixels,
     return_large_blocks_to_the_os,
 )
-from modelyard.projects.vision.metrics import softmax, top_k
+from modelyard.projects.vision.metrics import ranked_classes
 from modelyard.serving.adapter import UPLOAD_FIELD, ExampleRequest, ServingAdapter, Upload
 from modelyard.serving.context import PredictionEvent, record_prediction
 from modelyard.serving.http_checks import BodyLimits
@@ -116,11 +125,9 @@ class VisionServing(ServingAdapter):
         """
         pixels = opened_pixels(opened, self.size)
         batch = normalise(pixels, self.mean, self.std)[None]
-        width, height = opened.original_size
         features = {
-            "bytes": len(data),
-            "width": width,
-            "height": height,
+            # size as sent and the drift statistics (drift_features.log_rows reads them back)
+            **upload_features(len(data), opened.original_size, pixels),
             # per-channel mean of the normalised input: ~0 for images like the training data
             "channel_means": [round(float(v), 4) for v in batch[0].mean(axis=(1, 2))],
         }
@@ -158,12 +165,7 @@ class VisionServing(ServingAdapter):
             decoding.exception()  # retrieved: nobody awaits it once its request has given up
 
     def top_classes(self, scores: np.ndarray) -> list[dict[str, Any]]:
-        probabilities = softmax(scores)
-        indices, values = top_k(probabilities, min(self.top_k, len(self.classes)))
-        return [
-            {"label": self.classes[int(i)], "probability": round(float(p), 6)}
-            for i, p in zip(indices[0], values[0], strict=True)
-        ]
+        return ranked_classes(scores, self.classes, self.top_k)[0]
 
     def classify(self, data: bytes) -> list[dict[str, Any]]:
         batch, _ = self.decode(data)
@@ -221,7 +223,10 @@ class VisionServing(ServingAdapter):
                 batch, features = await self.decode_async(data)
             except ImageError as exc:
                 raise HTTPException(422, str(exc)) from exc
-            top = self.top_classes(await self.model.run_async(batch))
+            outputs = await self.model.run_outputs_async(batch)
+            top = self.top_classes(outputs[0])
+            if len(outputs) > 1:  # bundles exported before the embedding output have one
+                features[EMBEDDING_KEY] = logged_embedding(outputs[1][0])
             record_prediction(
                 PredictionEvent(
                     inputs=features,

@@ -1,6 +1,8 @@
 """The vision task: classify images from a folder-per-class dataset (zip or directory)."""
 
 import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.reference_profile import ReferenceProfile
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
@@ -17,6 +20,7 @@ from modelyard.projects.torch_model import LightningModel
 from modelyard.projects.trained_model import InferenceModel
 from modelyard.projects.vision.contract import VisionContract, VisionLimits
 from modelyard.projects.vision.datamodule import ImageDataModule
+from modelyard.projects.vision.drift_features import EMBEDDING_OUTPUT, EMBEDDING_SIZE
 from modelyard.projects.vision.image_cache import (
     PARTS,
     load_part,
@@ -29,11 +33,21 @@ from modelyard.projects.vision.image_folders import (
     cache_images,
     class_weights,
     index_image_folder,
+    member_reader,
     stratified_split,
 )
 from modelyard.projects.vision.lightning_module import ImageClassifier
 from modelyard.projects.vision.metrics import classification_scores
 from modelyard.projects.vision.plots import plot_confusion_matrix, plot_embedding
+from modelyard.projects.vision.reference_sample import (
+    REFERENCE_ROWS,
+    Decoded,
+    build_profile,
+    cached_image,
+    decoded_upload,
+    profile_rows,
+    stratified_sample,
+)
 
 SUMMARY_FILE = "prepare.json"
 EVAL_BATCH = 256
@@ -150,8 +164,62 @@ class VisionTask(Task):
         size, classes = contract.image_size, len(contract.classes)
         return (
             [TensorSpec(name="image", dtype="float32", shape=["batch", 3, size, size])],
-            [TensorSpec(name="logits", dtype="float32", shape=["batch", classes])],
+            [
+                TensorSpec(name="logits", dtype="float32", shape=["batch", classes]),
+                # the compact embedding the server logs for drift (drift_features)
+                TensorSpec(name=EMBEDDING_OUTPUT, dtype="float32", shape=["batch", EMBEDDING_SIZE]),
+            ],
         )
+
+    def reference_profile(
+        self, run: RunDir, preprocessing: dict[str, Any], onnx_model: Path
+    ) -> ReferenceProfile:
+        """A stratified, seeded sample of the training images (see :mod:`.reference_sample`),
+        with the evaluation's accuracy and macro-F1 for realised accuracy to be compared with."""
+        contract = VisionContract.parse(preprocessing)
+        seed = int(self.cfg.seed)
+        raw = Path(self.cfg.paths.raw)
+        if self._source(raw).exists():
+            index = self._index(raw)
+            if tuple(index.classes) != contract.classes:
+                raise DataError(
+                    f"the images at {index.source} have classes {index.classes}, the model "
+                    f"{list(contract.classes)}: run `modelyard data prepare` and train again"
+                )
+            split = self.data.split
+            train = stratified_split(
+                index.labels, float(split.test_fraction), float(split.val_fraction), int(split.seed)
+            )["train"]
+            chosen = train[stratified_sample(index.labels[train], REFERENCE_ROWS, seed)]
+            with member_reader(index.source) as read:
+                images = [partial(_decode_member, read, index.members[i], contract) for i in chosen]
+                rows = profile_rows(images, contract, onnx_model)
+            how = "decoded from the original files as the server decodes an upload"
+        else:
+            pixels, labels = load_part(Path(self.cfg.paths.prepared), "train")
+            train = labels
+            chosen = stratified_sample(labels, REFERENCE_ROWS, seed)
+            rows = profile_rows(
+                [partial(cached_image, pixels[i]) for i in chosen], contract, onnx_model
+            )
+            how = (
+                f"from the prepared pixel cache, since the raw images ({raw}) were absent: "
+                "width, height and bytes_per_pixel are unknown"
+            )
+        drawn = (
+            f"{len(rows)} of the {len(train)} training-split images, stratified by class "
+            f"(each class keeps its share; seed {seed}), {how}; predictions and embedding by "
+            "the exported ONNX model in ONNX Runtime"
+        )
+        return build_profile(rows, drawn, seed, self._promoted_metrics(run))
+
+    def _promoted_metrics(self, run: RunDir) -> dict[str, float]:
+        """The run's evaluation accuracy and macro-F1 (none before it has been evaluated)."""
+        path = run.evaluation_metrics
+        if not path.is_file():
+            return {}
+        metrics = json.loads(path.read_text())
+        return {key: float(metrics[key]) for key in ("accuracy", "macro_f1") if key in metrics}
 
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {k: round(float(metrics[k]), 4) for k in ("accuracy", "macro_f1") if k in metrics}
@@ -207,6 +275,10 @@ class VisionTask(Task):
             "embedding_of": "penultimate features" if has_features else "logits",
             "plots": [str(confusion), str(embedding)],
         }
+
+
+def _decode_member(read: Callable[[str], bytes], member: str, contract: VisionContract) -> Decoded:
+    return decoded_upload(read(member), contract)
 
 
 def _plain(options: Any) -> dict[str, Any]:
