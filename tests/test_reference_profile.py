@@ -157,9 +157,9 @@ def test_a_bundle_without_a_profile_loads_serves_and_says_to_re_export(
 
 
 def test_a_request_is_described_by_at_most_a_bounded_number_of_window_chunks() -> None:
-    assert nilm.chunk_starts(WINDOW, WINDOW).tolist() == [0]
-    assert nilm.chunk_starts(WINDOW - 4, WINDOW).tolist() == [0]
-    assert nilm.chunk_starts(3 * WINDOW, WINDOW).tolist() == [0, WINDOW, 2 * WINDOW]
+    assert nilm.chunk_starts(WINDOW, WINDOW) == [0]
+    assert nilm.chunk_starts(WINDOW - 4, WINDOW) == [0]
+    assert nilm.chunk_starts(3 * WINDOW, WINDOW) == [0, WINDOW, 2 * WINDOW]
     long = nilm.chunk_starts(10_000, WINDOW)
     assert len(long) == nilm.MAX_CHUNK_ROWS and long[0] == 0 and long[-1] == 10_000 - WINDOW
     assert np.all(np.diff(long) > WINDOW)  # evenly spaced over the whole request

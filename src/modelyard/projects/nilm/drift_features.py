@@ -30,6 +30,7 @@ reference profile (:mod:`.reference`) is built by the same functions, so its col
 rows' keys. numpy only: the prediction server imports this module.
 """
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -59,12 +60,16 @@ INPUT_COLUMNS = (
     "mains_day_mean_w",
     "mains_night_mean_w",
 )
+#: The features that are also the whole request's mean, spread and maximum for one chunk.
+SERIES_STATISTICS = ("mains_mean_w", "mains_std_w", "mains_max_w")
 #: Key of the midpoint predictions in each appliance's logged outputs.
 CHUNK_PREDICTIONS = "chunk_w"
 #: Key of the chunk features in the logged inputs.
 CHUNK_FEATURES = "chunks"
-#: Decimals of the logged predictions (as in the response).
-PREDICTION_DECIMALS = 2
+#: Logged predictions are rounded to 1/_PREDICTION_SCALE W (two decimals, as the response).
+_PREDICTION_SCALE = 100
+#: Features are logged to 1/_SCALE: a short JSON number, far finer than any drift test.
+_SCALE = 10_000
 
 
 def predicted_column(appliance: str) -> str:
@@ -79,12 +84,12 @@ def columns(appliances: Sequence[str]) -> dict[str, Column]:
     return specs
 
 
-def chunk_starts(length: int, window: int) -> np.ndarray:
+def chunk_starts(length: int, window: int) -> list[int]:
     """First reading of each chunk of a series of ``length`` readings (see the module text)."""
     count = min(length // window, MAX_CHUNK_ROWS)
     if count <= 1:
-        return np.zeros(1, dtype=np.intp)
-    return (np.arange(count, dtype=np.intp) * (length - window)) // (count - 1)
+        return [0]
+    return [(i * (length - window)) // (count - 1) for i in range(count)]
 
 
 def seconds_of_day(moment: datetime) -> float:
@@ -94,52 +99,95 @@ def seconds_of_day(moment: datetime) -> float:
 
 def chunk_features(
     chunks: np.ndarray, interval_s: int, day_seconds: np.ndarray | None
-) -> dict[str, list[Value]]:
-    """The mains features of each row of ``chunks`` (chunks x readings, watts), rounded.
+) -> dict[str, list[float | None]]:
+    """The mains features of each row of ``chunks`` (chunks x readings, watts), by column.
 
     ``day_seconds``: wall-clock seconds of day of each chunk's first reading (None: unknown).
-    A handful of ufunc reductions: this runs for every request the server logs.
     """
-    count, readings = chunks.shape
-    sums = np.add.reduce(chunks, axis=1)
-    mean = sums / readings
-    deviation = chunks - mean[:, None]
-    values = [
-        mean,
-        np.sqrt(np.add.reduce(deviation * deviation, axis=1) / readings),
-        np.maximum.reduce(chunks, axis=1),
-        np.add.reduce(chunks > ABOVE_W, axis=1) / readings,
+    days = [None] * chunks.shape[0] if day_seconds is None else day_seconds.tolist()
+    return by_column(
+        [chunk_row(chunk, interval_s, day) for chunk, day in zip(chunks, days, strict=True)]
+    )
+
+
+def by_column(rows: list[list[float | None]]) -> dict[str, list[float | None]]:
+    """Rows of :func:`chunk_row` as one list per feature, named."""
+    return dict(zip(INPUT_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
+
+
+def chunk_row(chunk: np.ndarray, interval_s: int, day_second: float | None) -> list[float | None]:
+    """The mains features of one chunk (1-d, watts), in :data:`INPUT_COLUMNS` order, rounded.
+
+    This runs for every request the server logs, so it is a few numpy calls that stay cheap on
+    one window: sums as ``dot`` products (a ufunc reduction's fixed cost is several times the
+    arithmetic on a hundred readings; a variance from the sum of squares is exact enough for
+    watts), counts with ``count_nonzero``.
+    """
+    readings = chunk.shape[0]
+    total = float(np.dot(chunk, _ones(readings)))
+    mean = total / readings
+    variance = max(float(np.dot(chunk, chunk)) / readings - mean * mean, 0.0)
+    row: list[float | None] = [
+        _round(mean),
+        _round(math.sqrt(variance)),
+        _round(float(np.maximum.reduce(chunk))),
+        _round(np.count_nonzero(chunk > ABOVE_W) / readings),
+        None,
+        None,
+        None,
     ]
     if readings > 1:
-        steps = np.abs(np.subtract(chunks[:, 1:], chunks[:, :-1])) > STEP_W
-        values.append(np.add.reduce(steps, axis=1) * (3600 / ((readings - 1) * interval_s)))
-    else:
-        values.append(np.full(count, np.nan))
-    if day_seconds is None:
-        values += [np.full(count, np.nan)] * 2
-    else:
-        clock = np.remainder(day_seconds[:, None] + np.arange(readings) * interval_s, _DAY_S)
-        night = (clock < DAY_START_S) | (clock >= NIGHT_START_S)
-        night_readings = np.add.reduce(night, axis=1)
-        night_sums = np.add.reduce(chunks * night, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values.append((sums - night_sums) / (readings - night_readings))
-            values.append(night_sums / night_readings)
-    table = np.round(np.stack(values), 4).tolist()
-    return {
-        name: [None if math.isnan(v) else v for v in row]
-        for name, row in zip(INPUT_COLUMNS, table, strict=True)
-    }
+        change = chunk[1:] - chunk[:-1]
+        steps = np.count_nonzero(change * change > STEP_W * STEP_W)
+        row[4] = _round(steps * 3600 / ((readings - 1) * interval_s))
+    if day_second is not None:
+        night, night_total = 0, 0.0
+        for first, stop in night_ranges(day_second, readings, interval_s):
+            night += stop - first
+            night_total += float(np.add.reduce(chunk[first:stop]))
+        if night < readings:
+            row[5] = _round((total - night_total) / (readings - night))
+        if night:
+            row[6] = _round(night_total / night)
+    return row
 
 
-def midpoint_predictions(
-    watts: np.ndarray, starts: np.ndarray, length: int, window: int, first: int
-) -> np.ndarray:
-    """The predicted watts (chunks x appliances) at each chunk's midpoint reading; ``watts``
-    holds one row per predicted reading from reading ``first`` on (``edges``)."""
-    chosen: np.ndarray = watts[starts + (min(window, length) // 2 - first)].astype(np.float64)
-    rounded: np.ndarray = np.round(chosen, PREDICTION_DECIMALS)
-    return rounded
+@functools.lru_cache(maxsize=16)
+def _ones(readings: int) -> np.ndarray:
+    """A read-only vector of ones: its ``dot`` with a chunk is the chunk's sum."""
+    ones = np.ones(readings)
+    ones.flags.writeable = False
+    return ones
+
+
+def night_ranges(day_second: float, readings: int, interval_s: int) -> list[tuple[int, int]]:
+    """Index ranges ``[first, stop)`` of the readings taken at night, for readings every
+    ``interval_s`` from ``day_second`` (seconds since midnight): worked out from the clock
+    instead of testing every reading (usually none or one range per window)."""
+    span = readings * interval_s
+    ranges = []
+    # night n runs from 23:00 of day n to 07:00 of day n + 1, in seconds from the first reading
+    night = math.floor((day_second - (DAY_START_S + _DAY_S)) / _DAY_S)
+    while (begin := NIGHT_START_S + night * _DAY_S - day_second) < span:
+        end = begin + (DAY_START_S + _DAY_S - NIGHT_START_S)
+        first = max(0, math.ceil(begin / interval_s))
+        stop = min(readings, math.ceil(end / interval_s))
+        if first < stop:
+            ranges.append((first, stop))
+        night += 1
+    return ranges
+
+
+def _round(value: float) -> float:
+    """``value`` to 1/_SCALE (faster than ``round(value, 4)``, which counts here)."""
+    return round(value * _SCALE) / _SCALE
+
+
+def rounded_predictions(per_chunk: list[list[float]]) -> list[list[float]]:
+    """Midpoint predictions (a list of appliance values per chunk) as one list per appliance,
+    rounded like the response."""
+    scale = _PREDICTION_SCALE
+    return [[round(v * scale) / scale for v in c] for c in zip(*per_chunk, strict=True)]
 
 
 def request_features(
@@ -149,20 +197,20 @@ def request_features(
     interval_s: int,
     first: int,
     start: datetime | None,
-) -> tuple[dict[str, list[Value]], np.ndarray]:
+) -> tuple[dict[str, list[float | None]], list[list[float]]]:
     """The chunk features of one request's mains ``series`` and its chunks' midpoint
-    predictions (chunks x appliances), from the response's ``watts``."""
+    predictions (one list per appliance), from the response's ``watts``: one row per
+    predicted reading from reading ``first`` on (``edges``)."""
     length = series.shape[0]
-    starts = chunk_starts(length, window)
     size = min(window, length)
-    chunks = (
-        series[starts[:, None] + np.arange(size)] if starts.shape[0] > 1 else series[None, :size]
-    )
-    day = None if start is None else seconds_of_day(start) + starts * float(interval_s)
-    return (
-        chunk_features(chunks, interval_s, day),
-        midpoint_predictions(watts, starts, length, window, first),
-    )
+    middle = size // 2 - first
+    day = None if start is None else seconds_of_day(start)
+    rows, predicted = [], []
+    for at in chunk_starts(length, window):
+        chunk = series[at : at + size]
+        rows.append(chunk_row(chunk, interval_s, None if day is None else day + at * interval_s))
+        predicted.append(watts[at + middle].tolist())
+    return by_column(rows), rounded_predictions(predicted)
 
 
 def log_rows(inputs: Any, outputs: Any) -> list[dict[str, Value]]:

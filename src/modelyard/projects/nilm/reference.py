@@ -20,10 +20,10 @@ from modelyard.projects.nilm.contract import NilmContract
 from modelyard.projects.nilm.drift_features import (
     CHUNK_FEATURES,
     CHUNK_PREDICTIONS,
-    PREDICTION_DECIMALS,
     chunk_features,
     columns,
     log_rows,
+    rounded_predictions,
 )
 from modelyard.projects.nilm.inference import scores_to_watts
 from modelyard.projects.nilm.preparation import PreparedHouse
@@ -61,7 +61,10 @@ def reference_profile(
     features = chunk_features(mains, contract.interval_s, np.concatenate(day_seconds).astype(float))
     predicted = _predict(mains, contract, onnx_model)
     outputs = {
-        name: {CHUNK_PREDICTIONS: predicted[:, j].tolist()} for j, name in enumerate(contract.names)
+        name: {CHUNK_PREDICTIONS: values}
+        for name, values in zip(
+            contract.names, rounded_predictions(predicted.tolist()), strict=True
+        )
     }
     drift_rows = log_rows({CHUNK_FEATURES: features}, outputs)
     specs = columns(contract.names)
@@ -91,5 +94,4 @@ def _predict(mains: np.ndarray, contract: NilmContract, onnx_model: Path) -> np.
             for i in range(0, normalised.shape[0], _BATCH)
         ]
     )
-    watts = scores_to_watts(scores, mains[:, contract.window // 2], contract.normalisation)
-    return np.round(watts.astype(np.float64), PREDICTION_DECIMALS)
+    return scores_to_watts(scores, mains[:, contract.window // 2], contract.normalisation)

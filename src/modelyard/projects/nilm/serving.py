@@ -30,6 +30,7 @@ from modelyard.projects.nilm.contract import NilmContract
 from modelyard.projects.nilm.drift_features import (
     CHUNK_FEATURES,
     CHUNK_PREDICTIONS,
+    SERIES_STATISTICS,
     request_features,
 )
 from modelyard.projects.nilm.inference import predict_series, scores_to_watts, series_windows
@@ -333,18 +334,22 @@ class NilmServing(ServingAdapter):
         chunks, predicted = request_features(
             series, watts, self.window, self.interval_s, first, request.start
         )
-        # ufunc reductions directly: numpy's wrappers cost more than the sums on ~100 readings
         count = series.size
-        mean = float(np.add.reduce(series)) / count
-        spread = float(np.add.reduce((series - mean) ** 2)) / count
+        if count <= self.window:  # one chunk, the whole series: its statistics are the summary's
+            mean, std, peak = (chunks[name][0] or 0.0 for name in SERIES_STATISTICS)
+        else:
+            # ufunc reductions and dot directly: numpy's wrappers cost more than the arithmetic
+            mean = float(np.add.reduce(series)) / count
+            std = max(float(np.dot(series, series)) / count - mean * mean, 0.0) ** 0.5
+            peak = float(np.maximum.reduce(series))
         inputs = {
             "length": count,
             "edges": request.edges,
             "start": None if request.start is None else request.start.isoformat(),
             "mean_w": round(mean, 2),
-            "std_w": round(spread**0.5, 2),
+            "std_w": round(std, 2),
             "min_w": round(float(np.minimum.reduce(series)), 2),
-            "max_w": round(float(np.maximum.reduce(series)), 2),
+            "max_w": round(peak, 2),
             CHUNK_FEATURES: chunks,
         }
         means = np.add.reduce(watts, axis=0) / watts.shape[0]
@@ -354,7 +359,7 @@ class NilmServing(ServingAdapter):
                 "mean_w": round(float(means[j]), 2),
                 "max_w": round(float(peaks[j]), 2),
                 "energy_wh": round(float(means[j]) * watts.shape[0] * hours, 3),
-                CHUNK_PREDICTIONS: predicted[:, j].tolist(),
+                CHUNK_PREDICTIONS: predicted[j],
             }
             for j, a in enumerate(self.appliances)
         }
