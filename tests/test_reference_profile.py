@@ -7,6 +7,8 @@ with what a real server logged for the bundle's example request."""
 import json
 import math
 import shutil
+import subprocess
+import sys
 import warnings
 from datetime import date, datetime
 from pathlib import Path
@@ -167,19 +169,32 @@ def test_a_request_is_described_by_at_most_a_bounded_number_of_window_chunks() -
 
 def test_chunk_features_by_hand() -> None:
     # 22:58 .. 23:02 at one-minute readings: two day readings, three night readings
-    chunk = np.array([[100.0, 100.0, 2500.0, 2500.0, 100.0]])
+    chunk = np.array([100.0, 100.0, 2500.0, 2500.0, 100.0])
     start = datetime(2026, 1, 5, 22, 58)
-    day = np.array([nilm.seconds_of_day(start)])
-    features = nilm.chunk_features(chunk, 60, day)
-    assert features["mains_mean_w"] == [1060.0]
-    assert features["mains_std_w"] == [pytest.approx(math.sqrt((3 * 960**2 + 2 * 1440**2) / 5))]
-    assert features["mains_max_w"] == [2500.0]
-    assert features["mains_above_2kw_share"] == [0.4]
-    assert features["mains_steps_per_hour"] == [30.0]  # 2 steps in 4 minutes
-    assert features["mains_day_mean_w"] == [100.0]
-    assert features["mains_night_mean_w"] == [pytest.approx(5100 / 3)]
-    without_start = nilm.chunk_features(chunk, 60, None)
-    assert without_start["mains_day_mean_w"] == [None] == without_start["mains_night_mean_w"]
+    features = nilm.chunk_row(chunk, 60, nilm.seconds_of_day(start))
+    row = dict(zip(nilm.INPUT_COLUMNS, features, strict=True))
+    assert row["mains_mean_w"] == 1060.0
+    assert row["mains_std_w"] == pytest.approx(math.sqrt((3 * 960**2 + 2 * 1440**2) / 5))
+    assert row["mains_max_w"] == 2500.0
+    assert row["mains_above_2kw_share"] == 0.4
+    assert row["mains_steps_per_hour"] == 30.0  # 2 steps in 4 minutes
+    assert row["mains_day_mean_w"] == 100.0
+    assert row["mains_night_mean_w"] == pytest.approx(5100 / 3)
+    without_start = dict(zip(nilm.INPUT_COLUMNS, nilm.chunk_row(chunk, 60, None), strict=True))
+    assert without_start["mains_day_mean_w"] is None is without_start["mains_night_mean_w"]
+
+
+def test_night_ranges_agree_with_the_clock_of_every_reading() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        day_second, readings = float(rng.uniform(0, 86_400)), int(rng.integers(1, 3000))
+        interval = int(rng.choice([1, 6, 60, 600]))
+        clock = np.remainder(np.arange(readings) * float(interval) + day_second, 86_400)
+        expected = (clock < nilm.DAY_START_S) | (clock >= nilm.NIGHT_START_S)
+        found = np.zeros(readings, dtype=bool)
+        for first, stop in nilm.night_ranges(day_second, readings, interval):
+            found[first:stop] = True
+        assert (found == expected).all(), (day_second, readings, interval)
 
 
 def test_served_requests_log_rows_named_like_the_profile(
@@ -236,9 +251,14 @@ def test_nilm_log_rows_tolerate_rows_of_older_servers_and_garbage() -> None:
     assert (
         nilm.log_rows({"truncated": True, "chars": 10, "head": "{"}, {})[0]["mains_mean_w"] is None
     )
-    broken = nilm.log_rows({"chunks": {"mains_mean_w": ["a", None, 1.0]}}, {"kettle": 3})
-    assert [r["mains_mean_w"] for r in broken] == [None, None, 1.0]
+    broken = nilm.log_rows(
+        {"chunks": [["a"], None, [1.0, 3.0], [float("nan")]], "chunk_starts": "x", "start": 5},
+        {"kettle": 3, "microwave": {"chunk_w": [1.0, "b"]}},
+    )
+    assert [r["mains_mean_w"] for r in broken] == [None, None, 2.0, None]
+    assert broken[2]["mains_steps_per_hour"] is None  # no interval logged
     assert all(r["predicted_kettle_w"] is None for r in broken)
+    assert [r["predicted_microwave_w"] for r in broken] == [1.0, None, None, None]
 
 
 def reference_houses() -> list[Any]:
@@ -378,3 +398,14 @@ def test_the_avm_export_writes_a_profile_the_served_log_matches(
         avm_pipeline.cfg, run_dir=avm_pipeline.trained.run_dir, output=tmp_path / "b"
     )
     assert again.reference_profile().data == profile.data
+
+
+def test_the_drift_feature_modules_import_neither_pandas_nor_torch() -> None:
+    code = (
+        "import sys, modelyard.projects.nilm.drift_features, "
+        "modelyard.projects.tabular.drift_features; "
+        "heavy = [m for m in ('pandas', 'torch', 'lightning') if m in sys.modules]; "
+        "sys.exit(str(heavy) if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()

@@ -7,27 +7,32 @@ per chunk. A request of ``n`` readings gives ``min(n // window, MAX_CHUNK_ROWS)`
 spaced from its first reading to its last (consecutive when they fit, so a one-window request
 is one chunk); a request shorter than a window (a deployer may lower ``min_length``) is one
 shorter chunk. Every row therefore describes ``window`` readings whatever the request's length,
-and a long request logs at most :data:`MAX_CHUNK_ROWS` rows, so its log record stays small.
+and a long request logs at most :data:`MAX_CHUNK_ROWS` chunks.
 
-Per chunk, of the mains readings as sent (``mains_*``): mean, standard deviation and maximum
-(W), the share of readings above :data:`ABOVE_W`, the number of steps of more than
-:data:`STEP_W` between consecutive readings per hour, and, when the request gives ``start``,
-the mean of the readings in the day (07:00-23:00 wall-clock time of ``start``) and at night
-(``mains_day_mean_w``, ``mains_night_mean_w``; None for a period the chunk does not touch, and
-both None without ``start``). A day/night *ratio* per row would be undefined for most chunks
-(a window of 99 one-minute readings rarely spans both periods); the two means give the same
-comparison over a window of rows.
+Per chunk, of the mains readings as sent (``mains_*``, :func:`chunk_row`): mean, standard
+deviation and maximum (W), the share of readings above :data:`ABOVE_W`, the number of steps of
+more than :data:`STEP_W` between consecutive readings per hour, and, when the request gives
+``start``, the mean of the readings in the day (07:00-23:00 wall-clock time of ``start``) and
+at night (``mains_day_mean_w``, ``mains_night_mean_w``; None for a period the chunk does not
+touch, and both None without ``start``). A day/night *ratio* per row would be undefined for
+most chunks (a window of 99 one-minute readings rarely spans both periods); the two means give
+the same comparison over a window of rows.
 
 Per appliance (``predicted_<name>_w``): the predicted power at the chunk's midpoint reading,
 i.e. the model's output for the chunk as one window. It is the one prediction every request
 has from a full window of real readings, whatever its length and ``edges``, and exactly what
 the reference gets by running the exported model on its sampled windows.
 
-The server stores the features in its prediction log (``inputs.chunks``: column -> one value
-per chunk; ``outputs[appliance].chunk_w``: the midpoint predictions), beside the request
-summary it always logged. :func:`log_rows` turns a logged record back into drift rows; the
-reference profile (:mod:`.reference`) is built by the same functions, so its columns are the
-rows' keys. numpy only: the prediction server imports this module.
+What the server logs (:func:`logged_chunks`, :func:`midpoint_predictions`): the chunks' readings
+as sent (``inputs.chunks``, with ``inputs.chunk_starts`` and ``inputs.interval_s``) and the
+midpoint predictions (``outputs[appliance].chunk_w``), beside the request summary it always
+logged. The features are computed when the log is read (:func:`log_rows`, in the monitor's
+process), not per request: measured side by side, computing them in the server cost about a
+tenth of the CPU time of a one-window request, while referencing the request's own list of
+readings costs nothing (``benchmarks/logging_cost.py``). It also keeps the features
+recomputable from the log when their definition changes. The reference profile
+(:mod:`.reference`) is built through :func:`log_rows` too, so its columns are the rows' keys.
+numpy only: the prediction server imports this module.
 """
 
 import functools
@@ -60,15 +65,15 @@ INPUT_COLUMNS = (
     "mains_day_mean_w",
     "mains_night_mean_w",
 )
-#: The features that are also the whole request's mean, spread and maximum for one chunk.
-SERIES_STATISTICS = ("mains_mean_w", "mains_std_w", "mains_max_w")
+#: Keys of the logged inputs: each chunk's readings, its first reading, the interval.
+CHUNKS = "chunks"
+CHUNK_STARTS = "chunk_starts"
+INTERVAL = "interval_s"
 #: Key of the midpoint predictions in each appliance's logged outputs.
 CHUNK_PREDICTIONS = "chunk_w"
-#: Key of the chunk features in the logged inputs.
-CHUNK_FEATURES = "chunks"
 #: Logged predictions are rounded to 1/_PREDICTION_SCALE W (two decimals, as the response).
 _PREDICTION_SCALE = 100
-#: Features are logged to 1/_SCALE: a short JSON number, far finer than any drift test.
+#: Features are rounded to 1/_SCALE: far finer than any drift test.
 _SCALE = 10_000
 
 
@@ -97,31 +102,15 @@ def seconds_of_day(moment: datetime) -> float:
     return moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
 
 
-def chunk_features(
-    chunks: np.ndarray, interval_s: int, day_seconds: np.ndarray | None
-) -> dict[str, list[float | None]]:
-    """The mains features of each row of ``chunks`` (chunks x readings, watts), by column.
+def chunk_row(
+    chunk: np.ndarray, interval_s: int | None, day_second: float | None
+) -> list[float | None]:
+    """The mains features of one chunk (1-d, watts), in :data:`INPUT_COLUMNS` order, rounded;
+    ``day_second``: wall-clock seconds since midnight of its first reading (None: unknown).
 
-    ``day_seconds``: wall-clock seconds of day of each chunk's first reading (None: unknown).
-    """
-    days = [None] * chunks.shape[0] if day_seconds is None else day_seconds.tolist()
-    return by_column(
-        [chunk_row(chunk, interval_s, day) for chunk, day in zip(chunks, days, strict=True)]
-    )
-
-
-def by_column(rows: list[list[float | None]]) -> dict[str, list[float | None]]:
-    """Rows of :func:`chunk_row` as one list per feature, named."""
-    return dict(zip(INPUT_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
-
-
-def chunk_row(chunk: np.ndarray, interval_s: int, day_second: float | None) -> list[float | None]:
-    """The mains features of one chunk (1-d, watts), in :data:`INPUT_COLUMNS` order, rounded.
-
-    This runs for every request the server logs, so it is a few numpy calls that stay cheap on
-    one window: sums as ``dot`` products (a ufunc reduction's fixed cost is several times the
-    arithmetic on a hundred readings; a variance from the sum of squares is exact enough for
-    watts), counts with ``count_nonzero``.
+    Run for every logged chunk the monitor reads and every reference window, so it stays a few
+    cheap numpy calls: sums as ``dot`` products (a variance from the sum of squares is exact
+    enough for watts), counts with ``count_nonzero``.
     """
     readings = chunk.shape[0]
     total = float(np.dot(chunk, _ones(readings)))
@@ -136,9 +125,11 @@ def chunk_row(chunk: np.ndarray, interval_s: int, day_second: float | None) -> l
         None,
         None,
     ]
+    if interval_s is None:
+        return row
     if readings > 1:
-        change = chunk[1:] - chunk[:-1]
-        steps = np.count_nonzero(change * change > STEP_W * STEP_W)
+        change = np.subtract(chunk[1:], chunk[:-1])
+        steps = np.count_nonzero(np.abs(change) > STEP_W)
         row[4] = _round(steps * 3600 / ((readings - 1) * interval_s))
     if day_second is not None:
         night, night_total = 0, 0.0
@@ -183,61 +174,66 @@ def _round(value: float) -> float:
     return round(value * _SCALE) / _SCALE
 
 
-def rounded_predictions(per_chunk: list[list[float]]) -> list[list[float]]:
-    """Midpoint predictions (a list of appliance values per chunk) as one list per appliance,
-    rounded like the response."""
+def logged_chunks(readings: list[float], window: int) -> tuple[list[int], list[list[float]]]:
+    """The first reading and the readings of each chunk of a request's series ``readings`` (the
+    request's own list: a one-window request's chunk is that list, nothing is copied)."""
+    starts = chunk_starts(len(readings), window)
+    size = min(window, len(readings))
+    if size == len(readings):
+        return starts, [readings]
+    return starts, [readings[at : at + size] for at in starts]
+
+
+def midpoint_predictions(
+    watts: np.ndarray, starts: list[int], length: int, window: int, first: int
+) -> list[list[float]]:
+    """Each appliance's predicted watts at each chunk's midpoint reading (one list per
+    appliance), rounded like the response; ``watts`` holds one row per predicted reading from
+    reading ``first`` on (``edges``)."""
+    middle = min(window, length) // 2 - first
     scale = _PREDICTION_SCALE
+    per_chunk = [watts[at + middle].tolist() for at in starts]
     return [[round(v * scale) / scale for v in c] for c in zip(*per_chunk, strict=True)]
-
-
-def request_features(
-    series: np.ndarray,
-    watts: np.ndarray,
-    window: int,
-    interval_s: int,
-    first: int,
-    start: datetime | None,
-) -> tuple[dict[str, list[float | None]], list[list[float]]]:
-    """The chunk features of one request's mains ``series`` and its chunks' midpoint
-    predictions (one list per appliance), from the response's ``watts``: one row per
-    predicted reading from reading ``first`` on (``edges``)."""
-    length = series.shape[0]
-    size = min(window, length)
-    middle = size // 2 - first
-    day = None if start is None else seconds_of_day(start)
-    rows, predicted = [], []
-    for at in chunk_starts(length, window):
-        chunk = series[at : at + size]
-        rows.append(chunk_row(chunk, interval_s, None if day is None else day + at * interval_s))
-        predicted.append(watts[at + middle].tolist())
-    return by_column(rows), rounded_predictions(predicted)
 
 
 def log_rows(inputs: Any, outputs: Any) -> list[dict[str, Value]]:
     """One prediction-log record (its ``inputs``/``outputs`` JSON) as drift rows.
 
-    Records of this version give one row per logged chunk. Records of servers before the chunk
-    features give one row from the request summary they logged (mean, spread and maximum of the
-    whole request and each appliance's mean prediction: the same quantities for a one-window
-    request, an approximation for a longer one) with None for the other features. Anything
-    else gives no row; never an exception.
+    Records of this version give one row per logged chunk, its features computed here
+    (:func:`chunk_row`; a chunk that is not a list of finite numbers gives None features).
+    Records of servers before the chunks give one row from the request summary they logged
+    (mean, spread and maximum of the whole request and each appliance's mean prediction: the
+    same quantities for a one-window request, an approximation for a longer one) with None for
+    the other features. Anything else gives no row; never an exception.
     """
     if not isinstance(inputs, Mapping):
         return []
     appliances = outputs if isinstance(outputs, Mapping) else {}
-    chunks = inputs.get(CHUNK_FEATURES)
-    if isinstance(chunks, Mapping):
-        lengths = [len(v) for v in chunks.values() if isinstance(v, list)]
-        return [
-            {
-                **{name: _number_at(chunks.get(name), i) for name in INPUT_COLUMNS},
-                **{
-                    predicted_column(str(name)): _number_at(_get(out, CHUNK_PREDICTIONS), i)
-                    for name, out in appliances.items()
-                },
-            }
-            for i in range(max(lengths, default=0))
-        ]
+    chunks = inputs.get(CHUNKS)
+    if not isinstance(chunks, list):
+        return [_summary_row(inputs, appliances)]
+    interval = inputs.get(INTERVAL)
+    interval_s = interval if isinstance(interval, int) and not isinstance(interval, bool) else None
+    if interval_s is not None and interval_s <= 0:
+        interval_s = None
+    start = _start_second(inputs.get("start"))
+    starts = inputs.get(CHUNK_STARTS)
+    rows = []
+    for i, readings in enumerate(chunks):
+        at = _number_at(starts, i)
+        day = None if start is None or at is None or interval_s is None else start + at * interval_s
+        values = _readings(readings)
+        features = (
+            [None] * len(INPUT_COLUMNS) if values is None else chunk_row(values, interval_s, day)
+        )
+        row: dict[str, Value] = dict(zip(INPUT_COLUMNS, features, strict=True))
+        for name, out in appliances.items():
+            row[predicted_column(str(name))] = _number_at(_get(out, CHUNK_PREDICTIONS), i)
+        rows.append(row)
+    return rows
+
+
+def _summary_row(inputs: Mapping[str, Any], appliances: Mapping[Any, Any]) -> dict[str, Value]:
     row: dict[str, Value] = dict.fromkeys(INPUT_COLUMNS)
     for name, key in (
         ("mains_mean_w", "mean_w"),
@@ -247,7 +243,27 @@ def log_rows(inputs: Any, outputs: Any) -> list[dict[str, Value]]:
         row[name] = finite_number(inputs.get(key))
     for appliance, out in appliances.items():
         row[predicted_column(str(appliance))] = finite_number(_get(out, "mean_w"))
-    return [row]
+    return row
+
+
+def _readings(values: Any) -> np.ndarray | None:
+    """A logged chunk as watts; None unless it is a non-empty list of finite numbers."""
+    if not isinstance(values, list) or not values:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    return array if bool(np.isfinite(array).all()) else None
+
+
+def _start_second(value: Any) -> float | None:
+    """Seconds since midnight of a logged ``start`` (ISO 8601); None when absent or invalid."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return seconds_of_day(datetime.fromisoformat(value))
+    except ValueError:
+        return None
 
 
 def _get(value: Any, key: str) -> Any:

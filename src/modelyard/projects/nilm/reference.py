@@ -3,9 +3,9 @@
 The sample is what the model trained on: gap-free windows of the training part of the training
 houses (before each house's validation cut, :func:`..splits.split_by_time`), at most
 :data:`~modelyard.core.reference_profile.MAX_ROWS`, drawn uniformly without replacement with the
-run's seed. Each window is described by :func:`.drift_features.chunk_features` (its time of day
-from the house's clock) and predicted by the exported ONNX model through the serving functions
-(normalise, run, :func:`.inference.scores_to_watts` at the midpoint reading); the rows are then
+run's seed. Each window is predicted by the exported ONNX model through the serving functions
+(normalise, run, :func:`.inference.scores_to_watts`), written as the server logs a one-window
+request (:func:`.drift_features.midpoint_predictions`, its start from the house's clock) and
 read back with :func:`.drift_features.log_rows`, exactly as the monitor reads logged requests.
 """
 
@@ -18,12 +18,13 @@ from modelyard.core.errors import DataError
 from modelyard.core.reference_profile import MAX_ROWS, ReferenceProfile, column_data
 from modelyard.projects.nilm.contract import NilmContract
 from modelyard.projects.nilm.drift_features import (
-    CHUNK_FEATURES,
     CHUNK_PREDICTIONS,
-    chunk_features,
+    CHUNK_STARTS,
+    CHUNKS,
+    INTERVAL,
     columns,
     log_rows,
-    rounded_predictions,
+    midpoint_predictions,
 )
 from modelyard.projects.nilm.inference import scores_to_watts
 from modelyard.projects.nilm.preparation import PreparedHouse
@@ -31,7 +32,6 @@ from modelyard.projects.nilm.windows import gather_windows, valid_window_starts
 from modelyard.serving.runtime import OnnxModel
 
 _NS_PER_S = 1_000_000_000
-_DAY_S = 86_400
 _BATCH = 1024
 
 
@@ -52,21 +52,27 @@ def reference_profile(
         np.random.default_rng(seed).choice(total, size=min(rows, total), replace=False)
     )
     offsets = np.cumsum([0, *(s.shape[0] for s in starts)])
-    chunks, day_seconds = [], []
+    chunks, times = [], []
     for i, house in enumerate(houses):
         picked = starts[i][chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i]]
         chunks.append(gather_windows(house.aggregate, picked, window))
-        day_seconds.append((house.times[picked] // _NS_PER_S) % _DAY_S)
+        times.append(house.times[picked])
     mains = np.concatenate(chunks).astype(np.float64)
-    features = chunk_features(mains, contract.interval_s, np.concatenate(day_seconds).astype(float))
-    predicted = _predict(mains, contract, onnx_model)
-    outputs = {
-        name: {CHUNK_PREDICTIONS: values}
-        for name, values in zip(
-            contract.names, rounded_predictions(predicted.tolist()), strict=True
-        )
-    }
-    drift_rows = log_rows({CHUNK_FEATURES: features}, outputs)
+    watts = _predict(mains, contract, onnx_model)
+    drift_rows = []
+    for readings, time, predicted in zip(mains, np.concatenate(times), watts, strict=True):
+        values = midpoint_predictions(predicted[None, :], [0], window, window, window // 2)
+        inputs = {
+            "start": str(np.datetime64(int(time) // _NS_PER_S, "s")),
+            INTERVAL: contract.interval_s,
+            CHUNK_STARTS: [0],
+            CHUNKS: [readings.tolist()],
+        }
+        outputs = {
+            name: {CHUNK_PREDICTIONS: value}
+            for name, value in zip(contract.names, values, strict=True)
+        }
+        drift_rows.extend(log_rows(inputs, outputs))
     specs = columns(contract.names)
     minutes = window * contract.interval_s / 60
     names = ", ".join(house.name for house in houses)

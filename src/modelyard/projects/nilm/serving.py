@@ -9,9 +9,9 @@ made-up window and are less reliable, and the response says how many readings th
 sends its latest ``window`` readings gets exactly one value per appliance: the one-window request.
 
 The prediction log stores summary features of the series (length, mean, spread, extremes) and of
-each appliance's predicted power, not the series themselves, and the drift features of
-:mod:`.drift_features` (per window-long chunk of the series: mains features and each appliance's
-prediction at the chunk's midpoint), which the monitor compares with the bundle's reference.
+each appliance's predicted power and, for the monitor, the drift chunks of :mod:`.drift_features`:
+the readings of at most eight window-long chunks of the series and each appliance's prediction
+at their midpoints (the monitor computes their features, as for the bundle's reference).
 """
 
 import csv
@@ -28,10 +28,12 @@ from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
 from modelyard.projects.nilm.contract import NilmContract
 from modelyard.projects.nilm.drift_features import (
-    CHUNK_FEATURES,
     CHUNK_PREDICTIONS,
-    SERIES_STATISTICS,
-    request_features,
+    CHUNK_STARTS,
+    CHUNKS,
+    INTERVAL,
+    logged_chunks,
+    midpoint_predictions,
 )
 from modelyard.projects.nilm.inference import predict_series, scores_to_watts, series_windows
 from modelyard.projects.nilm.windows import window_view
@@ -328,29 +330,27 @@ class NilmServing(ServingAdapter):
         self, series: np.ndarray, request: NilmRequest, watts: np.ndarray
     ) -> PredictionEvent:
         """Summary features of the series and of each appliance's prediction, and the drift
-        features of its chunks (:mod:`.drift_features`), for the log."""
+        chunks (:mod:`.drift_features`), for the log."""
         hours = self.interval_s / 3600
-        first = self.window // 2 if request.edges == "valid" else 0
-        chunks, predicted = request_features(
-            series, watts, self.window, self.interval_s, first, request.start
-        )
+        # ufunc reductions directly: numpy's wrappers cost more than the sums on ~100 readings
         count = series.size
-        if count <= self.window:  # one chunk, the whole series: its statistics are the summary's
-            mean, std, peak = (chunks[name][0] or 0.0 for name in SERIES_STATISTICS)
-        else:
-            # ufunc reductions and dot directly: numpy's wrappers cost more than the arithmetic
-            mean = float(np.add.reduce(series)) / count
-            std = max(float(np.dot(series, series)) / count - mean * mean, 0.0) ** 0.5
-            peak = float(np.maximum.reduce(series))
+        mean = float(np.add.reduce(series)) / count
+        spread = float(np.add.reduce((series - mean) ** 2)) / count
+        # the drift chunks: the request's own readings, their features computed when read
+        starts, chunks = logged_chunks(request.aggregate_w, self.window)
+        first = self.window // 2 if request.edges == "valid" else 0
+        predicted = midpoint_predictions(watts, starts, count, self.window, first)
         inputs = {
             "length": count,
             "edges": request.edges,
             "start": None if request.start is None else request.start.isoformat(),
             "mean_w": round(mean, 2),
-            "std_w": round(std, 2),
+            "std_w": round(spread**0.5, 2),
             "min_w": round(float(np.minimum.reduce(series)), 2),
-            "max_w": round(peak, 2),
-            CHUNK_FEATURES: chunks,
+            "max_w": round(float(np.maximum.reduce(series)), 2),
+            INTERVAL: self.interval_s,
+            CHUNK_STARTS: starts,
+            CHUNKS: chunks,
         }
         means = np.add.reduce(watts, axis=0) / watts.shape[0]
         peaks = np.maximum.reduce(watts, axis=0)
