@@ -170,18 +170,21 @@ def test_a_request_is_described_by_at_most_a_bounded_number_of_window_chunks() -
 def test_chunk_features_by_hand() -> None:
     # 22:58 .. 23:02 at one-minute readings: two day readings, three night readings
     chunk = np.array([100.0, 100.0, 2500.0, 2500.0, 100.0])
-    start = datetime(2026, 1, 5, 22, 58)
-    features = nilm.chunk_row(chunk, 60, nilm.seconds_of_day(start))
-    row = dict(zip(nilm.INPUT_COLUMNS, features, strict=True))
-    assert row["mains_mean_w"] == 1060.0
-    assert row["mains_std_w"] == pytest.approx(math.sqrt((3 * 960**2 + 2 * 1440**2) / 5))
-    assert row["mains_max_w"] == 2500.0
-    assert row["mains_above_2kw_share"] == 0.4
-    assert row["mains_steps_per_hour"] == 30.0  # 2 steps in 4 minutes
-    assert row["mains_day_mean_w"] == 100.0
-    assert row["mains_night_mean_w"] == pytest.approx(5100 / 3)
-    without_start = dict(zip(nilm.INPUT_COLUMNS, nilm.chunk_row(chunk, 60, None), strict=True))
-    assert without_start["mains_day_mean_w"] is None is without_start["mains_night_mean_w"]
+    start = nilm.seconds_of_day(datetime(2026, 1, 5, 22, 58))
+    assert nilm.summary(chunk) == {
+        "mean_w": 1060.0,
+        "std_w": round(math.sqrt((3 * 960**2 + 2 * 1440**2) / 5), 2),
+        "min_w": 100.0,
+        "max_w": 2500.0,
+    }
+    assert nilm.extras(chunk, 60, start) == {
+        "above_2kw_share": 0.4,
+        "steps_per_hour": 30.0,  # 2 steps in 4 minutes
+        "day_mean_w": 100.0,
+        "night_mean_w": round(5100 / 3, 2),
+    }
+    without_start = nilm.extras(chunk, 60, None)
+    assert without_start["day_mean_w"] is None is without_start["night_mean_w"]
 
 
 def test_night_ranges_agree_with_the_clock_of_every_reading() -> None:
@@ -252,13 +255,14 @@ def test_nilm_log_rows_tolerate_rows_of_older_servers_and_garbage() -> None:
         nilm.log_rows({"truncated": True, "chars": 10, "head": "{"}, {})[0]["mains_mean_w"] is None
     )
     broken = nilm.log_rows(
-        {"chunks": [["a"], None, [1.0, 3.0], [float("nan")]], "chunk_starts": "x", "start": 5},
+        {"chunks": {"mains_mean_w": ["a", None, 2.0], "mains_std_w": 5}},
         {"kettle": 3, "microwave": {"chunk_w": [1.0, "b"]}},
     )
-    assert [r["mains_mean_w"] for r in broken] == [None, None, 2.0, None]
-    assert broken[2]["mains_steps_per_hour"] is None  # no interval logged
-    assert all(r["predicted_kettle_w"] is None for r in broken)
-    assert [r["predicted_microwave_w"] for r in broken] == [1.0, None, None, None]
+    assert [r["mains_mean_w"] for r in broken] == [None, None, 2.0]
+    assert all(r["mains_std_w"] is None and r["predicted_kettle_w"] is None for r in broken)
+    assert [r["predicted_microwave_w"] for r in broken] == [1.0, None, None]
+    endless = nilm.log_rows({"chunks": {"mains_mean_w": [1.0] * 10_000}}, {})
+    assert len(endless) == nilm.MAX_CHUNK_ROWS
 
 
 def reference_houses() -> list[Any]:

@@ -1,41 +1,42 @@
 """NILM drift features: the one definition of what the monitor compares, for requests and reference.
 
 Requests vary in length (one window to ``max_length`` readings) while drift is measured against
-one reference, so features are never taken over a whole request: a request is described by
-**chunks** of the model's window length (the one-window request a meter sends), one drift row
-per chunk. A request of ``n`` readings gives ``min(n // window, MAX_CHUNK_ROWS)`` chunks, evenly
-spaced from its first reading to its last (consecutive when they fit, so a one-window request
-is one chunk); a request shorter than a window (a deployer may lower ``min_length``) is one
-shorter chunk. Every row therefore describes ``window`` readings whatever the request's length,
-and a long request logs at most :data:`MAX_CHUNK_ROWS` chunks.
+one reference, so features are never taken over a whole long request: a request is described
+by **chunks** of the model's window length (the one-window request a meter sends), one drift
+row per chunk. A request of at most one window is one chunk, the request itself; a longer one of
+``n`` readings gives ``min(n // window, MAX_CHUNK_ROWS)`` chunks of ``window`` readings, evenly
+spaced from its first reading to its last (consecutive when they fit). Every row therefore
+describes one window of readings whatever the request's length, and a long request logs at
+most :data:`MAX_CHUNK_ROWS` rows.
 
-Per chunk, of the mains readings as sent (``mains_*``, :func:`chunk_row`): mean, standard
-deviation and maximum (W), the share of readings above :data:`ABOVE_W`, the number of steps of
-more than :data:`STEP_W` between consecutive readings per hour, and, when the request gives
-``start``, the mean of the readings in the day (07:00-23:00 wall-clock time of ``start``) and
-at night (``mains_day_mean_w``, ``mains_night_mean_w``; None for a period the chunk does not
-touch, and both None without ``start``). A day/night *ratio* per row would be undefined for
-most chunks (a window of 99 one-minute readings rarely spans both periods); the two means give
-the same comparison over a window of rows.
+Per chunk, of the mains readings as sent (``mains_*``): mean, standard deviation and maximum
+(W), the share of readings above :data:`ABOVE_W`, the number of steps of more than
+:data:`STEP_W` between consecutive readings per hour, and, when the request gives ``start``,
+the mean of the readings in the day (07:00-23:00 wall-clock time of ``start``) and at night
+(``mains_day_mean_w``, ``mains_night_mean_w``; None for a period the chunk does not touch, and
+both None without ``start``). A day/night *ratio* per row would be undefined for most chunks
+(a window of 99 one-minute readings rarely spans both periods); the two means give the same
+comparison over a window of rows.
 
 Per appliance (``predicted_<name>_w``): the predicted power at the chunk's midpoint reading,
 i.e. the model's output for the chunk as one window. It is the one prediction every request
 has from a full window of real readings, whatever its length and ``edges``, and exactly what
 the reference gets by running the exported model on its sampled windows.
 
-What the server logs (:func:`logged_chunks`, :func:`midpoint_predictions`): the chunks' readings
-as sent (``inputs.chunks``, with ``inputs.chunk_starts`` and ``inputs.interval_s``) and the
-midpoint predictions (``outputs[appliance].chunk_w``), beside the request summary it always
-logged. The features are computed when the log is read (:func:`log_rows`, in the monitor's
-process), not per request: measured side by side, computing them in the server cost about a
-tenth of the CPU time of a one-window request, while referencing the request's own list of
-readings costs nothing (``benchmarks/logging_cost.py``). It also keeps the features
-recomputable from the log when their definition changes. The reference profile
-(:mod:`.reference`) is built through :func:`log_rows` too, so its columns are the rows' keys.
-numpy only: the prediction server imports this module.
+What the server logs (:func:`request_record`), beside the request summary it always logged
+(``length``, ``edges``, ``start``, ``mean_w``, ``std_w``, ``min_w``, ``max_w``): for a request
+of at most one window, whose summary is its one chunk's mean, spread and maximum, the other
+features as plain numbers (``above_2kw_share``, ``steps_per_hour``, ``day_mean_w``,
+``night_mean_w``) and each appliance's ``midpoint_w``; for a longer request, ``chunks`` (each
+feature, one value per chunk) and each appliance's ``chunk_w`` (one value per chunk). The
+common small request thus costs a few cheap numpy calls and no new containers: measured side
+by side with ``benchmarks/logging_cost.py``, logging the chunks' readings or per-chunk lists for
+every request cost about a tenth of the server's CPU time per small request.
+:func:`log_rows` turns a logged record back into drift rows, reading records of older servers
+too; the reference profile (:mod:`.reference`) is built through :func:`request_record` and
+:func:`log_rows` as well, so its columns are the rows' keys. numpy only: the server imports it.
 """
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -55,26 +56,23 @@ STEP_W = 200.0
 DAY_START_S = 7 * 3600
 NIGHT_START_S = 23 * 3600
 _DAY_S = 86_400
+#: Profile column -> its key in a logged one-window record (the summary and the extras).
+_LOGGED_AS = {
+    "mains_mean_w": "mean_w",
+    "mains_std_w": "std_w",
+    "mains_max_w": "max_w",
+    "mains_above_2kw_share": "above_2kw_share",
+    "mains_steps_per_hour": "steps_per_hour",
+    "mains_day_mean_w": "day_mean_w",
+    "mains_night_mean_w": "night_mean_w",
+}
 #: The mains features, in order (the reference profile's input columns).
-INPUT_COLUMNS = (
-    "mains_mean_w",
-    "mains_std_w",
-    "mains_max_w",
-    "mains_above_2kw_share",
-    "mains_steps_per_hour",
-    "mains_day_mean_w",
-    "mains_night_mean_w",
-)
-#: Keys of the logged inputs: each chunk's readings, its first reading, the interval.
+INPUT_COLUMNS = tuple(_LOGGED_AS)
+#: Keys of a longer request's chunk features (inputs) and chunk predictions (per appliance).
 CHUNKS = "chunks"
-CHUNK_STARTS = "chunk_starts"
-INTERVAL = "interval_s"
-#: Key of the midpoint predictions in each appliance's logged outputs.
 CHUNK_PREDICTIONS = "chunk_w"
-#: Logged predictions are rounded to 1/_PREDICTION_SCALE W (two decimals, as the response).
-_PREDICTION_SCALE = 100
-#: Features are rounded to 1/_SCALE: far finer than any drift test.
-_SCALE = 10_000
+#: Key of a one-window request's midpoint prediction (per appliance).
+MIDPOINT_PREDICTION = "midpoint_w"
 
 
 def predicted_column(appliance: str) -> str:
@@ -102,53 +100,47 @@ def seconds_of_day(moment: datetime) -> float:
     return moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
 
 
-def chunk_row(
-    chunk: np.ndarray, interval_s: int | None, day_second: float | None
-) -> list[float | None]:
-    """The mains features of one chunk (1-d, watts), in :data:`INPUT_COLUMNS` order, rounded;
-    ``day_second``: wall-clock seconds since midnight of its first reading (None: unknown).
+def summary(series: np.ndarray) -> dict[str, float]:
+    """Length-free summary of a series (W): mean, spread, extremes, rounded for the log."""
+    # ufunc reductions directly: numpy's wrappers cost more than the sums on ~100 readings
+    count = series.size
+    mean = float(np.add.reduce(series)) / count
+    spread = float(np.add.reduce((series - mean) ** 2)) / count
+    return {
+        "mean_w": round(mean, 2),
+        "std_w": round(spread**0.5, 2),
+        "min_w": round(float(np.minimum.reduce(series)), 2),
+        "max_w": round(float(np.maximum.reduce(series)), 2),
+    }
 
-    Run for every logged chunk the monitor reads and every reference window, so it stays a few
-    cheap numpy calls: sums as ``dot`` products (a variance from the sum of squares is exact
-    enough for watts), counts with ``count_nonzero``.
-    """
-    readings = chunk.shape[0]
-    total = float(np.dot(chunk, _ones(readings)))
-    mean = total / readings
-    variance = max(float(np.dot(chunk, chunk)) / readings - mean * mean, 0.0)
-    row: list[float | None] = [
-        _round(mean),
-        _round(math.sqrt(variance)),
-        _round(float(np.maximum.reduce(chunk))),
-        _round(np.count_nonzero(chunk > ABOVE_W) / readings),
-        None,
-        None,
-        None,
-    ]
-    if interval_s is None:
-        return row
+
+def extras(series: np.ndarray, interval_s: int, day_second: float | None) -> dict[str, Any]:
+    """The features beyond the summary, of one chunk (``day_second``: wall-clock seconds since
+    midnight of its first reading, None when unknown). A few cheap numpy calls: this runs for
+    every request."""
+    readings = series.size
+    steps = 0
     if readings > 1:
-        change = np.subtract(chunk[1:], chunk[:-1])
-        steps = np.count_nonzero(np.abs(change) > STEP_W)
-        row[4] = _round(steps * 3600 / ((readings - 1) * interval_s))
+        steps = int(np.count_nonzero(np.abs(series[1:] - series[:-1]) > STEP_W))
+    day_mean = night_mean = None
     if day_second is not None:
         night, night_total = 0, 0.0
         for first, stop in night_ranges(day_second, readings, interval_s):
             night += stop - first
-            night_total += float(np.add.reduce(chunk[first:stop]))
+            night_total += float(np.add.reduce(series[first:stop]))
         if night < readings:
-            row[5] = _round((total - night_total) / (readings - night))
+            total = float(np.add.reduce(series))
+            day_mean = round((total - night_total) / (readings - night), 2)
         if night:
-            row[6] = _round(night_total / night)
-    return row
-
-
-@functools.lru_cache(maxsize=16)
-def _ones(readings: int) -> np.ndarray:
-    """A read-only vector of ones: its ``dot`` with a chunk is the chunk's sum."""
-    ones = np.ones(readings)
-    ones.flags.writeable = False
-    return ones
+            night_mean = round(night_total / night, 2)
+    return {
+        "above_2kw_share": round(np.count_nonzero(series > ABOVE_W) / readings, 4),
+        "steps_per_hour": (
+            round(steps * 3600 / ((readings - 1) * interval_s), 4) if readings > 1 else None
+        ),
+        "day_mean_w": day_mean,
+        "night_mean_w": night_mean,
+    }
 
 
 def night_ranges(day_second: float, readings: int, interval_s: int) -> list[tuple[int, int]]:
@@ -169,101 +161,74 @@ def night_ranges(day_second: float, readings: int, interval_s: int) -> list[tupl
     return ranges
 
 
-def _round(value: float) -> float:
-    """``value`` to 1/_SCALE (faster than ``round(value, 4)``, which counts here)."""
-    return round(value * _SCALE) / _SCALE
-
-
-def logged_chunks(readings: list[float], window: int) -> tuple[list[int], list[list[float]]]:
-    """The first reading and the readings of each chunk of a request's series ``readings`` (the
-    request's own list: a one-window request's chunk is that list, nothing is copied)."""
-    starts = chunk_starts(len(readings), window)
-    size = min(window, len(readings))
-    if size == len(readings):
-        return starts, [readings]
-    return starts, [readings[at : at + size] for at in starts]
-
-
-def midpoint_predictions(
-    watts: np.ndarray, starts: list[int], length: int, window: int, first: int
-) -> list[list[float]]:
-    """Each appliance's predicted watts at each chunk's midpoint reading (one list per
-    appliance), rounded like the response; ``watts`` holds one row per predicted reading from
-    reading ``first`` on (``edges``)."""
-    middle = min(window, length) // 2 - first
-    scale = _PREDICTION_SCALE
-    per_chunk = [watts[at + middle].tolist() for at in starts]
-    return [[round(v * scale) / scale for v in c] for c in zip(*per_chunk, strict=True)]
+def request_record(
+    series: np.ndarray,
+    watts: np.ndarray,
+    window: int,
+    interval_s: int,
+    first: int,
+    start: datetime | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What a request logs for drift: entries for its ``inputs`` (the summary included) and,
+    per appliance, entries for its ``outputs``. ``watts`` holds one row per predicted reading
+    from reading ``first`` on (``edges``)."""
+    length = series.size
+    day = None if start is None else seconds_of_day(start)
+    inputs: dict[str, Any] = summary(series)
+    if length <= window:
+        inputs.update(extras(series, interval_s, day))
+        middle = watts[length // 2 - first].tolist()
+        return inputs, [{MIDPOINT_PREDICTION: round(v, 2)} for v in middle]
+    rows: list[list[Value]] = []
+    predicted = []
+    for at in chunk_starts(length, window):
+        chunk = series[at : at + window]
+        features = {
+            **summary(chunk),
+            **extras(chunk, interval_s, None if day is None else day + at * interval_s),
+        }
+        rows.append([features[_LOGGED_AS[name]] for name in INPUT_COLUMNS])
+        predicted.append(watts[at + window // 2 - first].tolist())
+    inputs[CHUNKS] = {name: [row[j] for row in rows] for j, name in enumerate(INPUT_COLUMNS)}
+    return inputs, [
+        {CHUNK_PREDICTIONS: [round(v, 2) for v in values]}
+        for values in zip(*predicted, strict=True)
+    ]
 
 
 def log_rows(inputs: Any, outputs: Any) -> list[dict[str, Value]]:
     """One prediction-log record (its ``inputs``/``outputs`` JSON) as drift rows.
 
-    Records of this version give one row per logged chunk, its features computed here
-    (:func:`chunk_row`; a chunk that is not a list of finite numbers gives None features).
-    Records of servers before the chunks give one row from the request summary they logged
-    (mean, spread and maximum of the whole request and each appliance's mean prediction: the
-    same quantities for a one-window request, an approximation for a longer one) with None for
-    the other features. Anything else gives no row; never an exception.
+    A longer request gives one row per logged chunk; a one-window request (and any record of a
+    server before the drift features) gives one row from its summary and the extras, None for
+    what it did not log (an older server logged the summary and each appliance's ``mean_w``:
+    the same quantities for a one-window request, an approximation for a longer one). Anything
+    else gives no row; never an exception.
     """
     if not isinstance(inputs, Mapping):
         return []
     appliances = outputs if isinstance(outputs, Mapping) else {}
     chunks = inputs.get(CHUNKS)
-    if not isinstance(chunks, list):
-        return [_summary_row(inputs, appliances)]
-    interval = inputs.get(INTERVAL)
-    interval_s = interval if isinstance(interval, int) and not isinstance(interval, bool) else None
-    if interval_s is not None and interval_s <= 0:
-        interval_s = None
-    start = _start_second(inputs.get("start"))
-    starts = inputs.get(CHUNK_STARTS)
-    rows = []
-    for i, readings in enumerate(chunks):
-        at = _number_at(starts, i)
-        day = None if start is None or at is None or interval_s is None else start + at * interval_s
-        values = _readings(readings)
-        features = (
-            [None] * len(INPUT_COLUMNS) if values is None else chunk_row(values, interval_s, day)
-        )
-        row: dict[str, Value] = dict(zip(INPUT_COLUMNS, features, strict=True))
-        for name, out in appliances.items():
-            row[predicted_column(str(name))] = _number_at(_get(out, CHUNK_PREDICTIONS), i)
-        rows.append(row)
-    return rows
-
-
-def _summary_row(inputs: Mapping[str, Any], appliances: Mapping[Any, Any]) -> dict[str, Value]:
-    row: dict[str, Value] = dict.fromkeys(INPUT_COLUMNS)
-    for name, key in (
-        ("mains_mean_w", "mean_w"),
-        ("mains_std_w", "std_w"),
-        ("mains_max_w", "max_w"),
-    ):
-        row[name] = finite_number(inputs.get(key))
+    if isinstance(chunks, Mapping):
+        lengths = [len(v) for v in chunks.values() if isinstance(v, list)]
+        return [
+            {
+                **{name: _number_at(chunks.get(name), i) for name in INPUT_COLUMNS},
+                **{
+                    predicted_column(str(name)): _number_at(_get(out, CHUNK_PREDICTIONS), i)
+                    for name, out in appliances.items()
+                },
+            }
+            for i in range(min(max(lengths, default=0), MAX_CHUNK_ROWS))
+        ]
+    row: dict[str, Value] = {
+        name: finite_number(inputs.get(key)) for name, key in _LOGGED_AS.items()
+    }
     for appliance, out in appliances.items():
-        row[predicted_column(str(appliance))] = finite_number(_get(out, "mean_w"))
-    return row
-
-
-def _readings(values: Any) -> np.ndarray | None:
-    """A logged chunk as watts; None unless it is a non-empty list of finite numbers."""
-    if not isinstance(values, list) or not values:
-        return None
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return None
-    array = np.asarray(values, dtype=np.float64)
-    return array if bool(np.isfinite(array).all()) else None
-
-
-def _start_second(value: Any) -> float | None:
-    """Seconds since midnight of a logged ``start`` (ISO 8601); None when absent or invalid."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return seconds_of_day(datetime.fromisoformat(value))
-    except ValueError:
-        return None
+        midpoint = _get(out, MIDPOINT_PREDICTION)
+        value = _get(out, "mean_w") if midpoint is None else midpoint
+        row[predicted_column(str(appliance))] = finite_number(value)
+    return [row]
 
 
 def _get(value: Any, key: str) -> Any:
@@ -271,6 +236,6 @@ def _get(value: Any, key: str) -> Any:
 
 
 def _number_at(values: Any, index: int) -> float | None:
-    return (
-        finite_number(values[index]) if isinstance(values, list) and index < len(values) else None
-    )
+    if isinstance(values, list) and index < len(values):
+        return finite_number(values[index])
+    return None

@@ -4,12 +4,14 @@ The sample is what the model trained on: gap-free windows of the training part o
 houses (before each house's validation cut, :func:`..splits.split_by_time`), at most
 :data:`~modelyard.core.reference_profile.MAX_ROWS`, drawn uniformly without replacement with the
 run's seed. Each window is predicted by the exported ONNX model through the serving functions
-(normalise, run, :func:`.inference.scores_to_watts`), written as the server logs a one-window
-request (:func:`.drift_features.midpoint_predictions`, its start from the house's clock) and
-read back with :func:`.drift_features.log_rows`, exactly as the monitor reads logged requests.
+(normalise, run, :func:`.inference.scores_to_watts`), recorded as the server records a
+one-window request (:func:`.drift_features.request_record`, its start from the house's clock:
+local time, as prepared) and read back with :func:`.drift_features.log_rows`, exactly as the
+monitor reads logged requests.
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +19,7 @@ import numpy as np
 from modelyard.core.errors import DataError
 from modelyard.core.reference_profile import MAX_ROWS, ReferenceProfile, column_data
 from modelyard.projects.nilm.contract import NilmContract
-from modelyard.projects.nilm.drift_features import (
-    CHUNK_PREDICTIONS,
-    CHUNK_STARTS,
-    CHUNKS,
-    INTERVAL,
-    columns,
-    log_rows,
-    midpoint_predictions,
-)
+from modelyard.projects.nilm.drift_features import columns, log_rows, request_record
 from modelyard.projects.nilm.inference import scores_to_watts
 from modelyard.projects.nilm.preparation import PreparedHouse
 from modelyard.projects.nilm.windows import gather_windows, valid_window_starts
@@ -60,19 +54,14 @@ def reference_profile(
     mains = np.concatenate(chunks).astype(np.float64)
     watts = _predict(mains, contract, onnx_model)
     drift_rows = []
+    half = window // 2
     for readings, time, predicted in zip(mains, np.concatenate(times), watts, strict=True):
-        values = midpoint_predictions(predicted[None, :], [0], window, window, window // 2)
-        inputs = {
-            "start": str(np.datetime64(int(time) // _NS_PER_S, "s")),
-            INTERVAL: contract.interval_s,
-            CHUNK_STARTS: [0],
-            CHUNKS: [readings.tolist()],
-        }
-        outputs = {
-            name: {CHUNK_PREDICTIONS: value}
-            for name, value in zip(contract.names, values, strict=True)
-        }
-        drift_rows.extend(log_rows(inputs, outputs))
+        # logged as the server logs a one-window request (edges=valid) at the window's time
+        start = datetime.fromtimestamp(int(time) // _NS_PER_S, UTC).replace(tzinfo=None)
+        inputs, drift = request_record(
+            readings, predicted[None, :], window, contract.interval_s, half, start
+        )
+        drift_rows.extend(log_rows(inputs, dict(zip(contract.names, drift, strict=True))))
     specs = columns(contract.names)
     minutes = window * contract.interval_s / 60
     names = ", ".join(house.name for house in houses)
