@@ -209,12 +209,13 @@ def test_served_requests_log_rows_named_like_the_profile(
         {"aggregate_w": series[:WINDOW], "start": "2026-01-05T06:50:00"},
         {"aggregate_w": series, "edges": "valid"},
         {"aggregate_w": series},
+        {"aggregate_w": series[:WINDOW], "edges": "valid"},
     ]
     responses = serve_with_test_client(small_bundle, url, bodies)
     logged = logged_rows(url)
     expected = {n for n, c in nilm.columns(APPLIANCES).items() if c.group != "target"}
     rows = [drift_rows_function("nilm")(r.inputs, r.outputs) for r in logged]
-    assert [len(r) for r in rows] == [1, nilm.MAX_CHUNK_ROWS, nilm.MAX_CHUNK_ROWS]
+    assert [len(r) for r in rows] == [1, nilm.MAX_CHUNK_ROWS, nilm.MAX_CHUNK_ROWS, 1]
     for row in (row for request in rows for row in request):
         assert set(row) == expected
         for name in expected - {"mains_day_mean_w", "mains_night_mean_w"}:
@@ -233,6 +234,11 @@ def test_served_requests_log_rows_named_like_the_profile(
                 value = response["appliances"][name][start + WINDOW // 2 - first]
                 assert row[nilm.predicted_column(name)] == pytest.approx(value, abs=0.01)
     assert rows[1] == rows[2]  # the same chunks, whatever the edges
+    # a one-window request: the same row whatever the edges (valid answers the midpoint only)
+    assert rows[3][0] == {**rows[0][0], "mains_day_mean_w": None, "mains_night_mean_w": None}
+    for name in APPLIANCES:
+        value = responses[0]["appliances"][name][WINDOW // 2]
+        assert rows[0][0][nilm.predicted_column(name)] == pytest.approx(value, abs=0.01)
 
 
 def test_nilm_log_rows_tolerate_rows_of_older_servers_and_garbage() -> None:

@@ -27,7 +27,8 @@ What the server logs (:func:`request_record`), beside the request summary it alw
 (``length``, ``edges``, ``start``, ``mean_w``, ``std_w``, ``min_w``, ``max_w``): for a request
 of at most one window, whose summary is its one chunk's mean, spread and maximum, the other
 features as plain numbers (``above_2kw_share``, ``steps_per_hour``, ``day_mean_w``,
-``night_mean_w``) and each appliance's ``midpoint_w``; for a longer request, ``chunks`` (each
+``night_mean_w``) and each appliance's ``midpoint_w`` (not when the response holds only that
+value: its ``mean_w`` is it); for a longer request, ``chunks`` (each
 feature, one value per chunk) and each appliance's ``chunk_w`` (one value per chunk). The
 common small request thus costs a few cheap numpy calls and no new containers: measured side
 by side with ``benchmarks/logging_cost.py``, logging the chunks' readings or per-chunk lists for
@@ -177,6 +178,8 @@ def request_record(
     inputs: dict[str, Any] = summary(series)
     if length <= window:
         inputs.update(extras(series, interval_s, day))
+        if watts.shape[0] == 1:  # the only prediction (edges=valid): the response's mean_w
+            return inputs, [{} for _ in range(watts.shape[1])]
         middle = watts[length // 2 - first].tolist()
         return inputs, [{MIDPOINT_PREDICTION: round(v, 2)} for v in middle]
     rows: list[list[Value]] = []

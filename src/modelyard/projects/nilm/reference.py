@@ -61,7 +61,12 @@ def reference_profile(
         inputs, drift = request_record(
             readings, predicted[None, :], window, contract.interval_s, half, start
         )
-        drift_rows.extend(log_rows(inputs, dict(zip(contract.names, drift, strict=True))))
+        # the response's mean_w of a one-window request is its one (midpoint) prediction
+        outputs = {
+            name: {"mean_w": round(float(value), 2), **logged}
+            for name, value, logged in zip(contract.names, predicted, drift, strict=True)
+        }
+        drift_rows.extend(log_rows(inputs, outputs))
     specs = columns(contract.names)
     minutes = window * contract.interval_s / 60
     names = ", ".join(house.name for house in houses)
