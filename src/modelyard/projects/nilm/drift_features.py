@@ -28,11 +28,10 @@ What the server logs (:func:`request_record`), beside the request summary it alw
 of at most one window, whose summary is its one chunk's mean, spread and maximum, the other
 features as plain numbers (``above_2kw_share``, ``steps_per_hour``, ``day_mean_w``,
 ``night_mean_w``) and each appliance's ``midpoint_w`` (not when the response holds only that
-value: its ``mean_w`` is it); for a longer request, ``chunks`` (each
-feature, one value per chunk) and each appliance's ``chunk_w`` (one value per chunk). The
-common small request thus costs a few cheap numpy calls and no new containers: measured side
-by side with ``benchmarks/logging_cost.py``, logging the chunks' readings or per-chunk lists for
-every request cost about a tenth of the server's CPU time per small request.
+value: its ``mean_w`` is it); for a longer request, ``chunks`` (each feature, one value per
+chunk) and each appliance's ``chunk_w`` (one value per chunk). The common small request thus
+costs a few cheap numpy calls and no new containers (lists kept alive until the log is flushed
+cost measurably more; ``benchmarks/logging_cost.py`` compares two checkouts).
 :func:`log_rows` turns a logged record back into drift rows, reading records of older servers
 too; the reference profile (:mod:`.reference`) is built through :func:`request_record` and
 :func:`log_rows` as well, so its columns are the rows' keys. numpy only: the server imports it.
