@@ -145,6 +145,24 @@ def test_the_profile_record_is_covered_by_the_manifest_digest(
         load_bundle(bundle.path)
 
 
+def test_export_writes_the_metrics_as_the_manifest_keeps_them(tmp_path: Path) -> None:
+    from modelyard.stages.export import _reference_profile
+
+    class OneProfileTask:
+        cfg = None
+
+        def reference_profile(self, *args: Any) -> ReferenceProfile:
+            return hand_profile()
+
+    onnx_path = tmp_path / "model.onnx"
+    metrics = {"overall": {"kettle": {"f1": float("nan"), "mae_w": 12.5}}}
+    path = _reference_profile(OneProfileTask(), None, {}, onnx_path, metrics)  # type: ignore[arg-type]
+    assert path == tmp_path / PROFILE_FILE
+    written = ReferenceProfile.read(path)
+    assert written.metrics == {"overall": {"kettle": {"f1": None, "mae_w": 12.5}}}
+    assert written.data == hand_profile().data
+
+
 def test_a_bundle_without_a_profile_loads_serves_and_says_to_re_export(
     small_bundle: Bundle, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
+from pydantic import TypeAdapter
 
 from modelyard.core.bundle import (
     INT8_MODEL_FILE,
@@ -185,7 +186,9 @@ def _reference_profile(
         )
         return None
     path = onnx_path.with_name(PROFILE_FILE)
-    replace(profile, metrics=metrics).write(path)
+    # as the manifest stores them: plain JSON, a NaN or infinite score as null
+    plain = TypeAdapter(dict[str, Any]).dump_python(metrics, mode="json")
+    replace(profile, metrics=plain).write(path)
     return path
 
 
