@@ -205,9 +205,10 @@ def log_rows(inputs: Any, outputs: Any) -> list[dict[str, Value]]:
     server before the drift features) gives one row from its summary and the extras, None for
     what it did not log (an older server logged the summary and each appliance's ``mean_w``:
     the same quantities for a one-window request, an approximation for a longer one). Anything
-    else gives no row; never an exception.
+    else (a record the log truncated: ``{"truncated": true, ...}``) gives no row; never an
+    exception.
     """
-    if not isinstance(inputs, Mapping):
+    if not isinstance(inputs, Mapping) or inputs.get("truncated") is True:
         return []
     appliances = outputs if isinstance(outputs, Mapping) else {}
     chunks = inputs.get(CHUNKS)

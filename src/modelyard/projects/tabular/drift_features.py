@@ -85,9 +85,10 @@ def feature_value(value: Any) -> Value:
 def log_rows(inputs: Any, outputs: Any) -> list[dict[str, Value]]:
     """One prediction-log record (its ``inputs``/``outputs`` JSON) as drift rows: one per
     request row, with the request's fields and ``predicted_*`` of the prediction at the same
-    position (None when a value is missing or not usable). A single row object counts as one
-    row; anything else gives no row; never an exception."""
-    rows = [inputs] if isinstance(inputs, Mapping) else inputs
+    position (None when a value is missing or not usable). Anything but a list of rows (a
+    record the log truncated is ``{"truncated": true, ...}``) gives no row; never an
+    exception."""
+    rows = inputs
     if not isinstance(rows, list):
         return []
     predictions = outputs if isinstance(outputs, list) else []

@@ -58,7 +58,12 @@ def reference_profile(
         for i in range(0, len(requests), _BATCH)
         for p in adapter.predict_rows(requests[i : i + _BATCH])
     ]
-    drift = log_rows(_logged(requests), _logged(predictions))
+    # row by row: the log truncates a record's JSON beyond a size no valid request reaches
+    drift = [
+        row
+        for request, prediction in zip(requests, predictions, strict=True)
+        for row in log_rows(_logged([request]), _logged([prediction]))
+    ]
     with_target(drift, schema.target.name, targets)
     specs = columns(schema)
     refused = len(sample) - len(requests)
