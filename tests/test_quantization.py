@@ -34,6 +34,7 @@ from modelyard.core.bundle_integrity import BundleKey
 from modelyard.core.config import load_config
 from modelyard.core.errors import BundleError, ConfigError
 from modelyard.core.families import load_task
+from modelyard.core.reference_profile import PROFILE_FILE
 from modelyard.projects.quantization import (
     QuantizationError,
     QuantizeSettings,
@@ -113,7 +114,7 @@ def test_bundle_holds_a_smaller_verified_int8_model(exported: Exported) -> None:
     record = bundle.manifest.quantization
     assert record is not None
     files = sorted(p.name for p in bundle.path.iterdir())
-    assert files == sorted([MANIFEST_FILE, MODEL_FILE, INT8_MODEL_FILE])
+    assert files == sorted([MANIFEST_FILE, MODEL_FILE, INT8_MODEL_FILE, PROFILE_FILE])
     int8 = bundle.path / INT8_MODEL_FILE
     assert record.model_file == INT8_MODEL_FILE
     assert record.sha256 == file_sha256(int8)

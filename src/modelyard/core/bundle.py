@@ -12,6 +12,11 @@ key when one was given (:mod:`.bundle_integrity`). Bundles written before the in
 (format version 1) still load, with a warning, as "legacy (model sha256 only)"; serving with
 ``--require-signature`` refuses them.
 
+A bundle exported since issue 16 also holds ``reference_profile.json``: what drift is measured
+against (:mod:`.reference_profile`), named with its sha256 in the manifest's ``reference_profile``
+record and verified like the model files; :meth:`Bundle.reference_profile` reads it. Bundles
+exported before it load and serve as before; only the monitor needs the profile.
+
 A bundle exported with ``--quantize`` also holds ``model.int8.onnx``, verified the same way, and a
 ``quantization`` record in the manifest: how the INT8 model scored against the fp32 one on the
 evaluation data. :func:`serving_model_path` hands out the INT8 model only when that record says it
@@ -43,6 +48,7 @@ from modelyard.core.bundle_integrity import (
 )
 from modelyard.core.errors import BundleError
 from modelyard.core.hashing import sha256_file
+from modelyard.core.reference_profile import PROFILE_FILE, ReferenceProfile
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -168,6 +174,18 @@ class Quantization(BaseModel):
         return max(self.metrics.items(), key=lambda item: item[1].worsening())
 
 
+class ProfileRecord(BaseModel):
+    """The reference profile file of the bundle and its sha256 (covered by the digest)."""
+
+    file: str = PROFILE_FILE
+    sha256: str
+
+    @field_validator("file")
+    @classmethod
+    def _plain_file_name(cls, name: str) -> str:
+        return check_file_name(name)
+
+
 class Manifest(BaseModel):
     """Everything known about a bundled model, as plain JSON."""
 
@@ -194,6 +212,9 @@ class Manifest(BaseModel):
     quantization: Quantization | None = Field(
         default=None, description="The INT8 model, when exported with --quantize."
     )
+    reference_profile: ProfileRecord | None = Field(
+        default=None, description="The drift reference sample; None: exported before it."
+    )
     integrity: Integrity | None = Field(
         default=None, description="Digest of everything above (and signature); None: legacy."
     )
@@ -205,8 +226,13 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_model_files(self) -> Self:
-        if self.quantization is not None and self.quantization.model_file == self.model_file:
-            raise ValueError("quantization.model_file must differ from model_file")
+        names = [self.model_file]
+        if self.quantization is not None:
+            if self.quantization.model_file in names:
+                raise ValueError("quantization.model_file must differ from model_file")
+            names.append(self.quantization.model_file)
+        if self.reference_profile is not None and self.reference_profile.file in names:
+            raise ValueError("reference_profile.file must differ from the model files")
         return self
 
 
@@ -220,6 +246,19 @@ class Bundle(BaseModel):
     @property
     def model_path(self) -> Path:
         return self.path / self.manifest.model_file
+
+    def reference_profile(self) -> ReferenceProfile:
+        """The drift reference written at export (its file was verified at load); BundleError
+        for a bundle exported before profiles existed, or one whose profile does not parse."""
+        record = self.manifest.reference_profile
+        if record is None:
+            raise BundleError(
+                f"{self.path} has no reference profile (it was exported before modelyard wrote "
+                "one); re-export it with `modelyard export` to monitor it for drift"
+            )
+        root = self.path.resolve()
+        _verify_file(root, "reference profile", record.file, record.sha256)  # changed since load?
+        return ReferenceProfile.read(root / record.file)
 
     def check_signature(self, key: BundleKey | None, required: bool) -> None:
         """Verify the signature with the operator's ``key``; refuse an unsigned (or legacy)
@@ -247,15 +286,18 @@ def write_bundle(
     manifest_fields: dict[str, Any],
     extra_files: Mapping[str, Path] | None = None,
     key: BundleKey | None = None,
+    profile_file: Path | None = None,
 ) -> Bundle:
     """Write a bundle directory atomically and return it loaded.
 
-    ``manifest_fields`` holds every manifest field except ``sha256``, ``model_file`` and
-    ``integrity``, which are computed here (an ``integrity`` given is replaced); with ``key`` the
-    integrity record is signed. ``extra_files`` maps file names inside the bundle (e.g.
-    ``model.int8.onnx``) to the files to copy there. The bundle is assembled and verified in a
-    temporary sibling directory and renamed into place, so a crash never leaves a half-written
-    bundle at ``target`` and a bundle whose manifest does not match its files is never written.
+    ``manifest_fields`` holds every manifest field except ``sha256``, ``model_file``,
+    ``reference_profile`` and ``integrity``, which are computed here (those given are replaced);
+    with ``key`` the integrity record is signed. ``extra_files`` maps file names inside the
+    bundle (e.g. ``model.int8.onnx``) to the files to copy there; ``profile_file`` is copied as
+    ``reference_profile.json`` and recorded with its sha256. The bundle is assembled and
+    verified in a temporary sibling directory and renamed into place, so a crash never leaves a
+    half-written bundle at ``target`` and a bundle whose manifest does not match its files is
+    never written.
     """
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -263,12 +305,20 @@ def write_bundle(
     try:
         shutil.copyfile(model_file, staging / MODEL_FILE)
         for name, source in (extra_files or {}).items():
-            if check_file_name(name) == MODEL_FILE:
-                raise ValueError(f"extra file {name!r} would replace the model")
+            if check_file_name(name) in (MODEL_FILE, PROFILE_FILE):
+                raise ValueError(f"extra file {name!r} would replace the model or its profile")
             shutil.copyfile(source, staging / name)
-        fields = {k: v for k, v in manifest_fields.items() if k != "integrity"}
+        computed = ("integrity", "reference_profile")
+        fields = {k: v for k, v in manifest_fields.items() if k not in computed}
+        profile = None
+        if profile_file is not None:
+            shutil.copyfile(profile_file, staging / PROFILE_FILE)
+            profile = ProfileRecord(sha256=sha256_file(staging / PROFILE_FILE))
         manifest = Manifest(
-            **fields, model_file=MODEL_FILE, sha256=sha256_file(staging / MODEL_FILE)
+            **fields,
+            model_file=MODEL_FILE,
+            sha256=sha256_file(staging / MODEL_FILE),
+            reference_profile=profile,
         )
         _verify_files(staging.resolve(), manifest)
         _write_manifest(staging, json.loads(manifest.model_dump_json(exclude={"integrity"})), key)
@@ -374,12 +424,15 @@ def _check_format_version(manifest: Manifest, manifest_path: Path) -> Manifest:
 
 
 def _verify_files(root: Path, manifest: Manifest) -> None:
-    """Every model file the manifest names is a plain file of the bundle (``root``, resolved)
-    with the sha256 the manifest records."""
+    """Every file the manifest names (models, reference profile) is a plain file of the bundle
+    (``root``, resolved) with the sha256 the manifest records."""
     _verify_file(root, "model file", manifest.model_file, manifest.sha256)
     if manifest.quantization is not None:
         quantized = manifest.quantization
         _verify_file(root, "INT8 model file", quantized.model_file, quantized.sha256)
+    if manifest.reference_profile is not None:
+        profile = manifest.reference_profile
+        _verify_file(root, "reference profile", profile.file, profile.sha256)
 
 
 def _verify_file(root: Path, what: str, name: str, expected: str) -> None:

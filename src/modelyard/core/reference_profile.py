@@ -11,7 +11,7 @@ the monitor can both read it.
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +116,23 @@ class ReferenceProfile:
             raise BundleError(
                 f"{path} is not a valid reference profile: {exc}; re-export the bundle"
             ) from exc
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a numerical column's value: a finite number as a float, None otherwise
+    (missing, text, a boolean, NaN): how drift rows read logged JSON without ever failing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def column_data(
+    rows: Sequence[Mapping[str, Value]], names: Iterable[str]
+) -> dict[str, list[Value]]:
+    """Drift rows (as a family's ``log_rows`` gives them) as the profile's columns ``names``:
+    None where a row lacks one."""
+    return {name: [row.get(name) for row in rows] for name in names}
 
 
 def _problem(profile: ReferenceProfile) -> str:

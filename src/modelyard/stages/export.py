@@ -9,17 +9,24 @@ With quantization asked for (``--quantize`` or ``export.quantize``), the bundle 
 model scored against the fp32 one on the run's evaluation data (see :mod:`.quantize`); it is
 written even when the INT8 model falls outside its tolerance (as evidence, never served), but not
 at all when the INT8 model cannot be made or measured.
+
+Every bundle also gets the task's reference profile (``reference_profile.json``): a bounded
+sample of the training split described by the family's drift features, predicted by the exported
+model, with the bundle's evaluation metrics; the monitor measures drift and realised accuracy
+against it. A family without one yet exports without it, with a warning.
 """
 
 import json
+import logging
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
+from pydantic import TypeAdapter
 
 from modelyard.core.bundle import (
     INT8_MODEL_FILE,
@@ -33,6 +40,7 @@ from modelyard.core.bundle_integrity import optional_key
 from modelyard.core.config import to_plain
 from modelyard.core.errors import ModelyardError
 from modelyard.core.families import load_task
+from modelyard.core.reference_profile import PROFILE_FILE
 from modelyard.core.run_dir import RunDir
 from modelyard.core.runs import mark_latest
 from modelyard.projects.base import Task
@@ -42,6 +50,8 @@ from modelyard.projects.trained_model import ExportError, TrainedModel
 from modelyard.serving.runtime import OnnxModel
 from modelyard.tracking.base import TrackedRun
 from modelyard.tracking.factory import resume_tracking
+
+log = logging.getLogger("modelyard.export")
 
 DEFAULT_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 64)
@@ -119,6 +129,7 @@ def run(
         quantization, extra_files = _quantize(task, preprocessing, onnx_path, settings)
         train = run.read_train_summary()
         evaluation = _read_metrics(run.evaluation_metrics if metrics is None else Path(metrics))
+        profile_file = _reference_profile(task, run, preprocessing, onnx_path, evaluation)
         version = new_version()
         project = str(run_cfg.project.name)
         target = Path(output) if output is not None else Path(cfg.paths.bundles) / version
@@ -145,6 +156,7 @@ def run(
             },
             extra_files=extra_files,
             key=key,
+            profile_file=profile_file,
         )
     if output is None:
         mark_latest(bundle.path)
@@ -165,6 +177,26 @@ def _quantize(
     int8_path = onnx_path.with_name(INT8_MODEL_FILE)
     record = quantize_and_measure(task, preprocessing, onnx_path, int8_path, settings)
     return record, {INT8_MODEL_FILE: int8_path}
+
+
+def _reference_profile(
+    task: Task, run: RunDir, preprocessing: dict[str, Any], onnx_path: Path, metrics: dict[str, Any]
+) -> Path | None:
+    """The task's reference profile, with the bundle's evaluation ``metrics``, written beside
+    ``onnx_path``; None (and a warning) for a family that has none yet."""
+    profile = task.reference_profile(run, preprocessing, onnx_path)
+    if profile is None:
+        log.warning(
+            "the %s task writes no reference profile yet: this bundle cannot be monitored for "
+            "drift",
+            task.cfg.project.task,
+        )
+        return None
+    path = onnx_path.with_name(PROFILE_FILE)
+    # as the manifest stores them: plain JSON, a NaN or infinite score as null
+    plain = TypeAdapter(dict[str, Any]).dump_python(metrics, mode="json")
+    replace(profile, metrics=plain).write(path)
+    return path
 
 
 def _tracking_record(run_dir: Path) -> dict[str, str] | None:

@@ -9,7 +9,9 @@ made-up window and are less reliable, and the response says how many readings th
 sends its latest ``window`` readings gets exactly one value per appliance: the one-window request.
 
 The prediction log stores summary features of the series (length, mean, spread, extremes) and of
-each appliance's predicted power, not the series themselves.
+each appliance's predicted power, not the series themselves, with the drift features of
+:mod:`.drift_features` (per window-long chunk: mains features and the prediction at its
+midpoint), which the monitor compares with the bundle's reference profile.
 """
 
 import csv
@@ -35,6 +37,7 @@ from pydantic import (
 from modelyard.core.errors import DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
 from modelyard.projects.nilm.contract import NilmContract
+from modelyard.projects.nilm.drift_features import request_record
 from modelyard.projects.nilm.inference import predict_series, scores_to_watts, series_windows
 from modelyard.projects.nilm.windows import window_view
 from modelyard.serving.adapter import ExampleRequest, ServingAdapter
@@ -330,20 +333,18 @@ class NilmServing(ServingAdapter):
     def describe(
         self, series: np.ndarray, request: NilmRequest, watts: np.ndarray
     ) -> PredictionEvent:
-        """Summary features of the series and of each appliance's prediction, for the log."""
+        """Summary features of the series and of each appliance's prediction, with the drift
+        features (:mod:`.drift_features`), for the log."""
         hours = self.interval_s / 3600
-        # ufunc reductions directly: numpy's wrappers cost more than the sums on ~100 readings
-        count = series.size
-        mean = float(np.add.reduce(series)) / count
-        spread = float(np.add.reduce((series - mean) ** 2)) / count
+        first = self.window // 2 if request.edges == "valid" else 0
+        features, drift = request_record(
+            series, watts, self.window, self.interval_s, first, request.start
+        )
         inputs = {
-            "length": count,
+            "length": series.size,
             "edges": request.edges,
             "start": None if request.start is None else request.start.isoformat(),
-            "mean_w": round(mean, 2),
-            "std_w": round(spread**0.5, 2),
-            "min_w": round(float(np.minimum.reduce(series)), 2),
-            "max_w": round(float(np.maximum.reduce(series)), 2),
+            **features,
         }
         means = np.add.reduce(watts, axis=0) / watts.shape[0]
         peaks = np.maximum.reduce(watts, axis=0)
@@ -352,6 +353,7 @@ class NilmServing(ServingAdapter):
                 "mean_w": round(float(means[j]), 2),
                 "max_w": round(float(peaks[j]), 2),
                 "energy_wh": round(float(means[j]) * watts.shape[0] * hours, 3),
+                **drift[j],
             }
             for j, a in enumerate(self.appliances)
         }

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.config import to_plain
 from modelyard.core.errors import ConfigError, first_error
+from modelyard.core.reference_profile import ReferenceProfile
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
@@ -34,8 +35,9 @@ from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.preparation import PreparedHouse, prepare_house
 from modelyard.projects.nilm.readers import csv_files
+from modelyard.projects.nilm.reference import reference_profile
 from modelyard.projects.nilm.sources import iter_raw_houses
-from modelyard.projects.nilm.splits import check_house_split
+from modelyard.projects.nilm.splits import check_house_split, split_by_time
 from modelyard.projects.nilm.storage import list_prepared, load_house, save_house
 from modelyard.projects.nilm.windows import check_window, gather_windows, valid_window_starts
 from modelyard.projects.torch_model import LightningModel
@@ -259,6 +261,17 @@ class NilmTask(Task):
             f"{name}.mae_w": GateMetric(float(scores["model"]["mae_w"]), higher_is_better=False)
             for name, scores in metrics.get("overall", {}).items()
         }
+
+    def reference_profile(
+        self, run: RunDir, preprocessing: dict[str, Any], onnx_model: Path
+    ) -> ReferenceProfile:
+        """Window-long chunks of the training part of the training houses (see
+        :mod:`.reference`), seeded with the run's seed."""
+        prepared = Path(self.cfg.paths.prepared)
+        houses = [load_house(prepared / f"{name}.npz") for name in self.data.train_houses]
+        train = split_by_time(houses, float(self.data.val_fraction)).train
+        contract = self.saved_contract(preprocessing)
+        return reference_profile(train, contract, onnx_model, seed=int(self.cfg.seed))
 
     # -- evaluation ---------------------------------------------------------------------------
     def _evaluation_houses(self, source: Path | None) -> list[PreparedHouse]:

@@ -14,9 +14,11 @@ exact features the model was trained on. Defined behaviour for imperfect input:
 Every accepted value can be stored in the prediction log: numbers are finite JSON numbers,
 categories are strings of at most ``MAX_CATEGORY_CHARS`` characters or integers within
 ``MAX_CATEGORY_INT`` (exact in a double, and in any 64-bit column), dates are ISO strings.
-The body is read by the route itself, counted before it is parsed (see
-:mod:`modelyard.serving.http_checks`), so that a million empty rows cost no more than the
-largest valid request.
+The prediction log stores the validated rows (every schema field, None for one left out) and
+their predictions: they are the drift features themselves (:mod:`.drift_features`), so logging
+for the monitor costs nothing more. The body is read by the route itself, counted before it is
+parsed (see :mod:`modelyard.serving.http_checks`), so that a million empty rows cost no more
+than the largest valid request.
 """
 
 import csv

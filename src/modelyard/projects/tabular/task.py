@@ -12,9 +12,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
 from modelyard.core.errors import BundleError, ConfigError, DataError
+from modelyard.core.reference_profile import ReferenceProfile
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy, RowReport
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
+from modelyard.projects.export_adapter import export_adapter
 from modelyard.projects.tabular.contract import TabularContract, TabularLimits
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.derived.columns import derive_columns
@@ -24,8 +26,10 @@ from modelyard.projects.tabular.model import TabularRegressor
 from modelyard.projects.tabular.outliers import drop_outliers, fit_outlier_bounds
 from modelyard.projects.tabular.plots import plot_predicted_vs_true
 from modelyard.projects.tabular.reading import read_table
+from modelyard.projects.tabular.reference import reference_profile
 from modelyard.projects.tabular.row_filters import apply_filters
 from modelyard.projects.tabular.schema import TableSchema, parse_schema
+from modelyard.projects.tabular.serving import TabularServing
 from modelyard.projects.tabular.splitting import split_table
 from modelyard.projects.tabular.table_io import (
     feature_columns,
@@ -174,6 +178,16 @@ class TabularTask(Task):
             "mdape": GateMetric(float(model["mdape"]), higher_is_better=False),
             "within_10pct": GateMetric(float(model["within_10pct"]), higher_is_better=True),
         }
+
+    def reference_profile(
+        self, run: RunDir, preprocessing: dict[str, Any], onnx_model: Path
+    ) -> ReferenceProfile:
+        """Training rows valued by the serving adapter over ``onnx_model`` (see
+        :mod:`.reference`), seeded with the run's seed."""
+        adapter = export_adapter(self, preprocessing, onnx_model)
+        assert isinstance(adapter, TabularServing)
+        train = read_prepared(Path(self.cfg.paths.prepared), "train", adapter.schema)
+        return reference_profile(train, adapter.schema, adapter, seed=int(self.cfg.seed))
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(
