@@ -75,7 +75,7 @@ def build_bundle(directory: Path, rng: np.random.Generator) -> Bundle:
             "outputs": [TensorSpec(name="y", dtype="float32", shape=["batch", 1])],
             "preprocessing": {},
         },
-        extra_files={PROFILE_FILE: directory / PROFILE_FILE},
+        profile_file=directory / PROFILE_FILE,
     )
 
 

@@ -61,10 +61,10 @@ def make_bundle(target: Path, with_profile: bool = True) -> Bundle:
     scratch = target.parent / f"{target.name}-files"
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / "model.onnx").write_bytes(b"placeholder: the monitor never runs the model")
-    extra = {}
+    profile_file = None
     if with_profile:
-        profile().write(scratch / PROFILE_FILE)
-        extra[PROFILE_FILE] = scratch / PROFILE_FILE
+        profile_file = scratch / PROFILE_FILE
+        profile().write(profile_file)
     return write_bundle(
         target,
         scratch / "model.onnx",
@@ -79,7 +79,7 @@ def make_bundle(target: Path, with_profile: bool = True) -> Bundle:
             "preprocessing": {},
             "metrics": PROMOTED,
         },
-        extra_files=extra,
+        profile_file=profile_file,
     )
 
 

@@ -92,11 +92,10 @@ class Task(ABC):
         A task that plots embeddings asks ``model.embed``, which a bundle answers with None.
         """
 
+    @abstractmethod
     def reference_profile(
         self, run: RunDir, preprocessing: dict[str, Any], onnx_model: Path
-    ) -> ReferenceProfile | None:
+    ) -> ReferenceProfile:
         """What drift is measured against: a bounded sample of the training split, described
         by the family's drift features (``drift_features``) exactly as the server logs a
-        request, predictions made with the exported ``onnx_model``. None: the family has none
-        yet (the export then writes no profile and the monitor says to re-export)."""
-        return None
+        request, predictions made with the exported ``onnx_model``."""

@@ -17,7 +17,6 @@ against it. A family without one yet exports without it, with a warning.
 """
 
 import json
-import logging
 import tempfile
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
@@ -50,8 +49,6 @@ from modelyard.projects.trained_model import ExportError, TrainedModel
 from modelyard.serving.runtime import OnnxModel
 from modelyard.tracking.base import TrackedRun
 from modelyard.tracking.factory import resume_tracking
-
-log = logging.getLogger("modelyard.export")
 
 DEFAULT_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 64)
@@ -181,17 +178,10 @@ def _quantize(
 
 def _reference_profile(
     task: Task, run: RunDir, preprocessing: dict[str, Any], onnx_path: Path, metrics: dict[str, Any]
-) -> Path | None:
+) -> Path:
     """The task's reference profile, with the bundle's evaluation ``metrics``, written beside
-    ``onnx_path``; None (and a warning) for a family that has none yet."""
+    ``onnx_path``."""
     profile = task.reference_profile(run, preprocessing, onnx_path)
-    if profile is None:
-        log.warning(
-            "the %s task writes no reference profile yet: this bundle cannot be monitored for "
-            "drift",
-            task.cfg.project.task,
-        )
-        return None
     path = onnx_path.with_name(PROFILE_FILE)
     # as the manifest stores them: plain JSON, a NaN or infinite score as null
     plain = TypeAdapter(dict[str, Any]).dump_python(metrics, mode="json")
