@@ -121,7 +121,11 @@ def test_the_whole_run_is_tracked_in_the_embedded_mlflow_store(pipeline: Pipelin
     expected = {"config.yaml", "environment.json", "train.json", "training_curves.png", "eval"}
     assert expected | {"bundle", "logs", "preprocessing.json"} <= artifacts
     bundle_files = {a.path for a in client.list_artifacts(record["run_id"], "bundle")}
-    assert bundle_files == {"bundle/model.onnx", "bundle/manifest.json"}
+    assert bundle_files == {
+        "bundle/model.onnx",
+        "bundle/manifest.json",
+        "bundle/reference_profile.json",
+    }
 
 
 def test_bundle_manifest_and_parity(pipeline: Pipeline) -> None:
