@@ -89,24 +89,39 @@ def test_nilm_mae_and_f1_per_appliance_at_the_contracts_threshold() -> None:
         max_aggregate_w=23000.0,
     )
     logged = [
-        {"kettle": {"mean_w": 150.0}, "fridge": {"mean_w": 30.0}},
+        # a one-window request (edges=pad): the log keeps each appliance's midpoint prediction
+        {
+            "kettle": {"mean_w": 40.0, "midpoint_w": 150.0},
+            "fridge": {"mean_w": 30, "midpoint_w": 30},
+        },
+        # edges=valid on one window: one prediction, its mean_w
         {"kettle": {"mean_w": 50.0}, "fridge": {"mean_w": 10.0}},
-        {"kettle": {"mean_w": 0.0}, "fridge": {"mean_w": 25.0}},
+        # a longer request: only per-chunk predictions and the means are logged
+        {"kettle": {"mean_w": 0.0, "chunk_w": [0.0, 0.0]}, "fridge": {"mean_w": 25.0}},
+        # a one-window request whose truth is a mean: not a reading
+        {"kettle": {"mean_w": 90.0, "midpoint_w": 300.0}, "fridge": {"mean_w": 20.0}},
     ]
     truths = [
-        {"appliances": {"kettle": [100.0, 300.0], "fridge": 40.0}},  # a series: its mean, 200
-        {"appliances": {"kettle": 200.0, "fridge": 10.0}},
-        {"appliances": {"fridge": 35.0}},  # no kettle truth: only the fridge is scored
+        {"appliances": {"kettle": [0.0, 0.0, 200.0, 0.0, 0.0], "fridge": [40.0] * 5}},
+        {"appliances": {"kettle": [10.0], "fridge": [10.0]}},
+        {"appliances": {"kettle": [100.0, 300.0] * 5, "fridge": 35.0}},
+        {"appliances": {"kettle": 60.0}},  # no fridge truth: only the kettle is scored
     ]
     scores = realised(
         list(zip(logged, truths, strict=True)), manifest("nilm", contract.to_preprocessing())
     )
-    assert scores["kettle.mae_w"] == pytest.approx((50 + 150) / 2)
-    # kettle on/off at 100 W: truth on, on -> predicted on, off: P 1, R 1/2 -> F1 2/3
-    assert scores["kettle.f1"] == pytest.approx(2 / 3)
-    assert scores["fridge.mae_w"] == pytest.approx((10 + 0 + 10) / 3)
-    # fridge at 20 W: truths on, off, on; predictions on, off, on -> F1 1
+    # readings: the midpoint (200 vs 150) and the one valid prediction (10 vs 50)
+    assert scores["kettle.mae_w"] == pytest.approx((50 + 40) / 2)
+    # kettle on/off at 100 W: truths on, off; predictions on, off -> F1 1
+    assert scores["kettle.f1"] == pytest.approx(1.0)
+    assert scores["fridge.mae_w"] == pytest.approx((10 + 0) / 2)
     assert scores["fridge.f1"] == pytest.approx(1.0)
+    # the others on request means, reported apart: kettle 200 vs 0 and 60 vs 90, fridge 35 vs 25
+    assert scores["kettle.request_mean_mae_w"] == pytest.approx((200 + 30) / 2)
+    assert scores["fridge.request_mean_mae_w"] == pytest.approx(10.0)
+    assert set(scores) == {
+        f"{a}.{m}" for a in ("kettle", "fridge") for m in ("mae_w", "f1", "request_mean_mae_w")
+    }
     family = FamilyAccuracy.of("nilm")
     evaluation = {"overall": {"kettle": {"model": {"mae_w": 40.0, "f1": 0.8}, "baseline_mean": {}}}}
     assert family.promoted(evaluation) == {"kettle.mae_w": 40.0, "kettle.f1": 0.8}
