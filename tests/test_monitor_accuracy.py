@@ -9,7 +9,8 @@ import pytest
 
 from modelyard.core.bundle import Manifest, TensorSpec
 from modelyard.core.families import realised_accuracy_function
-from modelyard.monitoring.accuracy import FamilyAccuracy, bucket_size
+from modelyard.monitoring.accuracy import FamilyAccuracy, bucket_size, realised_block
+from modelyard.monitoring.feedback import Truth
 from modelyard.projects.nilm.contract import Appliance, NilmContract
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.vision.contract import VisionContract
@@ -133,3 +134,28 @@ def test_buckets_grow_with_the_window() -> None:
     assert bucket_size(start, start.replace(hour=20))[0] == "hour"
     assert bucket_size(start, start.replace(day=20))[0] == "day"
     assert bucket_size(start, start.replace(year=2027))[0] == "week"
+
+
+def test_below_promoted_only_beyond_the_noise_of_the_truths() -> None:
+    """A window as good as promoted, give or take 40 truths' noise, is not judged below it; the
+    same shortfall over 2,000 truths, or a clear one over 40, is."""
+    family = FamilyAccuracy.of("vision")
+    contract = VisionContract(classes=("cat", "dog"), image_size=8, mean=(0.5,) * 3, std=(0.2,) * 3)
+    bundle = manifest("vision", contract.to_preprocessing())
+    promoted = {"accuracy": 0.75}
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def truths(right: int, wrong: int) -> list[Truth]:
+        hit = Truth(when, [{"label": "cat", "probability": 0.9}], {"label": "cat"})
+        miss = Truth(when, [{"label": "cat", "probability": 0.9}], {"label": "dog"})
+        return [hit] * right + [miss] * wrong
+
+    def below(window: list[Truth]) -> dict[str, Any]:
+        block = realised_block(window, family, bundle, promoted, 0.05, min_feedback=30)
+        return block["metrics"]["accuracy"]
+
+    noisy = below(truths(27, 13))  # 0.675: 7 % under 0.75, within two images of 0.71
+    assert noisy["realised"] == pytest.approx(0.675)
+    assert noisy["below_promoted"] is False and noisy["optimistic_bound"] > 0.7125
+    assert below(truths(1350, 650))["below_promoted"] is True  # the same 0.675, measured
+    assert below(truths(20, 20))["below_promoted"] is True  # 0.5: clearly worse
