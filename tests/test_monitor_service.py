@@ -191,9 +191,7 @@ def test_realised_accuracy_gauges(bundle: Bundle, tmp_path: Path) -> None:
         'modelyard_realised_metric_below_promoted{metric="mdape",model="avm-test"} 1.0' in metrics
     )
     # MAE 10,000 against 2,000 promoted on every row: below, whatever the resample
-    assert (
-        'modelyard_realised_metric_below_promoted{metric="mae",model="avm-test"} 1.0' in metrics
-    )
+    assert 'modelyard_realised_metric_below_promoted{metric="mae",model="avm-test"} 1.0' in metrics
 
 
 def test_the_webhook_receives_the_alert_once(bundle: Bundle, tmp_path: Path) -> None:
