@@ -123,6 +123,12 @@ def test_nilm_mae_and_f1_per_appliance_at_the_contracts_threshold() -> None:
     assert set(scores) == {
         f"{a}.{m}" for a in ("kettle", "fridge") for m in ("mae_w", "f1", "request_mean_mae_w")
     }
+    # a window without any "on" reading, metered or predicted: no F1 (undefined), MAE all the same
+    idle = realised(
+        [({"kettle": {"mean_w": 1.0, "midpoint_w": 2.0}}, {"appliances": {"kettle": [0.0] * 5}})],
+        manifest("nilm", contract.to_preprocessing()),
+    )
+    assert idle == {"kettle.mae_w": pytest.approx(2.0)}
     family = FamilyAccuracy.of("nilm")
     evaluation = {"overall": {"kettle": {"model": {"mae_w": 40.0, "f1": 0.8}, "baseline_mean": {}}}}
     assert family.promoted(evaluation) == {"kettle.mae_w": 40.0, "kettle.f1": 0.8}

@@ -8,7 +8,8 @@ The truth is ``{"appliances": {NAME: [watts, ...]}}`` (a series as long as the p
 prediction for a one-window request, the most common (its midpoint prediction ``midpoint_w``,
 or with ``edges=valid`` its one prediction ``mean_w``), and so, with a truth series, a one-window
 request gives one reading sample: ``NAME.mae_w`` and ``NAME.f1`` are computed on those and
-compare with the values the bundle was promoted with. Any other pair (a longer request, whose
+compare with the values the bundle was promoted with (``NAME.f1`` only when a reading of the
+window is "on", metered or predicted: undefined otherwise). Any other pair (a longer request, whose
 log keeps only the mean of its predictions, or a truth given as a mean) is scored on the
 request's mean power, one sample per request: ``NAME.request_mean_mae_w``, reported but never
 judged against evaluation (a mean's error is smaller than a reading's, and an appliance that ran
@@ -113,7 +114,9 @@ def realised(
     for name, samples in sorted(readings.items()):
         values = np.asarray(samples, dtype=np.float64)
         scores[f"{name}.mae_w"] = mean_absolute_error(values[:, 0], values[:, 1])
-        if name in thresholds:
+        # F1 is undefined without an "on" reading, metered or predicted (evaluation's code says 0
+        # then): a window in which the kettle was never used says nothing about detecting it
+        if name in thresholds and np.any(values > thresholds[name]):
             scores[f"{name}.f1"] = on_off_scores(values[:, 0], values[:, 1], thresholds[name])[2]
     for name, samples in sorted(means.items()):
         if samples:
