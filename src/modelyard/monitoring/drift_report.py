@@ -1,9 +1,15 @@
 """The Evidently 0.7 report: data drift per column, the dataset's drift share, and data quality.
 
-Drift: Evidently's ``DataDriftPreset`` picks each column's test from its type (the profile's
-``kind``) and the sample sizes (e.g. K-S or chi-square for small samples, Wasserstein or
-Jensen-Shannon distances above 1,000 reference rows) and its threshold; a column drifts when its
-test fails, and the dataset drifts when the share of drifted columns reaches ``drift_share``.
+Drift: each column's test follows from its type (the profile's ``kind``) and the sample sizes.
+A window of up to :data:`SMALL_WINDOW` rows is tested with K-S (numerical) or chi-square
+(categorical), drifted at p < 0.05: Evidently's own choice for a reference above 1,000 rows, a
+distance (Wasserstein, Jensen-Shannon) drifted at 0.1, measures sampling noise in a small window
+(half the columns of held-out AVM sales drifted in every 50-row window; benchmarks/drift.py).
+Larger windows keep Evidently's choice. Categories too rare in the reference to be expected
+:data:`MIN_EXPECTED` times in the window (and categories the reference lacks) are pooled into
+one, on both sides, for the drift test only: a street seen once among 5,000 sales says nothing
+about a 50-row window. A column drifts when its test fails, and the dataset drifts when the
+share of drifted columns reaches ``drift_share``.
 Quality: ``DataSummaryPreset`` (missing values, statistics), values outside the reference's range
 per numerical column and values outside the reference's categories per categorical one.
 
@@ -28,6 +34,12 @@ _DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
 _MISSING = "evidently:metric_v2:MissingValueCount"
 _OUT_OF_RANGE = "evidently:metric_v2:OutRangeValueCount"
 _OUT_OF_LIST = "evidently:metric_v2:OutListValueCount"
+#: Largest window tested with p-values (K-S, chi-square) rather than Evidently's distances.
+SMALL_WINDOW = 1000
+#: Fewest expected occurrences in the window for a category to be tested on its own.
+MIN_EXPECTED = 5
+#: The category rare (and unseen) categories are pooled into for the drift test.
+POOLED = "(rare or new)"
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,27 @@ def _quality_metrics(
     return metrics, new
 
 
+def pooled_categories(
+    profile: ReferenceProfile, reference: pd.DataFrame, current: pd.DataFrame, names: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Copies with each categorical column's rare and new categories pooled into
+    :data:`POOLED`: those the reference holds less often than :data:`MIN_EXPECTED` in
+    ``len(current)`` rows, and those it lacks (when it has rare ones to pool them with)."""
+    reference, current = reference.copy(), current.copy()
+    least = MIN_EXPECTED / max(len(current), 1)
+    for name in names:
+        if profile.columns[name].kind != "categorical":
+            continue
+        shares = reference[name].value_counts(normalize=True)
+        kept = set(shares.index[shares >= least])
+        if len(kept) == len(shares):
+            continue
+        for frame in (reference, current):
+            values = frame[name]
+            frame[name] = values.where(values.isna() | values.isin(kept), POOLED)
+    return reference, current
+
+
 def run_report(
     profile: ReferenceProfile, reference: pd.DataFrame, current: pd.DataFrame, drift_share: float
 ) -> DriftFindings:
@@ -112,13 +145,18 @@ def run_report(
         )
     definition = _definition(profile, names)
     quality, new_categories = _quality_metrics(profile, reference, current, names)
-    report = Report(
-        [DataDriftPreset(columns=names, drift_share=drift_share), DataSummaryPreset(), *quality],
-        include_tests=True,
+    small = len(current) <= SMALL_WINDOW
+    drift = DataDriftPreset(
+        columns=names,
+        drift_share=drift_share,
+        num_method="ks" if small else None,
+        cat_method="chisquare" if small else None,
     )
+    report = Report([drift, DataSummaryPreset(), *quality], include_tests=True)
+    pooled_reference, pooled_current = pooled_categories(profile, reference, current, names)
     snapshot = report.run(
-        Dataset.from_pandas(current, data_definition=definition),
-        Dataset.from_pandas(reference, data_definition=definition),
+        Dataset.from_pandas(pooled_current, data_definition=definition),
+        Dataset.from_pandas(pooled_reference, data_definition=definition),
     )
     findings = DriftFindings(snapshot=snapshot, drift_share=drift_share, untested=untested)
     findings.new_categories = new_categories
