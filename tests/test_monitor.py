@@ -141,7 +141,7 @@ def test_realised_accuracy_joins_the_latest_feedback(bundle: Bundle, tmp_path: P
     start = NOW - timedelta(hours=2, minutes=30)
     rng = np.random.default_rng(10)
     truths = [float(v) for v in rng.uniform(15000, 25000, 40)]
-    predicted = [round(t * float(rng.uniform(0.7, 1.3)), 2) for t in truths]
+    predicted = [round(t * float(rng.uniform(0.5, 1.5)), 2) for t in truths]
     ids = mf.log_requests(
         engine,
         requests(11, 40, rows=1),
@@ -164,7 +164,8 @@ def test_realised_accuracy_joins_the_latest_feedback(bundle: Bundle, tmp_path: P
         sum(e <= 0.10 for e in errors) / 40
     )
     assert accuracy["metrics"]["mdape"]["promoted"] == mf.PROMOTED["model"]["mdape"]
-    # about 15 % MdAPE against 10 % promoted: worse beyond the 5 % tolerance, and no drift
+    # about 25 % MdAPE against 10 % promoted: worse beyond the 5 % tolerance and beyond the
+    # noise of 40 truths, and no drift
     assert accuracy["below_promoted"] == ["mae", "mdape", "within_10pct"]
     assert outcome.verdict["drift"]["detected"] is False
     assert outcome.exit_code == 1

@@ -9,7 +9,8 @@ import pytest
 
 from modelyard.core.bundle import Manifest, TensorSpec
 from modelyard.core.families import realised_accuracy_function
-from modelyard.monitoring.accuracy import FamilyAccuracy, bucket_size
+from modelyard.monitoring.accuracy import FamilyAccuracy, bucket_size, realised_block
+from modelyard.monitoring.feedback import Truth
 from modelyard.projects.nilm.contract import Appliance, NilmContract
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.vision.contract import VisionContract
@@ -89,24 +90,45 @@ def test_nilm_mae_and_f1_per_appliance_at_the_contracts_threshold() -> None:
         max_aggregate_w=23000.0,
     )
     logged = [
-        {"kettle": {"mean_w": 150.0}, "fridge": {"mean_w": 30.0}},
+        # a one-window request (edges=pad): the log keeps each appliance's midpoint prediction
+        {
+            "kettle": {"mean_w": 40.0, "midpoint_w": 150.0},
+            "fridge": {"mean_w": 30, "midpoint_w": 30},
+        },
+        # edges=valid on one window: one prediction, its mean_w
         {"kettle": {"mean_w": 50.0}, "fridge": {"mean_w": 10.0}},
-        {"kettle": {"mean_w": 0.0}, "fridge": {"mean_w": 25.0}},
+        # a longer request: only per-chunk predictions and the means are logged
+        {"kettle": {"mean_w": 0.0, "chunk_w": [0.0, 0.0]}, "fridge": {"mean_w": 25.0}},
+        # a one-window request whose truth is a mean: not a reading
+        {"kettle": {"mean_w": 90.0, "midpoint_w": 300.0}, "fridge": {"mean_w": 20.0}},
     ]
     truths = [
-        {"appliances": {"kettle": [100.0, 300.0], "fridge": 40.0}},  # a series: its mean, 200
-        {"appliances": {"kettle": 200.0, "fridge": 10.0}},
-        {"appliances": {"fridge": 35.0}},  # no kettle truth: only the fridge is scored
+        {"appliances": {"kettle": [0.0, 0.0, 200.0, 0.0, 0.0], "fridge": [40.0] * 5}},
+        {"appliances": {"kettle": [10.0], "fridge": [10.0]}},
+        {"appliances": {"kettle": [100.0, 300.0] * 5, "fridge": 35.0}},
+        {"appliances": {"kettle": 60.0}},  # no fridge truth: only the kettle is scored
     ]
     scores = realised(
         list(zip(logged, truths, strict=True)), manifest("nilm", contract.to_preprocessing())
     )
-    assert scores["kettle.mae_w"] == pytest.approx((50 + 150) / 2)
-    # kettle on/off at 100 W: truth on, on -> predicted on, off: P 1, R 1/2 -> F1 2/3
-    assert scores["kettle.f1"] == pytest.approx(2 / 3)
-    assert scores["fridge.mae_w"] == pytest.approx((10 + 0 + 10) / 3)
-    # fridge at 20 W: truths on, off, on; predictions on, off, on -> F1 1
+    # readings: the midpoint (200 vs 150) and the one valid prediction (10 vs 50)
+    assert scores["kettle.mae_w"] == pytest.approx((50 + 40) / 2)
+    # kettle on/off at 100 W: truths on, off; predictions on, off -> F1 1
+    assert scores["kettle.f1"] == pytest.approx(1.0)
+    assert scores["fridge.mae_w"] == pytest.approx((10 + 0) / 2)
     assert scores["fridge.f1"] == pytest.approx(1.0)
+    # the others on request means, reported apart: kettle 200 vs 0 and 60 vs 90, fridge 35 vs 25
+    assert scores["kettle.request_mean_mae_w"] == pytest.approx((200 + 30) / 2)
+    assert scores["fridge.request_mean_mae_w"] == pytest.approx(10.0)
+    assert set(scores) == {
+        f"{a}.{m}" for a in ("kettle", "fridge") for m in ("mae_w", "f1", "request_mean_mae_w")
+    }
+    # a window without any "on" reading, metered or predicted: no F1 (undefined), MAE all the same
+    idle = realised(
+        [({"kettle": {"mean_w": 1.0, "midpoint_w": 2.0}}, {"appliances": {"kettle": [0.0] * 5}})],
+        manifest("nilm", contract.to_preprocessing()),
+    )
+    assert idle == {"kettle.mae_w": pytest.approx(2.0)}
     family = FamilyAccuracy.of("nilm")
     evaluation = {"overall": {"kettle": {"model": {"mae_w": 40.0, "f1": 0.8}, "baseline_mean": {}}}}
     assert family.promoted(evaluation) == {"kettle.mae_w": 40.0, "kettle.f1": 0.8}
@@ -118,3 +140,28 @@ def test_buckets_grow_with_the_window() -> None:
     assert bucket_size(start, start.replace(hour=20))[0] == "hour"
     assert bucket_size(start, start.replace(day=20))[0] == "day"
     assert bucket_size(start, start.replace(year=2027))[0] == "week"
+
+
+def test_below_promoted_only_beyond_the_noise_of_the_truths() -> None:
+    """A window as good as promoted, give or take 40 truths' noise, is not judged below it; the
+    same shortfall over 2,000 truths, or a clear one over 40, is."""
+    family = FamilyAccuracy.of("vision")
+    contract = VisionContract(classes=("cat", "dog"), image_size=8, mean=(0.5,) * 3, std=(0.2,) * 3)
+    bundle = manifest("vision", contract.to_preprocessing())
+    promoted = {"accuracy": 0.75}
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def truths(right: int, wrong: int) -> list[Truth]:
+        hit = Truth(when, [{"label": "cat", "probability": 0.9}], {"label": "cat"})
+        miss = Truth(when, [{"label": "cat", "probability": 0.9}], {"label": "dog"})
+        return [hit] * right + [miss] * wrong
+
+    def below(window: list[Truth]) -> dict[str, Any]:
+        block = realised_block(window, family, bundle, promoted, 0.05, min_feedback=30)
+        return block["metrics"]["accuracy"]
+
+    noisy = below(truths(27, 13))  # 0.675: 7 % under 0.75, within two images of 0.71
+    assert noisy["realised"] == pytest.approx(0.675)
+    assert noisy["below_promoted"] is False and noisy["optimistic_bound"] > 0.7125
+    assert below(truths(1350, 650))["below_promoted"] is True  # the same 0.675, measured
+    assert below(truths(20, 20))["below_promoted"] is True  # 0.5: clearly worse

@@ -183,12 +183,15 @@ def test_realised_accuracy_gauges(bundle: Bundle, tmp_path: Path) -> None:
     assert service.recompute()
     metrics = service.metrics.exposition().decode()
     assert metric_samples(metrics) >= set(metric_names.ALL) - {metric_names.REPORT_FAILURES}
-    # MdAPE over rows 0 % and 50 %: 25 %, against 10 % promoted -> below
+    # MdAPE over rows 0 % and 50 %: 25 %, against 10 % promoted -> below (every request has
+    # one row of each: its resamples too, so the noise cannot explain it)
     assert 'modelyard_realised_metric{metric="mdape",model="avm-test"} 0.25' in metrics
     assert 'modelyard_promoted_metric{metric="mdape",model="avm-test"} 0.1' in metrics
     assert (
         'modelyard_realised_metric_below_promoted{metric="mdape",model="avm-test"} 1.0' in metrics
     )
+    # MAE 10,000 against 2,000 promoted on every row: below, whatever the resample
+    assert 'modelyard_realised_metric_below_promoted{metric="mae",model="avm-test"} 1.0' in metrics
 
 
 def test_the_webhook_receives_the_alert_once(bundle: Bundle, tmp_path: Path) -> None:

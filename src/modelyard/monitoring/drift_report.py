@@ -1,14 +1,16 @@
 """The Evidently 0.7 report: data drift per column, the dataset's drift share, and data quality.
 
-Drift: Evidently's ``DataDriftPreset`` picks each column's test from its type (the profile's
-``kind``) and the sample sizes (e.g. K-S or chi-square for small samples, Wasserstein or
-Jensen-Shannon distances above 1,000 reference rows) and its threshold; a column drifts when its
-test fails, and the dataset drifts when the share of drifted columns reaches ``drift_share``.
+Drift: Evidently's ``DataDriftPreset`` runs each column's test, chosen by
+:mod:`.drift_tests` from its type (the profile's ``kind``) and the sizes of both samples (K-S or
+chi-square p-values when either has at most 1,000 rows, Wasserstein or Jensen-Shannon distances
+above; categories compared in buckets); a column drifts when its test fails, and the dataset
+drifts when the share of drifted columns reaches ``drift_share``.
 Quality: ``DataSummaryPreset`` (missing values, statistics), values outside the reference's range
 per numerical column and values outside the reference's categories per categorical one.
 
 A column with no value in the window (rows logged before the feature existed) or none in the
-reference cannot be tested: it is reported as untested, not as drifted.
+reference cannot be tested, nor can a categorical one whose values fall in one bucket at this
+window size: it is reported as untested, not as drifted.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,7 @@ from evidently.metrics import OutListValueCount, OutRangeValueCount
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
 from modelyard.core.reference_profile import ReferenceProfile
+from modelyard.monitoring.drift_tests import can_test, methods
 from modelyard.monitoring.window import EmptyWindowError
 
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
@@ -103,17 +106,38 @@ def run_report(
     profile: ReferenceProfile, reference: pd.DataFrame, current: pd.DataFrame, drift_share: float
 ) -> DriftFindings:
     """Run the report on the columns that have values on both sides; read its results back."""
-    names = [n for n in profile.columns if current[n].notna().any() and reference[n].notna().any()]
-    untested = [n for n in profile.columns if n not in names]
-    if not names:
+    present = [
+        n for n in profile.columns if current[n].notna().any() and reference[n].notna().any()
+    ]
+    if not present:
         raise EmptyWindowError(
             f"none of the profile's columns ({', '.join(profile.columns)}) has a value in the "
             "window: were these predictions logged by a server older than the bundle?"
         )
-    definition = _definition(profile, names)
-    quality, new_categories = _quality_metrics(profile, reference, current, names)
+    names = [
+        n
+        for n in present
+        if profile.columns[n].kind != "categorical" or can_test(reference[n], current[n])
+    ]
+    if not names:
+        raise EmptyWindowError(
+            f"the window's {len(current)} rows are too few to test any of the profile's columns "
+            f"({', '.join(present)}) for drift: widen the window"
+        )
+    untested = [n for n in profile.columns if n not in names]
+    definition = _definition(profile, present)
+    quality, new_categories = _quality_metrics(profile, reference, current, present)
+    tests, thresholds = methods(
+        {n: profile.columns[n].kind for n in names}, len(reference), len(current)
+    )
+    drift = DataDriftPreset(
+        columns=names,
+        drift_share=drift_share,
+        per_column_method=tests,
+        per_column_threshold=thresholds,
+    )
     report = Report(
-        [DataDriftPreset(columns=names, drift_share=drift_share), DataSummaryPreset(), *quality],
+        [drift, DataSummaryPreset(), *quality],
         include_tests=True,
     )
     snapshot = report.run(

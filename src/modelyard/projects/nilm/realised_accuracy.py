@@ -3,13 +3,18 @@ appliance power sent later as feedback, per appliance, with evaluation's metric 
 (:mod:`.metrics`): MAE in watts and the on/off F1 at the bundle's on-threshold.
 
 The truth is ``{"appliances": {NAME: [watts, ...]}}`` (a series as long as the prediction) or
-``{"appliances": {NAME: mean_watts}}``. The prediction log keeps per-request summaries of the
-prediction (``{NAME: {"mean_w": ...}}``), so a pair is scored on the request's mean power: one
-sample per request and appliance. Where the log holds the predicted series itself (a list) and
-the truth is a series of the same length, every reading is a sample, as in evaluation. A mean's
-error is at most the per-reading MAE, so request-mean MAE reads lower than evaluation's; the
-on/off decision on a mean is "was the appliance used in this request on average". Both are said
-in docs/monitoring.md.
+``{"appliances": {NAME: mean_watts}}``. Evaluation scores readings: the prediction at a reading
+(from the window centred on it) against the reading's metered power. The log keeps such a
+prediction for a one-window request, the most common (its midpoint prediction ``midpoint_w``,
+or with ``edges=valid`` its one prediction ``mean_w``), and so, with a truth series, a one-window
+request gives one reading sample: ``NAME.mae_w`` and ``NAME.f1`` are computed on those and
+compare with the values the bundle was promoted with (``NAME.f1`` only when a reading of the
+window is "on", metered or predicted: undefined otherwise). Any other pair (a longer request, whose
+log keeps only the mean of its predictions, or a truth given as a mean) is scored on the
+request's mean power, one sample per request: ``NAME.request_mean_mae_w``, reported but never
+judged against evaluation (a mean's error is smaller than a reading's, and an appliance that ran
+for 3 minutes is "off" on average over 99). Where the log holds a predicted series itself (a list)
+and the truth is a series of the same length, every reading is a sample, as in evaluation.
 
 Torch-free: the monitor imports it.
 """
@@ -49,49 +54,72 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _predicted(output: Any) -> list[float] | float | None:
-    if isinstance(output, list) and all(_number(v) for v in output):
-        return [float(v) for v in output]
-    if isinstance(output, Mapping) and _number(output.get("mean_w")):
-        return float(output["mean_w"])
+#: The metric of request-mean samples (see the module text), after ``<appliance>.``.
+REQUEST_MEAN_MAE = "request_mean_mae_w"
+_MIDPOINT = "midpoint_w"
+
+
+def _readings(output: Any, true: Any) -> list[tuple[float, float]] | None:
+    """(true, predicted) reading samples of one appliance in one request; None when the log
+    holds no prediction at a known reading (see the module text)."""
+    series = isinstance(true, list) and bool(true) and all(_number(v) for v in true)
+    if not series:
+        return None
+    if isinstance(output, list) and all(_number(v) for v in output) and len(output) == len(true):
+        return [(float(t), float(p)) for t, p in zip(true, output, strict=True)]
+    if not isinstance(output, Mapping):
+        return None
+    if _number(output.get(_MIDPOINT)):  # a one-window request: the truth's middle reading
+        return [(float(true[len(true) // 2]), float(output[_MIDPOINT]))]
+    if len(true) == 1 and _number(output.get("mean_w")):  # edges=valid, one prediction
+        return [(float(true[0]), float(output["mean_w"]))]
     return None
 
 
-def _samples(predicted: list[float] | float, true: Any) -> list[tuple[float, float]]:
-    """(true, predicted) samples of one appliance in one request."""
-    if isinstance(true, list) and true and all(_number(v) for v in true):
-        if isinstance(predicted, list) and len(predicted) == len(true):
-            return list(zip(map(float, true), predicted, strict=True))
-        true = float(np.mean(np.asarray(true, dtype=np.float64)))
-    if not _number(true):
+def _request_mean(output: Any, true: Any) -> list[tuple[float, float]]:
+    """(true, predicted) means of one appliance over one request."""
+    if isinstance(output, list) and output and all(_number(v) for v in output):
+        predicted = float(np.mean(np.asarray(output, dtype=np.float64)))
+    elif isinstance(output, Mapping) and _number(output.get("mean_w")):
+        predicted = float(output["mean_w"])
+    else:
         return []
-    mean = float(np.mean(predicted)) if isinstance(predicted, list) else predicted
-    return [(float(true), mean)]
+    if isinstance(true, list) and true and all(_number(v) for v in true):
+        true = float(np.mean(np.asarray(true, dtype=np.float64)))
+    return [(float(true), predicted)] if _number(true) else []
 
 
 def realised(
     pairs: Sequence[tuple[Any, Any]], manifest: Manifest | None = None
 ) -> dict[str, float]:
-    """Per appliance with truth: MAE (W) and, given the manifest's on-thresholds, the F1."""
-    by_appliance: dict[str, list[tuple[float, float]]] = {}
+    """Per appliance with truth: MAE (W) and, given the manifest's on-thresholds, the F1, on
+    reading samples; the request-mean MAE on the others (see the module text)."""
+    readings: dict[str, list[tuple[float, float]]] = {}
+    means: dict[str, list[tuple[float, float]]] = {}
     for outputs, truth in pairs:
         appliances = truth.get("appliances") if isinstance(truth, Mapping) else None
         if not isinstance(outputs, Mapping) or not isinstance(appliances, Mapping):
             continue
         for name, true in appliances.items():
-            predicted = _predicted(outputs.get(name))
-            if predicted is not None:
-                by_appliance.setdefault(str(name), []).extend(_samples(predicted, true))
+            found = _readings(outputs.get(name), true)
+            if found is not None:
+                readings.setdefault(str(name), []).extend(found)
+            else:
+                means.setdefault(str(name), []).extend(_request_mean(outputs.get(name), true))
     thresholds: dict[str, float] = {}
     if manifest is not None:
         contract = NilmContract.from_manifest(manifest)
         thresholds = dict(zip(contract.names, contract.on_thresholds, strict=True))
     scores: dict[str, float] = {}
-    for name, samples in sorted(by_appliance.items()):
-        if not samples:
-            continue
+    for name, samples in sorted(readings.items()):
         values = np.asarray(samples, dtype=np.float64)
         scores[f"{name}.mae_w"] = mean_absolute_error(values[:, 0], values[:, 1])
-        if name in thresholds:
+        # F1 is undefined without an "on" reading, metered or predicted (evaluation's code says 0
+        # then): a window in which the kettle was never used says nothing about detecting it
+        if name in thresholds and np.any(values > thresholds[name]):
             scores[f"{name}.f1"] = on_off_scores(values[:, 0], values[:, 1], thresholds[name])[2]
+    for name, samples in sorted(means.items()):
+        if samples:
+            values = np.asarray(samples, dtype=np.float64)
+            scores[f"{name}.{REQUEST_MEAN_MAE}"] = mean_absolute_error(values[:, 0], values[:, 1])
     return scores
