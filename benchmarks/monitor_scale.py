@@ -85,7 +85,6 @@ def fill_log(url: str, rng: np.random.Generator, rows: int, with_truth: int) -> 
     step = timedelta(days=1) / rows
     with engine.begin() as connection:
         prepare_schema(connection)
-        feedback.create(connection)
         for first in range(0, rows, 10_000):
             count = min(10_000, rows - first)
             features = sample(rng, count, 0.3)  # a mild shift: every column tested in earnest
