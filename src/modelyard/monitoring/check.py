@@ -96,7 +96,7 @@ def run_check(settings: MonitorSettings, now: datetime | None = None) -> CheckRe
                     f"no answered predictions of model {model!r} among {window.describe()} "
                     f"in the prediction log {public_url(settings.log_url)}: nothing to monitor"
                 )
-            log_rows = settings.drift_rows or _family_drift_rows(bundle.manifest.task)
+            log_rows = settings.drift_rows or drift_rows_function(bundle.manifest.task)
             current = collect(read_window(connection, model, window), log_rows, profile)
             _check_rows(current, model, window, settings.log_url)
             truths = []
@@ -139,16 +139,6 @@ def run_check(settings: MonitorSettings, now: datetime | None = None) -> CheckRe
         feedback_table=feedback_table,
     )
     return CheckResult(verdict, findings)
-
-
-def _family_drift_rows(task: str) -> DriftRows:
-    try:
-        return drift_rows_function(task)  # type: ignore[no-any-return]
-    except ModuleNotFoundError:
-        raise DataError(
-            f"this modelyard has no drift features for {task} models "
-            f"(modelyard.projects.{task}.drift_features); upgrade modelyard"
-        ) from None
 
 
 def _check_rows(current: CurrentData, model: str, window: Window, url: str) -> None:
