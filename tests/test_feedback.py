@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from bundle_factory import make_nilm_bundle
+from log_tables import table_rows
 from modelyard.core.bundle import Bundle
 from modelyard.serving.feedback import FeedbackLog, FeedbackRecord
 from modelyard.serving.log_schema import (
@@ -54,14 +55,7 @@ def nilm_sqlite(
 
 
 def rows(url: str, table: sa.Table) -> list[Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            if not sa.inspect(connection).has_table(table.name):
-                return []
-            return list(connection.execute(sa.select(table).order_by(table.c.id)))
-    finally:
-        engine.dispose()
+    return table_rows(url, table)
 
 
 def eventually(found: Callable[[], Any], seconds: float = 15.0) -> Any:

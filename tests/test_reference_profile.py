@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 from bundle_factory import make_nilm_bundle
+from log_tables import table_rows
 from modelyard.core.bundle import MANIFEST_FILE, Bundle, load_bundle, write_bundle
 from modelyard.core.errors import BundleError
 from modelyard.core.families import drift_rows_function
@@ -30,7 +30,6 @@ from modelyard.projects.nilm.reference import reference_profile as nilm_referenc
 from modelyard.projects.tabular import drift_features as tabular
 from modelyard.serving.adapter import bundle_example
 from modelyard.serving.app import create_app
-from modelyard.serving.prediction_log import predictions
 from modelyard.serving.runtime import OnnxModel
 from modelyard.serving.server_process import running_server
 from modelyard.serving.settings import ServerSettings
@@ -73,12 +72,7 @@ def with_profile(source: Bundle, target: Path, profile: ReferenceProfile) -> Bun
 
 
 def logged_rows(url: str) -> list[Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return list(connection.execute(sa.select(predictions).order_by(predictions.c.id)))
-    finally:
-        engine.dispose()
+    return table_rows(url)
 
 
 def serve_with_test_client(bundle: Bundle, url: str, bodies: list[dict[str, Any]]) -> list[Any]:

@@ -16,14 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from bundle_factory import make_nilm_bundle
 from cli_helpers import assert_user_error, modelyard
+from log_tables import table_rows
 from modelyard.core.bundle import Bundle
 from modelyard.serving.app import create_app
-from modelyard.serving.prediction_log import count_rows, predictions
+from modelyard.serving.prediction_log import count_rows
 from modelyard.serving.server_process import HOST, free_port, running_server, wait_until_healthy
 from modelyard.serving.settings import ServerSettings
 from postgres_server import PostgresServer
@@ -65,12 +65,7 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 def rows(url: str) -> list[Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return list(connection.execute(sa.select(predictions).order_by(predictions.c.id)))
-    finally:
-        engine.dispose()
+    return table_rows(url)
 
 
 # --- request ids -------------------------------------------------------------------------------
