@@ -11,7 +11,7 @@ DATA_ROOT ?= $(abspath ../shared/datasets)
 NILM_SOURCE := $(if $(wildcard $(DATA_ROOT)/nilm),$(DATA_ROOT)/nilm,)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv postgres promtool clean help
+.PHONY: demo test lint typecheck venv postgres promtool chromium clean help
 
 help:
 	@echo "make demo   - set up and run the NILM pipeline end to end (fetch .. HTTP prediction)"
@@ -55,7 +55,16 @@ promtool:
 			--no-install-recommends prometheus >/dev/null; \
 	else echo "promtool missing: as root, apt-get install prometheus" >&2; exit 1; fi
 
-test: $(STAMP) lint typecheck postgres promtool
+# The web UI's tests drive Debian's chromium headless through Playwright (its own browser
+# download is not used); they never skip, so install it when missing (root with apt).
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium >/dev/null; \
+	else echo "chromium missing: as root, apt-get install chromium" >&2; exit 1; fi
+
+test: $(STAMP) lint typecheck postgres promtool chromium
 	MODELYARD_DATA_ROOT=$(DATA_ROOT) $(BIN)/pytest -q
 
 clean:

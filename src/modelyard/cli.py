@@ -788,6 +788,41 @@ def ui(
         raise typer.Exit(code=subprocess.call(command))
 
 
+@app.command("app")
+def web_app(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A running server's URL (http://host:port), or a bundle / models:/ URI to serve"
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Interface the UI listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port of the UI")] = 7860,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="API key for a server that needs one (better set in the environment)",
+            envvar="MODELYARD_UI_API_KEY",
+            show_default=False,
+        ),
+    ] = None,
+    monitor: Annotated[
+        str | None,
+        typer.Option(help="URL of `modelyard monitor --serve`, for the model tab's drift report"),
+    ] = None,
+) -> None:
+    """Open the web UI for a served model (needs the `ui` extra: pip install 'modelyard[ui]')."""
+    with user_errors():
+        try:
+            from modelyard.webui.launch import run_ui
+        except ImportError as error:
+            raise ModelyardError(
+                f"the web UI needs the ui extra ({error.name} is missing): "
+                "pip install 'modelyard[ui]'"
+            ) from error
+        run_ui(target, host, port, api_key=api_key, monitor_url=monitor, announce=console.print)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

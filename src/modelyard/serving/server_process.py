@@ -76,12 +76,25 @@ def running_server(
         "0",
         *extra_args,
     ]
+    with running_process(command, f"http://{HOST}:{port}", "/health", timeout_s, env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_process(
+    command: Sequence[str],
+    url: str,
+    ready_path: str,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run ``command`` (a server answering on ``url``), yield ``url`` once ``ready_path`` answers
+    200, and SIGTERM it on exit (killed after 15 s)."""
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
     )
-    url = f"http://{HOST}:{port}"
     try:
-        wait_until_healthy(url, process, timeout_s)
+        wait_until_healthy(url, process, timeout_s, path=ready_path)
         yield url
     finally:
         if process.poll() is None:
