@@ -33,6 +33,7 @@ from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.projects.nilm.outages import MainsOutageRule
 from modelyard.projects.nilm.preparation import PreparedHouse, prepare_house
 from modelyard.projects.nilm.readers import csv_files
 from modelyard.projects.nilm.reference import reference_profile
@@ -60,6 +61,7 @@ class NilmTask(Task):
         self.on_thresholds = [a.on_threshold_w for a in self.appliance_settings.values()]
         self.activation_rules = self._activation_rules()
         check_house_split(list(self.data.train_houses), list(self.data.test_houses))
+        self.outage_rule = MainsOutageRule.from_config(self.data)
 
     # -- data ---------------------------------------------------------------------------------
     def _prepare_frames(
@@ -77,8 +79,10 @@ class NilmTask(Task):
                 interval_s=int(self.data.interval_s),
                 max_fill_s=int(self.data.max_fill_s),
                 limits_w=limits_w,
+                outage_rule=self.outage_rule,
             )
             summary = asdict(report) | {
+                "windows": int(valid_window_starts(house.valid, self.window).size),
                 "start": str(np.datetime64(int(house.times[0]), "ns")),
                 "end": str(np.datetime64(int(house.times[-1]), "ns")),
             }
@@ -94,6 +98,7 @@ class NilmTask(Task):
         result = {
             "source": str(source),
             "interval_s": int(self.data.interval_s),
+            "mains_outage": self.outage_rule.to_json() if self.outage_rule else None,
             "appliances": self.appliances,
             "houses": summaries,
             "reading": ledger.to_json(),
