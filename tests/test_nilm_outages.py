@@ -10,6 +10,7 @@ import pytest
 
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
+from modelyard.core.families import load_task
 from modelyard.projects.nilm.outages import MainsOutageRule, outage_mask
 from modelyard.projects.nilm.preparation import PreparedHouse, prepare_house
 from modelyard.projects.nilm.storage import load_house
@@ -123,6 +124,16 @@ def test_a_bad_rule_setting_is_a_one_line_config_error(
 def test_a_missing_rule_setting_names_both_keys() -> None:
     with pytest.raises(ConfigError, match=r"mains_floor_w and project\.data\.mains_outage_s"):
         MainsOutageRule.from_config({"mains_floor_w": 10})
+
+
+def test_a_config_saved_before_the_rule_still_loads_but_does_not_prepare(tmp_path: Path) -> None:
+    """Export rebuilds the task from a run's saved config, which may predate the two keys."""
+    old = load_config(
+        ["project=nilm", "~project.data.mains_floor_w", "~project.data.mains_outage_s"]
+    )
+    task = load_task(old)  # what export does with a run's config
+    with pytest.raises(ConfigError, match="must be set"):
+        task.prepare(tmp_path / "raw", tmp_path / "prepared")
 
 
 # --------------------------------------------------------------------------- prepare stage

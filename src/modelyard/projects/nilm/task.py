@@ -7,6 +7,7 @@ which everything after training reads back through :meth:`~.contract.NilmContrac
 
 import json
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,18 @@ class NilmTask(Task):
         self.on_thresholds = [a.on_threshold_w for a in self.appliance_settings.values()]
         self.activation_rules = self._activation_rules()
         check_house_split(list(self.data.train_houses), list(self.data.test_houses))
-        self.outage_rule = MainsOutageRule.from_config(self.data)
 
     # -- data ---------------------------------------------------------------------------------
+    @cached_property
+    def outage_rule(self) -> MainsOutageRule | None:
+        """``project.data``'s mains outage rule, read when data is prepared (not in ``__init__``:
+        a run saved before the rule existed still exports)."""
+        return MainsOutageRule.from_config(self.data)
+
     def _prepare_frames(
         self, source: Path
     ) -> tuple[list[tuple[PreparedHouse, dict[str, Any]]], ReadLedger]:
+        outage_rule = self.outage_rule  # a bad setting fails before any file is read
         prepared = []
         ledger = ReadLedger(RefusalPolicy.from_config(self.data))
         limits_w = {name: a.limit_w for name, a in self.appliance_settings.items()}
@@ -79,7 +86,7 @@ class NilmTask(Task):
                 interval_s=int(self.data.interval_s),
                 max_fill_s=int(self.data.max_fill_s),
                 limits_w=limits_w,
-                outage_rule=self.outage_rule,
+                outage_rule=outage_rule,
             )
             summary = asdict(report) | {
                 "windows": int(valid_window_starts(house.valid, self.window).size),
