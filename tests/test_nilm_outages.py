@@ -50,7 +50,7 @@ def test_outage_mask_counts_seconds_not_readings() -> None:
 
 def _house() -> pd.DataFrame:
     """Minutes 0..19: mains dips to 0 for 2 minutes (2..3) and is down for 6 (10..15); the kettle
-    reads 0 (off) almost throughout; minute 17 has no mains reading (a short gap) next to 16."""
+    reads 0 (off) almost throughout; minute 17 has no mains reading (a short gap)."""
     mains = [300.0, 310, 0, 0, 320, 2500, 2400, 330, 300, 290, 0, 0, 0, 0, 0, 0, 280, NAN, 300, 310]
     kettle = [0.0, 0, 0, 0, 0, 2200, 2100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     index = pd.date_range("2014-01-01 00:00", periods=20, freq="60s", name="time")
