@@ -202,6 +202,7 @@ def test_prepare_house_end_to_end() -> None:
         interval_s=60,
         max_fill_s=120,  # two steps
         limits_w={"aggregate": 5000.0, "kettle": 3000.0},
+        outage_rule=None,
     )
 
     # Grid 00:00..00:11. After clipping:
@@ -232,18 +233,19 @@ def test_prepare_house_end_to_end() -> None:
     assert report.clipped_negative == 1  # the microwave's -10 is not a selected column
     assert report.dropped_over_limit == 1
     assert report.filled == 1 + 2 + 1
-    assert report.invalid == 3
+    assert report.invalid == report.long_gaps == 3
+    assert report.outage_zeros == report.outage_runs == 0
 
 
 def test_prepare_house_missing_appliance_column() -> None:
     with pytest.raises(DataError, match="house 'house_1' has no column") as info:
-        prepare_house("house_1", _raw_house(), ["kettle", "dishwasher"], 60, 120, {})
+        prepare_house("house_1", _raw_house(), ["kettle", "dishwasher"], 60, 120, {}, None)
     assert "dishwasher" in str(info.value)
     assert "kettle" in str(info.value)  # the columns it does have are listed
 
 
 def test_prepare_house_slice_is_a_view_of_the_range() -> None:
-    house, _ = prepare_house("h", _raw_house(), ["kettle"], 60, 120, {})
+    house, _ = prepare_house("h", _raw_house(), ["kettle"], 60, 120, {}, None)
     part = house.slice(2, 5)
     assert len(part) == 3
     np.testing.assert_array_equal(part.times, house.times[2:5])

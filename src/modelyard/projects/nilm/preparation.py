@@ -9,8 +9,14 @@ Steps, in order:
 3. **Fill short gaps** (at most ``max_fill_s`` long) by linear interpolation.
 4. **Mark long gaps**: any interval still missing a reading is invalid. Windows are later drawn only
    from runs of valid intervals, so no window crosses a long gap.
+5. **Mark mains outages**: a run of mains readings at or below a floor that lasts at least a given
+   time is a logger outage recorded as zeros (:mod:`.outages`), and invalid like a long gap. It is
+   found before step 3, which neither fills it nor a gap that touches it (no reading is
+   interpolated towards the zeros of a logger that was down).
+   Appliance channels reading 0 are off, not missing, and stay valid.
 """
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +24,10 @@ import numpy as np
 import pandas as pd
 
 from modelyard.core.errors import DataError
+from modelyard.projects.nilm.outages import MainsOutageRule, outage_mask
 from modelyard.projects.nilm.readers import AGGREGATE
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,11 @@ class PreparedHouse:
 
 @dataclass(frozen=True)
 class PreparationReport:
-    """What preparation did to one house, for the prepare summary and for tests."""
+    """What preparation did to one house, for the prepare summary and for tests.
+
+    ``invalid == long_gaps + outage_zeros``: every invalid interval is either missing a reading
+    after filling or inside one of the ``outage_runs`` mains outages (never both).
+    """
 
     rows_in: int
     intervals: int
@@ -65,6 +78,9 @@ class PreparationReport:
     dropped_over_limit: int
     filled: int
     invalid: int
+    long_gaps: int
+    outage_zeros: int
+    outage_runs: int
 
 
 def align(frame: pd.DataFrame, interval_s: int) -> pd.DataFrame:
@@ -96,26 +112,32 @@ def clip_impossible(
     return clipped, int(negative.sum()), int(over.sum())
 
 
-def fill_short_gaps(frame: pd.DataFrame, max_fill_steps: int) -> tuple[pd.DataFrame, int]:
+def fill_short_gaps(
+    frame: pd.DataFrame, max_fill_steps: int, never_fill: np.ndarray | None = None
+) -> tuple[pd.DataFrame, int]:
     """Linearly interpolate runs of at most ``max_fill_steps`` missing values, column by column.
 
     Longer runs are left entirely missing (pandas' ``limit`` would fill the first part of a long
-    gap, which would hide where the gap starts), as are gaps at the edges.
+    gap, which would hide where the gap starts), as are gaps at the edges. Rows marked in
+    ``never_fill`` (mains outages) count as missing in every column but keep their values, and a
+    gap that touches them is not filled either.
     """
     if max_fill_steps <= 0:
         return frame, 0
+    barrier = np.zeros(len(frame), dtype=bool) if never_fill is None else never_fill
     filled = frame.copy()
     count = 0
     for column in frame.columns:
-        series = frame[column]
+        series = frame[column].where(~barrier)
         missing = series.isna().to_numpy()
         if not missing.any():
             continue
-        run_id = np.cumsum(~missing)
+        run_id = pd.Series(np.cumsum(~missing))
         run_length = pd.Series(missing).groupby(run_id).transform("sum").to_numpy()
+        touches_barrier = pd.Series(barrier).groupby(run_id).transform("any").to_numpy()
         interior = series.interpolate(method="linear", limit_area="inside").to_numpy()
-        fillable = missing & (run_length <= max_fill_steps) & ~np.isnan(interior)
-        values = series.to_numpy(copy=True)
+        fillable = missing & ~touches_barrier & (run_length <= max_fill_steps) & ~np.isnan(interior)
+        values = frame[column].to_numpy(copy=True)
         values[fillable] = interior[fillable]
         filled[column] = values
         count += int(fillable.sum())
@@ -129,17 +151,23 @@ def prepare_house(
     interval_s: int,
     max_fill_s: int,
     limits_w: Mapping[str, float],
+    outage_rule: MainsOutageRule | None,
 ) -> tuple[PreparedHouse, PreparationReport]:
-    """Align, clip, fill and validate one house; see the module docstring for the order."""
+    """Align, clip, fill and validate one house; see the module docstring for the order.
+
+    ``outage_rule`` None: no mains reading is taken for an outage.
+    """
     missing = [c for c in (AGGREGATE, *appliances) if c not in frame.columns]
     if missing:
         raise DataError(f"house {name!r} has no column(s) {missing}; it has {list(frame.columns)}")
     selected = frame[[AGGREGATE, *appliances]]
     aligned = align(selected, interval_s)
     clipped, negative, over = clip_impossible(aligned, limits_w)
-    filled, n_filled = fill_short_gaps(clipped, max_fill_s // interval_s)
+    outage, outage_runs = outage_mask(clipped[AGGREGATE].to_numpy(), interval_s, outage_rule)
+    filled, n_filled = fill_short_gaps(clipped, max_fill_s // interval_s, never_fill=outage)
     values = filled.to_numpy(dtype="float32")
-    valid = ~np.isnan(values).any(axis=1)
+    gap = np.isnan(values).any(axis=1) & ~outage
+    valid = ~(gap | outage)
     values = np.nan_to_num(values, nan=0.0)
     house = PreparedHouse(
         name=name,
@@ -157,5 +185,20 @@ def prepare_house(
         dropped_over_limit=over,
         filled=n_filled,
         invalid=int((~valid).sum()),
+        long_gaps=int(gap.sum()),
+        outage_zeros=int(outage.sum()),
+        outage_runs=outage_runs,
     )
+    if outage_rule is not None and outage_runs:
+        logger.warning(
+            "MAINS OUTAGE %s: %d of %d intervals (%.2f%%) in %d run(s) marked invalid: mains at "
+            "or below %g W for at least %g s",
+            name,
+            report.outage_zeros,
+            report.intervals,
+            100 * report.outage_zeros / report.intervals,
+            outage_runs,
+            outage_rule.floor_w,
+            outage_rule.min_s,
+        )
     return house, report

@@ -7,6 +7,7 @@ which everything after training reads back through :meth:`~.contract.NilmContrac
 
 import json
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.nilm.normalisation import Normalisation
+from modelyard.projects.nilm.outages import MainsOutageRule
 from modelyard.projects.nilm.preparation import PreparedHouse, prepare_house
 from modelyard.projects.nilm.readers import csv_files
 from modelyard.projects.nilm.reference import reference_profile
@@ -62,9 +64,16 @@ class NilmTask(Task):
         check_house_split(list(self.data.train_houses), list(self.data.test_houses))
 
     # -- data ---------------------------------------------------------------------------------
+    @cached_property
+    def outage_rule(self) -> MainsOutageRule | None:
+        """``project.data``'s mains outage rule, read when data is prepared (not in ``__init__``:
+        a run saved before the rule existed still exports)."""
+        return MainsOutageRule.from_config(self.data)
+
     def _prepare_frames(
         self, source: Path
     ) -> tuple[list[tuple[PreparedHouse, dict[str, Any]]], ReadLedger]:
+        outage_rule = self.outage_rule  # a bad setting fails before any file is read
         prepared = []
         ledger = ReadLedger(RefusalPolicy.from_config(self.data))
         limits_w = {name: a.limit_w for name, a in self.appliance_settings.items()}
@@ -77,8 +86,10 @@ class NilmTask(Task):
                 interval_s=int(self.data.interval_s),
                 max_fill_s=int(self.data.max_fill_s),
                 limits_w=limits_w,
+                outage_rule=outage_rule,
             )
             summary = asdict(report) | {
+                "windows": int(valid_window_starts(house.valid, self.window).size),
                 "start": str(np.datetime64(int(house.times[0]), "ns")),
                 "end": str(np.datetime64(int(house.times[-1]), "ns")),
             }
@@ -94,6 +105,7 @@ class NilmTask(Task):
         result = {
             "source": str(source),
             "interval_s": int(self.data.interval_s),
+            "mains_outage": self.outage_rule.to_json() if self.outage_rule else None,
             "appliances": self.appliances,
             "houses": summaries,
             "reading": ledger.to_json(),
