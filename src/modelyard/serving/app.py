@@ -38,6 +38,7 @@ from modelyard.serving.auth import ApiKeyMiddleware, document_auth, exempt_paths
 from modelyard.serving.context import PREDICTION_ID_HEADER
 from modelyard.serving.docs_pages import add_docs_pages
 from modelyard.serving.draining import install_drain_on_sigterm
+from modelyard.serving.examples_api import examples_router
 from modelyard.serving.feedback import FeedbackDesk, FeedbackLog, TruthCheck
 from modelyard.serving.feedback_api import FeedbackParser, feedback_router
 from modelyard.serving.hosts import AllowedHosts, HostCheckMiddleware
@@ -185,7 +186,7 @@ def create_app(
 
     # requests reach the current model's routes first; the first model's stay for the schema
     app.router.routes.insert(0, ServedRoutes(service.switch))
-    app.include_router(service.served.router)
+    add_bundle_routes(app, service)
     add_feedback_route(app, service, feedback)
     document_prediction_id(app)
     if settings.docs:
@@ -226,6 +227,12 @@ def create_app(
         drain=service.drain,
     )
     return app
+
+
+def add_bundle_routes(app: FastAPI, service: Service) -> None:
+    """The task's routes (of the first model, for the schema) and the bundle's examples."""
+    app.include_router(service.served.router)
+    app.include_router(examples_router())
 
 
 def truth_check(app: FastAPI) -> TruthCheck:
