@@ -46,6 +46,7 @@ from modelyard.serving.http_checks import validation_error_body
 from modelyard.serving.metrics import CONTENT_TYPE
 from modelyard.serving.middleware import ServiceMiddleware
 from modelyard.serving.model_swap import FollowStatus, ServedRoutes
+from modelyard.serving.registry_info import RegistryBlock
 from modelyard.serving.service import Service, refresh_stats
 from modelyard.serving.settings import ServerSettings
 
@@ -81,6 +82,11 @@ class Info(BaseModel):
     integrity: Trust = Field(description="What was verified of the bundle: digest, signature.")
     follow: FollowStatus | None = Field(
         default=None, description="The followed registry alias (serve --follow), else null."
+    )
+    registry: RegistryBlock | None = Field(
+        default=None,
+        description="The registered version served and the promotion gates it passed, when "
+        "served from models:/NAME@ALIAS (or models:/NAME/VERSION); null for a bundle directory.",
     )
 
 
@@ -177,6 +183,7 @@ def create_app(
             details=served.info(),
             integrity=served.bundle.trust,
             follow=None if service.follower is None else service.follower.status,
+            registry=registry_block(service),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -227,6 +234,17 @@ def create_app(
         drain=service.drain,
     )
     return app
+
+
+def registry_block(service: Service) -> RegistryBlock | None:
+    """The registry block of the version served now: the followed alias's latest offer once it
+    is served, else the one ``serve`` resolved, while its version is still served."""
+    served = service.served.version
+    offered = None if service.follower is None else service.follower.registry
+    for block in (offered, service.settings.registry):
+        if block is not None and block.bundle_version in (None, served):
+            return block
+    return None
 
 
 def add_bundle_routes(app: FastAPI, service: Service) -> None:
