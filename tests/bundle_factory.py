@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from modelyard.core.bundle import MANIFEST_FILE, Bundle, TensorSpec, write_bundle
+from modelyard.core.bundle_examples import ExampleFile
 from modelyard.core.bundle_integrity import BundleKey, seal
 from modelyard.projects.nilm.contract import Appliance, NilmContract
 from modelyard.projects.nilm.model import Seq2Point
@@ -83,8 +84,10 @@ def make_nilm_bundle(
     window: int = WINDOW,
     appliances: Sequence[str] = APPLIANCES,
     seed: int = 0,
+    examples: Sequence[ExampleFile] = (),
 ) -> Bundle:
-    """Export a seeded, untrained seq2point to ``target`` as a complete, verified bundle."""
+    """Export a seeded, untrained seq2point to ``target`` as a complete, verified bundle (with
+    ``examples`` in examples/)."""
     appliances = list(appliances)
     torch.manual_seed(seed)
     net = Seq2Point(window, len(appliances), channels=(4, 4), kernels=(3, 3), hidden=8)
@@ -114,6 +117,7 @@ def make_nilm_bundle(
                 # Provenance only: serving reads the contract in ``preprocessing``.
                 "config": {"project": {"name": "nilm", "task": "nilm"}},
             },
+            examples=examples,
         )
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from modelyard.core.bundle import load_bundle
+from modelyard.projects.tabular.contract import TabularContract
 from modelyard.serving.server_process import running_server
 from modelyard.stages import evaluate
 from trained_pipelines import Pipeline
@@ -118,6 +119,13 @@ def test_bundle_parity_and_scores(pipeline: Pipeline, tmp_path: Path) -> None:
     assert manifest.parity is not None
     assert manifest.parity.max_abs_diff <= 1e-4
     assert manifest.metrics["model"]["mdape"] == pipeline.metrics["model"]["mdape"]
+    (example,) = manifest.examples
+    found = bundle.example("test-rows.csv")
+    assert found is not None and example.media_type == "text/csv"
+    header, *rows = found[1].decode().splitlines()
+    fields = TabularContract.from_manifest(manifest).schema.features.names()
+    assert header.split(",") == fields
+    assert len(rows) == 5
 
     from_bundle, _ = evaluate.run(pipeline.cfg, model=bundle.path, output=tmp_path / "bundle.json")
     assert from_bundle["evaluated"]["kind"] == "bundle"

@@ -125,6 +125,7 @@ def test_the_whole_run_is_tracked_in_the_embedded_mlflow_store(pipeline: Pipelin
         "bundle/model.onnx",
         "bundle/manifest.json",
         "bundle/reference_profile.json",
+        "bundle/examples",
     }
 
 
@@ -143,6 +144,14 @@ def test_bundle_manifest_and_parity(pipeline: Pipeline) -> None:
     )
     assert "overall" in manifest.metrics
     assert manifest.config["model"]["hidden"] == 128
+    # the example: a day of the test house, mains and the true appliance power, at 1 minute
+    (example,) = manifest.examples
+    assert example.name.startswith("ukdale_house2-") and example.media_type == "text/csv"
+    found = bundle.example(example.name)
+    assert found is not None
+    lines = found[1].decode().splitlines()
+    assert lines[0] == ",".join(["Time", "mains", *APPLIANCES]) and len(lines) == 1441
+    assert lines[1].split(",")[0].endswith(" 00:00:00")
 
 
 def test_bundle_and_run_score_the_same(pipeline: Pipeline, tmp_path: Path) -> None:

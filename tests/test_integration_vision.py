@@ -1,6 +1,7 @@
 """Both image projects end to end on the real shared zips: fetch -> prepare -> train (quick) ->
 evaluate -> export -> real server on 127.0.0.1 -> one multipart upload over HTTP."""
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,3 +53,15 @@ def test_image_project_from_real_zip_to_http(
     assert len(top) == min(3, n_classes)
     assert {t["label"] for t in top} <= set(summary["classes"])
     assert refused.status_code == 422
+
+    # the examples: test images of different classes, the archive's own bytes
+    examples = bundle.manifest.examples
+    assert len(examples) == min(3, n_classes)
+    shipped = {e.name.split("-", 1)[0] for e in examples}
+    assert len(shipped) == len(examples) and shipped <= set(summary["classes"])
+    # example names are "<class>-<file name>", the file name with unsafe characters as "_"
+    members = {re.sub(r"[^A-Za-z0-9_.\-]+", "_", Path(m).name): m for m in index.members}
+    for example in examples:
+        found = bundle.example(example.name)
+        assert found is not None
+        assert found[1] == read_member(index, members[example.name.split("-", 1)[1]])

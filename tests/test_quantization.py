@@ -30,6 +30,7 @@ from modelyard.core.bundle import (
     serving_model_path,
     write_bundle,
 )
+from modelyard.core.bundle_examples import EXAMPLES_DIR
 from modelyard.core.bundle_integrity import BundleKey
 from modelyard.core.config import load_config
 from modelyard.core.errors import BundleError, ConfigError
@@ -114,7 +115,7 @@ def test_bundle_holds_a_smaller_verified_int8_model(exported: Exported) -> None:
     record = bundle.manifest.quantization
     assert record is not None
     files = sorted(p.name for p in bundle.path.iterdir())
-    assert files == sorted([MANIFEST_FILE, MODEL_FILE, INT8_MODEL_FILE, PROFILE_FILE])
+    assert files == sorted([MANIFEST_FILE, MODEL_FILE, INT8_MODEL_FILE, PROFILE_FILE, EXAMPLES_DIR])
     int8 = bundle.path / INT8_MODEL_FILE
     assert record.model_file == INT8_MODEL_FILE
     assert record.sha256 == file_sha256(int8)

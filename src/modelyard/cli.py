@@ -326,7 +326,7 @@ def serve(
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime; no torch). See docs/serving.md."""
     with user_errors(), ExitStack() as stack:
-        from modelyard.registry.resolve import bundle_path
+        from modelyard.registry.resolve import served_bundle
         from modelyard.serving.api_keys import API_KEYS_ENV
         from modelyard.serving.hosts import default_allowed_hosts
         from modelyard.serving.server import serve as run_server
@@ -338,10 +338,12 @@ def serve(
         if follow:
             followed = stack.enter_context(_follow(bundle, registry_uri, follow_interval))
             served, follow_file = followed.bundle, str(followed.state_file)
+            registry = followed.registry
         else:
-            served = bundle_path(bundle, registry_uri)
+            served, registry = served_bundle(bundle, registry_uri)
         settings = build_settings(
             bundle=str(served),
+            registry=registry,
             follow_file=follow_file,
             follow_interval_s=follow_interval,
             overrides={"min_length": min_length, "max_length": max_length},

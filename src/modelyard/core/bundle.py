@@ -17,6 +17,10 @@ against (:mod:`.reference_profile`), named with its sha256 in the manifest's ``r
 record and verified like the model files; :meth:`Bundle.reference_profile` reads it. Bundles
 exported before it load and serve as before; only the monitor needs the profile.
 
+A bundle exported since issue 17 also holds a few example inputs in ``examples/`` (a NILM day, test
+images, table rows; :mod:`.bundle_examples`), listed with their sha256 in the manifest's
+``examples`` and verified like the model files; the server hands them out (``GET /examples``).
+
 A bundle exported with ``--quantize`` also holds ``model.int8.onnx``, verified the same way, and a
 ``quantization`` record in the manifest: how the INT8 model scored against the fp32 one on the
 evaluation data. :func:`serving_model_path` hands out the INT8 model only when that record says it
@@ -29,13 +33,21 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from modelyard.core.bundle_examples import (
+    EXAMPLES_DIR,
+    ExampleFile,
+    ExampleRecord,
+    read_example,
+    verify_examples,
+    write_examples,
+)
 from modelyard.core.bundle_files import bundle_file
 from modelyard.core.bundle_files import check_file_name as check_plain_name
 from modelyard.core.bundle_integrity import (
@@ -215,6 +227,10 @@ class Manifest(BaseModel):
     reference_profile: ProfileRecord | None = Field(
         default=None, description="The drift reference sample; None: exported before it."
     )
+    examples: list[ExampleRecord] = Field(
+        default_factory=list,
+        description="Example inputs in examples/ (GET /examples); empty: exported before them.",
+    )
     integrity: Integrity | None = Field(
         default=None, description="Digest of everything above (and signature); None: legacy."
     )
@@ -260,6 +276,16 @@ class Bundle(BaseModel):
         _verify_file(root, "reference profile", record.file, record.sha256)  # changed since load?
         return ReferenceProfile.read(root / record.file)
 
+    def example(self, name: str) -> tuple[ExampleRecord, bytes] | None:
+        """The example listed as ``name`` and its bytes, verified again now (the bytes served
+        are the bytes exported; BundleError when they changed); None when the manifest lists no
+        such example. Only listed names are looked up: no name reaches the file system
+        unchecked."""
+        for record in self.manifest.examples:
+            if record.name == name:
+                return record, read_example(self.path.resolve(), record)
+        return None
+
     def check_signature(self, key: BundleKey | None, required: bool) -> None:
         """Verify the signature with the operator's ``key``; refuse an unsigned (or legacy)
         bundle when ``required``. Records what was verified in :attr:`trust`; a legacy bundle
@@ -287,6 +313,7 @@ def write_bundle(
     extra_files: Mapping[str, Path] | None = None,
     key: BundleKey | None = None,
     profile_file: Path | None = None,
+    examples: Sequence[ExampleFile] = (),
 ) -> Bundle:
     """Write a bundle directory atomically and return it loaded.
 
@@ -294,10 +321,11 @@ def write_bundle(
     ``reference_profile`` and ``integrity``, which are computed here (those given are replaced);
     with ``key`` the integrity record is signed. ``extra_files`` maps file names inside the
     bundle (e.g. ``model.int8.onnx``) to the files to copy there; ``profile_file`` is copied as
-    ``reference_profile.json`` and recorded with its sha256. The bundle is assembled and
-    verified in a temporary sibling directory and renamed into place, so a crash never leaves a
-    half-written bundle at ``target`` and a bundle whose manifest does not match its files is
-    never written.
+    ``reference_profile.json`` and recorded with its sha256; ``examples`` are written into
+    ``examples/`` and listed with theirs (bounded, see :mod:`.bundle_examples`). The bundle is
+    assembled and verified in a temporary sibling directory and renamed into place, so a crash
+    never leaves a half-written bundle at ``target`` and a bundle whose manifest does not match
+    its files is never written.
     """
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -305,10 +333,10 @@ def write_bundle(
     try:
         shutil.copyfile(model_file, staging / MODEL_FILE)
         for name, source in (extra_files or {}).items():
-            if check_file_name(name) in (MODEL_FILE, PROFILE_FILE):
+            if check_file_name(name) in (MODEL_FILE, PROFILE_FILE, EXAMPLES_DIR):
                 raise ValueError(f"extra file {name!r} would replace the model or its profile")
             shutil.copyfile(source, staging / name)
-        computed = ("integrity", "reference_profile")
+        computed = ("integrity", "reference_profile", "examples")
         fields = {k: v for k, v in manifest_fields.items() if k not in computed}
         profile = None
         if profile_file is not None:
@@ -319,6 +347,7 @@ def write_bundle(
             model_file=MODEL_FILE,
             sha256=sha256_file(staging / MODEL_FILE),
             reference_profile=profile,
+            examples=write_examples(staging, examples),
         )
         _verify_files(staging.resolve(), manifest)
         _write_manifest(staging, json.loads(manifest.model_dump_json(exclude={"integrity"})), key)
@@ -424,8 +453,8 @@ def _check_format_version(manifest: Manifest, manifest_path: Path) -> Manifest:
 
 
 def _verify_files(root: Path, manifest: Manifest) -> None:
-    """Every file the manifest names (models, reference profile) is a plain file of the bundle
-    (``root``, resolved) with the sha256 the manifest records."""
+    """Every file the manifest names (models, reference profile, examples) is a plain file of
+    the bundle (``root``, resolved) with the sha256 the manifest records."""
     _verify_file(root, "model file", manifest.model_file, manifest.sha256)
     if manifest.quantization is not None:
         quantized = manifest.quantization
@@ -433,6 +462,7 @@ def _verify_files(root: Path, manifest: Manifest) -> None:
     if manifest.reference_profile is not None:
         profile = manifest.reference_profile
         _verify_file(root, "reference profile", profile.file, profile.sha256)
+    verify_examples(root, manifest.examples)
 
 
 def _verify_file(root: Path, what: str, name: str, expected: str) -> None:

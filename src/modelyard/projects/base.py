@@ -15,6 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from modelyard.core.bundle import TensorSpec
+from modelyard.core.bundle_examples import ExampleFile
 from modelyard.core.reference_profile import ReferenceProfile
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.trained_model import InferenceModel, TrainedModel
@@ -99,3 +100,9 @@ class Task(ABC):
         """What drift is measured against: a bounded sample of the training split, described
         by the family's drift features (``drift_features``) exactly as the server logs a
         request, predictions made with the exported ``onnx_model``."""
+
+    def examples(self, preprocessing: dict[str, Any]) -> list[ExampleFile]:
+        """A few real inputs from the test split, shipped in the bundle for people to try (the
+        web UI's "pick an example"): as a user would upload or type them, bounded in size (see
+        :mod:`modelyard.core.bundle_examples`). The default ships none."""
+        return []

@@ -20,9 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from modelyard.core.errors import ConfigError
+from modelyard.registry.promotion_record import registry_block
 from modelyard.registry.references import ModelReference, parse_reference
-from modelyard.registry.store import ModelRegistry, _first_line
+from modelyard.registry.store import ModelRegistry, RegisteredVersion, _first_line
 from modelyard.serving.model_swap import FollowState
+from modelyard.serving.registry_info import RegistryBlock
 
 log = logging.getLogger("modelyard.serving")
 STATE_FILE = "follow-state.json"
@@ -41,6 +43,7 @@ class AliasWatch:
         self.state_file = state_file
         self.version: str | None = None
         self.bundle: Path | None = None
+        self.registry_block: RegistryBlock | None = None
         self.error: str | None = None
 
     def start_version(self) -> Path:
@@ -48,9 +51,13 @@ class AliasWatch:
         registry's error when it cannot."""
         holder = self.registry.version(self.reference)
         bundle = self.registry.fetch(holder.reference)
-        self.version, self.bundle = holder.version, bundle.path
+        self._offer(holder, bundle.path)
         self._write()
         return bundle.path
+
+    def _offer(self, holder: RegisteredVersion, bundle: Path) -> None:
+        self.version, self.bundle = holder.version, bundle
+        self.registry_block = registry_block(holder, self.reference.alias)
 
     def look(self) -> None:
         """One look at the alias: fetch a new version, or note why not."""
@@ -59,7 +66,7 @@ class AliasWatch:
             if holder.version != self.version:
                 bundle = self.registry.fetch(holder.reference)
                 log.info("%s now points at version %s", self.reference, holder.version)
-                self.version, self.bundle = holder.version, bundle.path
+                self._offer(holder, bundle.path)
             self._note(None)
         except Exception as exc:  # the registry's, MLflow's or the network's: all retried
             self._note(f"{self.reference}: {_first_line(exc)}; serving on, retrying")
@@ -77,6 +84,7 @@ class AliasWatch:
             bundle=None if self.bundle is None else str(self.bundle.resolve()),
             error=self.error,
             checked_at=datetime.now(UTC),
+            registry=self.registry_block,
         ).write(self.state_file)
 
 
@@ -86,6 +94,7 @@ class Following:
 
     bundle: Path
     state_file: Path
+    registry: RegistryBlock | None
 
 
 @contextlib.contextmanager
@@ -100,7 +109,7 @@ def follow_alias(
     try:
         first = watch.start_version()
         thread.start()
-        yield Following(first, watch.state_file)
+        yield Following(first, watch.state_file, watch.registry_block)
     finally:
         stop.set()
         if thread.is_alive():

@@ -15,6 +15,7 @@ from modelyard.registry.references import is_reference, parse_reference
 
 if TYPE_CHECKING:
     from modelyard.registry.store import ModelRegistry
+    from modelyard.serving.registry_info import RegistryBlock
 
 
 def default_registry_uri() -> str:
@@ -29,6 +30,21 @@ def bundle_path(text: str, registry_uri: str | None = None) -> Path:
     if not is_reference(text):
         return Path(text)
     return serving_registry(registry_uri).fetch(parse_reference(text)).path
+
+
+def served_bundle(
+    text: str, registry_uri: str | None = None
+) -> tuple[Path, "RegistryBlock | None"]:
+    """What ``serve`` serves for ``text``: the bundle directory and, for a registry reference,
+    ``/info``'s registry block (the version the reference names now, and its promotion)."""
+    if not is_reference(text):
+        return Path(text), None
+    from modelyard.registry.promotion_record import registry_block
+
+    registry = serving_registry(registry_uri)
+    reference = parse_reference(text)
+    held = registry.version(reference)  # then that version: the alias may move meanwhile
+    return registry.fetch(held.reference).path, registry_block(held, reference.alias)
 
 
 def serving_registry(registry_uri: str | None = None) -> "ModelRegistry":

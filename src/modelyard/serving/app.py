@@ -38,6 +38,7 @@ from modelyard.serving.auth import ApiKeyMiddleware, document_auth, exempt_paths
 from modelyard.serving.context import PREDICTION_ID_HEADER
 from modelyard.serving.docs_pages import add_docs_pages
 from modelyard.serving.draining import install_drain_on_sigterm
+from modelyard.serving.examples_api import examples_router
 from modelyard.serving.feedback import FeedbackDesk, FeedbackLog, TruthCheck
 from modelyard.serving.feedback_api import FeedbackParser, feedback_router
 from modelyard.serving.hosts import AllowedHosts, HostCheckMiddleware
@@ -45,6 +46,7 @@ from modelyard.serving.http_checks import validation_error_body
 from modelyard.serving.metrics import CONTENT_TYPE
 from modelyard.serving.middleware import ServiceMiddleware
 from modelyard.serving.model_swap import FollowStatus, ServedRoutes
+from modelyard.serving.registry_info import RegistryBlock
 from modelyard.serving.service import Service, refresh_stats
 from modelyard.serving.settings import ServerSettings
 
@@ -80,6 +82,11 @@ class Info(BaseModel):
     integrity: Trust = Field(description="What was verified of the bundle: digest, signature.")
     follow: FollowStatus | None = Field(
         default=None, description="The followed registry alias (serve --follow), else null."
+    )
+    registry: RegistryBlock | None = Field(
+        default=None,
+        description="The registered version served and the promotion gates it passed, when "
+        "served from models:/NAME@ALIAS (or models:/NAME/VERSION); null for a bundle directory.",
     )
 
 
@@ -176,6 +183,7 @@ def create_app(
             details=served.info(),
             integrity=served.bundle.trust,
             follow=None if service.follower is None else service.follower.status,
+            registry=registry_block(service),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -185,7 +193,7 @@ def create_app(
 
     # requests reach the current model's routes first; the first model's stay for the schema
     app.router.routes.insert(0, ServedRoutes(service.switch))
-    app.include_router(service.served.router)
+    add_bundle_routes(app, service)
     add_feedback_route(app, service, feedback)
     document_prediction_id(app)
     if settings.docs:
@@ -226,6 +234,23 @@ def create_app(
         drain=service.drain,
     )
     return app
+
+
+def registry_block(service: Service) -> RegistryBlock | None:
+    """The registry block of the version served now: the followed alias's latest offer once it
+    is served, else the one ``serve`` resolved, while its version is still served."""
+    served = service.served.version
+    offered = None if service.follower is None else service.follower.registry
+    for block in (offered, service.settings.registry):
+        if block is not None and block.bundle_version in (None, served):
+            return block
+    return None
+
+
+def add_bundle_routes(app: FastAPI, service: Service) -> None:
+    """The task's routes (of the first model, for the schema) and the bundle's examples."""
+    app.include_router(service.served.router)
+    app.include_router(examples_router())
 
 
 def truth_check(app: FastAPI) -> TruthCheck:

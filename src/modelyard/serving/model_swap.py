@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
 from modelyard.serving.context import current_request
+from modelyard.serving.registry_info import RegistryBlock
 from modelyard.serving.served_model import ServedModel, contract_change
 
 log = logging.getLogger("modelyard.serving")
@@ -52,6 +53,9 @@ class FollowState(BaseModel):
     bundle: str | None = Field(description="Verified bundle directory of that version.")
     error: str | None = Field(default=None, description="The watcher's latest problem, if any.")
     checked_at: datetime
+    registry: RegistryBlock | None = Field(
+        default=None, description="/info's registry block of the version offered."
+    )
 
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader sees the old state or the new, never half."""
@@ -184,6 +188,8 @@ class Follower:
         self.status = FollowStatus(
             reference="", registry_version=None, swaps=0, error=None, checked_at=None
         )
+        #: /info's registry block of the version offered last (shown once it is served)
+        self.registry: RegistryBlock | None = None
         self._refused: str | None = None  # the bundle last refused: not tried again
         self._refusal: str | None = None
         self._stop = threading.Event()
@@ -211,6 +217,7 @@ class Follower:
             self._report(error=str(exc))
             return
         error = state.error
+        self.registry = state.registry
         if state.bundle is not None:
             offered = Path(state.bundle).resolve()
             if str(offered) == self._refused:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelyard.core.errors import ConfigError
+from modelyard.serving.registry_info import RegistryBlock
 
 #: Environment variable carrying the settings (JSON) to uvicorn's worker processes.
 SETTINGS_ENV = "MODELYARD_SERVE_SETTINGS"
@@ -40,6 +41,10 @@ class ServerSettings(BaseModel):
         default=None,
         description="File saying which bundle of a followed registry alias to serve (written by "
         "`serve --follow`, see serving/model_swap.py); None = the bundle is served unchanged.",
+    )
+    registry: RegistryBlock | None = Field(
+        default=None,
+        description="/info's registry block: the registered version served (models:/ only).",
     )
     follow_interval_s: float = Field(
         default=10.0, gt=0.0, le=3600.0, description="Seconds between looks at the followed alias."

@@ -14,6 +14,9 @@ Every bundle also gets the task's reference profile (``reference_profile.json``)
 sample of the training split described by the family's drift features, predicted by the exported
 model, with the bundle's evaluation metrics; the monitor measures drift and realised accuracy
 against it. A family without one yet exports without it, with a warning.
+
+It also gets the task's examples (``examples/``, listed in the manifest and covered by its digest):
+a few real test-split inputs a person can try at once (``GET /examples`` on the server).
 """
 
 import json
@@ -154,6 +157,7 @@ def run(
             extra_files=extra_files,
             key=key,
             profile_file=profile_file,
+            examples=task.examples(preprocessing),
         )
     if output is None:
         mark_latest(bundle.path)

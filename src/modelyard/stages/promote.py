@@ -4,7 +4,8 @@ Both the candidate and the current holder of the alias are evaluated here, now, 
 data (the project's configured test data, or ``source``), so the comparison never mixes numbers
 computed on different data. Every attempt leaves its evidence (metrics of both, latency, the
 verdicts) in ``<workdir>/promotions/`` and its verdict as a tag on the model version; a forced
-promotion is recorded as forced.
+promotion is recorded as forced. The tag holds each gate's summary and numbers too
+(:mod:`modelyard.registry.promotion_record`): ``/info`` of a server of the alias shows them.
 """
 
 import json
@@ -22,8 +23,10 @@ from modelyard.core.errors import ModelyardError
 from modelyard.core.families import load_task
 from modelyard.projects.base import GateMetric, Task
 from modelyard.registry.gates import GateResult, compare_metrics, latency_gate
+from modelyard.registry.promotion_record import GATE_CHECK_TAG, PROMOTION_TAG, Promotion
 from modelyard.registry.references import ModelReference
 from modelyard.registry.store import open_registry
+from modelyard.serving.registry_info import GateOutcome
 from modelyard.stages import evaluate
 
 
@@ -103,18 +106,21 @@ def promote(
         evidence=evidence,
     )
     report.promoted = report.gates_passed or force
-    record = {
-        "at": stamp,
-        "alias": alias,
-        "previous": previous,
-        "promoted": report.promoted,
-        "forced": report.forced,
-        "gates": {g.name: g.passed for g in gates},
-    }
+    record = Promotion(
+        at=stamp,
+        alias=alias,
+        previous=previous,
+        promoted=report.promoted,
+        forced=report.forced,
+        gates=[
+            GateOutcome(name=g.name, passed=g.passed, summary=g.summary, values=g.details)
+            for g in gates
+        ],
+    ).record()
     if report.promoted:
         registry.set_alias(name, alias, version)
-        registry.tag_version(name, version, f"promotion.{alias}", json.dumps(record))
-    registry.tag_version(name, version, f"last_gate_check.{alias}", json.dumps(record))
+        registry.tag_version(name, version, PROMOTION_TAG.format(alias=alias), record)
+    registry.tag_version(name, version, GATE_CHECK_TAG.format(alias=alias), record)
     evidence.mkdir(parents=True, exist_ok=True)
     (evidence / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     return report

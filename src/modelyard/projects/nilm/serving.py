@@ -415,7 +415,8 @@ class NilmServing(ServingAdapter):
 
 
 def read_mains_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
-    """Read the ``Aggregate`` column (any case) and the ``Time`` column when present."""
+    """Read the ``Aggregate`` column (any case; or ``mains``, as the bundle's example day names
+    it) and the ``Time`` column when present."""
     if not path.is_file():
         raise DataError(f"input CSV not found: {path}")
     try:
@@ -426,6 +427,8 @@ def read_mains_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
     if not rows:
         raise DataError(f"{path} has no data rows")
     columns = {name.strip().lower(): name for name in rows[0] if name}
+    if "aggregate" not in columns and "mains" in columns:
+        columns["aggregate"] = columns["mains"]
     if "aggregate" not in columns:
         raise DataError(f"{path} has no 'Aggregate' column (columns: {list(rows[0])})")
     values = []

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import ValidationError
 
 from modelyard.core.bundle import TensorSpec
+from modelyard.core.bundle_examples import ExampleFile
 from modelyard.core.config import to_plain
 from modelyard.core.errors import ConfigError, first_error
 from modelyard.core.reference_profile import ReferenceProfile
@@ -32,6 +33,7 @@ from modelyard.projects.nilm.contract import (
 )
 from modelyard.projects.nilm.datamodule import NilmDataModule
 from modelyard.projects.nilm.evaluation import evaluate_houses
+from modelyard.projects.nilm.examples import example_day
 from modelyard.projects.nilm.lightning_module import Seq2PointModule
 from modelyard.projects.nilm.normalisation import Normalisation
 from modelyard.projects.nilm.outages import MainsOutageRule
@@ -284,6 +286,10 @@ class NilmTask(Task):
         train = split_by_time(houses, float(self.data.val_fraction)).train
         contract = self.saved_contract(preprocessing)
         return reference_profile(train, contract, onnx_model, seed=int(self.cfg.seed))
+
+    def examples(self, preprocessing: dict[str, Any]) -> list[ExampleFile]:
+        """One day of a test house's mains with its metered appliances (see :mod:`.examples`)."""
+        return example_day(self._evaluation_houses(None), self.saved_contract(preprocessing))
 
     # -- evaluation ---------------------------------------------------------------------------
     def _evaluation_houses(self, source: Path | None) -> list[PreparedHouse]:

@@ -5,6 +5,9 @@ required/optional come from the schema saved in the bundle, so the OpenAPI page 
 exact features the model was trained on. Defined behaviour for imperfect input:
 
 * an optional feature left out is imputed exactly as in training (median / "missing" column);
+* a categorical field's schema lists the categories known from training as its JSON-schema
+  ``examples`` (sorted; all of them, or none for a field with more than
+  ``MAX_LISTED_CATEGORIES``, such as streets and buildings), so a form can offer them as choices;
 * a category never seen in training (e.g. a new zip code) is valued as the "other" category
   (one-hot) and with its parent's estimate (target-encoded, e.g. a new building gets its
   street's), and the prediction carries a warning saying so;
@@ -24,6 +27,7 @@ than the largest valid request.
 import csv
 import math
 import re
+from collections.abc import Mapping
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -76,6 +80,9 @@ _ESCAPED_CHAR_BYTES = 12
 _FIELD_BYTES = 16
 _BYTES_BESIDE_ROWS = 4096
 _LIST_START = re.compile(rb"\s*\[")
+#: Most known categories a field's schema lists (all or none: a partial list would pass the rest
+#: off as unseen); 2,000 keep the schema of the AVM's ~600 zip codes whole at about 12 KB.
+MAX_LISTED_CATEGORIES = 2000
 #: The date of a schema-built example row (bundles saved without an example row).
 _SCHEMA_ROW_DATE = "2020-01-01"
 
@@ -130,8 +137,13 @@ def _iso_date_text(value: Any) -> Any:
 IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 
-def row_model(schema: TableSchema, example: dict[str, Any] | None = None) -> type[BaseModel]:
-    """The request row model: one field per feature, typed and bounded as the schema says."""
+def row_model(
+    schema: TableSchema,
+    example: dict[str, Any] | None = None,
+    known: Mapping[str, set[str]] | None = None,
+) -> type[BaseModel]:
+    """The request row model: one field per feature, typed and bounded as the schema says; a
+    categorical field's schema lists its ``known`` categories (see :func:`category_schema`)."""
     fields: dict[str, Any] = {}
     for numeric in schema.features.numeric:
         kind: Any = Annotated[
@@ -146,11 +158,14 @@ def row_model(schema: TableSchema, example: dict[str, Any] | None = None) -> typ
         ]
         fields[numeric.name] = (kind, ...) if numeric.required else (kind | None, None)
     for categorical in schema.features.categorical:
-        about = categorical.description or None  # on the field: Category's schema is fixed
+        # on the field: Category's schema is fixed
+        about, listed = category_schema(
+            categorical.description, (known or {}).get(categorical.name)
+        )
         fields[categorical.name] = (
-            (Category, Field(description=about))
+            (Category, Field(description=about, examples=listed))
             if categorical.required
-            else (Category | None, Field(None, description=about))
+            else (Category | None, Field(None, description=about, examples=listed))
         )
     for day in schema.features.date:
         kind = Annotated[IsoDate, Field(description=day.description or None)]
@@ -160,6 +175,33 @@ def row_model(schema: TableSchema, example: dict[str, Any] | None = None) -> typ
     )
     model: type[BaseModel] = create_model("Row", __config__=config, **fields)
     return model
+
+
+def category_schema(
+    description: str | None, known: set[str] | None
+) -> tuple[str | None, list[str] | None]:
+    """A categorical field's description and ``examples``: every category known from training,
+    sorted (numbers by value), when there are at most :data:`MAX_LISTED_CATEGORIES`; else none,
+    and the description says so. Either way another value is accepted, valued as unseen."""
+    if not known:
+        return description or None, None
+    about = f"{description}. " if description else ""
+    if len(known) > MAX_LISTED_CATEGORIES:
+        note = (
+            f"{len(known)} values known from training, too many to list; any value is accepted "
+            "(an unseen one is valued as unseen, with a warning)"
+        )
+        return about + note, None
+    note = (
+        "The examples list every value known from training; another value is accepted and "
+        "valued as unseen, with a warning"
+    )
+    return about + note, sorted(known, key=_natural)
+
+
+def _natural(key: str) -> tuple[int, int, str]:
+    """Whole numbers by value before other text: zip codes 800 < 2100 < 10000."""
+    return (0, int(key), key) if key.isdigit() else (1, 0, key)
 
 
 def schema_row(schema: TableSchema, known: dict[str, set[str]]) -> dict[str, Any]:
@@ -229,7 +271,7 @@ class TabularServing(ServingAdapter):
             f.name: self.pipeline.known_categories(f.name) for f in self.schema.features.categorical
         }
         self.example = self.contract.example_row or schema_row(self.schema, self.known)
-        self.Row = row_model(self.schema, self.example)
+        self.Row = row_model(self.schema, self.example, self.known)
         self.rows_type: Any = Annotated[
             list[self.Row],  # type: ignore[name-defined]
             Field(min_length=1, max_length=self.max_rows),

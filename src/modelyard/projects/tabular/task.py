@@ -11,6 +11,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
+from modelyard.core.bundle_examples import ExampleFile
 from modelyard.core.errors import BundleError, ConfigError, DataError
 from modelyard.core.reference_profile import ReferenceProfile
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy, RowReport
@@ -20,6 +21,7 @@ from modelyard.projects.export_adapter import export_adapter
 from modelyard.projects.tabular.contract import TabularContract, TabularLimits
 from modelyard.projects.tabular.datamodule import TabularDataModule
 from modelyard.projects.tabular.derived.columns import derive_columns
+from modelyard.projects.tabular.examples import example_rows
 from modelyard.projects.tabular.gbm import GradientBoostedRegressor
 from modelyard.projects.tabular.metrics import predict_group_medians, valuation_scores
 from modelyard.projects.tabular.model import TabularRegressor
@@ -188,6 +190,12 @@ class TabularTask(Task):
         assert isinstance(adapter, TabularServing)
         train = read_prepared(Path(self.cfg.paths.prepared), "train", adapter.schema)
         return reference_profile(train, adapter.schema, adapter, seed=int(self.cfg.seed))
+
+    def examples(self, preprocessing: dict[str, Any]) -> list[ExampleFile]:
+        """A few test rows as a request CSV (see :mod:`.examples`)."""
+        schema = TabularContract.parse(preprocessing).schema
+        test = read_prepared(Path(self.cfg.paths.prepared), "test", schema)
+        return example_rows(test, schema)
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(

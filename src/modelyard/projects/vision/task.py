@@ -11,6 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from modelyard.core.bundle import TensorSpec
+from modelyard.core.bundle_examples import ExampleFile
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.reference_profile import ReferenceProfile
 from modelyard.core.row_accounting import ReadLedger, RefusalPolicy
@@ -21,6 +22,7 @@ from modelyard.projects.trained_model import InferenceModel
 from modelyard.projects.vision.contract import VisionContract, VisionLimits
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.drift_features import EMBEDDING_OUTPUT, EMBEDDING_SIZE
+from modelyard.projects.vision.examples import example_images
 from modelyard.projects.vision.image_cache import (
     PARTS,
     load_part,
@@ -212,6 +214,20 @@ class VisionTask(Task):
             "the exported ONNX model in ONNX Runtime"
         )
         return build_profile(rows, drawn, seed, self._promoted_metrics(run))
+
+    def examples(self, preprocessing: dict[str, Any]) -> list[ExampleFile]:
+        """A few test-split images of different classes, as their original files (see
+        :mod:`.examples`); none when the raw images are absent."""
+        raw = Path(self.cfg.paths.raw)
+        if not self._source(raw).exists():
+            return []
+        index = self._index(raw)
+        split = self.data.split
+        test = stratified_split(
+            index.labels, float(split.test_fraction), float(split.val_fraction), int(split.seed)
+        )["test"]
+        with member_reader(index.source) as read:
+            return example_images(index, test, read)
 
     def _promoted_metrics(self, run: RunDir) -> dict[str, float]:
         """The run's evaluation accuracy and macro-F1 (none before it has been evaluated)."""

@@ -1,0 +1,109 @@
+"""``/info``'s ``registry`` block: a real server of ``models:/NAME@ALIAS`` on a real embedded MLflow
+registry says which version it serves and the gates its promotion passed, with their numbers.
+
+The promotion record is written as ``modelyard promote`` writes it (:class:`Promotion`); the
+promotion itself (evaluation on a project's data, the latency gate) is covered by
+``test_registry.py``.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bundle_factory import make_nilm_bundle
+from modelyard.core.bundle import Bundle
+from modelyard.registry.promotion_record import PROMOTION_TAG, Promotion, registry_block
+from modelyard.registry.store import ModelRegistry, RegisteredVersion
+from modelyard.serving.registry_info import GateOutcome
+from modelyard.serving.server_process import running_server
+
+NAME = "meter"
+GATES = [
+    GateOutcome(
+        name="metrics",
+        passed=True,
+        summary="not worse on any of 2 metric(s)",
+        values={"kettle.mae_w": {"holder": 12.5, "candidate": 11.0, "passed": True}},
+    ),
+    GateOutcome(
+        name="latency",
+        passed=True,
+        summary="p95 3.2 ms over 20 requests, within the 50 ms limit",
+        values={"p50_ms": 2.1, "p95_ms": 3.2, "requests": 20, "max_p95_ms": 50.0},
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return make_nilm_bundle(tmp_path_factory.mktemp("registered") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, bundle: Bundle) -> Iterator[Path]:
+    """An embedded registry holding ``bundle`` as version 1 of ``meter``, promoted to
+    ``production`` through the gates, and ``staging`` set by hand (no promotion record)."""
+    home = tmp_path_factory.mktemp("home")
+    store = ModelRegistry(f"sqlite:///{home / 'mlflow.db'}", home / "cache", home / "artifacts")
+    version = store.register(bundle.path, name=NAME).version
+    store.set_alias(NAME, "production", version)
+    store.set_alias(NAME, "staging", version)
+    promotion = Promotion("20261205-120000", "production", None, True, False, GATES)
+    store.tag_version(NAME, version, PROMOTION_TAG.format(alias="production"), promotion.record())
+    yield home
+
+
+def _info(home: Path, target: str) -> dict[str, object]:
+    env = {"MODELYARD_HOME": str(home), "MLFLOW_TRACKING_URI": "", "MLFLOW_REGISTRY_URI": ""}
+    extra = ["--registry-uri", f"sqlite:///{home / 'mlflow.db'}"]
+    with running_server(target, extra_args=extra, env=env) as url:
+        info: dict[str, object] = httpx.get(f"{url}/info", timeout=10).json()
+    return info
+
+
+def test_a_server_of_an_alias_shows_the_version_and_the_gates_it_passed(
+    registry: Path, bundle: Bundle
+) -> None:
+    info = _info(registry, f"models:/{NAME}@production")
+    assert info["version"] == bundle.manifest.version
+    assert info["registry"] == {
+        "name": NAME,
+        "version": "1",
+        "alias": "production",
+        "bundle_version": bundle.manifest.version,
+        "promoted_at": "20261205-120000",
+        "forced": False,
+        "gates": [gate.model_dump(mode="json") for gate in GATES],
+    }
+
+
+def test_an_alias_set_without_promotion_shows_no_gates(registry: Path) -> None:
+    staged = _info(registry, f"models:/{NAME}@staging")["registry"]
+    assert isinstance(staged, dict)
+    assert (staged["alias"], staged["promoted_at"], staged["gates"]) == ("staging", None, [])
+
+
+def test_a_bundle_directory_has_no_registry_block(registry: Path, bundle: Bundle) -> None:
+    assert _info(registry, str(bundle.path))["registry"] is None
+
+
+def test_records_of_older_promotions_give_the_verdicts_without_numbers() -> None:
+    older = (
+        '{"at": "20261101-000000", "forced": true, "gates": {"metrics": false, "latency": true}}'
+    )
+    version = RegisteredVersion(
+        NAME, "4", "source", {"promotion.production": older, "bundle_version": "b"}, []
+    )
+    block = registry_block(version, "production")
+    assert block.forced is True and block.promoted_at == "20261101-000000"
+    assert [(g.name, g.passed, g.summary, g.values) for g in block.gates] == [
+        ("metrics", False, None, {}),
+        ("latency", True, None, {}),
+    ]
+    garbage = RegisteredVersion(NAME, "4", "source", {"promotion.production": "{oops"}, [])
+    assert registry_block(garbage, "production").gates == []
+    # served by version number (models:/NAME/4): no alias, so no promotion to show
+    numbered = registry_block(version, None)
+    assert (numbered.version, numbered.alias, numbered.gates) == ("4", None, [])
