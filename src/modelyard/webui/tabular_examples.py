@@ -4,6 +4,7 @@ whose bundle ships no CSV, has none, and the page simply does not offer the choi
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from modelyard.webui.client import ServerAnswerError, ServerClient
 from modelyard.webui.tabular_batch import BatchError, read_table
@@ -36,7 +37,7 @@ def example_rows(client: ServerClient, fields: list[FormField]) -> list[ExampleR
             continue
         name = str(entry.get("name", ""))
         try:
-            table = read_table(client.get_bytes(f"/examples/{name}"))
+            table = read_table(client.get_bytes(f"/examples/{quote(name)}"))
         except (ServerAnswerError, BatchError):
             continue
         shown = [f.name for f in fields if f.name in table.columns][:LABEL_FIELDS]
