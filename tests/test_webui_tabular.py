@@ -5,6 +5,7 @@ import csv
 import io
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from playwright.sync_api import Browser, Page, expect
 from browser_fixtures import PHONE, WAIT_MS
 from modelyard.core.bundle import Bundle
 from modelyard.serving.server_process import running_server
+from modelyard.webui.client import ServerClient
+from modelyard.webui.tabular_batch import MAX_REFUSED_ROWS, BatchError, read_table, value_table
+from modelyard.webui.tabular_form import request_fields
 from modelyard.webui.ui_process import running_ui
 from tabular_fixtures import VALID_ROW, build_avm_bundle
 
@@ -49,6 +53,30 @@ def ui(server: str) -> Iterator[str]:
 
 def predict(server: str, body: Any) -> httpx.Response:
     return httpx.post(f"{server}/predict", json=body, timeout=30)
+
+
+def predict_requests(server: str) -> dict[str, int]:
+    """``POST /predict`` requests the server has answered, by status (its /metrics)."""
+    text = httpx.get(f"{server}/metrics").text
+    found = re.findall(
+        r'^modelyard_http_requests_total\{method="POST",route="/predict",status="(\d+)"\} (\S+)',
+        text,
+        re.MULTILINE,
+    )
+    return {status: int(float(count)) for status, count in found}
+
+
+def requests_since(server: str, before: dict[str, int], expected: dict[str, int]) -> dict[str, int]:
+    """The ``POST /predict`` requests answered since ``before``, once they reach ``expected``
+    or after a second (a counter is updated just after its answer is sent)."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        now = predict_requests(server)
+        sent = {status: n - before.get(status, 0) for status, n in now.items()}
+        sent = {status: n for status, n in sent.items() if n}
+        if sent == expected or time.monotonic() > deadline:
+            return sent
+        time.sleep(0.05)
 
 
 def open_page(page: Page, ui: str) -> Page:
@@ -133,10 +161,13 @@ def test_a_csv_round_trip_matches_predict_and_names_the_bad_row(
         writer.writerows({"flat": f"F{i}", **row} for i, row in enumerate(rows))
 
     open_page(page, ui)
+    before = predict_requests(server)
     page.locator("#tabular-batch-file input[type=file]").set_input_files(upload)
     page.locator("#tabular-batch-submit").click()
     summary = page.locator("#tabular-batch-summary")
     expect(summary).to_contain_text("Valued 5 of 6 rows")
+    # rows 1-4 in one request; rows 5-6 refused together, then sent one by one
+    assert requests_since(server, before, {"200": 2, "422": 2}) == {"200": 2, "422": 2}
     expect(summary).to_contain_text("row 5 (line 6): Area_m2: Input should be less than or equal")
     with page.expect_download() as download:
         page.locator("#tabular-batch-result a").first.click()
@@ -157,6 +188,23 @@ def test_a_csv_round_trip_matches_predict_and_names_the_bad_row(
         assert float(line["total_price"]) == answer["total_price"]
         assert line["warnings"] == "; ".join(answer["warnings"]) and line["error"] == ""
     assert "9999" in result[2]["warnings"]
+
+
+def test_a_batch_of_mostly_bad_rows_stops_with_a_sentence(server: str) -> None:
+    client = ServerClient(server)
+    fields = request_fields(client.openapi())
+    header = ",".join(VALID_ROW)
+    bad = ",".join(str(v) for v in {**VALID_ROW, "area_m2": 5000}.values())
+    table = read_table("\n".join([header, *[bad] * (MAX_REFUSED_ROWS + 5)]).encode())
+    try:
+        with pytest.raises(BatchError) as refused:
+            value_table(client, fields, table, MAX_ROWS)
+    finally:
+        client.close()
+    assert str(refused.value) == (
+        f"Stopped: the server refused more than {MAX_REFUSED_ROWS} rows; the first, "
+        "row 1 (line 2): Area_m2: Input should be less than or equal to 300."
+    )
 
 
 def test_a_csv_without_a_required_column_is_a_sentence(page: Page, ui: str, tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def value_table(
     for start in range(0, len(rows), max(1, max_rows)):
         chunk = rows[start : start + max(1, max_rows)]
         try:
-            result.predictions += client.predict_json(chunk).body["predictions"]
+            result.predictions += _predictions(client.predict_json(chunk).body, len(chunk))
         except ServerAnswerError as error:
             if error.status not in ROW_STATUSES:
                 raise
@@ -151,7 +151,7 @@ def _value_one_by_one(
 ) -> None:
     for offset, row in enumerate(chunk):
         try:
-            result.predictions += client.predict_json(row).body["predictions"]
+            result.predictions += _predictions(client.predict_json(row).body, 1)
         except ServerAnswerError as error:
             if error.status not in ROW_STATUSES:
                 raise
@@ -163,6 +163,14 @@ def _value_one_by_one(
                     f"Stopped: the server refused more than {MAX_REFUSED_ROWS} rows; "
                     f"the first, {row_label(first)}: {why}"
                 ) from None
+
+
+def _predictions(body: Any, rows: int) -> list[dict[str, Any] | None]:
+    """The answer's predictions, one per row sent, or a sentence saying the answer is not."""
+    predictions = body.get("predictions") if isinstance(body, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != rows:
+        raise BatchError(f"The server's answer to {rows} row(s) does not hold one prediction each.")
+    return [p if isinstance(p, dict) else None for p in predictions]
 
 
 def result_csv(table: Table, answers: Sequence[AnswerField], result: BatchResult) -> str:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from modelyard.webui.client import ServerAnswerError, ServerClient
 from modelyard.webui.tabular_batch import BatchError, read_table
-from modelyard.webui.tabular_form import FormField, value_from_text
+from modelyard.webui.tabular_form import FormField
 
 #: Fields quoted in an example's label (the rest are in the form once picked).
 LABEL_FIELDS = 3
@@ -19,9 +19,10 @@ class ExampleRow:
     label: str
     cells: dict[str, str]
 
-    def form_values(self, fields: list[FormField]) -> list[Any]:
-        """The example as the form's values, field by field (None where it has no value)."""
-        return [value_from_text(f, self.cells.get(f.name, "")) for f in fields]
+    def form_values(self, fields: list[FormField]) -> list[str | None]:
+        """The example as the form's values, field by field, as the file writes them (None
+        where it has no value)."""
+        return [self.cells.get(f.name, "").strip() or None for f in fields]
 
 
 def example_rows(client: ServerClient, fields: list[FormField]) -> list[ExampleRow]:

@@ -160,6 +160,14 @@ def answer_markdown(fields: list[AnswerField], prediction: dict[str, Any]) -> st
     return "\n\n".join(lines)
 
 
+def first_prediction(body: Any) -> dict[str, Any] | None:
+    """The one prediction of a one-row answer; None for an answer of another shape."""
+    predictions = body.get("predictions") if isinstance(body, dict) else None
+    if isinstance(predictions, list) and predictions and isinstance(predictions[0], dict):
+        return predictions[0]
+    return None
+
+
 def warnings_markdown(prediction: dict[str, Any]) -> str:
     """The server's notes on the row (empty when it had none)."""
     notes = prediction.get(WARNINGS_FIELD) or []

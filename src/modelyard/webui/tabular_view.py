@@ -22,6 +22,7 @@ from modelyard.webui.tabular_form import (
     SchemaError,
     answer_fields,
     answer_markdown,
+    first_prediction,
     request_fields,
     row_from_values,
     rows_per_request,
@@ -62,9 +63,11 @@ def build(context: ViewContext) -> None:
     def value_row(*values: Any) -> tuple[str, str, str]:
         try:
             body = context.client.predict_json(row_from_values(fields, list(values))).body
-            prediction = body["predictions"][0]
         except ServerAnswerError as refusal:
             return "", "", f"**Not valued:** {refusal}"
+        prediction = first_prediction(body)
+        if prediction is None:
+            return "", "", "**Not valued:** the server's answer holds no prediction."
         return answer_markdown(answers, prediction), warnings_markdown(prediction), ""
 
     submit.click(value_row, inputs, [answer, notes, error])
