@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelyard.webui.client import ServerClient
 from modelyard.webui.tabular_batch import (
     BatchError,
     BatchResult,
@@ -27,6 +28,7 @@ from modelyard.webui.tabular_form import (
     rows_per_request,
     warnings_markdown,
 )
+from modelyard.webui.views import ViewContext
 
 
 class Plot(BaseModel):
@@ -186,6 +188,11 @@ def test_an_input_column_named_like_a_prediction_keeps_its_values(
     assert out[1][3:6] == ["6.9", "7.0", "14.0"]
 
 
+def test_a_semicolon_separated_csv_is_read_too() -> None:
+    table = read_table(b"area_ha;farm\n2;F1\n")
+    assert (table.columns, table.rows) == (["area_ha", "farm"], [{"area_ha": "2", "farm": "F1"}])
+
+
 @pytest.mark.parametrize(
     ("content", "sentence"),
     [
@@ -207,3 +214,44 @@ def test_a_missing_required_column_is_named_before_any_request(
     table = read_table(b"area_ha,sown_on\n2,2024-04-01\n")
     with pytest.raises(BatchError, match="lacks the required column\\(s\\) farm;"):
         check_columns(request_fields(crop_openapi), table)
+
+
+def built_page(openapi: dict[str, Any]) -> dict[str, Any]:
+    """The tabular page built for ``openapi`` (against an address where no server answers, so
+    ``/examples`` cannot be read): its components by ``elem_id``."""
+    import gradio as gr
+
+    from modelyard.serving.server_process import HOST, free_port
+    from modelyard.webui.tabular_view import build
+
+    client = ServerClient(f"http://{HOST}:{free_port()}")
+    with gr.Blocks() as blocks:
+        build(ViewContext(client=client, info=INFO, _openapi=openapi))
+    client.close()
+    return {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
+
+
+def test_the_page_of_a_non_avm_table_is_built_from_its_schema(
+    crop_openapi: dict[str, Any],
+) -> None:
+    import gradio as gr
+
+    page = built_page(crop_openapi)
+
+    assert isinstance(page["tabular-field-soil"], gr.Dropdown)
+    assert page["tabular-field-soil"].allow_custom_value is True
+    assert isinstance(page["tabular-field-sown_on"], gr.DateTime)
+    assert isinstance(page["tabular-field-area_ha"], gr.Textbox)  # 0 is no "empty" number
+    assert page["tabular-field-rain_mm"].label == "Rain Mm (optional)"
+    assert page["tabular-field-area_ha"].info == "Sown area; allowed 0.1 to 500"
+    assert page["tabular-example"].visible is False  # no /examples to read
+    assert "Rows go to the server 50 at a time" in page["tabular-batch-intro"].value
+
+
+def test_a_schema_without_a_form_is_a_sentence_on_the_page() -> None:
+    page = built_page({"paths": {}})
+
+    assert "tabular-submit" not in page
+    assert page["tabular-error"].value == (
+        "**This server's schema gives no form:** the server's POST /predict takes no JSON body"
+    )

@@ -77,7 +77,10 @@ def read_table(content: bytes) -> Table:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BatchError("The file is not UTF-8 text; save the table as a UTF-8 CSV.") from None
-    reader = csv.reader(io.StringIO(text))
+    first_line = text.split("\n", 1)[0]
+    # a spreadsheet in a comma-decimal locale (Danish Excel) separates with semicolons
+    delimiter = ";" if ";" in first_line and "," not in first_line else ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = next(reader, None)
     if not header or not any(name.strip() for name in header):
         raise BatchError("The file is empty; a CSV with a header row is expected.")
