@@ -1,0 +1,224 @@
+"""The image page in a real browser against a real server: a real EuroSAT photo uploaded like a
+user shows exactly what ``POST /predict`` answers for the same bytes; a file that is not an image,
+one over the server's size limit and a decompression bomb show the server's sentence; the page
+works on a phone-sized screen. Plus the page's plain logic without a browser."""
+
+import os
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from conftest import REPO, shared_datasets_root
+from modelyard.serving.server_process import running_server
+from modelyard.webui.client import ServerAnswerError, ServerClient
+from modelyard.webui.ui_process import running_ui
+from modelyard.webui.vision_answer import (
+    Classified,
+    Example,
+    image_examples,
+    is_plain_name,
+    media_type,
+    upload_note,
+)
+from vision_fixtures import bilevel_png, make_vision_bundle
+
+pytest_plugins = ["browser_fixtures"]
+
+EUROSAT_ZIP = shared_datasets_root() / "images" / "eurosat_rgb.zip"
+#: The real photo the user uploads (any member of the zip would do).
+PHOTO = "EuroSAT_RGB/Forest/Forest_1.jpg"
+SCREENSHOT = REPO / "docs" / "images" / "ui-vision.png"
+SCREENSHOT_VIEWPORT = {"width": 1000, "height": 750}
+
+
+# -- the page's logic, no browser ------------------------------------------------------------
+
+
+def test_an_answer_becomes_chart_headline_and_exact_table() -> None:
+    body = {
+        "top": [{"label": "Forest", "probability": 0.912345}, {"label": "Sea", "probability": 0.05}]
+    }
+    shown = Classified.from_answer(body, "leaf.jpg", 2737)
+    assert shown.chart() == {"Forest": 0.912345, "Sea": 0.05}
+    assert shown.headline() == "### Forest · 91.2 %"
+    assert table_rows(shown.table()) == [("Forest", 0.912345), ("Sea", 0.05)]
+    assert "2,737 bytes" in shown.sent_note()
+
+
+@pytest.mark.parametrize("body", [{}, {"top": []}, {"top": [{"label": "x"}]}, ["top"]])
+def test_an_answer_without_classes_is_a_sentence(body: Any) -> None:
+    with pytest.raises(ValueError, match=r"^The server's answer has .*\.$"):
+        Classified.from_answer(body, "x.png", 1)
+
+
+def test_media_type_comes_from_the_name_and_falls_back_to_bytes() -> None:
+    assert media_type("leaf.JPG") == "image/jpeg"
+    assert media_type("a.png") == "image/png"
+    assert media_type("no-suffix") == "application/octet-stream"
+
+
+def test_only_plain_named_image_examples_are_offered() -> None:
+    listing = {
+        "examples": [
+            {"name": "forest.jpg", "media_type": "image/jpeg", "description": "Forest"},
+            {"name": "day.csv", "media_type": "text/csv", "description": "a day"},
+            {"name": "../etc/passwd", "media_type": "image/png", "description": ""},
+            {"name": "river.png", "media_type": "image/png"},
+            "junk",
+        ]
+    }
+    assert image_examples(listing) == [
+        Example("forest.jpg", "image/jpeg", "Forest"),
+        Example("river.png", "image/png", ""),
+    ]
+    assert image_examples({"detail": "Not Found"}) == []
+    assert image_examples(None) == []
+    assert [e.choice() for e in image_examples(listing)] == [
+        ("Forest (forest.jpg)", "forest.jpg"),
+        ("river.png", "river.png"),
+    ]
+    assert not is_plain_name("..") and not is_plain_name("a/b.png") and is_plain_name("b.png")
+
+
+def test_the_upload_note_quotes_the_servers_limits() -> None:
+    note = upload_note({"max_upload_bytes": 10_000_000, "classes": ["a", "b"], "top_k": 3})
+    assert note == (
+        "Upload, drop or pick an image (JPEG or PNG, up to 10 MB); "
+        "the page shows the 3 most probable among 2 classes."
+    )
+
+
+# -- the page in a browser -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real EuroSAT photo, its file exactly as in the dataset."""
+    if not EUROSAT_ZIP.is_file():
+        pytest.skip(f"real image dataset not present at {EUROSAT_ZIP} (set MODELYARD_DATA_ROOT)")
+    path = tmp_path_factory.mktemp("photo") / Path(PHOTO).name
+    with zipfile.ZipFile(EUROSAT_ZIP) as archive:
+        path.write_bytes(archive.read(PHOTO))
+    return path
+
+
+def eurosat_classes() -> tuple[str, ...]:
+    """The dataset's own class folders, so the served classes are EuroSAT's."""
+    with zipfile.ZipFile(EUROSAT_ZIP) as archive:
+        names = {Path(n).parts[1] for n in archive.namelist() if len(Path(n).parts) == 3}
+    return tuple(sorted(names))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, photo_file: Path) -> Iterator[str]:
+    """A tiny real ONNX classifier with EuroSAT's classes, served as ``modelyard serve`` does."""
+    bundle = make_vision_bundle(tmp_path_factory.mktemp("vision") / "bundle", eurosat_classes())
+    with running_server(bundle.path, extra_args=["--prediction-log", "none"]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def ui(server: str) -> Iterator[str]:
+    with running_ui(server) as url:
+        yield url
+
+
+def upload(page: Page, ui: str, path: Path) -> None:
+    page.goto(ui)
+    page.locator("#vision-upload input[type=file]").set_input_files(str(path))
+
+
+def table_rows(markdown_or_text: str) -> list[tuple[str, float]]:
+    """(class, probability) of the exact table, from its Markdown or the page's text."""
+    rows = re.findall(r"^\|?\s*([A-Za-z]\w*)\s*[|\t]\s*([0-9.e-]+)\s*[|\t]", markdown_or_text, re.M)
+    return [(label, float(value)) for label, value in rows if label != "class"]
+
+
+def shown_rows(page: Page) -> list[tuple[str, float]]:
+    cells = page.locator("#vision-table tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))"
+    )
+    return [(row[0], float(row[1])) for row in cells]
+
+
+def refusal(server: str, name: str, content: bytes) -> str:
+    """The sentence the UI's client makes of the server's refusal of this file."""
+    with pytest.raises(ServerAnswerError) as refused:
+        ServerClient(server).predict_file(name, content, media_type(name))
+    return str(refused.value)
+
+
+def test_a_real_photo_shows_what_predict_answers(
+    page: Page, ui: str, server: str, photo_file: Path
+) -> None:
+    content = photo_file.read_bytes()
+    answer = httpx.post(f"{server}/predict", files={"file": (photo_file.name, content)})
+    assert answer.status_code == 200, answer.text
+    expected = [(row["label"], row["probability"]) for row in answer.json()["top"]]
+    upload(page, ui, photo_file)
+    expect(page.locator("#vision-table tbody tr")).to_have_count(len(expected))
+    assert shown_rows(page) == expected
+    best_label, best_probability = expected[0]
+    expect(page.locator("#vision-top")).to_contain_text(
+        f"{best_label} · {best_probability * 100:.1f} %"
+    )
+    chart_labels = page.locator("#vision-chart .label-name, #vision-chart dt").all_inner_texts()
+    assert [c.strip() for c in chart_labels if c.strip()] == [label for label, _ in expected]
+    # the server got the file byte for byte (a re-encoded image would have another size)
+    expect(page.locator("#vision-sent")).to_contain_text(f"{len(content):,} bytes")
+    expect(page.locator("#vision-image img")).to_be_visible()
+    expect(page.locator("#vision-error")).to_be_hidden()
+    # this server predates GET /examples: no picker, no error
+    assert page.locator("#vision-examples").count() == 0
+    if os.environ.get("MODELYARD_UI_SCREENSHOTS") == "1":
+        page.set_viewport_size(SCREENSHOT_VIEWPORT)  # type: ignore[arg-type]
+        page.screenshot(path=str(SCREENSHOT))
+        assert SCREENSHOT.stat().st_size < 200_000
+
+
+BAD_FILES = {
+    "text renamed .png": ("notes.png", lambda: b"just some text, not pixels\n"),
+    "over the server's upload limit": ("huge.jpg", lambda: b"\xff\xd8\xff" + bytes(10_500_000)),
+    "decompression bomb": ("bomb.png", lambda: bilevel_png(20_000, 20_000)),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_bad_file_shows_the_servers_sentence(
+    page: Page, ui: str, server: str, tmp_path: Path, case: str
+) -> None:
+    name, build = BAD_FILES[case]
+    content = build()
+    path = tmp_path / name
+    path.write_bytes(content)
+    sentence = refusal(server, name, content)
+    upload(page, ui, path)
+    error = page.locator("#vision-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text(sentence)
+    assert "Traceback" not in error.inner_text()
+    expect(page.locator("#vision-image img")).to_have_count(0)  # a refused file is not shown
+    expect(page.locator("#vision-table tbody tr")).to_have_count(0)
+
+
+def test_the_page_works_on_a_phone(browser: Browser, ui: str, photo_file: Path) -> None:
+    from browser_fixtures import PHONE  # loaded by pytest_plugins by now (assertions rewritten)
+
+    context = browser.new_context(viewport=PHONE)  # type: ignore[arg-type]
+    try:
+        page = context.new_page()
+        upload(page, ui, photo_file)
+        expect(page.locator("#vision-table tbody tr").first).to_be_visible()
+        expect(page.locator("#vision-top")).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page is {width}px wide on a {PHONE['width']}px screen"
+        box = page.locator("#vision-chart").bounding_box()
+        assert box is not None and box["width"] <= PHONE["width"]
+    finally:
+        context.close()
