@@ -3,6 +3,7 @@ user shows exactly what ``POST /predict`` answers for the same bytes; a file tha
 one over the server's size limit and a decompression bomb show the server's sentence; the page
 works on a phone-sized screen. Plus the page's plain logic without a browser."""
 
+import importlib.util
 import os
 import re
 import zipfile
@@ -15,9 +16,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from conftest import REPO, shared_datasets_root
-from modelyard.serving.server_process import running_server
+from modelyard.core.bundle import MODEL_FILE, Bundle, write_bundle
+from modelyard.serving.server_process import free_port, running_server
 from modelyard.webui.client import ServerAnswerError, ServerClient
 from modelyard.webui.ui_process import running_ui
+from modelyard.webui.views import ViewContext
 from modelyard.webui.vision_answer import (
     Classified,
     Example,
@@ -26,6 +29,7 @@ from modelyard.webui.vision_answer import (
     media_type,
     upload_note,
 )
+from modelyard.webui.vision_view import shipped_examples
 from vision_fixtures import bilevel_png, make_vision_bundle
 
 pytest_plugins = ["browser_fixtures"]
@@ -33,6 +37,10 @@ pytest_plugins = ["browser_fixtures"]
 EUROSAT_ZIP = shared_datasets_root() / "images" / "eurosat_rgb.zip"
 #: The real photo the user uploads (any member of the zip would do).
 PHOTO = "EuroSAT_RGB/Forest/Forest_1.jpg"
+#: Shipped with the bundle as its examples, where bundles can hold them.
+EXAMPLE_PHOTOS = ("EuroSAT_RGB/River/River_1.jpg", "EuroSAT_RGB/SeaLake/SeaLake_1.jpg")
+#: Whether this checkout's bundles carry examples (``GET /examples``, issue 17's server part).
+SHIPS_EXAMPLES = importlib.util.find_spec("modelyard.core.bundle_examples") is not None
 SCREENSHOT = REPO / "docs" / "images" / "ui-vision.png"
 SCREENSHOT_VIEWPORT = {"width": 1000, "height": 750}
 
@@ -115,11 +123,34 @@ def eurosat_classes() -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def with_examples(bundle: Bundle) -> Path:
+    """``bundle`` again with a few real EuroSAT photos as its examples, as export ships them;
+    ``bundle`` itself where this checkout's bundles cannot hold examples yet."""
+    if not SHIPS_EXAMPLES:
+        return bundle.path
+    from modelyard.core.bundle_examples import ExampleFile
+
+    with zipfile.ZipFile(EUROSAT_ZIP) as archive:
+        examples = [
+            ExampleFile(
+                name=f"{Path(member).parent.name}-{Path(member).name}",
+                media_type="image/jpeg",
+                description=f"A test-split image of class {Path(member).parent.name}",
+                data=archive.read(member),
+            )
+            for member in EXAMPLE_PHOTOS
+        ]
+    fields = bundle.manifest.model_dump(exclude={"sha256", "model_file"})
+    target = bundle.path.parent / "with-examples"
+    return write_bundle(target, bundle.path / MODEL_FILE, fields, examples=examples).path
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, photo_file: Path) -> Iterator[str]:
-    """A tiny real ONNX classifier with EuroSAT's classes, served as ``modelyard serve`` does."""
+    """A tiny real ONNX classifier with EuroSAT's classes (and real photos as its shipped
+    examples), served as ``modelyard serve`` does."""
     bundle = make_vision_bundle(tmp_path_factory.mktemp("vision") / "bundle", eurosat_classes())
-    with running_server(bundle.path, extra_args=["--prediction-log", "none"]) as url:
+    with running_server(with_examples(bundle), extra_args=["--prediction-log", "none"]) as url:
         yield url
 
 
@@ -145,6 +176,11 @@ def shown_rows(page: Page) -> list[tuple[str, float]]:
         "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))"
     )
     return [(row[0], float(row[1])) for row in cells]
+
+
+def listed_examples(server: str) -> list[Example]:
+    answer = httpx.get(f"{server}/examples")
+    return image_examples(answer.json()) if answer.status_code == 200 else []
 
 
 def refusal(server: str, name: str, content: bytes) -> str:
@@ -174,8 +210,8 @@ def test_a_real_photo_shows_what_predict_answers(
     expect(page.locator("#vision-sent")).to_contain_text(f"{len(content):,} bytes")
     expect(page.locator("#vision-image img")).to_be_visible()
     expect(page.locator("#vision-error")).to_be_hidden()
-    # this server predates GET /examples: no picker, no error
-    assert page.locator("#vision-examples").count() == 0
+    # the picker is there exactly when the server lists example images (older servers: 404)
+    assert page.locator("#vision-examples").count() == (1 if listed_examples(server) else 0)
     if os.environ.get("MODELYARD_UI_SCREENSHOTS") == "1":
         page.set_viewport_size(SCREENSHOT_VIEWPORT)  # type: ignore[arg-type]
         page.screenshot(path=str(SCREENSHOT))
@@ -222,3 +258,26 @@ def test_the_page_works_on_a_phone(browser: Browser, ui: str, photo_file: Path) 
         assert box is not None and box["width"] <= PHONE["width"]
     finally:
         context.close()
+
+
+@pytest.mark.skipif(
+    not SHIPS_EXAMPLES, reason="this checkout's server has no GET /examples (issue 17 server part)"
+)
+def test_an_example_shipped_with_the_bundle_is_classified(page: Page, ui: str, server: str) -> None:
+    example = listed_examples(server)[0]
+    content = httpx.get(f"{server}/examples/{example.name}").content
+    answer = httpx.post(f"{server}/predict", files={"file": (example.name, content)})
+    expected = [(row["label"], row["probability"]) for row in answer.json()["top"]]
+    page.goto(ui)
+    page.locator("#vision-example-button").click()
+    expect(page.locator("#vision-table tbody tr")).to_have_count(len(expected))
+    assert shown_rows(page) == expected
+    expect(page.locator("#vision-sent")).to_contain_text(f"{example.name}")
+    expect(page.locator("#vision-sent")).to_contain_text(f"{len(content):,} bytes")
+    expect(page.locator("#vision-image img")).to_be_visible()
+
+
+def test_no_examples_where_the_server_cannot_list_them() -> None:
+    """An unreachable or older server (404) costs the picker, not the page."""
+    context = ViewContext(ServerClient(f"http://127.0.0.1:{free_port()}", timeout_s=2), {})
+    assert shipped_examples(context) == []

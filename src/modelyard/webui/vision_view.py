@@ -27,10 +27,12 @@ from modelyard.webui.vision_answer import (
 #: The preview's height: small images (EuroSAT's are 64 x 64) are scaled up to it.
 PREVIEW_HEIGHT_PX = 240
 #: Small images fill the preview with their pixels kept sharp (a 64 x 64 satellite patch would
-#: otherwise be a stamp); the page's own stylesheet belongs to app.py, so the rule lives here.
-PREVIEW_STYLE = (
+#: otherwise be a stamp) and a refusal stands out; the page's stylesheet belongs to app.py, so
+#: this page's two rules live here.
+PAGE_STYLE = (
     "<style>#vision-image img {width: 100%; height: 100%; object-fit: contain; "
-    "image-rendering: pixelated;}</style>"
+    "image-rendering: pixelated;} "
+    "#vision-error {border-left: 4px solid #c62828; padding-left: 0.75em;}</style>"
 )
 #: Gradio finds a handler's progress bar by this default value (one instance serves all).
 PROGRESS = gr.Progress()
@@ -72,7 +74,7 @@ def build(context: ViewContext) -> None:
             )
             table = gr.Markdown(elem_id="vision-table")
             note = gr.Markdown(elem_id="vision-sent")
-    gr.HTML(PREVIEW_STYLE, container=False, padding=False, elem_id="vision-style")
+    gr.HTML(PAGE_STYLE, container=False, padding=False, elem_id="vision-style")
     outputs = [error, headline, chart, table, note, preview]
 
     def classify_upload(path: str | None, progress: gr.Progress = PROGRESS) -> Shown:
