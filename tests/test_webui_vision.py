@@ -3,6 +3,7 @@ user shows exactly what ``POST /predict`` answers for the same bytes; a file tha
 one over the server's size limit and a decompression bomb show the server's sentence; the page
 works on a phone-sized screen. Plus the page's plain logic without a browser."""
 
+import base64
 import importlib.util
 import os
 import re
@@ -171,6 +172,23 @@ def upload(page: Page, ui: str, path: Path) -> None:
     page.locator("#vision-upload input[type=file]").set_input_files(str(path))
 
 
+def drop(page: Page, ui: str, path: Path) -> None:
+    """Drag ``path`` onto the upload area, as a user drops a file from the desktop."""
+    page.goto(ui)
+    files = page.evaluate_handle(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const files = new DataTransfer();
+            files.items.add(new File([bytes], name, {type: "image/jpeg"}));
+            return files;
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name],
+    )
+    page.locator("#vision-upload button[aria-label*=drop]").dispatch_event(
+        "drop", {"dataTransfer": files}
+    )
+
+
 def table_rows(markdown_or_text: str) -> list[tuple[str, float]]:
     """(class, probability) of the exact table, from its Markdown or the page's text."""
     rows = re.findall(r"^\|?\s*([A-Za-z]\w*)\s*[|\t]\s*([0-9.e-]+)\s*[|\t]", markdown_or_text, re.M)
@@ -182,6 +200,13 @@ def shown_rows(page: Page) -> list[tuple[str, float]]:
         "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))"
     )
     return [(row[0], float(row[1])) for row in cells]
+
+
+def predicted(server: str, name: str, content: bytes) -> list[tuple[str, float]]:
+    """(class, probability) as ``POST /predict`` answers for these bytes, straight over HTTP."""
+    answer = httpx.post(f"{server}/predict", files={"file": (name, content)})
+    assert answer.status_code == 200, answer.text
+    return [(row["label"], row["probability"]) for row in answer.json()["top"]]
 
 
 def listed_examples(server: str) -> list[Example]:
@@ -200,9 +225,7 @@ def test_a_real_photo_shows_what_predict_answers(
     page: Page, ui: str, server: str, photo_file: Path
 ) -> None:
     content = photo_file.read_bytes()
-    answer = httpx.post(f"{server}/predict", files={"file": (photo_file.name, content)})
-    assert answer.status_code == 200, answer.text
-    expected = [(row["label"], row["probability"]) for row in answer.json()["top"]]
+    expected = predicted(server, photo_file.name, content)
     upload(page, ui, photo_file)
     expect(page.locator("#vision-table tbody tr")).to_have_count(len(expected))
     assert shown_rows(page) == expected
@@ -222,6 +245,15 @@ def test_a_real_photo_shows_what_predict_answers(
         page.set_viewport_size(SCREENSHOT_VIEWPORT)  # type: ignore[arg-type]
         page.screenshot(path=str(SCREENSHOT))
         assert SCREENSHOT.stat().st_size < 200_000
+
+
+def test_a_dropped_photo_is_classified(page: Page, ui: str, server: str, photo_file: Path) -> None:
+    content = photo_file.read_bytes()
+    expected = predicted(server, photo_file.name, content)
+    drop(page, ui, photo_file)
+    expect(page.locator("#vision-table tbody tr")).to_have_count(len(expected))
+    assert shown_rows(page) == expected
+    expect(page.locator("#vision-sent")).to_contain_text(f"{len(content):,} bytes")
 
 
 BAD_FILES = {
@@ -272,8 +304,7 @@ def test_the_page_works_on_a_phone(browser: Browser, ui: str, photo_file: Path) 
 def test_an_example_shipped_with_the_bundle_is_classified(page: Page, ui: str, server: str) -> None:
     example = listed_examples(server)[0]
     content = httpx.get(f"{server}/examples/{example.name}").content
-    answer = httpx.post(f"{server}/predict", files={"file": (example.name, content)})
-    expected = [(row["label"], row["probability"]) for row in answer.json()["top"]]
+    expected = predicted(server, example.name, content)
     page.goto(ui)
     page.locator("#vision-example-button").click()
     expect(page.locator("#vision-table tbody tr")).to_have_count(len(expected))
