@@ -4,6 +4,7 @@ one over the server's size limit and a decompression bomb show the server's sent
 works on a phone-sized screen. Plus the page's plain logic without a browser."""
 
 import base64
+import html
 import importlib.util
 import os
 import re
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from markdown_it import MarkdownIt
 from playwright.sync_api import Browser, Page, expect
 
 from conftest import REPO, shared_datasets_root
@@ -58,6 +60,19 @@ def test_an_answer_becomes_chart_headline_and_exact_table() -> None:
     assert shown.headline() == "### Forest · 91.2 %"
     assert table_rows(shown.table()) == [("Forest", 0.912345), ("Sea", 0.05)]
     assert "2,737 bytes" in shown.sent_note()
+
+
+def test_class_and_file_names_show_as_they_are_not_as_markup() -> None:
+    labels = ["Potato___Early_blight", "a|b", "*starred*", "x_1.jpg"]
+    body = {"top": [{"label": label, "probability": 0.25} for label in labels]}
+    shown = Classified.from_answer(body, "leaf_`1`.jpg", 10)
+    markdown = MarkdownIt("commonmark").enable("table")
+    cells = re.findall(r"<td>(.*?)</td>", markdown.render(shown.table()))
+    assert [html.unescape(cell) for cell in cells[::2]] == labels
+    headline = html.unescape(re.sub(r"<[^>]+>", "", markdown.render(shown.headline())))
+    assert headline.strip() == "Potato___Early_blight · 25.0 %"
+    note = html.unescape(re.sub(r"<[^>]+>", "", markdown.render(shown.sent_note())))
+    assert note.strip() == "Sent leaf_`1`.jpg (10 bytes, as uploaded)."
 
 
 @pytest.mark.parametrize("body", [{}, {"top": []}, {"top": [{"label": "x"}]}, ["top"]])
