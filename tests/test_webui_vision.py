@@ -33,7 +33,7 @@ from modelyard.webui.vision_answer import (
     upload_note,
 )
 from modelyard.webui.vision_view import shipped_examples
-from vision_fixtures import bilevel_png, make_vision_bundle
+from vision_fixtures import bilevel_png, make_vision_bundle, photo
 
 pytest_plugins = ["browser_fixtures"]
 
@@ -296,15 +296,26 @@ def test_a_bad_file_shows_the_servers_sentence(
     expect(page.locator("#vision-table tbody tr")).to_have_count(0)
 
 
-def test_the_page_works_on_a_phone(browser: Browser, ui: str, photo_file: Path) -> None:
+def test_the_page_works_on_a_phone_and_recovers_from_a_refusal(
+    browser: Browser, ui: str, server: str, tmp_path: Path
+) -> None:
     from browser_fixtures import PHONE  # loaded by pytest_plugins by now (assertions rewritten)
 
+    name, build = BAD_FILES["text renamed .png"]
+    (tmp_path / name).write_bytes(build())
+    snapshot = tmp_path / "snapshot.jpg"
+    snapshot.write_bytes(photo(320, 240))
     context = browser.new_context(viewport=PHONE)  # type: ignore[arg-type]
     try:
         page = context.new_page()
-        upload(page, ui, photo_file)
-        expect(page.locator("#vision-table tbody tr").first).to_be_visible()
-        expect(page.locator("#vision-top")).to_be_visible()
+        upload(page, ui, tmp_path / name)
+        expect(page.locator("#vision-error")).to_be_visible()
+        page.locator("#vision-upload button[aria-label='Clear']").click()
+        page.locator("#vision-upload input[type=file]").set_input_files(str(snapshot))
+        expected = predicted(server, snapshot.name, snapshot.read_bytes())
+        expect(page.locator("#vision-table tbody tr")).to_have_count(len(expected))
+        assert shown_rows(page) == expected
+        expect(page.locator("#vision-error")).to_be_hidden()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"the page is {width}px wide on a {PHONE['width']}px screen"
         box = page.locator("#vision-chart").bounding_box()
