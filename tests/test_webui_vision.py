@@ -327,7 +327,10 @@ def test_the_page_works_on_a_phone_and_recovers_from_a_refusal(
 @pytest.mark.skipif(
     not SHIPS_EXAMPLES, reason="this checkout's server has no GET /examples (issue 17 server part)"
 )
-def test_an_example_shipped_with_the_bundle_is_classified(page: Page, ui: str, server: str) -> None:
+def test_an_example_shipped_with_the_bundle_is_classified(
+    page: Page, ui: str, server: str, photo_file: Path
+) -> None:
+    """(``photo_file``: the shipped examples are real photos, so the dataset must be there.)"""
     example = listed_examples(server)[0]
     content = httpx.get(f"{server}/examples/{example.name}").content
     expected = predicted(server, example.name, content)
