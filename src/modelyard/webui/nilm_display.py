@@ -18,8 +18,8 @@ MAINS_SERIES = "mains"
 #: Points per line in the chart; more only slow the browser (a day at 1 min is 1,440 a line).
 MAX_POINTS_PER_SERIES = 240
 #: The mains line drawn again over the edge readings, one series per end so the two stretches
-#: are not joined across the period.
-EDGE_SERIES = ("edge readings, less reliable (start)", "edge readings, less reliable (end)")
+#: are not joined across the period (the legend names the first only).
+EDGE_SERIES = ("edges: less reliable", "edges: less reliable (end)")
 EDGE_COLOUR = "#d62728"
 MAINS_COLOUR = "#7f7f7f"
 #: One hue per appliance: its estimate in the strong shade, its measurement in the light one.
@@ -129,6 +129,18 @@ def chart_frame(
             )
         )
     return pd.concat(parts, ignore_index=True), x_name
+
+
+def legend(frame: pd.DataFrame, colours: dict[str, str]) -> str:
+    """The chart's legend as HTML that wraps on a narrow screen (the chart's own legend is one
+    clipped row): the series drawn, the edges once."""
+    items = [
+        f'<span style="white-space:nowrap;margin-right:1em">'
+        f'<span style="color:{colours[name]}">&#9644;</span> {html.escape(name)}</span>'
+        for name in frame["series"].unique()
+        if name != EDGE_SERIES[1]
+    ]
+    return '<div id="nilm-legend" style="display:flex;flex-wrap:wrap">' + "".join(items) + "</div>"
 
 
 def colour_map(appliances: Sequence[str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from modelyard.webui.nilm_display import (
     colour_map,
     edge_sentence,
     energy_html,
+    legend,
     span_of,
 )
 from modelyard.webui.nilm_energy import NilmAnswerError, NilmPrediction, summarise
@@ -35,7 +36,6 @@ EDGE_CHOICES = [
     ("Every reading (edge readings marked)", "pad"),
     ("Only readings with a full window", "valid"),
 ]
-CHART_HEIGHT = 360
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ class NilmPage:
             lines.append(f"Columns not used: {', '.join(table.ignored)}.")
         shown = Shown(table, prediction)
         energy = gr.HTML(energy_html(summary), visible=True)
-        return "\n\n".join(lines), shown.chart(), energy, shown
+        key = gr.HTML(shown.legend_html(), visible=True)
+        return "\n\n".join(lines), shown.chart(), key, energy, shown
 
     def zoom(self, shown: "Shown | None", selection: gr.SelectData) -> Any:
         """A dragged x range: the readings inside it, redrawn in more detail."""
@@ -108,26 +109,38 @@ class Shown:
     table: MainsTable
     prediction: NilmPrediction
 
+    def legend_html(self) -> str:
+        frame, _ = chart_frame(self.table, self.prediction)
+        return legend(frame, colour_map(tuple(self.prediction.appliances_w)))
+
     def positions(self) -> list[float]:
         return chart_positions(self.table, self.prediction.interval_s)
+
+    def whole_period(self) -> list[float | None]:
+        """The x limits of the whole upload (no limits would leave the last zoom in place)."""
+        positions = self.positions()
+        return [positions[0], positions[-1]]
 
     def chart(
         self, span: tuple[int, int] | None = None, x_lim: list[float | None] | None = None
     ) -> Any:
         frame, x_name = chart_frame(self.table, self.prediction, span)
+        colours = colour_map(tuple(self.prediction.appliances_w))
         return gr.LinePlot(
             value=frame,
             x=x_name,
             x_title="time" if x_name == "time" else "hours from the first reading",
-            color_map=colour_map(tuple(self.prediction.appliances_w)),
-            x_lim=x_lim,
+            color_map=colours,
+            colors_in_legend=[],  # the chart's own legend is one clipped row: see legend_html
+            x_lim=x_lim or self.whole_period(),
             visible=True,
         )
 
 
 def failure(sentence: str) -> tuple[Any, ...]:
     empty = gr.LinePlot(value=None)
-    return f"**{sentence}**", empty, gr.HTML("", visible=False), None
+    hidden = gr.HTML("", visible=False)
+    return f"**{sentence}**", empty, hidden, hidden, None
 
 
 def sample_days(client: ServerClient) -> list[str]:
@@ -190,16 +203,16 @@ def build(context: ViewContext) -> None:
         color="series",
         y_title="power (W)",
         color_title="series",
-        height=CHART_HEIGHT,
         tooltip="none",
         label="Mains and estimated appliance power",
         elem_id="nilm-chart",
     )
+    key = gr.HTML(elem_id="nilm-key", visible=False)
     energy = gr.HTML(elem_id="nilm-energy", visible=False)
     shown = gr.State(None)
     # the last choice wins: an upload clears the picked sample and a pick clears the upload
     upload.upload(lambda: None, None, example)
     example.input(lambda: None, None, upload)
-    run.click(page.estimate, [upload, example, edges], [message, chart, energy, shown])
+    run.click(page.estimate, [upload, example, edges], [message, chart, key, energy, shown])
     chart.select(page.zoom, shown, chart)
     chart.double_click(page.unzoom, shown, chart)
