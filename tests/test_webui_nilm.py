@@ -4,6 +4,7 @@ real UK-DALE mains, checked against what ``/predict`` answers for the same readi
 
 import csv
 import gzip
+import importlib
 import math
 import os
 import re
@@ -349,10 +350,29 @@ def day_csv(nilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return path
 
 
+SAMPLE_NAME = "sample-morning.csv"
+#: A sample hour shipped in the bundle's examples/: a 250 W base load and a kettle boil.
+SAMPLE_CSV = "Time,mains,kettle\n" + "".join(
+    f"2013-06-01 07:{i:02d}:00,{2950 if 30 <= i < 33 else 250},{2700 if 30 <= i < 33 else 0}\n"
+    for i in range(60)
+)
+
+
+def shipped_sample() -> dict[str, Any]:
+    """``make_nilm_bundle``'s examples argument with the sample hour, where bundles carry
+    examples (``GET /examples``); nothing where they do not, and the page shows no picker."""
+    try:  # by name: the module is newer than some checkouts this test runs in
+        examples = importlib.import_module("modelyard.core.bundle_examples")
+    except ImportError:
+        return {}
+    sample = examples.ExampleFile(SAMPLE_NAME, "text/csv", "a kettle at 07:30", SAMPLE_CSV.encode())
+    return {"examples": [sample]}
+
+
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bundle = tmp_path_factory.mktemp("nilm-ui-bundle") / "bundle"
-    make_nilm_bundle(bundle, appliances=APPLIANCES)
+    make_nilm_bundle(bundle, appliances=APPLIANCES, **shipped_sample())
     with running_server(bundle, extra_args=["--max-length", str(DAY)]) as url:
         yield url
 
@@ -434,10 +454,6 @@ def test_a_day_of_real_mains_shows_what_predict_answers(
     page: Page, ui_url: str, server_url: str, day_csv: Path
 ) -> None:
     outside = open_page(page, ui_url)
-    assert (
-        page.locator("#nilm-example").count() == 0
-        or not httpx.get(f"{server_url}/examples").is_success
-    )  # no picker from a server without examples
     seconds = upload_and_run(page, day_csv)
     served_ms = float(re.findall(r"in (\d+) ms", page.locator("#nilm-message").inner_text())[0])
     print(
@@ -502,6 +518,26 @@ def test_bad_uploads_show_the_sentence_and_no_result(
         assert page.locator("#nilm-message").inner_text().strip() == sentence
         assert not page.locator("#nilm-energy").is_visible()
         assert "Traceback" not in page.content()
+
+
+def test_a_sample_day_shipped_with_the_bundle_is_one_pick_away(
+    page: Page, ui_url: str, server_url: str
+) -> None:
+    open_page(page, ui_url)
+    listed = httpx.get(f"{server_url}/examples")
+    if listed.status_code == 404:  # an older server: no picker, and no error either
+        assert not page.locator("#nilm-example").is_visible()
+        assert page.locator("#nilm-message").inner_text().strip() == ""
+        return
+    assert [e["name"] for e in listed.json()["examples"]] == [SAMPLE_NAME]
+    page.locator("#nilm-example input").click()
+    page.get_by_role("option", name=SAMPLE_NAME).click()
+    page.locator("#nilm-run").click()
+    page.locator("#nilm-energy-table").wait_for()
+    assert SAMPLE_NAME in page.locator("#nilm-message").inner_text()
+    mains_kwh = (57 * 250 + 3 * 2950) / 60 / 1000
+    assert shown(page, "mains", "estimate-kwh") == f"{mains_kwh:.3f}"
+    assert shown(page, "kettle", "true-kwh") == f"{3 * 2700 / 60 / 1000:.3f}"
 
 
 def test_the_page_works_on_a_phone_with_full_windows_only(
