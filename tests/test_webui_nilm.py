@@ -512,6 +512,10 @@ def test_bad_uploads_show_the_sentence_and_no_result(
         picture: "meter.png is not a CSV file (it holds binary data).",
         too_long: f"Aggregate_w has {DAY + 1} readings; between 15 and {DAY} are accepted.",
     }
+    open_page(page, ui_url)
+    page.locator("#nilm-run").click()  # nothing chosen yet
+    nothing = "Upload a CSV of mains readings or pick a sample day first."
+    page.locator("#nilm-message strong", has_text=nothing).wait_for()
     for path, sentence in expected.items():
         open_page(page, ui_url)  # a fresh page: the upload box holds one file
         upload_and_run(page, path)
