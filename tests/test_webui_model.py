@@ -236,11 +236,25 @@ def test_no_metrics_and_no_registry_are_sentences() -> None:
         "name": "eurosat",
         "version": "3",
         "alias": "production",
-        "gates": {"metrics": {"passed": True}, "latency": {"passed": True, "p95_ms": 8.21}},
+        "bundle_version": "20261122-120000",
+        "forced": False,
+        "gates": [
+            {
+                "name": "metrics",
+                "passed": True,
+                "summary": "not worse on any of 1 metric(s)",
+                "values": {"accuracy": {"holder": 0.71, "candidate": 0.7432, "passed": True}},
+            },
+            {"name": "latency", "passed": True, "summary": "p95 4.1 ms", "values": {"p95_ms": 4.1}},
+        ],
     }
     rows = table_rows(registry_markdown({"registry": registry}))
-    assert ["alias", "production"] in rows
-    assert ["**latency**", "yes", "8.21"] in rows
+    assert ["**alias**", "production"] in rows
+    assert ["**forced past a failed gate**", "no"] in rows
+    assert ["latency", "yes", "p95 4.1 ms"] in rows
+    assert ["", "holder", "candidate", "passed"] in rows
+    assert ["**accuracy**", "0.71", "0.7432", "yes"] in rows
+    assert ["p95\\_ms", "4.1"] in rows
 
 
 def test_drift_without_realised_accuracy_says_so() -> None:

@@ -52,11 +52,40 @@ def _follow(follow: Mapping[str, Any]) -> str:
 
 
 def registry_markdown(info: Mapping[str, Any]) -> str:
-    """``/info``'s ``registry`` block (name, version, alias, the gates passed), or a sentence."""
+    """``/info``'s ``registry`` block: the registered version served, through which alias, and
+    the promotion gates it passed with their numbers; a sentence for a bundle served directly."""
     registry = info.get("registry")
     if not isinstance(registry, Mapping) or not registry:
         return NO_REGISTRY
-    return metrics_markdown(registry)
+    facts = [
+        ("registered model", registry.get("name")),
+        ("registry version", registry.get("version")),
+        ("alias", registry.get("alias")),
+        ("bundle version", registry.get("bundle_version")),
+        ("promoted at", registry.get("promoted_at")),
+        ("forced past a failed gate", registry.get("forced")),
+    ]
+    blocks = [
+        "| fact | value |\n| --- | --- |\n"
+        + "\n".join(f"| **{key}** | {cell(value)} |" for key, value in facts)
+    ]
+    gates = [gate for gate in registry.get("gates") or [] if isinstance(gate, Mapping)]
+    if not gates:
+        blocks.append("The alias was set without promotion gates.")
+        return "\n\n".join(blocks)
+    blocks.append(
+        "| gate | passed | summary |\n| --- | --- | --- |\n"
+        + "\n".join(
+            "| " + " | ".join(cell(gate.get(key)) for key in ("name", "passed", "summary")) + " |"
+            for gate in gates
+        )
+    )
+    for gate in gates:
+        values = gate.get("values")
+        if isinstance(values, Mapping) and values:
+            blocks.append(f"Numbers of the {cell(gate.get('name'))} gate:")
+            blocks.append(metrics_markdown(values))
+    return "\n\n".join(blocks)
 
 
 def drift_markdown(verdict: Mapping[str, Any], report_url: str) -> str:
