@@ -6,6 +6,7 @@ screen does not scroll sideways; ``modelyard app BUNDLE`` stops the server it st
 The metric tables' layout rules are checked without a browser on the three families' shapes."""
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,9 @@ from urllib.parse import urlparse
 
 import gradio as gr
 import httpx
-import psutil
 import pytest
 from playwright.sync_api import Page, expect
 
-from browser_fixtures import PHONE
 from modelyard.monitoring.check import MonitorSettings
 from modelyard.monitoring.service import MonitorService
 from modelyard.serving.server_process import HOST, free_port, running_server
@@ -26,7 +25,7 @@ from modelyard.webui.client import ServerClient
 from modelyard.webui.metrics_table import metrics_markdown
 from modelyard.webui.model_text import NO_REGISTRY, drift_markdown, registry_markdown
 from modelyard.webui.model_view import ERROR_MARK, read_facts
-from modelyard.webui.ui_process import running_ui
+from modelyard.webui.ui_process import child_commands, is_running, running_ui
 from modelyard.webui.views import ViewContext
 from monitor_fixtures import flat_rows, make_bundle
 from test_monitor_service import drifted_log, serving, wait_for
@@ -137,6 +136,8 @@ def test_the_page_fetches_nothing_from_the_internet(page: Page, ui: str) -> None
 
 
 def test_a_phone_screen_does_not_scroll_sideways(page: Page, ui: str) -> None:
+    from browser_fixtures import PHONE  # pytest_plugins has loaded it by now
+
     page.set_viewport_size(PHONE)
     open_model_tab(page, ui)
     expect(page.locator("#model-header")).to_be_visible()
@@ -149,20 +150,26 @@ def test_a_phone_screen_does_not_scroll_sideways(page: Page, ui: str) -> None:
 def test_app_for_a_bundle_stops_its_server_with_it(page: Page, bundle_path: Path) -> None:
     nobody = f"http://{HOST}:{free_port()}"
     with running_ui(str(bundle_path), extra_args=["--monitor", nobody]) as url:
-        (app,) = [p for p in psutil.Process().children() if is_command(p, "app", bundle_path)]
-        (server,) = [p for p in app.children() if is_command(p, "serve", bundle_path)]
+        (app,) = commands_of(os.getpid(), "app", bundle_path)
+        (server,) = commands_of(app, "serve", bundle_path)
         open_model_tab(page, url)
         expect(page.locator("#model-drift")).to_contain_text(
             f"The monitoring service at {nobody} gave no report: Cannot reach the server"
         )
-    _, alive = psutil.wait_procs([app, server], timeout=GONE_S)
-    assert alive == []
+    deadline = time.monotonic() + GONE_S
+    while is_running(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_running(app)
+    assert not is_running(server)
 
 
-def is_command(process: psutil.Process, command: str, target: Path) -> bool:
-    """Whether ``process`` runs ``modelyard COMMAND TARGET``."""
-    arguments = process.cmdline()
-    return command in arguments and str(target) in arguments
+def commands_of(parent: int, command: str, target: Path) -> list[int]:
+    """The children of ``parent`` running ``modelyard COMMAND TARGET``."""
+    return [
+        pid
+        for pid, arguments in child_commands(parent).items()
+        if command in arguments and str(target) in arguments
+    ]
 
 
 def test_a_server_gone_away_is_a_sentence_on_refresh() -> None:
