@@ -121,7 +121,9 @@ def test_model_tab_shows_what_the_server_and_monitor_answer(
     expect(page.locator("#model-identity")).to_contain_text(info["sha256"])
     if SCREENSHOTS:
         page.set_viewport_size({"width": 1000, "height": 750})
-        page.screenshot(path=str(SCREENSHOT))
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        assert SCREENSHOT.stat().st_size < 200_000
 
 
 def test_the_page_fetches_nothing_from_the_internet(page: Page, ui: str) -> None:
