@@ -11,7 +11,7 @@ For each bundle given (``--bundle FAMILY=PATH``; NILM, tabular, vision), against
 * **throughput beside the UI**: the server's small-request throughput (the bundle's own example
   request, ``benchmarks/loadgen.py`` with 8 keep-alive clients) with and without a ``modelyard
   app`` process running beside it (started, with a page open on it), in alternating rounds;
-  the ratio of the medians.
+  the ratio of the medians, and the CPU time the UI process used while the load ran.
 * **UI memory**: resident memory of the ``modelyard app`` process when it has started, after the
   first page load and flow, and after all the repeated flows.
 
@@ -146,6 +146,12 @@ def ui_pid(url: str) -> int:
     raise RuntimeError(f"no modelyard app process for {url}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_body(bundle: Path, scratch: Path) -> tuple[Path, int, str]:
     """The bundle's own example request as a body file for ``loadgen.py``."""
     request = httpx.Request(
@@ -192,19 +198,23 @@ def bench_family(
             "all": [round(t, 3) for t in timings],
         }
         result["ui_rss_mb"] = memory
-        throughput: dict[str, list[float]] = {"without_ui": [], "with_ui": []}
+        throughput: dict[str, list[float]] = {"without_ui": [], "with_ui": [], "ui_cpu_s": []}
         for _ in range(args.rounds):
             throughput["without_ui"].append(
                 load(port, body, LOAD_CLIENTS, args.seconds, None)["requests_per_s"]
             )
             with running_ui(server) as url, page_open(browser, url):
+                pid = ui_pid(url)
+                before = cpu_seconds(pid)
                 throughput["with_ui"].append(
                     load(port, body, LOAD_CLIENTS, args.seconds, None)["requests_per_s"]
                 )
+                throughput["ui_cpu_s"].append(round(cpu_seconds(pid) - before, 2))
         without, beside = (statistics.median(throughput[k]) for k in ("without_ui", "with_ui"))
         result["throughput_rps"] = {
             **throughput,
             "clients": LOAD_CLIENTS,
+            "seconds": args.seconds,
             "ratio_with_to_without": round(beside / without, 3),
         }
     return result
