@@ -10,8 +10,8 @@ For each bundle given (``--bundle FAMILY=PATH``; NILM, tabular, vision), against
   vision uploads a 256 x 256 JPEG (until the top-k table has rows). Median of ``--repeats``.
 * **throughput beside the UI**: the server's small-request throughput (the bundle's own example
   request, ``benchmarks/loadgen.py`` with 8 keep-alive clients) with and without a ``modelyard
-  app`` process running beside it (started, with a page open on it), in alternating rounds;
-  the ratio of the medians, and the CPU time the UI process used while the load ran.
+  app`` process running beside it (started, a page open on it for ``SETTLE_S``), in alternating
+  rounds; the ratio of the medians, and the CPU time the UI process used while the load ran.
 * **UI memory**: resident memory of the ``modelyard app`` process when it has started, after the
   first page load and flow, and after all the repeated flows.
 
@@ -51,6 +51,9 @@ VIEWPORT = {"width": 1280, "height": 900}
 WAIT_MS = 60_000
 DAY = 1440
 LOAD_CLIENTS = 8
+#: Seconds between opening the page and the load: the page's own loading (its assets, the model
+#: tab's reads of /info) is over, as when a user has the page open while the server works.
+SETTLE_S = 5.0
 
 Flow = Callable[[Page, Path], None]
 
@@ -168,6 +171,7 @@ def page_open(browser: Browser, url: str) -> Iterator[None]:
     context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
     page = context.new_page()
     page.goto(url)
+    time.sleep(SETTLE_S)
     try:
         yield
     finally:
