@@ -147,6 +147,9 @@ def test_a_phone_screen_does_not_scroll_sideways(page: Page, ui: str) -> None:
     assert width <= PHONE["width"]
     box = page.locator("#model-identity").bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    page.get_by_role("tab", name="Predict").click()  # the family's page (or its notice)
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
 
 def test_app_for_a_bundle_stops_its_server_with_it(page: Page, bundle_path: Path) -> None:
