@@ -130,7 +130,10 @@ _NO_TORCH_SCRIPT = textwrap.dedent(
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    HEAVY = ("torch", "lightning", "pandas", "omegaconf", "hydra", "matplotlib")
+    HEAVY = (
+        "torch", "lightning", "pandas", "omegaconf", "hydra", "matplotlib",
+        "gradio", "playwright", "modelyard.webui",
+    )
     client = TestClient(create_app(load_bundle(Path(sys.argv[1]))))
     response = client.post("/predict", json={"aggregate_w": [300.0] * 40})
     print(json.dumps({

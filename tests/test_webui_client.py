@@ -1,12 +1,17 @@
 """The UI's HTTP client against a real prediction server: what is served, a prediction, and
-every refusal as one sentence (never a traceback), plus `modelyard app`'s one-line errors."""
+every refusal as one sentence (never a traceback), plus `modelyard app`'s one-line errors,
+including an install without the ``ui`` extra."""
 
+import os
+import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cli_helpers import assert_user_error, modelyard
+from cli_helpers import TIMEOUT_S, assert_user_error, modelyard
 from modelyard.serving.server_process import free_port, running_server
 from modelyard.webui.client import ServerAnswerError, ServerClient
 from vision_fixtures import make_vision_bundle
@@ -61,3 +66,32 @@ def test_app_for_a_missing_bundle_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr
+
+
+#: ``python -m modelyard ARGS`` in an interpreter where ``import gradio`` fails, as it does in a
+#: ``pip install modelyard`` without the ``ui`` extra.
+WITHOUT_GRADIO = (
+    "import sys; sys.modules['gradio'] = None; sys.argv[0] = 'modelyard'; "
+    "from modelyard.cli import main; main()"
+)
+
+
+def test_app_without_the_ui_extra_is_one_line_with_the_pip_command(tmp_path: Path) -> None:
+    bundle = make_vision_bundle(tmp_path / "bundle")
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_GRADIO, "app", str(bundle.path), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        env={**os.environ, "MODELYARD_HOME": str(tmp_path), "COLUMNS": "200"},
+    )
+    assert_user_error(result, "pip install 'modelyard[ui]'")
+    assert "gradio" in result.stderr
+
+
+def test_the_serve_only_install_does_not_need_gradio() -> None:
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    assert not [d for d in project["dependencies"] if d.lower().startswith("gradio")]
+    assert any(d.startswith("gradio") for d in project["optional-dependencies"]["ui"])

@@ -27,12 +27,14 @@ def make_vision_bundle(
     image_size: int = IMAGE_SIZE,
     serving: dict[str, Any] | None = None,
     old_layout: bool = False,
+    metrics: dict[str, Any] | None = None,
 ) -> Bundle:
     """A tiny real ONNX classifier (mean colour -> logits) as an ``eurosat`` vision bundle.
 
     ``serving`` is the project's ``serving:`` configuration: written into the contract's limits
     and kept in the saved configuration, as training and export write them. With ``old_layout``
-    the contract has no limits, as bundles written before they were part of it.
+    the contract has no limits, as bundles written before they were part of it. ``metrics``
+    are the evaluation metrics the manifest carries (none by default).
     """
     from onnx import TensorProto, helper, numpy_helper, save
 
@@ -77,6 +79,7 @@ def make_vision_bundle(
                 **({} if old_layout else {"limits": limits.model_dump(mode="json")}),
             },
             "config": {"project": {"name": "eurosat", "serving": dict(serving or {})}},
+            "metrics": dict(metrics or {}),
         },
     )
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from modelyard.core.bundle_integrity import KEY_FILE_ENV
 from modelyard.core.errors import ModelyardError
@@ -59,7 +60,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except ModelyardError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (``modelyard[ui]``) that are not Rich markup
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
