@@ -274,11 +274,11 @@ def test_vision_examples_are_test_images_of_different_classes_as_their_files(
 def test_a_category_list_is_whole_sorted_or_absent() -> None:
     about, listed = category_schema("Danish postal code", {"2100", "800", "10000", "tv"})
     assert listed == ["800", "2100", "10000", "tv"]
-    assert about is not None and about.startswith("Danish postal code. The examples list every")
+    assert about is not None and about.startswith("Danish postal code. Known values listed")
     many = {str(i) for i in range(MAX_LISTED_CATEGORIES + 1)}
     about, listed = category_schema(None, many)
     assert listed is None and about is not None
-    assert about.startswith(f"{MAX_LISTED_CATEGORIES + 1} values known from training, too many")
+    assert about.startswith(f"{MAX_LISTED_CATEGORIES + 1} values known from training (too many")
     assert category_schema("Street", set()) == ("Street", None)
 
 
@@ -315,7 +315,7 @@ def test_the_avm_export_ships_test_rows_and_the_schema_lists_known_categories(
         listed = properties[feature.name].get("examples")
         assert listed is not None and set(listed) == known, feature.name
         assert listed == sorted(listed, key=lambda k: (0, int(k), k) if k.isdigit() else (1, 0, k))
-        assert "another value is accepted" in properties[feature.name]["description"]
+        assert "another is valued as unseen" in properties[feature.name]["description"]
     assert "examples" not in properties["area_m2"]
 
 

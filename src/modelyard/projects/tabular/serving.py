@@ -177,6 +177,10 @@ def row_model(
     return model
 
 
+#: What a categorical field's description says about a value the model never saw.
+UNSEEN_NOTE = "another is valued as unseen (with a warning)"
+
+
 def category_schema(
     description: str | None, known: set[str] | None
 ) -> tuple[str | None, list[str] | None]:
@@ -187,16 +191,9 @@ def category_schema(
         return description or None, None
     about = f"{description}. " if description else ""
     if len(known) > MAX_LISTED_CATEGORIES:
-        note = (
-            f"{len(known)} values known from training, too many to list; any value is accepted "
-            "(an unseen one is valued as unseen, with a warning)"
-        )
+        note = f"{len(known)} values known from training (too many to list); {UNSEEN_NOTE}"
         return about + note, None
-    note = (
-        "The examples list every value known from training; another value is accepted and "
-        "valued as unseen, with a warning"
-    )
-    return about + note, sorted(known, key=_natural)
+    return about + f"Known values listed; {UNSEEN_NOTE}", sorted(known, key=_natural)
 
 
 def _natural(key: str) -> tuple[int, int, str]:
