@@ -9,7 +9,7 @@ import pytest
 
 from modelyard.core.bundle import Manifest, TensorSpec
 from modelyard.core.families import realised_accuracy_function
-from modelyard.monitoring.accuracy import FamilyAccuracy, bucket_size, realised_block
+from modelyard.monitoring.accuracy import Expected, FamilyAccuracy, bucket_size, realised_block
 from modelyard.monitoring.feedback import Truth
 from modelyard.projects.nilm.contract import Appliance, NilmContract
 from modelyard.projects.nilm.normalisation import Normalisation
@@ -148,7 +148,7 @@ def test_below_promoted_only_beyond_the_noise_of_the_truths() -> None:
     family = FamilyAccuracy.of("vision")
     contract = VisionContract(classes=("cat", "dog"), image_size=8, mean=(0.5,) * 3, std=(0.2,) * 3)
     bundle = manifest("vision", contract.to_preprocessing())
-    promoted = {"accuracy": 0.75}
+    promoted = Expected({"accuracy": 0.75}, {"accuracy": 0.75}, "evaluation", "the test split")
     when = datetime(2026, 12, 1, tzinfo=UTC)
 
     def truths(right: int, wrong: int) -> list[Truth]:

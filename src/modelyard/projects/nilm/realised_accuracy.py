@@ -94,6 +94,15 @@ def realised(
 ) -> dict[str, float]:
     """Per appliance with truth: MAE (W) and, given the manifest's on-thresholds, the F1, on
     reading samples; the request-mean MAE on the others (see the module text)."""
+    return scores(pairs, None if manifest is None else NilmContract.from_manifest(manifest))
+
+
+def scores(pairs: Sequence[tuple[Any, Any]], contract: NilmContract | None) -> dict[str, float]:
+    """:func:`realised` given the model's contract (its on-thresholds; no F1 without one):
+    before a manifest exists, the reference profile's expected values are scored at export."""
+    thresholds: dict[str, float] = {}
+    if contract is not None:
+        thresholds = dict(zip(contract.names, contract.on_thresholds, strict=True))
     readings: dict[str, list[tuple[float, float]]] = {}
     means: dict[str, list[tuple[float, float]]] = {}
     for outputs, truth in pairs:
@@ -101,25 +110,21 @@ def realised(
         if not isinstance(outputs, Mapping) or not isinstance(appliances, Mapping):
             continue
         for name, true in appliances.items():
-            found = _readings(outputs.get(name), true)
-            if found is not None:
-                readings.setdefault(str(name), []).extend(found)
+            taken = _readings(outputs.get(name), true)
+            if taken is not None:
+                readings.setdefault(str(name), []).extend(taken)
             else:
                 means.setdefault(str(name), []).extend(_request_mean(outputs.get(name), true))
-    thresholds: dict[str, float] = {}
-    if manifest is not None:
-        contract = NilmContract.from_manifest(manifest)
-        thresholds = dict(zip(contract.names, contract.on_thresholds, strict=True))
-    scores: dict[str, float] = {}
+    found: dict[str, float] = {}
     for name, samples in sorted(readings.items()):
         values = np.asarray(samples, dtype=np.float64)
-        scores[f"{name}.mae_w"] = mean_absolute_error(values[:, 0], values[:, 1])
+        found[f"{name}.mae_w"] = mean_absolute_error(values[:, 0], values[:, 1])
         # F1 is undefined without an "on" reading, metered or predicted (evaluation's code says 0
         # then): a window in which the kettle was never used says nothing about detecting it
         if name in thresholds and np.any(values > thresholds[name]):
-            scores[f"{name}.f1"] = on_off_scores(values[:, 0], values[:, 1], thresholds[name])[2]
+            found[f"{name}.f1"] = on_off_scores(values[:, 0], values[:, 1], thresholds[name])[2]
     for name, samples in sorted(means.items()):
         if samples:
             values = np.asarray(samples, dtype=np.float64)
-            scores[f"{name}.{REQUEST_MEAN_MAE}"] = mean_absolute_error(values[:, 0], values[:, 1])
-    return scores
+            found[f"{name}.{REQUEST_MEAN_MAE}"] = mean_absolute_error(values[:, 0], values[:, 1])
+    return found
