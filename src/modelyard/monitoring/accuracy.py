@@ -48,12 +48,18 @@ class FamilyAccuracy:
     realised: Callable[..., dict[str, float]]
     promoted: Callable[[Mapping[str, Any]], dict[str, float]]
     higher_is_better: Callable[[str], bool]
+    #: Whether a window's scores hold enough evidence to judge a metric (a family without the
+    #: function judges every metric from ``--min-feedback`` pairs on).
+    judgeable: Callable[[str, Mapping[str, float]], bool] = lambda _metric, _scores: True
 
     @classmethod
     def of(cls, task: str) -> "FamilyAccuracy":
         realised = realised_accuracy_function(task)
         module = sys.modules[realised.__module__]
-        return cls(realised, module.promoted, module.higher_is_better)
+        judgeable = getattr(module, "judgeable", None)
+        if judgeable is None:
+            return cls(realised, module.promoted, module.higher_is_better)
+        return cls(realised, module.promoted, module.higher_is_better, judgeable)
 
 
 def bucket_size(first: datetime, last: datetime) -> tuple[str, timedelta]:
@@ -127,7 +133,8 @@ def realised_block(
             "higher_is_better": family.higher_is_better(name),
             "below_promoted": False,
         }
-        if name in promoted and judged:
+        entry["judged"] = judged and name in promoted and family.judgeable(name, overall)
+        if entry["judged"]:
             better = entry["higher_is_better"]
             change = MetricChange.between(promoted[name], value, better, tolerance)
             entry["relative_change"] = change.relative_change
