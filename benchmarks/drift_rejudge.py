@@ -11,6 +11,7 @@ and the monitor reads its newest N predictions, as the replay's check did.
 """
 
 import argparse
+import itertools
 import sqlite3
 import tempfile
 import time
@@ -65,6 +66,31 @@ def copy_window(log: Path, ids: Sequence[int], target: Path) -> str:
     return url
 
 
+def replayed_windows(
+    ids: Sequence[int], previous: dict[str, Any], log: str
+) -> tuple[dict[int, list[list[int]]], dict[str, list[int]]]:
+    """The ids each check of the earlier run judged, in the order ``drift.py`` replays them:
+    per window size its held-out windows, then each scenario's requests (checked newest N)."""
+    taken = 0
+
+    def next_rows(count: int) -> list[int]:
+        nonlocal taken
+        taken += count
+        return list(ids[taken - count : taken])
+
+    quiet = {
+        int(size): [next_rows(int(size)) for _ in range(block["windows"])]
+        for size, block in previous["no_drift"].items()
+    }
+    shifted = {name: next_rows(block["requests"]) for name, block in previous["drift"].items()}
+    if taken != len(ids):
+        raise SystemExit(
+            f"{log} holds {len(ids)} answered predictions, the earlier run accounts for "
+            f"{taken}: not the log of that run"
+        )
+    return quiet, shifted
+
+
 def rejudge_family(
     family: Family, previous: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -77,37 +103,23 @@ def rejudge_family(
     bundle = load_bundle(bundle_dir)
     log = Path(sa.make_url(log_url_of(previous)).database or "")
     ids = answered_ids(log, bundle.manifest.name)
-    taken = 0
-
-    def next_rows(count: int) -> list[int]:
-        nonlocal taken
-        rows = ids[taken : taken + count]
-        taken += count
-        return rows
-
+    quiet_rows, shifted_rows = replayed_windows(ids, previous, str(log))
     with tempfile.TemporaryDirectory() as scratch:
-        judged = 0
+        judged = itertools.count(1)
 
         def judge(rows: list[int], last: int) -> dict[str, Any]:
-            nonlocal judged
-            judged += 1
-            url = copy_window(log, rows, Path(scratch) / f"window-{judged}.db")
+            url = copy_window(log, rows, Path(scratch) / f"window-{next(judged)}.db")
             return check(bundle, url, last)
 
-        quiet = {}
-        for size, block in previous["no_drift"].items():
-            windows = [next_rows(int(size)) for _ in range(block["windows"])]
-            quiet[int(size)] = no_drift_summary(int(size), [judge(w, int(size)) for w in windows])
+        quiet = {
+            size: no_drift_summary(size, [judge(rows, size) for rows in windows])
+            for size, windows in quiet_rows.items()
+        }
         shifted = {}
-        for name, block in previous["drift"].items():
-            rows = next_rows(block["requests"])
+        for name, rows in shifted_rows.items():
+            block = previous["drift"][name]
             checks = [judge(rows[-c["window"] :], c["window"]) for c in block["checks"]]
             shifted[name] = scenario_summary(name, block["description"], len(rows), checks)
-    if taken != len(ids):
-        raise SystemExit(
-            f"{log} holds {len(ids)} answered predictions of {bundle.manifest.name}, the earlier "
-            f"run accounts for {taken}: not the log of that run"
-        )
     return {
         **previous,
         "bundle": str(bundle_dir),
