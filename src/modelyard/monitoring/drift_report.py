@@ -4,8 +4,9 @@ Drift: Evidently's ``DataDriftPreset`` runs each column's test, chosen by
 :mod:`.drift_tests` from its type (the profile's ``kind``) and the sizes of both samples (K-S or
 chi-square p-values when either has at most 1,000 rows, Wasserstein or Jensen-Shannon distances
 above; categories compared in buckets); a column drifts when its test fails, and the dataset
-drifts when the share of drifted columns reaches ``drift_share`` or when one column's p-value is
-below 0.05 shared among the tested columns (Bonferroni, :func:`.drift_tests.single_column_p_value`).
+drifts when the share of drifted columns reaches ``drift_share`` or when one input column's
+p-value is below 0.05 shared among the tested input columns (Bonferroni,
+:func:`.drift_tests.single_column_p_value`).
 Quality: ``DataSummaryPreset`` (missing values, statistics), values outside the reference's range
 per numerical column and values outside the reference's categories per categorical one.
 
@@ -70,17 +71,21 @@ class DriftFindings:
         return [name for name, column in self.columns.items() if column.drifted]
 
     @property
+    def tested_inputs(self) -> list[str]:
+        return [name for name, column in self.columns.items() if column.group == "input"]
+
+    @property
     def single_column_p_value(self) -> float:
-        return single_column_p_value(len(self.columns))
+        return single_column_p_value(len(self.tested_inputs))
 
     @property
     def strongly_drifted(self) -> list[str]:
-        """Columns whose p-value alone makes dataset drift (see :mod:`.drift_tests`)."""
+        """Input columns whose p-value alone makes dataset drift (see :mod:`.drift_tests`)."""
         bound = self.single_column_p_value
         return [
             name
-            for name, column in self.columns.items()
-            if column.method in P_VALUE_TESTS and column.score < bound
+            for name in self.tested_inputs
+            if self.columns[name].method in P_VALUE_TESTS and self.columns[name].score < bound
         ]
 
     @property

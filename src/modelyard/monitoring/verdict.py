@@ -44,8 +44,8 @@ def build_verdict(
         strong = findings.strongly_drifted
         reasons.append(
             f"dataset drift: {', '.join(strong)} drifted with a p-value below "
-            f"{findings.single_column_p_value:.2g} (0.05 over {len(findings.columns)} tested "
-            f"columns), {len(findings.drifted)} of {len(findings.columns)} columns drifted "
+            f"{findings.single_column_p_value:.2g} (0.05 over {len(findings.tested_inputs)} "
+            f"tested inputs), {len(findings.drifted)} of {len(findings.columns)} columns drifted "
             f"(share {findings.share:.2f} < {findings.drift_share})"
         )
     for name in accuracy["below_promoted"]:
