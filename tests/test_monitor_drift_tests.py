@@ -64,23 +64,26 @@ def test_a_shifted_window_drifts_and_names_its_columns() -> None:
 
 
 def wide_profile(columns: int = 10) -> ReferenceProfile:
-    """``columns`` independent numerical inputs, like a family's 7-11 drift features."""
+    """``columns`` independent numerical inputs, like a family's 7-11 drift features, and a
+    prediction."""
     rng = np.random.default_rng(0)
     names = [f"x{i}" for i in range(columns)]
     return ReferenceProfile(
         family="tabular",
         drawn="synthetic",
         seed=0,
-        columns={n: Column("numerical", "input") for n in names},
-        data={n: list(rng.normal(100.0, 25.0, REFERENCE_ROWS)) for n in names},
+        columns={n: Column("numerical", "input") for n in names}
+        | {"predicted": Column("numerical", "prediction")},
+        data={n: list(rng.normal(100.0, 25.0, REFERENCE_ROWS)) for n in [*names, "predicted"]},
         metrics={},
     )
 
 
-def wide_window(seed: int, rows: int, scale: float = 1.0) -> pd.DataFrame:
+def wide_window(seed: int, rows: int, scale: float = 1.0, column: str = "x0") -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     data = {f"x{i}": rng.normal(100.0, 25.0, rows) for i in range(10)}
-    data["x0"] = data["x0"] * scale
+    data["predicted"] = rng.normal(100.0, 25.0, rows)
+    data[column] = data[column] * scale
     return pd.DataFrame(data)
 
 
@@ -91,7 +94,13 @@ def test_one_input_shifted_alone_is_dataset_drift_by_its_p_value() -> None:
     findings = run_report(reference, reference_frame(reference), wide_window(1, 100, 1.5), 0.5)
     assert findings.share < 0.5 and findings.detected
     assert findings.strongly_drifted == ["x0"]
-    assert findings.single_column_p_value == 0.005
+    assert findings.single_column_p_value == 0.005  # 0.05 over the 10 inputs
+    # a prediction that moves alone is no input shift: the share rule alone judges it
+    answers = run_report(
+        reference, reference_frame(reference), wide_window(1, 100, 1.5, "predicted"), 0.5
+    )
+    assert "predicted" in answers.drifted
+    assert answers.strongly_drifted == [] and not answers.detected
     quiet = [
         run_report(reference, reference_frame(reference), wide_window(seed, 100), 0.5)
         for seed in range(2, 8)
