@@ -16,11 +16,13 @@ windows of the newest N predictions:
 
     python benchmarks/drift.py [--families avm eurosat nilm] [--quick] \\
         [--datasets ../shared/datasets] [--workdir .modelyard-bench/drift]
+    python benchmarks/drift.py --rejudge results/drift.json ...  # the same windows, judged again
 
 Results: a markdown table per family on stdout and ``benchmarks/results/drift.json``.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +37,7 @@ import sqlalchemy as sa
 from bench_common import write_results
 from drift_scenarios import FAMILIES, Family, Replay, Request
 from modelyard.core.bundle import Bundle, load_bundle
-from modelyard.monitoring.check import MonitorSettings, run_check
+from modelyard.monitoring.check import DEFAULT_DRIFT_SHARE, MonitorSettings, run_check
 from modelyard.serving.context import PREDICTION_ID_HEADER
 from modelyard.serving.log_schema import feedback as feedback_table
 from modelyard.serving.log_schema import predictions
@@ -59,6 +61,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-drift-windows", type=int, help="most windows per size (20)")
     parser.add_argument("--retrain", action="store_true", help="train even if a bundle exists")
     parser.add_argument("--name", default="drift", help="results file name (without .json)")
+    parser.add_argument(
+        "--rejudge",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="judge the windows of that earlier run's logs again, replaying nothing "
+        "(drift_rejudge.py)",
+    )
     args = parser.parse_args(argv)
     args.sizes = sorted(set(args.sizes or (QUICK_SIZES if args.quick else SIZES)))
     if any(size < 1 for size in args.sizes):
@@ -172,10 +181,15 @@ def check(bundle: Bundle, log_url: str, last: int) -> dict[str, Any]:
         "column_drift": bool(verdict["drift"]["drifted_columns"]),
         "share": round(verdict["drift"]["share"], 3),
         "drifted": verdict["drift"]["drifted_columns"],
+        "strongly_drifted": verdict["drift"]["strongly_drifted_columns"],
+        # each tested column's score (a p-value at these window sizes), for other rules
+        "scores": {n: c["score"] for n, c in verdict["drift"]["columns"].items()},
         "alert": verdict["alert"],
+        "reasons": verdict["reasons"],
         "pairs": accuracy["pairs"],
         "realised": {n: m["realised"] for n, m in accuracy["metrics"].items()},
         "promoted": {n: m["promoted"] for n, m in accuracy["metrics"].items()},
+        "below": accuracy["below_promoted"],
     }
 
 
@@ -190,25 +204,38 @@ def no_drift(
         for start, stop in disjoint_windows(len(requests), size, args.no_drift_windows):
             replay(replayed.client, requests[start:stop], log_url, bundle.manifest.name)
             checks.append(check(bundle, log_url, size))
-        per_size[size] = {
-            "windows": len(checks),
-            "false_alarms": sum(c["drift"] for c in checks),
-            "false_alarm_rate": false_alarm_rate(checks),
-            "column_false_alarm_rate": false_alarm_rate(checks, "column_drift"),
-            f"false_alarm_rate_share_{LOWER_SHARE}": false_alarm_rate(
-                [{"drift": c["share"] >= LOWER_SHARE} for c in checks]
-            ),
-            "alerts": sum(c["alert"] for c in checks),
-            "checks": checks,
-        }
-        print(
-            f"  no drift, window {size}: {per_size[size]['false_alarms']}/{len(checks)} "
-            f"(share >= {LOWER_SHARE}: "
-            f"{per_size[size][f'false_alarm_rate_share_{LOWER_SHARE}']}, "
-            f"a column: {per_size[size]['column_false_alarm_rate']})",
-            flush=True,
-        )
+        per_size[size] = no_drift_summary(size, checks)
     return per_size
+
+
+def no_drift_summary(size: int, checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """False alarms among the held-out windows of one size."""
+    block = {
+        "windows": len(checks),
+        "false_alarms": sum(c["drift"] for c in checks),
+        "false_alarm_rate": false_alarm_rate(checks),
+        "column_false_alarm_rate": false_alarm_rate(checks, "column_drift"),
+        f"false_alarm_rate_share_{LOWER_SHARE}": false_alarm_rate(
+            [{"drift": c["share"] >= LOWER_SHARE} for c in checks]
+        ),
+        "false_alarm_rate_share_alone": false_alarm_rate(
+            [{"drift": c["share"] >= DEFAULT_DRIFT_SHARE} for c in checks]
+        ),
+        "false_alarm_rate_one_column_alone": false_alarm_rate(
+            [{"drift": bool(c["strongly_drifted"])} for c in checks]
+        ),
+        "alerts": sum(c["alert"] for c in checks),
+        "accuracy_alerts": sum(bool(c["below"]) for c in checks),
+        "checks": checks,
+    }
+    print(
+        f"  no drift, window {size}: {block['false_alarms']}/{len(checks)} "
+        f"(share >= {LOWER_SHARE}: {block[f'false_alarm_rate_share_{LOWER_SHARE}']}, "
+        f"a column: {block['column_false_alarm_rate']}; "
+        f"accuracy alerts {block['accuracy_alerts']})",
+        flush=True,
+    )
+    return block
 
 
 def drifted(
@@ -219,31 +246,43 @@ def drifted(
     for scenario in replayed.scenarios:
         requests = scenario.requests[: max(args.sizes)]
         replay(replayed.client, requests, log_url, bundle.manifest.name)
-        checks = {
-            size: check(bundle, log_url, size) for size in args.sizes if size <= len(requests)
-        }
-        results[scenario.name] = {
-            "description": scenario.description,
-            "requests": len(requests),
-            "smallest_window_detected": smallest_detected(
-                {s: c["drift"] for s, c in checks.items()}
-            ),
-            f"smallest_window_share_{LOWER_SHARE}": smallest_detected(
-                {s: c["share"] >= LOWER_SHARE for s, c in checks.items()}
-            ),
-            "smallest_window_column_drift": smallest_detected(
-                {s: c["column_drift"] for s, c in checks.items()}
-            ),
-            "checks": list(checks.values()),
-        }
-        found = results[scenario.name]
-        print(
-            f"  {scenario.name}: dataset drift from {found['smallest_window_detected']}, "
-            f"share >= {LOWER_SHARE} from {found[f'smallest_window_share_{LOWER_SHARE}']}, "
-            f"a column from {found['smallest_window_column_drift']}",
-            flush=True,
+        checks = [check(bundle, log_url, size) for size in args.sizes if size <= len(requests)]
+        results[scenario.name] = scenario_summary(
+            scenario.name, scenario.description, len(requests), checks
         )
     return results
+
+
+def scenario_summary(
+    name: str, description: str, requests: int, checks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The smallest window of one drift scenario at which each rule says drift."""
+    by_size = {c["window"]: c for c in checks}
+    found = {
+        "description": description,
+        "requests": requests,
+        "smallest_window_detected": smallest_detected({s: c["drift"] for s, c in by_size.items()}),
+        f"smallest_window_share_{LOWER_SHARE}": smallest_detected(
+            {s: c["share"] >= LOWER_SHARE for s, c in by_size.items()}
+        ),
+        "smallest_window_column_drift": smallest_detected(
+            {s: c["column_drift"] for s, c in by_size.items()}
+        ),
+        "smallest_window_share_alone": smallest_detected(
+            {s: c["share"] >= DEFAULT_DRIFT_SHARE for s, c in by_size.items()}
+        ),
+        "smallest_window_one_column_alone": smallest_detected(
+            {s: bool(c["strongly_drifted"]) for s, c in by_size.items()}
+        ),
+        "checks": checks,
+    }
+    print(
+        f"  {name}: dataset drift from {found['smallest_window_detected']}, "
+        f"share >= {LOWER_SHARE} from {found[f'smallest_window_share_{LOWER_SHARE}']}, "
+        f"a column from {found['smallest_window_column_drift']}",
+        flush=True,
+    )
+    return found
 
 
 def run_family(family: Family, args: argparse.Namespace) -> dict[str, Any]:
@@ -323,7 +362,7 @@ def _realised(c: dict[str, Any] | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if not args.datasets.is_dir():
+    if not args.rejudge and not args.datasets.is_dir():
         raise SystemExit(f"no datasets at {args.datasets} (give --datasets)")
     args.workdir = args.workdir.resolve()
     results = {
@@ -331,8 +370,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "sizes": args.sizes,
         "families": {},
     }
+    previous = json.loads(args.rejudge.read_text())["families"] if args.rejudge else None
     for name in args.families:
-        result = run_family(FAMILIES[name], args)
+        if previous is not None:
+            from drift_rejudge import rejudge_family
+
+            result = rejudge_family(FAMILIES[name], previous[name], args)
+        else:
+            result = run_family(FAMILIES[name], args)
         results["families"][name] = result
         print(markdown(result), flush=True)
         write_results(args.name, results)

@@ -57,14 +57,17 @@ def profile(rows: int = 1000, seed: int = 0) -> ReferenceProfile:
     )
 
 
-def make_bundle(target: Path, with_profile: bool = True) -> Bundle:
+def make_bundle(
+    target: Path, with_profile: bool = True, profile_of: ReferenceProfile | None = None
+) -> Bundle:
+    """The stand-in tabular bundle, with :func:`profile` (or ``profile_of``) as its profile."""
     scratch = target.parent / f"{target.name}-files"
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / "model.onnx").write_bytes(b"placeholder: the monitor never runs the model")
     profile_file = None
     if with_profile:
         profile_file = scratch / PROFILE_FILE
-        profile().write(profile_file)
+        (profile_of or profile()).write(profile_file)
     return write_bundle(
         target,
         scratch / "model.onnx",

@@ -7,6 +7,7 @@ drift-row adapter (the logged inputs already hold the profile's features); the c
 for real where no family adapter is needed.
 """
 
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -175,6 +176,49 @@ def test_realised_accuracy_joins_the_latest_feedback(bundle: Bundle, tmp_path: P
     assert len(over_time["buckets"]) in (3, 4)  # 2 h of predictions over whole hours
     # with a looser tolerance the same window passes
     assert check(bundle, url, tmp_path, accuracy_tolerance=5.0).exit_code == 0
+
+
+def test_realised_accuracy_is_judged_against_the_profiles_expected_values(
+    tmp_path: Path,
+) -> None:
+    """A profile that records the accuracy to expect on its own distribution (NILM's, whose
+    evaluation scores another house) is judged against it, not the evaluation's values; the
+    verdict shows both and names the source."""
+    expected = {"mdape": 0.30, "within_10pct": 0.15, "mae": 6000.0}
+    profile = dataclasses.replace(
+        mf.profile(), expected_metrics=expected, expected_drawn="the profile's rows, by hand"
+    )
+    own = mf.make_bundle(tmp_path / "bundle", profile_of=profile)
+    url, engine = sqlite_log(tmp_path)
+    rng = np.random.default_rng(10)
+    truths = [float(v) for v in rng.uniform(15000, 25000, 40)]
+    predicted = [[round(t * float(rng.uniform(0.8, 1.2)), 2)] for t in truths]  # ~10 % MdAPE
+    start = NOW - timedelta(hours=1)
+    ids = mf.log_requests(engine, requests(11, 40, rows=1), start, prices=predicted)
+    mf.send_feedback(engine, {i: {mf.TARGET: t} for i, t in zip(ids, truths, strict=True)}, NOW)
+    worse = [[p[0] * 1.6] for p in predicted]  # ~70 % MdAPE: worse than either
+    accuracy = check(own, url, tmp_path).verdict["realised_accuracy"]
+    assert accuracy["expected_from"] == "reference"
+    assert accuracy["expected_drawn"] == "the profile's rows, by hand"
+    mdape = accuracy["metrics"]["mdape"]
+    assert mdape["promoted"] == 0.30 and mdape["evaluation"] == mf.PROMOTED["model"]["mdape"]
+    # ~10 % realised: fine against the expected 30 %, whatever the evaluation's value
+    assert accuracy["below_promoted"] == []
+    on_evaluation = check(bundle_without_expected(tmp_path), url, tmp_path).verdict
+    assert on_evaluation["realised_accuracy"]["expected_from"] == "evaluation"
+    assert on_evaluation["realised_accuracy"]["metrics"]["mdape"]["promoted"] == 0.10
+    (tmp_path / "worse").mkdir()
+    url2, engine2 = sqlite_log(tmp_path / "worse")
+    ids = mf.log_requests(engine2, requests(11, 40, rows=1), start, prices=worse)
+    mf.send_feedback(engine2, {i: {mf.TARGET: t} for i, t in zip(ids, truths, strict=True)}, NOW)
+    outcome = check(own, url2, tmp_path)
+    assert "mdape" in outcome.verdict["realised_accuracy"]["below_promoted"]
+    reasons = outcome.verdict["reasons"]
+    assert any("than the expected 0.3 (from the reference)" in r for r in reasons)
+
+
+def bundle_without_expected(tmp_path: Path) -> Bundle:
+    return mf.make_bundle(tmp_path / "plain")
 
 
 def test_too_little_feedback_is_reported_not_judged(bundle: Bundle, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from modelyard.core.bundle import Manifest, TensorSpec
 from modelyard.core.families import realised_accuracy_function
-from modelyard.monitoring.accuracy import FamilyAccuracy, bucket_size, realised_block
+from modelyard.monitoring.accuracy import Expected, FamilyAccuracy, bucket_size, realised_block
 from modelyard.monitoring.feedback import Truth
 from modelyard.projects.nilm.contract import Appliance, NilmContract
 from modelyard.projects.nilm.normalisation import Normalisation
@@ -70,9 +70,9 @@ def test_vision_accuracy_and_macro_f1_over_the_bundles_classes() -> None:
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
 
 
-def test_nilm_mae_and_f1_per_appliance_at_the_contracts_threshold() -> None:
-    realised = realised_accuracy_function("nilm")
-    contract = NilmContract(
+def nilm_contract() -> NilmContract:
+    """Kettle on above 100 W, fridge above 20 W."""
+    return NilmContract(
         window=5,
         interval_s=60,
         appliances={
@@ -89,6 +89,11 @@ def test_nilm_mae_and_f1_per_appliance_at_the_contracts_threshold() -> None:
         max_length=500,
         max_aggregate_w=23000.0,
     )
+
+
+def test_nilm_mae_and_f1_per_appliance_at_the_contracts_threshold() -> None:
+    realised = realised_accuracy_function("nilm")
+    contract = nilm_contract()
     logged = [
         # a one-window request (edges=pad): the log keeps each appliance's midpoint prediction
         {
@@ -121,8 +126,11 @@ def test_nilm_mae_and_f1_per_appliance_at_the_contracts_threshold() -> None:
     assert scores["kettle.request_mean_mae_w"] == pytest.approx((200 + 30) / 2)
     assert scores["fridge.request_mean_mae_w"] == pytest.approx(10.0)
     assert set(scores) == {
-        f"{a}.{m}" for a in ("kettle", "fridge") for m in ("mae_w", "f1", "request_mean_mae_w")
+        f"{a}.{m}"
+        for a in ("kettle", "fridge")
+        for m in ("mae_w", "f1", "request_mean_mae_w", "on_readings")
     }
+    assert scores["kettle.on_readings"] == 1.0 and scores["fridge.on_readings"] == 1.0
     # a window without any "on" reading, metered or predicted: no F1 (undefined), MAE all the same
     idle = realised(
         [({"kettle": {"mean_w": 1.0, "midpoint_w": 2.0}}, {"appliances": {"kettle": [0.0] * 5}})],
@@ -148,7 +156,7 @@ def test_below_promoted_only_beyond_the_noise_of_the_truths() -> None:
     family = FamilyAccuracy.of("vision")
     contract = VisionContract(classes=("cat", "dog"), image_size=8, mean=(0.5,) * 3, std=(0.2,) * 3)
     bundle = manifest("vision", contract.to_preprocessing())
-    promoted = {"accuracy": 0.75}
+    promoted = Expected({"accuracy": 0.75}, {"accuracy": 0.75}, "evaluation", "the test split")
     when = datetime(2026, 12, 1, tzinfo=UTC)
 
     def truths(right: int, wrong: int) -> list[Truth]:
@@ -165,3 +173,26 @@ def test_below_promoted_only_beyond_the_noise_of_the_truths() -> None:
     assert noisy["below_promoted"] is False and noisy["optimistic_bound"] > 0.7125
     assert below(truths(1350, 650))["below_promoted"] is True  # the same 0.675, measured
     assert below(truths(20, 20))["below_promoted"] is True  # 0.5: clearly worse
+
+
+def test_an_f1_over_few_on_readings_is_reported_not_judged() -> None:
+    """A window in which the model missed the one kettle use scores F1 0: noise, not a
+    regression; the same miss rate over 30 uses is judged."""
+    family = FamilyAccuracy.of("nilm")
+    bundle = manifest("nilm", nilm_contract().to_preprocessing())
+    expected = Expected({"kettle.f1": 0.8}, {}, "reference", "by hand")
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def window(used: int, missed: int) -> list[Truth]:
+        hit = Truth(when, {"kettle": {"mean_w": 2000.0}}, {"appliances": {"kettle": [2000.0]}})
+        miss = Truth(when, {"kettle": {"mean_w": 0.0}}, {"appliances": {"kettle": [2000.0]}})
+        idle = Truth(when, {"kettle": {"mean_w": 0.0}}, {"appliances": {"kettle": [0.0]}})
+        return [hit] * used + [miss] * missed + [idle] * (60 - used - missed)
+
+    one_miss = realised_block(window(0, 1), family, bundle, expected, 0.05)
+    f1 = one_miss["metrics"]["kettle.f1"]
+    assert f1["realised"] == 0.0 and f1["judged"] is False and f1["below_promoted"] is False
+    assert one_miss["below_promoted"] == []
+    many = realised_block(window(10, 25), family, bundle, expected, 0.05)
+    f1 = many["metrics"]["kettle.f1"]
+    assert f1["judged"] is True and f1["below_promoted"] is True  # 35 uses, 10 found: F1 0.44

@@ -4,6 +4,7 @@ Fast tests use a small untrained NILM bundle (real ONNX Runtime, the real app wi
 log); the slow ones export the session's quick NILM and AVM pipelines and compare the profile
 with what a real server logged for the bundle's example request."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -316,6 +317,46 @@ def test_the_nilm_reference_is_bounded_seeded_and_predicted_like_the_server(
         if mean < 10_000:  # house a
             start = round(mean - 1000 - WINDOW // 2)
             assert predicted == pytest.approx(float(watts[start + WINDOW // 2, 0]), abs=0.01)
+
+
+def test_the_nilm_reference_expects_the_accuracy_of_its_own_windows(
+    small_bundle: Bundle,
+) -> None:
+    """The evaluation scores another house; the profile records the model's MAE and F1 on its
+    own windows (midpoint prediction against the metered midpoint), computed here by hand."""
+    contract = NilmContract.from_manifest(small_bundle.manifest)
+    houses = [dataclasses.replace(h, appliances=APPLIANCES) for h in reference_houses()]
+    profile = nilm_reference(houses, contract, small_bundle.model_path, seed=3, rows=200)
+    truths: dict[str, list[float]] = {name: [] for name in APPLIANCES}
+    for mean in profile.data["mains_mean_w"]:
+        assert isinstance(mean, float)
+        house = houses[1] if mean >= 11_000 else houses[0]  # make_house: mains 1000 + i (+ 10,000)
+        middle = round(mean - (11_000 if mean >= 11_000 else 1000))
+        for j, name in enumerate(APPLIANCES):
+            truths[name].append(float(house.targets[middle, j]))
+    expected = profile.expected_metrics
+    for name, threshold in zip(APPLIANCES, contract.on_thresholds, strict=True):
+        true = np.array(truths[name])
+        predicted = np.array(profile.data[f"predicted_{name}_w"], dtype=np.float64)
+        assert expected[f"{name}.mae_w"] == pytest.approx(np.mean(np.abs(true - predicted)))
+        hits = np.sum((true > threshold) & (predicted > threshold))
+        f1 = 2 * hits / (np.sum(true > threshold) + np.sum(predicted > threshold))
+        assert expected[f"{name}.f1"] == pytest.approx(f1)
+    assert "200 windows" in profile.expected_drawn and "midpoint" in profile.expected_drawn
+    assert ReferenceProfile.from_json(profile.to_json()) == profile
+
+
+def test_profiles_without_expected_metrics_still_read_and_half_a_pair_is_refused() -> None:
+    old = hand_profile().to_json()
+    del old["expected_metrics"], old["expected_drawn"]  # as written before they existed
+    read = ReferenceProfile.from_json(old)
+    assert read.expected_metrics == {} and read.expected_drawn == ""
+    with pytest.raises(ValueError, match="expected_metrics without expected_drawn"):
+        ReferenceProfile.from_json({**old, "expected_metrics": {"kettle.f1": 0.8}})
+    with pytest.raises(ValueError, match="not a finite number"):
+        ReferenceProfile.from_json(
+            {**old, "expected_metrics": {"kettle.f1": "high"}, "expected_drawn": "by hand"}
+        )
 
 
 # --- tabular drift features ----------------------------------------------------------------------

@@ -48,6 +48,14 @@ class ReferenceProfile:
     columns: Mapping[str, Column]
     data: Mapping[str, Sequence[Value]]
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    #: The accuracy to expect on this sample's distribution, where the evaluation's test data is
+    #: another population (NILM: another house, whose use of its appliances sets its MAE and
+    #: F1): the family's realised-accuracy metrics scored on the sample itself. Empty when the
+    #: evaluation's ``metrics`` are the ones to expect (tabular, images: a test split of the
+    #: training population).
+    expected_metrics: Mapping[str, float] = field(default_factory=dict)
+    #: What ``expected_metrics`` were measured on, in words (required with them).
+    expected_drawn: str = ""
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -70,6 +78,8 @@ class ReferenceProfile:
             },
             "data": {name: list(values) for name, values in self.data.items()},
             "metrics": dict(self.metrics),
+            "expected_metrics": dict(self.expected_metrics),
+            "expected_drawn": self.expected_drawn,
         }
 
     def write(self, path: Path) -> None:
@@ -97,6 +107,9 @@ class ReferenceProfile:
                 columns=columns,
                 data=data,
                 metrics=dict(raw.get("metrics") or {}),
+                # absent from profiles written before they existed: the format is unchanged
+                expected_metrics=dict(raw.get("expected_metrics") or {}),
+                expected_drawn=str(raw.get("expected_drawn") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or malformed field: {exc}") from exc
@@ -144,6 +157,9 @@ def _problem(profile: ReferenceProfile) -> str:
     for name, column in profile.columns.items():
         if column.kind not in _KINDS or column.group not in _GROUPS:
             return f"column {name!r} has kind {column.kind!r}, group {column.group!r}"
+    expected = _expected_problem(profile)
+    if expected:
+        return expected
     lengths = {len(values) for values in profile.data.values()}
     if len(lengths) != 1:
         return "columns hold different numbers of rows"
@@ -162,4 +178,14 @@ def _problem(profile: ReferenceProfile) -> str:
                 return f"numerical column {name!r} holds {value!r}"
             if not numerical and not isinstance(value, str):
                 return f"categorical column {name!r} holds {value!r} (expected text)"
+    return ""
+
+
+def _expected_problem(profile: ReferenceProfile) -> str:
+    """The first reason the profile's ``expected_metrics`` are not valid, or ''."""
+    for name, value in profile.expected_metrics.items():
+        if finite_number(value) is None:
+            return f"expected metric {name!r} is {value!r}, not a finite number"
+    if profile.expected_metrics and not profile.expected_drawn:
+        return "expected_metrics without expected_drawn (what they were measured on)"
     return ""

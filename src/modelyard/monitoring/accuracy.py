@@ -1,6 +1,11 @@
 """Realised accuracy: the family's own metrics on logged predictions that have ground truth,
 over the whole window and per time bucket, next to the values the bundle was promoted with.
 
+The value a metric is judged against (:func:`expected_values`, the verdict's ``promoted``) is the
+accuracy to expect on the reference's distribution: the evaluation's where its test split is the
+training population (tabular, images), the reference profile's ``expected_metrics`` where it is
+another one (NILM: another house); the verdict names the source and shows both.
+
 A metric is "below promoted" when it is worse than the promoted value by more than
 ``tolerance`` x |promoted| (direction-aware, the rule the quantisation gate uses:
 :meth:`modelyard.core.bundle.MetricChange.between`) **beyond its sampling noise**: even the
@@ -19,6 +24,7 @@ from typing import Any
 
 from modelyard.core.bundle import Manifest, MetricChange
 from modelyard.core.families import realised_accuracy_function
+from modelyard.core.reference_profile import ReferenceProfile
 from modelyard.monitoring.feedback import Truth
 
 #: Predictions with truth needed before realised accuracy is judged against the promoted value
@@ -42,12 +48,18 @@ class FamilyAccuracy:
     realised: Callable[..., dict[str, float]]
     promoted: Callable[[Mapping[str, Any]], dict[str, float]]
     higher_is_better: Callable[[str], bool]
+    #: Whether a window's scores hold enough evidence to judge a metric (a family without the
+    #: function judges every metric from ``--min-feedback`` pairs on).
+    judgeable: Callable[[str, Mapping[str, float]], bool] = lambda _metric, _scores: True
 
     @classmethod
     def of(cls, task: str) -> "FamilyAccuracy":
         realised = realised_accuracy_function(task)
         module = sys.modules[realised.__module__]
-        return cls(realised, module.promoted, module.higher_is_better)
+        judgeable = getattr(module, "judgeable", None)
+        if judgeable is None:
+            return cls(realised, module.promoted, module.higher_is_better)
+        return cls(realised, module.promoted, module.higher_is_better, judgeable)
 
 
 def bucket_size(first: datetime, last: datetime) -> tuple[str, timedelta]:
@@ -64,22 +76,49 @@ def _bucket_start(when: datetime, size: timedelta) -> datetime:
     return epoch + ((when - epoch) // size) * size
 
 
-def promoted_values(
-    family: FamilyAccuracy, manifest: Manifest, profile_metrics: Mapping[str, Any]
-) -> dict[str, float]:
-    """The promoted values: the profile's metrics where it has them, else the manifest's."""
-    return family.promoted(profile_metrics) or family.promoted(manifest.metrics)
+@dataclass(frozen=True)
+class Expected:
+    """What realised accuracy is judged against (``values``), where they come from, and the
+    evaluation's values of the same metrics (shown beside them)."""
+
+    values: dict[str, float]
+    evaluation: dict[str, float]
+    #: ``reference``: the profile's ``expected_metrics``; ``evaluation``: the evaluation's.
+    source: str
+    drawn: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"expected_from": self.source, "expected_drawn": self.drawn}
+
+
+#: What the evaluation's metrics were measured on, for the verdict.
+EVALUATION_DRAWN = "the bundle's evaluation (its test split), as promoted"
+
+
+def expected_values(
+    family: FamilyAccuracy, manifest: Manifest, profile: ReferenceProfile
+) -> Expected:
+    """The reference profile's ``expected_metrics`` where it has them (the evaluation measured
+    another population: NILM), else the evaluation's metrics (the profile's copy, else the
+    manifest's). Never a mix: a metric the chosen source lacks is reported, not judged."""
+    evaluation = family.promoted(profile.metrics) or family.promoted(manifest.metrics)
+    expected = family.promoted(profile.expected_metrics)
+    if expected:
+        return Expected(expected, evaluation, "reference", profile.expected_drawn)
+    return Expected(evaluation, evaluation, "evaluation", EVALUATION_DRAWN)
 
 
 def realised_block(
     truths: Sequence[Truth],
     family: FamilyAccuracy,
     manifest: Manifest,
-    promoted: Mapping[str, float],
+    expected: Expected,
     tolerance: float,
     min_feedback: int = DEFAULT_MIN_FEEDBACK,
 ) -> dict[str, Any]:
-    """The verdict's ``realised_accuracy``: overall metrics against promoted, and over time."""
+    """The verdict's ``realised_accuracy``: overall metrics against the expected values (the
+    verdict's ``promoted``), and over time."""
+    promoted = expected.values
     pairs = [(t.outputs, t.truth) for t in truths]
     overall = family.realised(pairs, manifest) if pairs else {}
     metrics: dict[str, dict[str, Any]] = {}
@@ -90,10 +129,12 @@ def realised_block(
         entry: dict[str, Any] = {
             "realised": value,
             "promoted": promoted.get(name),
+            "evaluation": expected.evaluation.get(name),
             "higher_is_better": family.higher_is_better(name),
             "below_promoted": False,
         }
-        if name in promoted and judged:
+        entry["judged"] = judged and name in promoted and family.judgeable(name, overall)
+        if entry["judged"]:
             better = entry["higher_is_better"]
             change = MetricChange.between(promoted[name], value, better, tolerance)
             entry["relative_change"] = change.relative_change
@@ -107,6 +148,7 @@ def realised_block(
                 below.append(name)
         metrics[name] = entry
     return {
+        **expected.to_json(),
         "pairs": len(pairs),
         "tolerance": tolerance,
         "min_feedback": min_feedback,

@@ -17,7 +17,7 @@ from modelyard.core.families import drift_rows_function
 from modelyard.monitoring.accuracy import (
     DEFAULT_MIN_FEEDBACK,
     FamilyAccuracy,
-    promoted_values,
+    expected_values,
     realised_block,
 )
 from modelyard.monitoring.feedback import has_feedback, read_truths
@@ -119,12 +119,11 @@ def run_check(settings: MonitorSettings, now: datetime | None = None) -> CheckRe
         profile, reference_frame(profile), frame(profile, current.columns), settings.drift_share
     )
     family = FamilyAccuracy.of(bundle.manifest.task)
-    promoted = promoted_values(family, bundle.manifest, profile.metrics)
     accuracy = realised_block(
         truths,
         family,
         bundle.manifest,
-        promoted,
+        expected_values(family, bundle.manifest, profile),
         settings.accuracy_tolerance,
         settings.min_feedback,
     )

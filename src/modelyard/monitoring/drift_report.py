@@ -4,7 +4,9 @@ Drift: Evidently's ``DataDriftPreset`` runs each column's test, chosen by
 :mod:`.drift_tests` from its type (the profile's ``kind``) and the sizes of both samples (K-S or
 chi-square p-values when either has at most 1,000 rows, Wasserstein or Jensen-Shannon distances
 above; categories compared in buckets); a column drifts when its test fails, and the dataset
-drifts when the share of drifted columns reaches ``drift_share``.
+drifts when the share of drifted columns reaches ``drift_share`` or when one input column's
+p-value is below 0.05 shared among the tested input columns (Bonferroni,
+:func:`.drift_tests.single_column_p_value`).
 Quality: ``DataSummaryPreset`` (missing values, statistics), values outside the reference's range
 per numerical column and values outside the reference's categories per categorical one.
 
@@ -23,7 +25,12 @@ from evidently.metrics import OutListValueCount, OutRangeValueCount
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
 from modelyard.core.reference_profile import ReferenceProfile
-from modelyard.monitoring.drift_tests import can_test, methods
+from modelyard.monitoring.drift_tests import (
+    P_VALUE_TESTS,
+    can_test,
+    methods,
+    single_column_p_value,
+)
 from modelyard.monitoring.window import EmptyWindowError
 
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
@@ -64,8 +71,30 @@ class DriftFindings:
         return [name for name, column in self.columns.items() if column.drifted]
 
     @property
+    def tested_inputs(self) -> list[str]:
+        return [name for name, column in self.columns.items() if column.group == "input"]
+
+    @property
+    def single_column_p_value(self) -> float:
+        return single_column_p_value(len(self.tested_inputs))
+
+    @property
+    def strongly_drifted(self) -> list[str]:
+        """Input columns whose p-value alone makes dataset drift (see :mod:`.drift_tests`)."""
+        bound = self.single_column_p_value
+        return [
+            name
+            for name in self.tested_inputs
+            if self.columns[name].method in P_VALUE_TESTS and self.columns[name].score < bound
+        ]
+
+    @property
     def detected(self) -> bool:
-        return bool(self.columns) and self.share >= self.drift_share
+        """The share of drifted columns reaches ``drift_share``, or one column drifted beyond
+        the Bonferroni bound."""
+        return bool(self.columns) and (
+            self.share >= self.drift_share or bool(self.strongly_drifted)
+        )
 
     def quality_json(self) -> dict[str, Any]:
         return {

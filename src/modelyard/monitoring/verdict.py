@@ -35,16 +35,25 @@ def build_verdict(
 ) -> dict[str, Any]:
     manifest = bundle.manifest
     reasons = []
-    if findings.detected:
+    if findings.detected and findings.share >= findings.drift_share:
         reasons.append(
             f"dataset drift: {len(findings.drifted)} of {len(findings.columns)} columns drifted "
             f"(share {findings.share:.2f} >= {findings.drift_share})"
         )
+    elif findings.detected:
+        strong = findings.strongly_drifted
+        reasons.append(
+            f"dataset drift: {', '.join(strong)} drifted with a p-value below "
+            f"{findings.single_column_p_value:.2g} (0.05 over {len(findings.tested_inputs)} "
+            f"tested inputs), {len(findings.drifted)} of {len(findings.columns)} columns drifted "
+            f"(share {findings.share:.2f} < {findings.drift_share})"
+        )
     for name in accuracy["below_promoted"]:
         metric = accuracy["metrics"][name]
         reasons.append(
-            f"realised {name} {metric['realised']:.4g} is worse than the promoted "
-            f"{metric['promoted']:.4g} by more than {accuracy['tolerance']:.0%}"
+            f"realised {name} {metric['realised']:.4g} is worse than the expected "
+            f"{metric['promoted']:.4g} (from the {accuracy['expected_from']}) by more than "
+            f"{accuracy['tolerance']:.0%}"
         )
     return {
         "format": VERDICT_FORMAT,
@@ -70,12 +79,15 @@ def build_verdict(
             "detected": findings.detected,
             "share": findings.share,
             "drifted_columns": findings.drifted,
+            "strongly_drifted_columns": findings.strongly_drifted,
+            "single_column_p_value": findings.single_column_p_value,
             "columns": {name: column.to_json() for name, column in findings.columns.items()},
         },
         "quality": findings.quality_json(),
         "realised_accuracy": {"feedback_table": feedback_table, **accuracy},
         "thresholds": {
             "drift_share": findings.drift_share,
+            "single_column_p_value": findings.single_column_p_value,
             "accuracy_tolerance": accuracy["tolerance"],
             "min_feedback": accuracy["min_feedback"],
             "max_window_rows": MAX_WINDOW_ROWS,
