@@ -14,6 +14,9 @@ THEME = gr.themes.Default(
     font_mono=["ui-monospace", "Menlo", "monospace"],
 )
 PAGE_TITLE = "modelyard"
+#: Gradio keeps every upload in its cache; files older than this are deleted, checked as often,
+#: so a UI that runs for months does not fill its disk with CSVs and photos.
+UPLOAD_CACHE_S = 3600
 #: Wide tables (metrics per class, per appliance) scroll inside their box instead of widening
 #: the page on a phone; long digests wrap.
 CSS = """
@@ -30,7 +33,8 @@ def build_app(context: ViewContext) -> gr.Blocks:
     build_family = predict_view(str(info["task"]))
     blocks: gr.Blocks
     title = f"{PAGE_TITLE}: {info.get('project', '')}"
-    with gr.Blocks(title=title, analytics_enabled=False) as blocks:
+    cache = (UPLOAD_CACHE_S, UPLOAD_CACHE_S)
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=cache) as blocks:
         gr.Markdown(header(info), elem_id="model-header")
         with gr.Tabs():
             with gr.Tab("Predict", id="predict"):
