@@ -196,3 +196,30 @@ def test_an_f1_over_few_on_readings_is_reported_not_judged() -> None:
     many = realised_block(window(10, 25), family, bundle, expected, 0.05)
     f1 = many["metrics"]["kettle.f1"]
     assert f1["judged"] is True and f1["below_promoted"] is True  # 35 uses, 10 found: F1 0.44
+
+
+def test_a_macro_f1_over_few_images_per_class_is_reported_not_judged() -> None:
+    """Ten images of two classes: a macro-F1 far under the expected one is reported, not
+    judged (a class seen a few times scores 0 after one miss); over 20 images per class the
+    same shortfall is judged. Accuracy is judged either way."""
+    family = FamilyAccuracy.of("vision")
+    contract = VisionContract(classes=("cat", "dog"), image_size=8, mean=(0.5,) * 3, std=(0.2,) * 3)
+    bundle = manifest("vision", contract.to_preprocessing())
+    expected = Expected({"accuracy": 0.9, "macro_f1": 0.9}, {}, "evaluation", "the test split")
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def window(images: int) -> list[Truth]:
+        cat = Truth(when, [{"label": "cat", "probability": 0.9}], {"label": "cat"})
+        dog_as_cat = Truth(when, [{"label": "cat", "probability": 0.9}], {"label": "dog"})
+        return [cat] * (images // 2) + [dog_as_cat] * (images // 2)
+
+    few = realised_block(window(30), family, bundle, expected, 0.05, min_feedback=30)
+    assert (
+        few["metrics"]["labelled"]["realised"] == 30 and few["metrics"]["classes"]["realised"] == 2
+    )
+    macro = few["metrics"]["macro_f1"]
+    assert macro["realised"] < 0.5 and macro["judged"] is False and macro["below_promoted"] is False
+    assert few["below_promoted"] == ["accuracy"]
+    many = realised_block(window(40), family, bundle, expected, 0.05, min_feedback=30)
+    assert many["metrics"]["macro_f1"]["judged"] is True
+    assert sorted(many["below_promoted"]) == ["accuracy", "macro_f1"]
