@@ -223,3 +223,21 @@ def test_a_macro_f1_over_few_images_per_class_is_reported_not_judged() -> None:
     many = realised_block(window(40), family, bundle, expected, 0.05, min_feedback=30)
     assert many["metrics"]["macro_f1"]["judged"] is True
     assert sorted(many["below_promoted"]) == ["accuracy", "macro_f1"]
+
+
+def test_the_alert_rate_is_shared_by_the_metrics_judged() -> None:
+    """The bootstrap bound of each metric is taken at 1 - 0.05 / m for m judged metrics: more
+    metrics judged together, a wider (more optimistic) bound for each."""
+    family = FamilyAccuracy.of("vision")
+    contract = VisionContract(classes=("cat", "dog"), image_size=8, mean=(0.5,) * 3, std=(0.2,) * 3)
+    bundle = manifest("vision", contract.to_preprocessing())
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+    hit = Truth(when, [{"label": "cat", "probability": 0.9}], {"label": "cat"})
+    miss = Truth(when, [{"label": "cat", "probability": 0.9}], {"label": "dog"})
+    window = [hit] * 60 + [miss] * 40  # accuracy 0.6, 50 images per class: macro-F1 judged too
+    alone = Expected({"accuracy": 0.9}, {}, "evaluation", "the test split")
+    both = Expected({"accuracy": 0.9, "macro_f1": 0.9}, {}, "evaluation", "the test split")
+    one = realised_block(window, family, bundle, alone, 0.05)["metrics"]["accuracy"]
+    two = realised_block(window, family, bundle, both, 0.05)["metrics"]["accuracy"]
+    assert one["realised"] == two["realised"] == pytest.approx(0.6)
+    assert two["optimistic_bound"] > one["optimistic_bound"]
