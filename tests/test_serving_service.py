@@ -300,7 +300,10 @@ def stop(process: subprocess.Popen[bytes], send: bool = True) -> str:
         _, err = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
-        _, err = process.communicate()
+        try:  # a worker left behind by the killed supervisor may hold its stderr open
+            _, err = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            err = b"(unread: a worker still holds the server's stderr)"
         pytest.fail(f"the server did not exit within 30 s of SIGTERM; its log:\n{err.decode()}")
     text = err.decode()
     assert process.returncode in {0, -signal.SIGTERM}, text

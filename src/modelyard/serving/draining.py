@@ -8,6 +8,12 @@ instance, or to a closed port: a clean "connection refused", never a request cut
 keep-alive connection that the server closed under it). Then uvicorn's own graceful shutdown runs:
 it stops accepting, waits for the requests still in flight, and the app's shutdown flushes the
 prediction log. A second SIGTERM, or SIGINT, stops without draining.
+
+The handler itself only sets a flag and hands the work to the event loop: Python runs a signal
+handler in the main thread between two bytecodes, possibly while that thread holds a lock (a
+Prometheus value's, the logging module's). Work that takes such a lock inside the handler
+deadlocks the worker for good; it did, once, under load (``start_draining`` setting the ready
+gauge while a request's histogram update held the same multiprocess value lock).
 """
 
 import asyncio
@@ -41,13 +47,16 @@ def install_drain_on_sigterm(
     def finish(signum: int) -> None:
         previous(signum, None)
 
+    def start(signum: int) -> None:
+        on_start()
+        loop.call_later(drain_s, finish, signum)
+
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if drain.active:  # asked twice: stop now
             previous(signum, frame)
             return
         drain.active = True
-        on_start()
-        loop.call_soon_threadsafe(loop.call_later, drain_s, finish, signum)
+        loop.call_soon_threadsafe(start, signum)  # no locks taken in the handler itself
 
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
