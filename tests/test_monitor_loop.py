@@ -170,9 +170,11 @@ def check_judgement(
     assert expected.source == ("reference" if bundle.manifest.task == "nilm" else "evaluation")
     assert accuracy["expected_from"] == expected.source
     # the family's evaluation names (an F1 is undefined in a window without an "on" reading),
-    # and beside an F1 the count of "on" readings it was made of
+    # and beside an F1 the count of "on" readings it was made of, beside a macro-F1 the images
+    # and classes
     assert accuracy["metrics"]
-    assert all(n.endswith(".on_readings") for n in set(accuracy["metrics"]) - set(promoted))
+    counts = set(accuracy["metrics"]) - set(promoted)
+    assert all(n.endswith(".on_readings") or n in {"labelled", "classes"} for n in counts)
     for name, entry in accuracy["metrics"].items():
         assert np.isfinite(entry["realised"]), name
         if name in promoted:
@@ -211,8 +213,12 @@ def run_loop(
         window = send_window(url, log_url, send)
         first = monitor(bundle, log_url, len(window), tmp_path / "window", *share)
         check_judgement(first, bundle, len(window), rows_each, drift_share)
-        # held-out data from the training distribution: no false alarm
-        assert first.verdict["drift"]["detected"] is False, first.verdict["drift"]
+        # held-out data from the training distribution: no dataset drift by the share rule, and
+        # at most one input past the single-input rule (whose false alarms are 5 % of healthy
+        # windows by design, measured in benchmarks/drift.py; a real break flags several)
+        drift = first.verdict["drift"]
+        assert drift["share"] < drift_share, json.dumps(drift)[:3000]
+        assert len(drift["strongly_drifted_columns"]) <= 1, json.dumps(drift)[:3000]
         shifted = send_window(url, log_url, shifted_send)
     second = monitor(bundle, log_url, len(shifted), tmp_path / "shifted", *share)
     check_judgement(second, bundle, len(shifted), rows_each, drift_share)
