@@ -37,32 +37,28 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# $(call apt_need,CHECK,PACKAGE,OTHERWISE): when the shell test CHECK fails, install the Debian
+# PACKAGE (as root with apt), else run OTHERWISE (say what to do, and fail or not).
+apt_need = @if $(1) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(2) >/dev/null; \
+	else $(3); fi
+
 # The prediction-log tests start their own PostgreSQL server (127.0.0.1 only) from Debian's
 # postgresql package; install it when it is missing and we may (root with apt), else they skip.
 postgres:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends postgresql >/dev/null; \
-	else echo "PostgreSQL not installed: its tests will skip (apt-get install postgresql)"; fi
+	$(call apt_need,ls /usr/lib/postgresql/*/bin/initdb,postgresql,echo "PostgreSQL not installed: its tests will skip (apt-get install postgresql)")
 
 # The alert rules' tests (deploy/monitoring/) run promtool from Debian's prometheus package;
 # they never skip, so install it when missing (root with apt), else stop with what to do.
 promtool:
-	@if command -v promtool >/dev/null; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends prometheus >/dev/null; \
-	else echo "promtool missing: as root, apt-get install prometheus" >&2; exit 1; fi
+	$(call apt_need,command -v promtool,prometheus,echo "promtool missing (as root: apt-get install prometheus)" >&2; exit 1)
 
 # The web UI's tests drive Debian's chromium headless through Playwright (its own browser
 # download is not used); they never skip, so install it when missing (root with apt).
 chromium:
-	@if command -v chromium >/dev/null; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends chromium >/dev/null; \
-	else echo "chromium missing: as root, apt-get install chromium" >&2; exit 1; fi
+	$(call apt_need,command -v chromium,chromium,echo "chromium missing (as root: apt-get install chromium)" >&2; exit 1)
 
 test: $(STAMP) lint typecheck postgres promtool chromium
 	MODELYARD_DATA_ROOT=$(DATA_ROOT) $(BIN)/pytest -q
