@@ -174,8 +174,13 @@ def load_body(bundle: Path, scratch: Path) -> tuple[Path, int, str]:
 
 
 @contextmanager
-def page_open(browser: Browser, url: str) -> Iterator[None]:
-    """A browser tab showing the UI, as a user would leave it open while the server works."""
+def page_open(browser: Browser, url: str, open_page: bool = True) -> Iterator[None]:
+    """A browser tab showing the UI, as a user would leave it open while the server works
+    (``open_page`` False: none, the UI process alone, after the same settling time)."""
+    if not open_page:
+        time.sleep(SETTLE_S)
+        yield
+        return
     context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
     page = context.new_page()
     page.goto(url)
@@ -219,7 +224,7 @@ def bench_family(
             throughput["without_ui"].append(
                 load(port, body, LOAD_CLIENTS, args.seconds, None)["requests_per_s"]
             )
-            with running_ui(server) as url, page_open(browser, url):
+            with running_ui(server) as url, page_open(browser, url, args.page):
                 pid = ui_pid(url)
                 before = cpu_seconds(pid)
                 throughput["with_ui"].append(
@@ -245,6 +250,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per round")
     parser.add_argument("--name", default="ui", help="results file name (without .json)")
+    parser.add_argument(
+        "--page",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep a browser page open on the UI during the load rounds",
+    )
     args = parser.parse_args()
     bundles = dict(item.split("=", 1) for item in args.bundle)
     unknown = set(bundles) - set(FLOWS)
