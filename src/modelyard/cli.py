@@ -46,6 +46,18 @@ RequireSignature = Annotated[
     bool, typer.Option(help="Refuse a bundle that is not signed with the key given")
 ]
 
+
+#: A command that talks to a server needing a key (its own environment variable each).
+CLIENT_KEY_HELP = "API key for a server that needs one (better set in the environment)"
+LoadtestApiKey = Annotated[
+    str | None,
+    typer.Option(help=CLIENT_KEY_HELP, envvar="MODELYARD_LOADTEST_API_KEY", show_default=False),
+]
+UiApiKey = Annotated[
+    str | None,
+    typer.Option(help=CLIENT_KEY_HELP, envvar="MODELYARD_UI_API_KEY", show_default=False),
+]
+
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
@@ -627,14 +639,7 @@ def loadtest(
     seed: Annotated[
         int, typer.Option(help="Seed of the generated payloads", envvar="MODELYARD_LOADTEST_SEED")
     ] = 0,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            help="API key for a server that needs one (better set in the environment)",
-            envvar="MODELYARD_LOADTEST_API_KEY",
-            show_default=False,
-        ),
-    ] = None,
+    api_key: LoadtestApiKey = None,
 ) -> None:
     """Load-test a local server with Locust (headless); CSV + HTML report. Exit 1 on failures."""
     with user_errors():
@@ -802,14 +807,7 @@ def web_app(
     ],
     host: Annotated[str, typer.Option(help="Interface the UI listens on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port of the UI")] = 7860,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            help="API key for a server that needs one (better set in the environment)",
-            envvar="MODELYARD_UI_API_KEY",
-            show_default=False,
-        ),
-    ] = None,
+    api_key: UiApiKey = None,
     monitor: Annotated[
         str | None,
         typer.Option(help="URL of `modelyard monitor --serve`, for the model tab's drift report"),

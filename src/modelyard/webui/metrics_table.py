@@ -8,6 +8,7 @@ across; deeper dicts get a heading with their path and the same treatment.
 """
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -129,8 +130,12 @@ def number(value: float) -> str:
     return f"{value:.4g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.2e}"
 
 
+#: Characters Markdown may read as markup inside a line (emphasis, strikethrough, code, links,
+#: HTML, a table's column break).
+_MARKUP = re.compile(r"([\\`*_~\[\]<>|])")
+
+
 def escape(text: str) -> str:
-    """Text that Markdown shows as written: no emphasis from ``_``, no column break from ``|``."""
-    for mark in ("\\", "|", "*", "_", "`", "[", "]", "<", ">"):
-        text = text.replace(mark, "\\" + mark)
-    return text.replace("\n", " ")
+    """``text`` as Markdown that shows exactly ``text`` on one line: every markup character
+    escaped (no emphasis from ``_``, no column break from ``|``), line breaks as spaces."""
+    return _MARKUP.sub(r"\\\1", text).replace("\n", " ")

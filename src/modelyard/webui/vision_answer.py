@@ -8,16 +8,16 @@ bombs) must judge the real upload, so nothing here opens or converts an image.
 """
 
 import mimetypes
-import re
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
+
+from modelyard.webui.metrics_table import escape
 
 #: Sent when the file name says nothing about the type; the server judges the bytes anyway.
 UNKNOWN_MEDIA_TYPE = "application/octet-stream"
 #: Characters Markdown would read as markup in a class or file name (PlantVillage's classes are
 #: ``Potato___Early_blight``; a label could hold ``|``, which would split a table cell).
-_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 #: Media types the example picker offers (a bundle's examples are image files for vision).
 IMAGE_MEDIA_PREFIX = "image/"
 
@@ -55,22 +55,17 @@ class Classified:
     def headline(self) -> str:
         """The most probable class as one line of Markdown."""
         best = self.top[0]
-        return f"### {literal(best.label)} · {percent(best.probability)}"
+        return f"### {escape(best.label)} · {percent(best.probability)}"
 
     def table(self) -> str:
         """Every returned class with the probability exactly as the server sent it."""
         lines = ["| class | probability |", "|---|---|"]
-        lines += [f"| {literal(r.label)} | {r.probability!r} |" for r in self.top]
+        lines += [f"| {escape(r.label)} | {r.probability!r} |" for r in self.top]
         return "\n".join(lines)
 
     def sent_note(self) -> str:
         """Which file was classified and how many bytes went to the server (unchanged)."""
-        return f"Sent {literal(self.filename)} ({self.sent_bytes:,} bytes, as uploaded)."
-
-
-def literal(text: str) -> str:
-    """``text`` as Markdown that shows exactly ``text`` (markup characters escaped)."""
-    return _MARKUP.sub(r"\\\1", text)
+        return f"Sent {escape(self.filename)} ({self.sent_bytes:,} bytes, as uploaded)."
 
 
 def percent(probability: float) -> str:
