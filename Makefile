@@ -11,21 +11,33 @@ DATA_ROOT ?= $(abspath ../shared/datasets)
 NILM_SOURCE := $(if $(wildcard $(DATA_ROOT)/nilm),$(DATA_ROOT)/nilm,)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv postgres promtool chromium clean help
+.PHONY: demo test lint typecheck venv lock postgres promtool chromium containers clean help
 
 help:
 	@echo "make demo   - set up and run the NILM pipeline end to end (fetch .. HTTP prediction)"
 	@echo "make test   - set up and run lint, type checks and the whole test suite"
 
 # torch is installed first with its exact pin: an unpinned resolver would fetch CUDA wheels.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[train,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# requirements.lock: what a fresh venv with every extra resolves to today, as pip constraints.
+LOCK_VENV := .lock-venv
+ALL_EXTRAS := train,wandb,postgres,loadtest,monitor,ui,docs,dev
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet "torch==2.13.0"
+	$(LOCK_VENV)/bin/python -m pip install --quiet ".[$(ALL_EXTRAS)]"
+	{ sed -n '/^#/p' requirements.lock; $(LOCK_VENV)/bin/pip freeze --exclude modelyard \
+		| sed 's/^torch==.*/torch==2.13.0/'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf $(LOCK_VENV)
 
 demo: $(STAMP)
 	$(BIN)/modelyard demo $(if $(NILM_SOURCE),--source $(NILM_SOURCE),)
@@ -60,7 +72,12 @@ promtool:
 chromium:
 	$(call apt_need,command -v chromium,chromium,echo "chromium missing (as root: apt-get install chromium)" >&2; exit 1)
 
-test: $(STAMP) lint typecheck postgres promtool chromium
+# The container tests build and run the images (docker/) with Debian's buildah (no Docker
+# engine needed) on a base made by debootstrap; they never skip where apt can install these.
+containers:
+	$(call apt_need,test -x /usr/bin/buildah -a -x /usr/bin/podman -a -x /usr/sbin/debootstrap,buildah podman debootstrap,echo "buildah/podman/debootstrap missing (as root: apt-get install buildah podman debootstrap)" >&2; exit 1)
+
+test: $(STAMP) lint typecheck postgres promtool chromium containers
 	MODELYARD_DATA_ROOT=$(DATA_ROOT) $(BIN)/pytest -q
 
 clean:

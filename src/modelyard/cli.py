@@ -227,9 +227,9 @@ PREDICTION_LOG_HELP = (
 )
 
 
-@app.command()
+@app.command(context_settings={"auto_envvar_prefix": "MODELYARD"})
 def serve(
-    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP)],
+    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP, envvar="MODELYARD_BUNDLE")],
     host: Annotated[str, typer.Option(help="Interface to listen on")] = _serving("host"),
     port: Annotated[int, typer.Option(help="TCP port")] = _serving("port"),
     workers: Annotated[int, typer.Option(help="Worker processes sharing the port")] = _serving(
