@@ -24,6 +24,7 @@ from log_tables import table_rows
 from modelyard.core.bundle import Bundle
 from modelyard.serving.app import create_app
 from modelyard.serving.prediction_log import count_rows
+from modelyard.serving.runtime import thread_sizing
 from modelyard.serving.server_process import HOST, free_port, running_server, wait_until_healthy
 from modelyard.serving.settings import ServerSettings
 from postgres_server import PostgresServer
@@ -105,12 +106,15 @@ def test_ready_only_between_warm_up_and_shutdown_while_health_always_answers(
     with TestClient(app) as client:
         answer = client.get("/ready")
         assert answer.status_code == 200
+        sizing = thread_sizing(0)  # this machine's cores (tests/test_serve_environment.py)
         assert answer.json() == {
             "ready": True,
             "model": bundle.manifest.name,
             "version": bundle.manifest.version,
             "quantized": False,
             "prediction_log": False,
+            "threads": sizing.threads,
+            "threads_from": sizing.source,
         }
     assert app.state.service.ready is False  # shutdown ran
 

@@ -16,6 +16,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from modelyard.cli_environment import (
+    APP_PREFIX,
+    MONITOR_PREFIX,
+    SERVE_PREFIX,
+    from_environment,
+    port_variables,
+)
 from modelyard.core.bundle_integrity import KEY_FILE_ENV
 from modelyard.core.errors import ModelyardError
 from modelyard.serving.settings import setting_default as _serving
@@ -215,6 +222,7 @@ def export(
             console.print(f"[{style}]{verdict(quantization)}[/]", highlight=False, soft_wrap=True)
 
 
+PORT_HELP = "TCP port (else $PORT, which Cloud Run sets)"
 BUNDLE_HELP = "Bundle directory, or a registry reference such as models:/nilm@production"
 REGISTRY_URI_HELP = (
     "Registry for models:/ references; default $MLFLOW_REGISTRY_URI or the embedded store"
@@ -227,11 +235,13 @@ PREDICTION_LOG_HELP = (
 )
 
 
-@app.command(context_settings={"auto_envvar_prefix": "MODELYARD"})
+@app.command(**from_environment(SERVE_PREFIX))
 def serve(
-    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP, envvar="MODELYARD_BUNDLE")],
+    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP, envvar=f"{SERVE_PREFIX}_BUNDLE")],
     host: Annotated[str, typer.Option(help="Interface to listen on")] = _serving("host"),
-    port: Annotated[int, typer.Option(help="TCP port")] = _serving("port"),
+    port: Annotated[
+        int, typer.Option(help=PORT_HELP, envvar=port_variables(SERVE_PREFIX))
+    ] = _serving("port"),
     workers: Annotated[int, typer.Option(help="Worker processes sharing the port")] = _serving(
         "workers"
     ),
@@ -518,9 +528,9 @@ def predict(
         console.print(f"wrote {rows} row(s) to {output}")
 
 
-@app.command()
+@app.command(**from_environment(MONITOR_PREFIX))
 def monitor(
-    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP)],
+    bundle: Annotated[str, typer.Argument(help=BUNDLE_HELP, envvar=f"{MONITOR_PREFIX}_BUNDLE")],
     log: Annotated[
         str | None,
         typer.Option(help="SQLAlchemy URL of the prediction log; default the one `serve` writes"),
@@ -558,7 +568,9 @@ def monitor(
         bool, typer.Option("--serve", help="Run the monitoring service (/, /drift, /metrics)")
     ] = False,
     host: Annotated[str, typer.Option(help="--serve: interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="--serve: TCP port")] = 8001,
+    port: Annotated[
+        int, typer.Option(help=f"--serve: {PORT_HELP}", envvar=port_variables(MONITOR_PREFIX))
+    ] = 8001,
     every: Annotated[str, typer.Option(help="--serve: recompute every (e.g. 10m, 1h)")] = "10m",
     registry_uri: Annotated[str | None, typer.Option(help=REGISTRY_URI_HELP)] = None,
 ) -> None:
@@ -797,16 +809,19 @@ def ui(
         raise typer.Exit(code=subprocess.call(command))
 
 
-@app.command("app")
+@app.command("app", **from_environment(APP_PREFIX))
 def web_app(
     target: Annotated[
         str,
         typer.Argument(
-            help="A running server's URL (http://host:port), or a bundle / models:/ URI to serve"
+            help="A running server's URL (http://host:port), or a bundle / models:/ URI to serve",
+            envvar=f"{APP_PREFIX}_TARGET",
         ),
     ],
     host: Annotated[str, typer.Option(help="Interface the UI listens on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port of the UI")] = 7860,
+    port: Annotated[
+        int, typer.Option(help=f"UI's {PORT_HELP}", envvar=port_variables(APP_PREFIX))
+    ] = 7860,
     api_key: UiApiKey = None,
     monitor: Annotated[
         str | None,

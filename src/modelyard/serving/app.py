@@ -61,6 +61,12 @@ class Readiness(BaseModel):
     version: str
     quantized: bool
     prediction_log: bool = Field(description="Predictions are being logged.")
+    threads: int = Field(description="This worker's ONNX Runtime intra-op threads.")
+    threads_from: str = Field(
+        description="Where that number came from: option (--threads), cgroup (a container CPU "
+        "quota below the CPU affinity) or affinity.",
+        examples=["cgroup"],
+    )
 
 
 class Info(BaseModel):
@@ -154,6 +160,8 @@ def create_app(
             version=service.served.version,
             quantized=settings.quantized,
             prediction_log=service.log is not None,
+            threads=service.served.threads.threads,
+            threads_from=service.served.threads.source,
         )
         return JSONResponse(body.model_dump(), status_code=200 if service.ready else 503)
 

@@ -1,7 +1,8 @@
 """ONNX Runtime session around a bundle's model file, with deliberate thread settings.
 
 Threads: one ONNX Runtime intra-op thread per core the worker may use (the cores divided among the
-workers), one inter-op thread (these models are a single chain of operators), and no spinning:
+workers; the cores are the CPU affinity capped by a container's CPU quota, :mod:`.cpu_quota`),
+one inter-op thread (these models are a single chain of operators), and no spinning:
 an idle intra-op thread that spins waiting for work burns a core the event loop and the other
 workers need.
 
@@ -10,7 +11,7 @@ Opened for serving (:func:`open_served_model`), a model is checked against its m
 """
 
 import asyncio
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +20,45 @@ import onnxruntime as ort
 from modelyard.core.bundle import Bundle, Manifest, serving_model_path
 from modelyard.core.bundle_integrity import optional_key
 from modelyard.core.errors import BundleError
+from modelyard.serving.cpu_quota import CpuBudget, cpu_budget
 from modelyard.serving.settings import ServerSettings
 from modelyard.serving.tensor_contract import check_tensors
 
 
 def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota; at least 1."""
+    return cpu_budget().cores
+
+
+@dataclass(frozen=True)
+class ThreadSizing:
+    """A worker's ONNX Runtime intra-op threads and why that many (logged at start, in
+    ``/ready``). ``source``: ``option`` (``--threads``), ``cgroup`` (a CPU quota smaller than
+    the affinity) or ``affinity``."""
+
+    threads: int
+    source: str
+    detail: str
+
+
+def thread_sizing(
+    requested: int, workers: int = 1, budget: CpuBudget | None = None
+) -> ThreadSizing:
+    """``requested`` threads when set, else the cores (``budget``, default this process's)
+    shared fairly among ``workers``, at least 1."""
+    if requested > 0:
+        return ThreadSizing(requested, "option", f"{requested} (--threads)")
+    budget = budget or cpu_budget()
+    workers = max(1, workers)
+    threads = max(1, budget.cores // workers)
+    share = f" / {workers} workers" if workers > 1 else ""
+    source = "cgroup" if budget.limited_by_quota else "affinity"
+    return ThreadSizing(threads, source, f"{threads} = {budget.describe()}{share}")
 
 
 def intra_op_threads(requested: int, workers: int = 1) -> int:
     """``requested`` when set, else the cores shared fairly among ``workers`` (at least 1)."""
-    if requested > 0:
-        return requested
-    return max(1, available_cores() // max(1, workers))
+    return thread_sizing(requested, workers).threads
 
 
 class OnnxModel:

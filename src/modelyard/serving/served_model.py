@@ -24,7 +24,7 @@ from modelyard.core.bundle import Bundle
 from modelyard.serving.adapter import ModelRunner, ServingAdapter, build_adapter
 from modelyard.serving.batching import BatchingModel
 from modelyard.serving.metrics import ServiceMetrics
-from modelyard.serving.runtime import OnnxModel, intra_op_threads, open_served_model
+from modelyard.serving.runtime import OnnxModel, ThreadSizing, open_served_model, thread_sizing
 from modelyard.serving.settings import ServerSettings
 
 #: OpenAPI keys that may differ between versions: examples come from each bundle's own facts.
@@ -47,6 +47,7 @@ class ServedModel:
     onnx: OnnxModel
     batcher: BatchingModel | None
     contract: Mapping[str, Any]
+    threads: ThreadSizing
     in_flight: InFlight = field(default_factory=InFlight, compare=False)
 
     @property
@@ -78,8 +79,8 @@ def load_served_model(
     """Open ``bundle`` as a worker serves it: the signature policy and the tensors checked
     (:func:`~.runtime.open_served_model`), the micro-batcher started, the adapter and its
     routes built."""
-    threads = intra_op_threads(settings.threads, settings.workers)
-    onnx = open_served_model(bundle, settings, threads)
+    threads = thread_sizing(settings.threads, settings.workers)
+    onnx = open_served_model(bundle, settings, threads.threads)
     batcher: BatchingModel | None = None
     runner: ModelRunner = onnx
     if settings.batching:
@@ -95,7 +96,7 @@ def load_served_model(
             batcher.close()
         raise
     contract = serving_contract(adapter, router)
-    return ServedModel(bundle, adapter, router, onnx, batcher, contract)
+    return ServedModel(bundle, adapter, router, onnx, batcher, contract, threads)
 
 
 def serving_contract(adapter: ServingAdapter, router: APIRouter) -> dict[str, Any]:

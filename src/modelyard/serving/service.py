@@ -93,6 +93,7 @@ class Service:
         if self.follower is not None:  # a worker restarted later takes the followed version now
             self.follower.check()
         self.show_model(self.served)
+        log.info("ONNX Runtime intra-op threads: %s", self.served.threads.detail)
         settle_garbage_collector()
         self.ready = True
         self.metrics.ready.set(1)
