@@ -18,6 +18,7 @@ import httpx
 import pytest
 import typer
 
+import monitor_fixtures
 from bundle_factory import make_nilm_bundle
 from cli_helpers import assert_user_error
 from modelyard.cli import app
@@ -165,6 +166,25 @@ def test_a_bad_value_in_the_environment_is_one_line_naming_the_variable(
     result = run_cli("serve", MODELYARD_BUNDLE=str(bundle.path), **{variable: value})
     for fragment in fragments:
         assert_user_error(result, fragment)
+
+
+def test_monitor_service_from_its_own_variables_listens_on_cloud_run_port(tmp_path: Path) -> None:
+    log = f"sqlite:///{tmp_path / 'predictions.db'}"
+    monitor_fixtures.prepare(log)
+    bundle = monitor_fixtures.make_bundle(tmp_path / "bundle")
+    port = free_port()
+    variables = {
+        "MODELYARD_MONITOR_BUNDLE": str(bundle.path),
+        "MODELYARD_MONITOR_LOG": log,
+        "MODELYARD_MONITOR_SERVE": "true",
+        "MODELYARD_MONITOR_EVERY": "1h",
+        "PORT": str(port),
+        "MODELYARD_PORT": str(free_port()),  # serve's, not the monitor's
+    }
+    command = [sys.executable, "-m", "modelyard", "monitor"]
+    url = f"http://{HOST}:{port}"
+    with running_process(command, url, "/health", 60.0, variables):
+        assert httpx.get(f"{url}/metrics", timeout=10.0).status_code == 200
 
 
 def test_app_and_monitor_read_their_own_variables_and_cloud_run_port() -> None:
