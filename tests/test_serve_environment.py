@@ -213,6 +213,12 @@ def test_every_option_has_a_variable_and_no_two_share_one(name: str) -> None:
     assert len(names) == len(set(names))
 
 
+def test_help_shows_each_option_s_variable() -> None:
+    shown = run_cli("serve", "--help", COLUMNS="200").stdout
+    for variables in command_variables("serve").values():
+        assert ", ".join(variables) in shown
+
+
 def test_existing_variables_keep_their_meaning() -> None:
     serve = command_variables("serve")
     assert serve["bundle"] == ["MODELYARD_BUNDLE"]
