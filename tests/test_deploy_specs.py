@@ -372,8 +372,7 @@ ROOT_COMMAND: Any = typer.main.get_command(cli.app)
 
 
 def subcommand(name: str) -> Any:
-    with ROOT_COMMAND.make_context("modelyard", [name, "--help"], resilient_parsing=True) as ctx:
-        found = ROOT_COMMAND.get_command(ctx, name)
+    found = ROOT_COMMAND.commands.get(name)
     assert found is not None, f"modelyard has no command {name!r}"
     return found
 
