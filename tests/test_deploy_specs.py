@@ -69,6 +69,13 @@ CODE_VARIABLES = {
     "monitor": {HOME_ENV},
     "app": {HOME_ENV},
 }
+#: Variables the Hydra configuration reads (``${oc.env:NAME,...}``), for the commands that
+#: compose it (those taking overrides).
+CONFIG_VARIABLES = {
+    name
+    for path in (ROOT / "src" / "modelyard" / "conf").rglob("*.yaml")
+    for name in re.findall(r"oc\.env:([A-Za-z_][A-Za-z0-9_]*)", path.read_text())
+}
 #: Paths a pod writes to, by the variable naming them; under readOnlyRootFilesystem each must be
 #: on a mounted volume.
 WRITABLE_PATH_VARIABLES = (HOME_ENV, "MODELYARD_SPOOL_DIR", "HOME", "GRADIO_TEMP_DIR")
@@ -394,9 +401,11 @@ def option_variables(command: Any) -> set[str]:
 def read_variables(command_name: str) -> set[str]:
     """What ``modelyard COMMAND`` reads (every subcommand's, for a group such as ``data``)."""
     command = subcommand(command_name)
-    groups = getattr(command, "commands", None)
-    names = set().union(*(option_variables(sub) for sub in (groups or {}).values()))
-    return names | option_variables(command) | CODE_VARIABLES.get(command_name, set())
+    every = [command, *getattr(command, "commands", {}).values()]
+    names = set().union(*(option_variables(c) for c in every))
+    if any(p.name == "overrides" for c in every for p in c.params):
+        names |= CONFIG_VARIABLES
+    return names | CODE_VARIABLES.get(command_name, set())
 
 
 def commands_run(container: dict[str, Any]) -> set[str]:
@@ -542,6 +551,8 @@ def test_an_unknown_variable_or_bad_value_is_caught(monkeypatch: pytest.MonkeyPa
     """The two checks above would fail on a misspelt variable or a value that does not convert."""
     assert "MODELYARD_MAX_BATCH" in read_variables("serve")
     assert "MODELYARD_MAXBATCH" not in read_variables("serve")
+    assert {"MODELYARD_DATA_ROOT", "MLFLOW_TRACKING_URI"} <= read_variables("data")
+    assert "MODELYARD_DATA_ROOT" not in read_variables("serve")  # no configuration composed
     with pytest.raises(pytest.fail.Exception):
         parse(["serve"], {"MODELYARD_BUNDLE": "/srv/bundle", "MODELYARD_PORT": "http"}, monkeypatch)
 
