@@ -82,3 +82,12 @@ test: $(STAMP) lint typecheck postgres promtool chromium containers
 
 clean:
 	rm -rf $(VENV) .modelyard .pytest_cache .mypy_cache .ruff_cache
+
+# The documentation site (mkdocs.yml): built strictly (a broken link fails) into build/site/;
+# docs-serve serves it with live reload on http://127.0.0.1:8001.
+.PHONY: docs docs-serve
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
