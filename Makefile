@@ -43,8 +43,8 @@ demo: $(STAMP)
 	$(BIN)/modelyard demo $(if $(NILM_SOURCE),--source $(NILM_SOURCE),)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/hooks
+	$(BIN)/ruff format --check src tests benchmarks docs/hooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
