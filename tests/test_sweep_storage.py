@@ -19,7 +19,7 @@ import yaml
 from modelyard.core.config import load_config
 from modelyard.registry.store import open_registry
 from modelyard.stages import fetch, prepare, sweep
-from modelyard.stages.sweep_storage import claim, mask, open_storage
+from modelyard.tracking.optuna_storage import claim, mask, open_storage
 from postgres_server import PostgresServer
 from tabular_fixtures import synthetic_sales
 

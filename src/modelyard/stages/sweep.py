@@ -31,7 +31,9 @@ from modelyard.core.errors import ConfigError, ModelyardError
 from modelyard.core.run_dir import RunDir
 from modelyard.core.runs import timestamp_name
 from modelyard.stages import train
-from modelyard.stages.sweep_storage import (
+from modelyard.tracking.base import Tracker
+from modelyard.tracking.factory import start_tracking
+from modelyard.tracking.optuna_storage import (
     claim,
     fail_stale_trials,
     mask,
@@ -40,8 +42,6 @@ from modelyard.stages.sweep_storage import (
     worker_id,
     worker_seed,
 )
-from modelyard.tracking.base import Tracker
-from modelyard.tracking.factory import start_tracking
 
 KINDS = ("float", "int", "categorical")
 #: User attribute of a trial refused for being past ``sweep.total_trials`` (never trained).
