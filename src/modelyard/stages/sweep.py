@@ -3,14 +3,20 @@
 Each trial is an ordinary training run (``stages.train``) composed from the base overrides plus
 the trial's values, tracked as a child of the sweep's tracked run. Trials report the project's
 monitored validation metric after every epoch; the median pruner stops trials that are doing
-worse than earlier ones at the same epoch. The study lives in a SQLite file, so an interrupted
-sweep resumes where it stopped when run again with the same name.
+worse than earlier ones at the same epoch. The study lives in a SQLite file in the sweep
+directory, or in the database at ``sweep.storage`` (PostgreSQL), where any number of processes
+on any number of machines run trials of one study at once (``tracking.optuna_storage``). Either
+way an interrupted sweep resumes where it stopped when run again with the same name.
+
+With several workers: ``n_trials`` caps each process, ``sweep.total_trials`` the whole study;
+every worker writes the summary of the whole study when it stops, and only the last one to
+finish registers the best trial (``--register-best``).
 
 Sweep directory (``<workdir>/sweeps/<project>/<name>``)::
 
-    optuna.db         the Optuna study
-    runs/trial-NNN/   every trial's training run
-    study.json        every trial: state, value, parameters, run directory
+    optuna.db         the Optuna study (when sweep.storage is null)
+    runs/trial-NNN/   every trial's training run (this machine's trials)
+    study.json        every trial: state, value, parameters, run directory, worker
     best.yaml         the resolved config of the best trial
     best_overrides.txt  the command-line overrides that reproduce it
 """
