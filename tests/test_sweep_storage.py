@@ -8,17 +8,20 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from modelyard.core.config import load_config
 from modelyard.registry.store import open_registry
 from modelyard.stages import fetch, prepare, sweep
+from modelyard.tracking.mlflow_backend import client_for
 from modelyard.tracking.optuna_storage import claim, mask, open_storage
 from postgres_server import PostgresServer
 from tabular_fixtures import synthetic_sales
@@ -40,13 +43,12 @@ def avm_data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         "project.data.files=[]",
         f"paths.raw={data / 'raw'}",
         f"paths.prepared={data / 'prepared'}",
-        "tracking=none",
         "trainer.enable_progress_bar=false",
         "+trainer.enable_model_summary=false",
         "~sweep.params",
         "+sweep.params={model.lr: {type: float, low: 0.0005, high: 0.01, log: true}}",
     ]
-    cfg = load_config([*overrides, f"paths.workdir={data}"])
+    cfg = load_config([*overrides, f"paths.workdir={data}", "tracking=none"])
     fetch.run(cfg, progress=False)
     prepare.run(cfg)
     return overrides
@@ -101,6 +103,7 @@ def test_two_workers_share_one_postgresql_study_within_a_total_budget(
     storage = _with_password(postgres.url)
     args = [
         *avm_data,
+        "tracking=mlflow",
         "sweep.total_trials=4",
         "sweep.sampler.startup_trials=2",
         "--name",
@@ -109,6 +112,11 @@ def test_two_workers_share_one_postgresql_study_within_a_total_budget(
         "4",
         "--register-best",
     ]
+    # The tracking store and the project's experiment exist before the workers start, as on an
+    # MLflow server in use: MLflow cannot create one embedded store, or one experiment, from
+    # two processes at the same instant.
+    client = client_for(f"sqlite:///{tmp_path}/mlflow.db")
+    client.create_experiment("avm", artifact_location=(tmp_path / "mlartifacts").as_uri())
     # one working directory, as a shared volume gives the workers of the Kubernetes Job
     workers = [_start(args, tmp_path, storage) for _ in range(2)]
     outputs = [_finish(worker) for worker in workers]
@@ -141,10 +149,23 @@ def test_two_workers_share_one_postgresql_study_within_a_total_budget(
     registry = open_registry(load_config([*avm_data, f"paths.workdir={tmp_path}"]))
     assert [v.version for v in registry.versions("avm")] == ["1"]
 
-    # the password appears in no output, saved config, summary or tracked file
+    # MLflow: each worker has its own parent run, its trials are that run's children
+    runs = client.search_runs([client.get_experiment_by_name("avm").experiment_id])
+    parents = [r for r in runs if r.info.run_name == "shared"]
+    assert len(parents) == 2
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        mine = [t for t in ran if t.user_attrs["worker"] == parent.data.tags["worker"]]
+        assert sorted(r.info.run_name for r in children) == sorted(
+            f"trial-{t.number:03d}" for t in mine
+        )
+        assert parent.data.params["storage"].startswith("postgresql+psycopg://postgres:***@")
+
+    # the password appears in no output, tracked parameter, saved config or summary
     for text in texts:
         assert "study shared on postgresql+psycopg://postgres:***@127.0.0.1" in text
         assert PASSWORD not in text
+    assert not [r for r in runs if PASSWORD in json.dumps(r.data.params)]
     leaks = [path for path, text in _texts_under(tmp_path) if PASSWORD in text]
     assert leaks == []
 
@@ -153,7 +174,7 @@ def test_two_workers_share_one_postgresql_study_within_a_total_budget(
 def test_without_a_storage_url_the_study_is_the_sqlite_file_in_the_sweep_directory(
     avm_data: list[str], tmp_path: Path
 ) -> None:
-    overrides = [*avm_data, f"paths.workdir={tmp_path}"]
+    overrides = [*avm_data, f"paths.workdir={tmp_path}", "tracking=none"]
     lines: list[str] = []
     result = sweep.run(overrides, name="local", n_trials=1, log=lines.append)
     assert len(lines) == 1 and lines[0].startswith("trial 0: val_mdape")
@@ -283,3 +304,42 @@ def test_no_worker_registers_while_another_still_runs_a_trial(tmp_path: Path) ->
         "not registering: trials [1] still run on other workers; "
         "the last worker to finish registers the best trial"
     ]
+
+
+def _fresh_database(server: PostgresServer, name: str) -> str:
+    engine = sa.create_engine(server.url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _open_at_once(url: str, workers: int, tmp_path: Path) -> list[BaseException]:
+    """``workers`` threads open the storage and the study at the same instant."""
+    start = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            start.wait()
+            storage = open_storage(url, tmp_path, heartbeat_s=60)
+            optuna.create_study(study_name="race", storage=storage, load_if_exists=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
+
+
+def test_workers_starting_together_on_an_empty_database_all_join_the_study(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """The Kubernetes Job's pods start at once on an empty database: every one of them creating
+    Optuna's tables at the same moment must not fail any of them."""
+    url = _fresh_database(postgres, "empty")
+    assert _open_at_once(url, 4, tmp_path) == []
+    assert optuna.get_all_study_names(storage=url) == ["race"]

@@ -11,6 +11,7 @@ for the jobs that must happen once per study, such as registering the best trial
 
 import os
 import socket
+import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from modelyard.core.errors import ConfigError
 GRACE_HEARTBEATS = 3
 #: Seconds to wait for a database server before calling it unreachable.
 CONNECT_TIMEOUT_S = 10
+#: Tries at creating Optuna's tables when other workers create them at the same moment.
+CREATE_ATTEMPTS = 4
 EXAMPLE_URL = "postgresql+psycopg://user:password@host:5432/optuna"
 
 
@@ -55,9 +58,8 @@ def open_storage(url: str | None, directory: Path, heartbeat_s: float) -> Any:
     staying RUNNING for ever. Raises :class:`ConfigError` (one line, password masked) when the
     URL is malformed, its driver is missing or its server cannot be reached.
     """
-    import optuna
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
     if url is None:
         url = f"sqlite:///{directory.resolve()}/optuna.db"
@@ -72,14 +74,15 @@ def open_storage(url: str | None, directory: Path, heartbeat_s: float) -> Any:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
     heartbeat = max(1, round(heartbeat_s))
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
-                heartbeat_interval=heartbeat,
-                grace_period=GRACE_HEARTBEATS * heartbeat,
-            )
+        for attempt in range(1, CREATE_ATTEMPTS):
+            try:
+                return _rdb_storage(url, connect_args, heartbeat)
+            except (IntegrityError, ProgrammingError):
+                # Workers starting together on an empty database all create Optuna's tables;
+                # the losers collide with the winner's (duplicate type or key) and find them on
+                # a later try.
+                time.sleep(0.5 * attempt)
+        return _rdb_storage(url, connect_args, heartbeat)
     except (SQLAlchemyError, ImportError, ValueError, RuntimeError, OSError) as exc:
         reason = _first_line(exc)
         if parsed.password:
@@ -87,6 +90,19 @@ def open_storage(url: str | None, directory: Path, heartbeat_s: float) -> Any:
         raise ConfigError(
             f"sweep.storage {mask(url)}: cannot open the study storage: {reason}"
         ) from None
+
+
+def _rdb_storage(url: str, connect_args: dict[str, Any], heartbeat: int) -> Any:
+    import optuna
+
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
+            heartbeat_interval=heartbeat,
+            grace_period=GRACE_HEARTBEATS * heartbeat,
+        )
 
 
 def fail_stale_trials(study: Any) -> None:
