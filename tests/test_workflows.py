@@ -6,6 +6,7 @@ allowed by pyproject, the retraining workflow listens for the event the monitor 
 files they name exist, and the local reusable workflows and actions they call are called with
 the inputs they declare."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from bundle_factory import make_nilm_bundle
 from modelyard.monitoring.webhook import EVENT_TYPE
 from postgres_server import EXTERNAL_URL_ENV
 
@@ -273,3 +275,76 @@ def test_the_images_are_built_with_build_arguments_their_dockerfiles_declare() -
         declared = set(re.findall(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", dockerfile, re.MULTILINE))
         given = {line.split("=", 1)[0] for line in str(entry["build-args"]).split()}
         assert given <= declared, f"{entry['image']}: {given - declared} not ARGs of the file"
+
+
+def pipeline_step(step_id: str) -> dict[str, Any]:
+    steps = workflow("pipeline.yml")["jobs"]["reproduce"]["steps"]
+    (step,) = [s for s in steps if s.get("id") == step_id]
+    return step
+
+
+def run_step(
+    step: dict[str, Any], workdir: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], str, str]:
+    """A step's script in bash as the runner runs it: (result, $GITHUB_OUTPUT, summary)."""
+    output, summary = workdir / "github_output", workdir / "step_summary"
+    output.write_text("")
+    summary.write_text("")
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "GITHUB_OUTPUT": str(output),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "MODELYARD_HOME": str(workdir / ".modelyard"),
+        "DVC_NO_ANALYTICS": "1",
+        **env,
+    }
+    result = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail", "-c", step["run"]],
+        cwd=workdir, env=environment, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    return result, output.read_text(), summary.read_text()
+
+
+def run_register_step(
+    workdir: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], str, str]:
+    return run_step(pipeline_step("register"), workdir, env)
+
+
+def test_the_pipeline_knows_whether_its_targets_are_out_of_date(tmp_path: Path) -> None:
+    """The status step with the real DVC: a stage never run is out of date; once run, not."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "-q"], cwd=tmp_path, check=True)
+    stage = "stages:\n  make:\n    cmd: echo made > made.txt\n    outs: [made.txt]\n"
+    (tmp_path / "dvc.yaml").write_text(stage)
+    step = pipeline_step("status")
+    stale, output, _ = run_step(step, tmp_path, {"TARGETS": "make"})
+    assert stale.returncode == 0 and output == "up_to_date=false\n", stale.stderr
+    subprocess.run([dvc, "repro", "-q", "make"], cwd=tmp_path, check=True, timeout=120)
+    done, output, _ = run_step(step, tmp_path, {"TARGETS": "make"})
+    assert done.returncode == 0 and output == "up_to_date=true\n", done.stderr
+
+
+def test_the_retrained_bundle_is_registered_and_its_version_handed_on(tmp_path: Path) -> None:
+    """pipeline.yml's register step with the real CLI and a real MLflow registry (an embedded
+    store standing in for the team's server): the version it hands to promote.yml is the one
+    registered, and nothing is registered when the stages did not run."""
+    make_nilm_bundle(tmp_path / ".modelyard" / "bundles" / "nilm" / "dvc")
+    registry = {"PROJECT": "nilm", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+
+    first, output, summary = run_register_step(tmp_path, {**registry, "UP_TO_DATE": "false"})
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert output == "version=1\n" and "registered nilm version 1" in summary
+    second, output, _ = run_register_step(tmp_path, {**registry, "UP_TO_DATE": "false"})
+    assert second.returncode == 0 and output == "version=2\n", second.stdout + second.stderr
+
+    idle, output, summary = run_register_step(tmp_path, {**registry, "UP_TO_DATE": "true"})
+    assert idle.returncode == 0 and output == "" and "nothing registered" in summary
+
+    nowhere, output, _ = run_register_step(
+        tmp_path, {"PROJECT": "nilm", "UP_TO_DATE": "false", "MLFLOW_TRACKING_URI": ""}
+    )
+    assert nowhere.returncode == 1 and output == ""
+    assert "set MLFLOW_TRACKING_URI" in nowhere.stdout
