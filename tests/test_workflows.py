@@ -278,7 +278,7 @@ def test_the_images_are_built_with_build_arguments_their_dockerfiles_declare() -
 
 
 def pipeline_step(step_id: str) -> dict[str, Any]:
-    steps = workflow("pipeline.yml")["jobs"]["reproduce"]["steps"]
+    steps: list[dict[str, Any]] = workflow("pipeline.yml")["jobs"]["reproduce"]["steps"]
     (step,) = [s for s in steps if s.get("id") == step_id]
     return step
 
