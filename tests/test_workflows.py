@@ -337,8 +337,6 @@ def test_the_retrained_bundle_is_registered_and_its_version_handed_on(tmp_path: 
     first, output, summary = run_register_step(tmp_path, {**registry, "UP_TO_DATE": "false"})
     assert first.returncode == 0, first.stdout + first.stderr
     assert output == "version=1\n" and "registered nilm version 1" in summary
-    second, output, _ = run_register_step(tmp_path, {**registry, "UP_TO_DATE": "false"})
-    assert second.returncode == 0 and output == "version=2\n", second.stdout + second.stderr
 
     idle, output, summary = run_register_step(tmp_path, {**registry, "UP_TO_DATE": "true"})
     assert idle.returncode == 0 and output == "" and "nothing registered" in summary
