@@ -60,9 +60,14 @@ def _psycopg_missing() -> str | None:
 
 
 def available() -> str | None:
-    """None when a server can be started here (or one is given), else the reason it cannot."""
+    """None when a server is given or can be started here, else the reason it cannot."""
     if external_url() is not None:
         return _psycopg_missing()
+    return local_unavailable()
+
+
+def local_unavailable() -> str | None:
+    """None when a server can be started here, else the reason it cannot."""
     if binary("initdb") is None or binary("pg_ctl") is None:
         return "PostgreSQL binaries not found (apt-get install postgresql)"
     if os.geteuid() == 0:

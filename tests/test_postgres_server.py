@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from postgres_server import (
     EXTERNAL_URL_ENV,
     LocalPostgresServer,
-    available,
     local_postgres_server,
+    local_unavailable,
     postgres_server,
 )
 
@@ -19,7 +19,7 @@ from postgres_server import (
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalPostgresServer]:
     """A real server started here, standing in for the service container."""
-    reason = available()
+    reason = local_unavailable()
     if reason is not None:
         pytest.skip(reason)
     with local_postgres_server() as started:

@@ -154,6 +154,9 @@ def python_versions() -> list[tuple[str, str]]:
             matrix = node.get("matrix")
             if isinstance(matrix, dict) and "python" in matrix:
                 found.extend((path.name, str(version)) for version in matrix["python"])
+            container = node.get("container")
+            image = container.get("image", "") if isinstance(container, dict) else ""
+            found.extend((path.name, v) for v in re.findall(r"python:(\d+\.\d+)", image))
     return found
 
 
