@@ -17,6 +17,7 @@ image uses are removed after each build, so that repeated builds do not fill the
 """
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
@@ -27,7 +28,6 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +41,7 @@ FIND_LINKS_ENV = "MODELYARD_FIND_LINKS"
 DEFAULT_FIND_LINKS = "/opt/wheels"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_PIN = "torch==2.13.0"
+TORCH_CPU_WHEEL = "torch-2.13.0+cpu-*.whl"
 #: What minbase brings that no image needs (apt's package lists and cache, docs, translations).
 TRIMMED = (
     "var/cache/apt",
@@ -53,7 +54,7 @@ TRIMMED = (
 _BUILT_ID = re.compile(r"^--> (?:Using cache )?([0-9a-f]{11,64})$", re.MULTILINE)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Image:
     name: str
     dockerfile: str
@@ -147,17 +148,20 @@ def wheel_digest(directory: Path) -> str:
     return sha.hexdigest()[:16]
 
 
-def find_links(torch: bool) -> list[str]:
-    """pip options for the wheels PyPI lacks: the CPU torch wheel from a local directory when one
-    holds it, else from PyTorch's CPU index (PyPI's torch is the CUDA build)."""
+def find_links(torch_variant: str | None) -> list[str]:
+    """pip options for wheels PyPI lacks. For the CPU torch (PyPI's torch is the CUDA build): a
+    local directory holding its wheel, else PyTorch's CPU index."""
     dirs = [d for d in os.environ.get(FIND_LINKS_ENV, DEFAULT_FIND_LINKS).split(os.pathsep) if d]
-    options = [f"--find-links={d}" for d in dirs if Path(d).is_dir()]
-    if torch and not any(any(Path(d).glob("torch-2.13.0+cpu-*.whl")) for d in dirs):
+    dirs = [d for d in dirs if Path(d).is_dir()]
+    if torch_variant == "cuda":  # PyPI's own wheel; a local +cpu one would win the resolution
+        dirs = [d for d in dirs if not any(Path(d).glob(TORCH_CPU_WHEEL))]
+    options = [f"--find-links={d}" for d in dirs]
+    if torch_variant == "cpu" and not any(any(Path(d).glob(TORCH_CPU_WHEEL)) for d in dirs):
         options.append(f"--extra-index-url={TORCH_CPU_INDEX}")
     return options
 
 
-def wheelhouse(image: Image, context: Path) -> dict[str, str]:
+def wheelhouse(image: Image, context: Path, torch_variant: str) -> dict[str, str]:
     """Dependencies and modelyard as wheels in ``context``; the build args that point at them."""
     scratch = context / "wheelhouse"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -174,14 +178,14 @@ def wheelhouse(image: Image, context: Path) -> dict[str, str]:
             str(LOCK),
             "--wheel-dir",
             str(scratch),
-            *find_links(image.torch),
+            *find_links(torch_variant if image.torch else None),
             f"{REPO}{extras}",
             f"pip=={pip_version}",
         ]
     )
-    # The CUDA wheel would satisfy the pin too: make sure the CPU one is here.
-    if image.torch and not any(scratch.glob("torch-2.13.0+cpu-*.whl")):
-        raise SystemExit(f"no CPU wheel of {TORCH_PIN} found (set {FIND_LINKS_ENV})")
+    # Either build satisfies the pin: make sure the one asked for is here.
+    if image.torch and any(scratch.glob(TORCH_CPU_WHEEL)) != (torch_variant == "cpu"):
+        raise SystemExit(f"no {torch_variant} wheel of {TORCH_PIN} found (see {FIND_LINKS_ENV})")
     shutil.rmtree(context / "wheels", ignore_errors=True)
     app = context / "wheels" / "app"
     app.mkdir(parents=True)
@@ -208,7 +212,7 @@ def build(image: Image, tag: str, base: str, bundle: Path | None, torch_variant:
     """Build one image; returns its reference."""
     context = WORK / image.name
     context.mkdir(parents=True, exist_ok=True)
-    args = {"BASE": base, "EXTRAS": image.extras, **wheelhouse(image, context)}
+    args = {"BASE": base, "EXTRAS": image.extras, **wheelhouse(image, context, torch_variant)}
     if image.torch:
         args["TORCH_VARIANT"] = torch_variant
     else:
@@ -243,8 +247,13 @@ def forget_unused_layers(record: Path, used: list[str]) -> None:
     record.write_text("".join(f"{i}\n" for i in used))
     kept = [k for r in WORK.glob("*/layers-*.txt") for k in r.read_text().split()]
     stale = [old for old in previous if not any(k[:11] == old[:11] for k in kept)]
-    untagged = run([*BUILDAH, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"],
-                   capture=True).replace("sha256:", "").split()
+    untagged = (
+        run(
+            [*BUILDAH, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"], capture=True
+        )
+        .replace("sha256:", "")
+        .split()
+    )
     for old in reversed([o for o in stale if any(u.startswith(o) for u in untagged)]):
         subprocess.run([*BUILDAH, "rmi", old], check=False, capture_output=True)
 
@@ -262,15 +271,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tag", default="latest")
     parser.add_argument("--bundle", type=Path, help="bundle directory baked into serve/app")
     parser.add_argument("--torch-variant", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--extras", help="extras instead of the image's own (e.g. serve with registry)"
+    )
     options = parser.parse_args(argv)
-    if options.torch_variant != "cpu":
-        parser.error("only the CPU train image builds here (cuda: docs/containers.md)")
     if shutil.which("buildah") is None:
         parser.error("buildah missing (as root: apt-get install buildah, or `make containers`)")
     base = base_image()
     for name in options.images:
         started = time.monotonic()
-        reference = build(IMAGES[name], options.tag, base, options.bundle, options.torch_variant)
+        image = IMAGES[name]
+        if options.extras is not None:
+            image = dataclasses.replace(image, extras=options.extras)
+        reference = build(image, options.tag, base, options.bundle, options.torch_variant)
         print(
             f"{reference}: {size_mb(reference):.0f} MB, built in "
             f"{time.monotonic() - started:.0f} s",
