@@ -6,6 +6,9 @@ promotion itself (evaluation on a project's data, the latency gate) is covered b
 ``test_registry.py``.
 """
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +16,12 @@ import httpx
 import pytest
 
 from bundle_factory import make_nilm_bundle
+from cli_helpers import TIMEOUT_S, assert_user_error
 from modelyard.core.bundle import Bundle
 from modelyard.registry.promotion_record import PROMOTION_TAG, Promotion, registry_block
 from modelyard.registry.store import ModelRegistry, RegisteredVersion
 from modelyard.serving.registry_info import GateOutcome
-from modelyard.serving.server_process import running_server
+from modelyard.serving.server_process import free_port, running_server
 
 NAME = "meter"
 GATES = [
@@ -107,3 +111,32 @@ def test_records_of_older_promotions_give_the_verdicts_without_numbers() -> None
     # served by version number (models:/NAME/4): no alias, so no promotion to show
     numbered = registry_block(version, None)
     assert (numbered.version, numbered.alias, numbered.gates) == ("4", None, [])
+
+
+#: ``python -m modelyard ARGS`` where ``import mlflow`` fails, as in ``pip install modelyard``
+#: without the ``registry`` or ``train`` extra (the plain serve image).
+WITHOUT_MLFLOW = (
+    "import sys; sys.modules['mlflow'] = None; sys.argv[0] = 'modelyard'; "
+    "from modelyard.cli import main; main()"
+)
+
+
+def test_serving_a_registry_reference_without_mlflow_names_the_registry_extra(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_MLFLOW, "serve", f"models:/{NAME}@production"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        env={
+            **os.environ,
+            "MODELYARD_HOME": str(tmp_path),
+            "MODELYARD_REGISTRY_URI": "http://127.0.0.1:1",  # as the container sets it
+            "MODELYARD_PORT": str(free_port()),
+            "COLUMNS": "200",
+        },
+    )
+    assert_user_error(result, "the model registry at http://127.0.0.1:1 needs MLflow's client")
+    assert "pip install 'modelyard[registry]'" in result.stderr

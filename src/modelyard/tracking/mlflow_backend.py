@@ -32,13 +32,19 @@ def is_embedded(uri: str) -> bool:
     return urlparse(uri).scheme in {"sqlite", "file", ""}
 
 
+class MlflowMissingError(TrackingError):
+    """MLflow is not installed (it is in the ``train`` extra; its client alone in ``registry``)."""
+
+
 def client_for(uri: str) -> Any:
     """An ``MlflowClient`` on ``uri`` (tracking and registry), with errors users can act on."""
     prepare_store(uri)
     try:
         from mlflow.tracking import MlflowClient
-    except ImportError as exc:  # pragma: no cover - mlflow is in the train extra
-        raise TrackingError("tracking=mlflow needs mlflow: pip install 'modelyard[train]'") from exc
+    except ImportError as exc:
+        raise MlflowMissingError(
+            "tracking=mlflow needs mlflow: pip install 'modelyard[train]'"
+        ) from exc
     quiet_mlflow_logs()  # after the import: mlflow sets its own log level when imported
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
