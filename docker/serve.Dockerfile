@@ -22,14 +22,24 @@ ENV VIRTUAL_ENV=/opt/modelyard \
     PORT=8080
 
 # The virtualenv has no pip: pip runs from its wheel in the mount. The packages' own test suites
-# go (numpy's alone is 15 MB). The user and its writable working directory (default SQLite
-# prediction log, spool, registry download cache) come here too.
+# go (numpy's alone is 15 MB): a directory named tests holding test_*.py or conftest.py, unless
+# code outside the suites names it (PACKAGE.tests): some packages ship modules under that name
+# (Evidently's evidently.legacy.tests is its test API, needed by `modelyard monitor`). The user
+# and its writable working directory (default SQLite prediction log, spool, registry download
+# cache) come here too.
 RUN --mount=type=bind,source=${DEPS},target=/tmp/deps \
     python3 -m venv --without-pip ${VIRTUAL_ENV} \
  && pip_wheel=$(ls /tmp/deps/pip-*.whl) \
  && ${VIRTUAL_ENV}/bin/python ${pip_wheel}/pip install --quiet --no-cache-dir --no-index \
         --no-deps $(ls /tmp/deps/*.whl | grep -v /pip-) \
- && find ${VIRTUAL_ENV} -depth -type d -name tests -exec rm -rf {} + \
+ && ${VIRTUAL_ENV}/bin/python -c "import re, shutil, sys; from pathlib import Path; \
+root = Path(sys.argv[1]); \
+suites = {'.'.join(d.relative_to(root).parts): d for d in root.rglob('tests') if d.is_dir() \
+    and (any(d.glob('test_*.py')) or (d / 'conftest.py').is_file())}; \
+code = (f for f in root.rglob('*.py') if 'tests' not in f.relative_to(root).parts[:-1]); \
+named = {n for f in code for n in re.findall(r'[\w.]+\.tests\b', f.read_text(errors='replace'))}; \
+[shutil.rmtree(d, ignore_errors=True) for n, d in suites.items() if n not in named]" \
+        $(${VIRTUAL_ENV}/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
  && useradd --uid 10001 --user-group --no-create-home --home-dir ${MODELYARD_HOME} \
         --shell /usr/sbin/nologin modelyard \
  && mkdir -p ${MODELYARD_HOME} /srv \
