@@ -83,9 +83,10 @@ test: $(STAMP) lint typecheck postgres promtool chromium containers
 clean:
 	rm -rf $(VENV) .modelyard .pytest_cache .mypy_cache .ruff_cache
 
-# The container images (docs/containers.md): modelyard-serve, modelyard-app (serve + ui,monitor)
-# and modelyard-train (CPU torch), built with buildah from a wheelhouse of requirements.lock; the
-# size of each is printed. IMAGE_BUNDLE=DIR bakes a bundle into serve and app.
+# The container images (docs/containers.md): modelyard-serve, modelyard-serve-registry (serve +
+# registry: pulls models:/NAME@ALIAS at start), modelyard-app (serve + ui,monitor,registry) and
+# modelyard-train (CPU torch), built with buildah from a wheelhouse of requirements.lock; the size
+# of each is printed. IMAGE_BUNDLE=DIR bakes a bundle into serve, serve-registry and app.
 .PHONY: images
 images: $(STAMP) containers
-	$(BIN)/python docker/build_images.py serve app train $(if $(IMAGE_BUNDLE),--bundle $(IMAGE_BUNDLE),)
+	$(BIN)/python docker/build_images.py serve serve-registry app train $(if $(IMAGE_BUNDLE),--bundle $(IMAGE_BUNDLE),)

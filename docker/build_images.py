@@ -1,7 +1,7 @@
 """Build modelyard's container images with buildah: no Docker engine, no registry, no network
 inside a build.
 
-    python docker/build_images.py serve app train        # what `make images` runs
+    python docker/build_images.py serve serve-registry app train   # what `make images` runs
     python docker/build_images.py serve --bundle DIR     # bake a bundle in at /srv/bundle
 
 For each image it stages a small build context under build/images/<image>/: a wheelhouse made
@@ -62,9 +62,12 @@ class Image:
     torch: bool = False
 
 
+#: registry: MLflow's client, for MODELYARD_BUNDLE=models:/NAME@ALIAS (pulled at start); the app
+#: image has it too, for `modelyard monitor models:/...`.
 IMAGES = {
     "serve": Image("modelyard-serve", "docker/serve.Dockerfile", ""),
-    "app": Image("modelyard-app", "docker/serve.Dockerfile", "ui,monitor"),
+    "serve-registry": Image("modelyard-serve-registry", "docker/serve.Dockerfile", "registry"),
+    "app": Image("modelyard-app", "docker/serve.Dockerfile", "ui,monitor,registry"),
     "train": Image("modelyard-train", "docker/train.Dockerfile", "train", torch=True),
 }
 
@@ -269,10 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", choices=sorted(IMAGES))
     parser.add_argument("--tag", default="latest")
-    parser.add_argument("--bundle", type=Path, help="bundle directory baked into serve/app")
+    parser.add_argument(
+        "--bundle", type=Path, help="bundle directory baked into serve, serve-registry and app"
+    )
     parser.add_argument("--torch-variant", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
-        "--extras", help="extras instead of the image's own (e.g. serve with registry)"
+        "--extras",
+        help="extras instead of the image's own (e.g. serve-registry with registry,postgres); "
+        "the image keeps its name: give such a build its own --tag",
     )
     options = parser.parse_args(argv)
     if shutil.which("buildah") is None:

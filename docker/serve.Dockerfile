@@ -1,7 +1,9 @@
 # The prediction server: core install only (FastAPI + ONNX Runtime, no torch), as user modelyard.
 # docker/build_images.py stages the build context (wheelhouse and bundle); docs/containers.md.
-#   EXTRAS=ui,monitor  -> modelyard-app (the web UI and the monitor beside the server)
-#   BUNDLE             -> a bundle directory in the context, baked in at /srv/bundle
+#   EXTRAS=registry            -> modelyard-serve-registry (MLflow's client: serves
+#                                 MODELYARD_BUNDLE=models:/NAME@ALIAS, pulled at start)
+#   EXTRAS=ui,monitor,registry -> modelyard-app (the web UI and the monitor beside the server)
+#   BUNDLE                     -> a bundle directory in the context, baked in at /srv/bundle
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 

@@ -4,8 +4,10 @@ on 127.0.0.1.
 
 Checked as an orchestrator would see it: /ready, a /predict answer equal to the same bundle's
 outside the container, the HEALTHCHECK command, the non-root user, and a SIGTERM that drains and
-stops the server in time. The base image and cached layers are reused between runs (a first run
-on a machine builds them: about a minute more).
+stops the server in time. The serve-registry image (the same Dockerfile with the ``registry``
+extra, nothing baked in) pulls the bundle at start from a real MLflow server on 127.0.0.1, by
+``MODELYARD_BUNDLE=models:/NAME@ALIAS``. The base image and cached layers are reused between runs
+(a first run on a machine builds them: about a minute more per image).
 """
 
 import contextlib
@@ -28,6 +30,7 @@ import pytest
 
 from bundle_factory import make_nilm_bundle
 from modelyard.core.bundle import Bundle
+from modelyard.registry.store import ModelRegistry
 from modelyard.serving.server_process import HOST, free_port, wait_until_healthy
 
 pytestmark = pytest.mark.container
@@ -39,6 +42,8 @@ DRAIN_S = 1.0
 SERIES = [250.0 + 10 * (i % 7) for i in range(40)]
 #: What a process in the image must run as (docker/serve.Dockerfile's USER).
 IMAGE_UID = 10001
+#: The registered model the serve-registry image pulls.
+REGISTERED = "meter"
 
 
 def build_driver() -> ModuleType:
@@ -74,7 +79,7 @@ class ServeImage:
 
 
 @pytest.fixture(scope="module")
-def serve_image(tmp_path_factory: pytest.TempPathFactory) -> ServeImage:
+def driver() -> ModuleType:
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     if missing:
         pytest.fail(
@@ -83,11 +88,26 @@ def serve_image(tmp_path_factory: pytest.TempPathFactory) -> ServeImage:
         )
     driver = build_driver()
     remove_leftover_containers(driver)
-    bundle = make_nilm_bundle(tmp_path_factory.mktemp("image") / "bundle")
-    image = driver.IMAGES["serve"]
-    reference = driver.build(image, TAG, driver.base_image(), bundle.path, "cpu")
+    return driver
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return make_nilm_bundle(tmp_path_factory.mktemp("image") / "bundle")
+
+
+def built_image(driver: ModuleType, name: str, bundle: Bundle, bake: bool) -> ServeImage:
+    """``IMAGES[name]`` built as `make images` builds it, with ``bundle`` baked in or not."""
+    image = driver.IMAGES[name]
+    baked = bundle.path if bake else None
+    reference = driver.build(image, TAG, driver.base_image(), baked, "cpu")
     inspected = json.loads(buildah(driver, "inspect", "--type", "image", reference))
     return ServeImage(driver, reference, inspected["Docker"]["config"], bundle)
+
+
+@pytest.fixture(scope="module")
+def serve_image(driver: ModuleType, bundle: Bundle) -> ServeImage:
+    return built_image(driver, "serve", bundle, bake=True)
 
 
 @dataclass
@@ -99,27 +119,49 @@ class Running:
 
 
 @contextlib.contextmanager
-def running_image(image: ServeImage, env: dict[str, str]) -> Iterator[Running]:
-    """The image's ENTRYPOINT in a fresh working container (host network, so on 127.0.0.1);
-    the container is removed on exit, whatever happened."""
+def working_container(image: ServeImage) -> Iterator[str]:
+    """A fresh working container of the image, removed on exit whatever happened."""
     name = f"{CONTAINER_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
     buildah(image.driver, "from", "--name", name, image.reference)
-    port = free_port()
-    flags = [f"--env={k}={v}" for k, v in {"MODELYARD_PORT": str(port), **env}.items()]
-    command = [*image.driver.BUILDAH, "run", "--isolation", "chroot", *flags, name, "--"]
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [*command, *image.config["Entrypoint"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
     try:
-        url = f"http://{HOST}:{port}"
-        wait_until_healthy(url, process, 60, "/ready")
-        yield Running(name, process, url, time.perf_counter() - started)
+        yield name
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
         buildah(image.driver, "rm", name)
+
+
+def run_in(image: ServeImage, container: str, env: dict[str, str], *command: str) -> list[str]:
+    """The command line running ``command`` in ``container`` (host network: 127.0.0.1)."""
+    flags = [f"--env={k}={v}" for k, v in env.items()]
+    return [
+        *image.driver.BUILDAH,
+        "run",
+        "--isolation",
+        "chroot",
+        *flags,
+        container,
+        "--",
+        *command,
+    ]
+
+
+@contextlib.contextmanager
+def running_image(image: ServeImage, env: dict[str, str]) -> Iterator[Running]:
+    """The image's ENTRYPOINT in a fresh working container, serving on 127.0.0.1."""
+    with working_container(image) as name:
+        port = free_port()
+        command = run_in(
+            image, name, {"MODELYARD_PORT": str(port), **env}, *image.config["Entrypoint"]
+        )
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://{HOST}:{port}"
+            wait_until_healthy(url, process, 60, "/ready")
+            yield Running(name, process, url, time.perf_counter() - started)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
 
 
 def server_pid(running: Running) -> int:
@@ -191,17 +233,9 @@ def test_the_serve_image_answers_like_the_bundle_outside_and_drains_on_sigterm(
         assert predict(running.url) == expected
         healthcheck = config["Healthcheck"]["Test"]
         assert healthcheck[0] == "CMD"
+        port = running.url.rsplit(":", 1)[1]
         probe = subprocess.run(
-            [
-                *serve_image.driver.BUILDAH,
-                "run",
-                "--isolation",
-                "chroot",
-                f"--env=MODELYARD_PORT={running.url.rsplit(':', 1)[1]}",
-                running.container,
-                "--",
-                *healthcheck[1:],
-            ],
+            run_in(serve_image, running.container, {"MODELYARD_PORT": port}, *healthcheck[1:]),
             check=False,
             capture_output=True,
             text=True,
@@ -232,3 +266,79 @@ def test_the_serve_image_answers_like_the_bundle_outside_and_drains_on_sigterm(
     )
     # As fast as outside a container (the image has its bytecode compiled at build time).
     assert running.ready_s <= 2 * outside_ready_s + 3, (running.ready_s, outside_ready_s)
+
+
+def test_the_plain_serve_image_refuses_a_registry_reference_in_one_line(
+    serve_image: ServeImage,
+) -> None:
+    """No MLflow in it: ``models:/`` stops the start with the one line that names the fix."""
+    env = {"MODELYARD_BUNDLE": f"models:/{REGISTERED}@production", "MODELYARD_PORT": "1"}
+    with working_container(serve_image) as name:
+        done = subprocess.run(
+            run_in(serve_image, name, env, *serve_image.config["Entrypoint"]),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    output = done.stdout + done.stderr  # buildah adds its own lines about the exit status
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and "Traceback" not in output, output
+    assert len(errors) == 1 and errors[0].startswith("error: the model registry at"), output
+    assert "pip install 'modelyard[registry]'" in errors[0]
+    assert "modelyard-serve-registry" in errors[0]
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real MLflow tracking server on 127.0.0.1 (SQLite store, artifacts proxied by the server:
+    what a container reads with nothing but the URL); stopped with its workers on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port)]
+    store = [f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}", "--workers=1"]
+    artifacts = [f"--artifacts-destination={root / 'artifacts'}", "--serve-artifacts"]
+    process = subprocess.Popen(
+        [*command, *store, *artifacts],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the server and its workers stop together
+    )
+    try:
+        url = f"http://{HOST}:{port}"
+        wait_until_healthy(url, process, 120, "/health")
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def test_the_serve_registry_image_pulls_an_alias_from_an_mlflow_server_at_start(
+    driver: ModuleType, bundle: Bundle, tmp_path: Path, record_property: Any
+) -> None:
+    started = time.perf_counter()
+    image = built_image(driver, "serve-registry", bundle, bake=False)
+    build_s = time.perf_counter() - started
+    _, expected = ready_and_answer_outside(bundle)
+    with mlflow_server(tmp_path / "mlflow") as registry_url:
+        registry = ModelRegistry(registry_url, tmp_path / "host-cache")
+        version = registry.register(bundle.path, name=REGISTERED).version
+        registry.set_alias(REGISTERED, "production", version)
+        env = {
+            "MODELYARD_BUNDLE": f"models:/{REGISTERED}@production",
+            "MODELYARD_REGISTRY_URI": registry_url,
+        }
+        with running_image(image, env) as running:
+            info = httpx.get(f"{running.url}/info", timeout=10).json()
+            answer = predict(running.url)
+    assert info["registry"]["name"] == REGISTERED
+    assert (info["registry"]["version"], info["registry"]["alias"]) == (version, "production")
+    assert info["registry"]["bundle_version"] == bundle.manifest.version
+    assert answer == expected
+    record_property("build_s", round(build_s, 1))
+    record_property("ready_s_inside", round(running.ready_s, 2))
+    print(f"serve-registry image built in {build_s:.0f} s; /ready after {running.ready_s:.2f} s")
