@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from bundle_factory import make_nilm_bundle
-from cli_helpers import TIMEOUT_S, assert_user_error
+from cli_helpers import TIMEOUT_S, assert_user_error, modelyard
 from modelyard.core.bundle import Bundle
 from modelyard.registry.promotion_record import PROMOTION_TAG, Promotion, registry_block
 from modelyard.registry.store import ModelRegistry, RegisteredVersion
@@ -113,30 +113,47 @@ def test_records_of_older_promotions_give_the_verdicts_without_numbers() -> None
     assert (numbered.version, numbered.alias, numbered.gates) == ("4", None, [])
 
 
-#: ``python -m modelyard ARGS`` where ``import mlflow`` fails, as in ``pip install modelyard``
-#: without the ``registry`` or ``train`` extra (the plain serve image).
-WITHOUT_MLFLOW = (
-    "import sys; sys.modules['mlflow'] = None; sys.argv[0] = 'modelyard'; "
-    "from modelyard.cli import main; main()"
-)
-
-
-def test_serving_a_registry_reference_without_mlflow_names_the_registry_extra(
-    tmp_path: Path,
-) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_MLFLOW, "serve", f"models:/{NAME}@production"],
+def serve_without(module: str, registry_uri: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``modelyard serve models:/...`` where ``import MODULE`` fails: ``mlflow`` as in
+    ``pip install modelyard`` (the plain serve image), ``alembic`` as with MLflow's client alone
+    (the ``registry`` extra: mlflow-skinny)."""
+    run_cli = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv[0] = 'modelyard'; "
+        "from modelyard.cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", run_cli, "serve", f"models:/{NAME}@production"],
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
         check=False,
         env={
             **os.environ,
-            "MODELYARD_HOME": str(tmp_path),
-            "MODELYARD_REGISTRY_URI": "http://127.0.0.1:1",  # as the container sets it
+            "MODELYARD_HOME": str(home),
+            "MODELYARD_REGISTRY_URI": registry_uri,  # as the container sets it
             "MODELYARD_PORT": str(free_port()),
             "COLUMNS": "200",
         },
     )
+
+
+def test_serving_a_registry_reference_without_mlflow_names_the_registry_extra(
+    tmp_path: Path,
+) -> None:
+    result = serve_without("mlflow", "http://127.0.0.1:1", tmp_path)
     assert_user_error(result, "the model registry at http://127.0.0.1:1 needs MLflow's client")
     assert "pip install 'modelyard[registry]'" in result.stderr
+
+
+def test_an_embedded_store_with_only_mlflows_client_says_what_it_needs(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = serve_without("alembic", uri, tmp_path)
+    assert_user_error(result, f"{uri} is an embedded MLflow store, which needs all of MLflow")
+    assert "(alembic" in result.stderr and "MLflow server's URL" in result.stderr
+
+
+def test_an_unsupported_registry_uri_is_one_line(tmp_path: Path) -> None:
+    result = modelyard(
+        "serve", f"models:/{NAME}@production", "--registry-uri", "foo://bar", workdir=tmp_path
+    )
+    assert_user_error(result, "MLflow cannot open foo://bar: ")

@@ -46,7 +46,17 @@ def client_for(uri: str) -> Any:
             "tracking=mlflow needs mlflow: pip install 'modelyard[train]'"
         ) from exc
     quiet_mlflow_logs()  # after the import: mlflow sets its own log level when imported
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except ImportError as exc:  # mlflow-skinny: the client, not the embedded store's database code
+        raise TrackingError(
+            f"{uri} is an embedded MLflow store, which needs all of MLflow ({exc.name} is "
+            "missing: only MLflow's client is installed): pip install 'modelyard[train]', or "
+            "use an MLflow server's URL (http://...)"
+        ) from exc
+    except Exception as exc:  # an unsupported scheme, an unreadable store
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0].strip()
+        raise TrackingError(f"MLflow cannot open {uri}: {reason}") from exc
 
 
 class MlflowTracker(Tracker):
