@@ -268,14 +268,11 @@ def test_the_serve_image_answers_like_the_bundle_outside_and_drains_on_sigterm(
     assert running.ready_s <= 2 * outside_ready_s + 3, (running.ready_s, outside_ready_s)
 
 
-def test_the_plain_serve_image_refuses_a_registry_reference_in_one_line(
-    serve_image: ServeImage,
-) -> None:
-    """No MLflow in it: ``models:/`` stops the start with the one line that names the fix."""
-    env = {"MODELYARD_BUNDLE": f"models:/{REGISTERED}@production", "MODELYARD_PORT": "1"}
-    with working_container(serve_image) as name:
+def start_error(image: ServeImage, env: dict[str, str]) -> str:
+    """The one ``error:`` line the image's ENTRYPOINT stops with under ``env``, no traceback."""
+    with working_container(image) as name:
         done = subprocess.run(
-            run_in(serve_image, name, env, *serve_image.config["Entrypoint"]),
+            run_in(image, name, {"MODELYARD_PORT": "1", **env}, *image.config["Entrypoint"]),
             check=False,
             capture_output=True,
             text=True,
@@ -284,25 +281,36 @@ def test_the_plain_serve_image_refuses_a_registry_reference_in_one_line(
     output = done.stdout + done.stderr  # buildah adds its own lines about the exit status
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert done.returncode != 0 and "Traceback" not in output, output
-    assert len(errors) == 1 and errors[0].startswith("error: the model registry at"), output
-    assert "pip install 'modelyard[registry]'" in errors[0]
-    assert "modelyard-serve-registry" in errors[0]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def test_the_plain_serve_image_refuses_a_registry_reference_in_one_line(
+    serve_image: ServeImage,
+) -> None:
+    """No MLflow in it: ``models:/`` stops the start with the one line that names the fix."""
+    error = start_error(serve_image, {"MODELYARD_BUNDLE": f"models:/{REGISTERED}@production"})
+    assert error.startswith("error: the model registry at")
+    assert "pip install 'modelyard[registry]'" in error and "modelyard-serve-registry" in error
 
 
 @contextlib.contextmanager
 def mlflow_server(root: Path) -> Iterator[str]:
     """A real MLflow tracking server on 127.0.0.1 (SQLite store, artifacts proxied by the server:
-    what a container reads with nothing but the URL); stopped with its workers on exit."""
+    what a container reads with nothing but the URL); stopped with its workers on exit. Its
+    output goes to ROOT/server.log."""
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port)]
     store = [f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}", "--workers=1"]
     artifacts = [f"--artifacts-destination={root / 'artifacts'}", "--serve-artifacts"]
-    process = subprocess.Popen(
-        [*command, *store, *artifacts],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the server and its workers stop together
-    )
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*command, *store, *artifacts],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: server and workers stop together
+        )
     try:
         url = f"http://{HOST}:{port}"
         wait_until_healthy(url, process, 120, "/health")
@@ -339,6 +347,9 @@ def test_the_serve_registry_image_pulls_an_alias_from_an_mlflow_server_at_start(
     assert (info["registry"]["version"], info["registry"]["alias"]) == (version, "production")
     assert info["registry"]["bundle_version"] == bundle.manifest.version
     assert answer == expected
+    # No registry URI: the default embedded store, which MLflow's client alone cannot open.
+    no_uri = start_error(image, {"MODELYARD_BUNDLE": env["MODELYARD_BUNDLE"]})
+    assert "is an embedded MLflow store, which needs all of MLflow" in no_uri
     record_property("build_s", round(build_s, 1))
     record_property("ready_s_inside", round(running.ready_s, 2))
     print(f"serve-registry image built in {build_s:.0f} s; /ready after {running.ready_s:.2f} s")
