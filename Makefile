@@ -43,8 +43,8 @@ demo: $(STAMP)
 	$(BIN)/modelyard demo $(if $(NILM_SOURCE),--source $(NILM_SOURCE),)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks docs/hooks
-	$(BIN)/ruff format --check src tests benchmarks docs/hooks
+	$(BIN)/ruff check src tests benchmarks docs/hooks docker
+	$(BIN)/ruff format --check src tests benchmarks docs/hooks docker
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -91,3 +91,11 @@ docs: $(STAMP)
 
 docs-serve: $(STAMP)
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+# The container images (docs/containers.md): modelyard-serve, modelyard-serve-registry (serve +
+# registry: pulls models:/NAME@ALIAS at start), modelyard-app (serve + ui,monitor,registry) and
+# modelyard-train (CPU torch), built with buildah from a wheelhouse of requirements.lock; the size
+# of each is printed. IMAGE_BUNDLE=DIR bakes a bundle into serve, serve-registry and app.
+.PHONY: images
+images: $(STAMP) containers
+	$(BIN)/python docker/build_images.py serve serve-registry app train $(if $(IMAGE_BUNDLE),--bundle $(IMAGE_BUNDLE),)

@@ -6,6 +6,9 @@ promotion itself (evaluation on a project's data, the latency gate) is covered b
 ``test_registry.py``.
 """
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +16,12 @@ import httpx
 import pytest
 
 from bundle_factory import make_nilm_bundle
+from cli_helpers import TIMEOUT_S, assert_user_error, modelyard
 from modelyard.core.bundle import Bundle
 from modelyard.registry.promotion_record import PROMOTION_TAG, Promotion, registry_block
 from modelyard.registry.store import ModelRegistry, RegisteredVersion
 from modelyard.serving.registry_info import GateOutcome
-from modelyard.serving.server_process import running_server
+from modelyard.serving.server_process import free_port, running_server
 
 NAME = "meter"
 GATES = [
@@ -107,3 +111,49 @@ def test_records_of_older_promotions_give_the_verdicts_without_numbers() -> None
     # served by version number (models:/NAME/4): no alias, so no promotion to show
     numbered = registry_block(version, None)
     assert (numbered.version, numbered.alias, numbered.gates) == ("4", None, [])
+
+
+def serve_without(module: str, registry_uri: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``modelyard serve models:/...`` where ``import MODULE`` fails: ``mlflow`` as in
+    ``pip install modelyard`` (the plain serve image), ``alembic`` as with MLflow's client alone
+    (the ``registry`` extra: mlflow-skinny)."""
+    run_cli = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv[0] = 'modelyard'; "
+        "from modelyard.cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", run_cli, "serve", f"models:/{NAME}@production"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        env={
+            **os.environ,
+            "MODELYARD_HOME": str(home),
+            "MODELYARD_REGISTRY_URI": registry_uri,  # as the container sets it
+            "MODELYARD_PORT": str(free_port()),
+            "COLUMNS": "200",
+        },
+    )
+
+
+def test_serving_a_registry_reference_without_mlflow_names_the_registry_extra(
+    tmp_path: Path,
+) -> None:
+    result = serve_without("mlflow", "http://127.0.0.1:1", tmp_path)
+    assert_user_error(result, "the model registry at http://127.0.0.1:1 needs MLflow's client")
+    assert "pip install 'modelyard[registry]'" in result.stderr
+
+
+def test_an_embedded_store_with_only_mlflows_client_says_what_it_needs(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = serve_without("alembic", uri, tmp_path)
+    assert_user_error(result, f"{uri} is an embedded MLflow store, which needs all of MLflow")
+    assert "(alembic" in result.stderr and "MLflow server's URL" in result.stderr
+
+
+def test_an_unsupported_registry_uri_is_one_line(tmp_path: Path) -> None:
+    result = modelyard(
+        "serve", f"models:/{NAME}@production", "--registry-uri", "foo://bar", workdir=tmp_path
+    )
+    assert_user_error(result, "MLflow cannot open foo://bar: ")

@@ -95,3 +95,10 @@ def test_the_serve_only_install_does_not_need_gradio() -> None:
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     assert not [d for d in project["dependencies"] if d.lower().startswith("gradio")]
     assert any(d.startswith("gradio") for d in project["optional-dependencies"]["ui"])
+
+
+def test_the_help_of_app_shows_the_pip_command_whole(tmp_path: Path) -> None:
+    """Rich markup would eat ``[ui]`` from an unescaped help text."""
+    result = modelyard("app", "--help", workdir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'modelyard[ui]'" in " ".join(result.stdout.split()), result.stdout

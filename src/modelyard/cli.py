@@ -828,7 +828,7 @@ def web_app(
         typer.Option(help="URL of `modelyard monitor --serve`, for the model tab's drift report"),
     ] = None,
 ) -> None:
-    """Open the web UI for a served model (needs the `ui` extra: pip install 'modelyard[ui]')."""
+    """Open the web UI for a served model (needs the `ui` extra: pip install 'modelyard\\[ui]')."""
     with user_errors():
         try:
             from modelyard.webui.launch import run_ui

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.errors import BundleError, ModelyardError
 from modelyard.registry.references import ModelReference
-from modelyard.tracking.mlflow_backend import client_for, is_embedded
+from modelyard.tracking.mlflow_backend import MlflowMissingError, client_for, is_embedded
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -28,6 +28,11 @@ REGISTRATION_EXPERIMENT = "modelyard-registrations"
 BUNDLE_ARTIFACTS = "bundle"
 DIGEST_TAG = "manifest_digest"  # the manifest's integrity digest, checked again on fetch
 ALIASES = ("staging", "production")
+#: Why a registry cannot be opened without MLflow, and the fix (serving needs only its client).
+NEEDS_MLFLOW = (
+    "needs MLflow's client: pip install 'modelyard[registry]' (modelyard[train] has all of "
+    "MLflow; the serve image with it: modelyard-serve-registry, docs/containers.md)"
+)
 
 
 class RegistryError(ModelyardError):
@@ -53,7 +58,10 @@ class ModelRegistry:
         self.uri = uri
         self.cache = Path(cache)
         self.artifacts = artifacts
-        self.client: Any = client_for(uri)
+        try:
+            self.client: Any = client_for(uri)
+        except MlflowMissingError:  # serving needs only MLflow's client, not the train extra
+            raise RegistryError(f"the model registry at {uri} {NEEDS_MLFLOW}") from None
 
     # -- writing ---------------------------------------------------------------------------
     def register(self, bundle_path: Path, name: str | None = None) -> RegisteredVersion:

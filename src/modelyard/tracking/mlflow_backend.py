@@ -32,15 +32,31 @@ def is_embedded(uri: str) -> bool:
     return urlparse(uri).scheme in {"sqlite", "file", ""}
 
 
+class MlflowMissingError(TrackingError):
+    """MLflow is not installed (it is in the ``train`` extra; its client alone in ``registry``)."""
+
+
 def client_for(uri: str) -> Any:
     """An ``MlflowClient`` on ``uri`` (tracking and registry), with errors users can act on."""
     prepare_store(uri)
     try:
         from mlflow.tracking import MlflowClient
-    except ImportError as exc:  # pragma: no cover - mlflow is in the train extra
-        raise TrackingError("tracking=mlflow needs mlflow: pip install 'modelyard[train]'") from exc
+    except ImportError as exc:
+        raise MlflowMissingError(
+            "tracking=mlflow needs mlflow: pip install 'modelyard[train]'"
+        ) from exc
     quiet_mlflow_logs()  # after the import: mlflow sets its own log level when imported
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except ImportError as exc:  # mlflow-skinny: the client, not the embedded store's database code
+        raise TrackingError(
+            f"{uri} is an embedded MLflow store, which needs all of MLflow ({exc.name} is "
+            "missing: only MLflow's client is installed): pip install 'modelyard[train]', or "
+            "use an MLflow server's URL (http://...)"
+        ) from exc
+    except Exception as exc:  # an unsupported scheme, an unreadable store
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0].strip()
+        raise TrackingError(f"MLflow cannot open {uri}: {reason}") from exc
 
 
 class MlflowTracker(Tracker):
