@@ -287,7 +287,8 @@ def test_the_images_workflow_pushes_every_image_the_build_script_makes() -> None
     assert {entry["key"]: entry["image"] for entry in matrix} == {
         key: image.name for key, image in script.IMAGES.items()
     }
-    assert {"modelyard-serve", "modelyard-app", "modelyard-train"} == {e["image"] for e in matrix}
+    expected = {"modelyard-serve", "modelyard-serve-registry", "modelyard-app", "modelyard-train"}
+    assert expected == {e["image"] for e in matrix}
     for image in script.IMAGES.values():
         assert (ROOT / image.dockerfile).is_file(), image.dockerfile
     source = (ROOT / "docker" / "build_images.py").read_text()
