@@ -189,6 +189,21 @@ def test_shipped_projects_compose_as_before(workdir: Path) -> None:
         (["init", "table", "t", "--source", "homes.csv", "--target", "prize"], "'size', 'rooms'"),
         (["init", "table", "t", "--source", "homes.csv", "--target", "city"], "not numeric"),
         (["init", "table", "t", "--source", "no-such.csv"], "no such file"),
+        (["init", "table", "t", "--source", "homes.csv", "--ignore", "sise"], "'sise'"),
+        (
+            [
+                "init",
+                "table",
+                "t",
+                "--source",
+                "homes.csv",
+                "--target",
+                "price",
+                "--ignore",
+                "price",
+            ],
+            "is the target",
+        ),
         (["init", "table", "t", "--source", "tiny.csv"], "10+ rows"),
         (["--config-dir", "missing", "train", "project=x"], "no such configuration folder"),
     ],
@@ -203,6 +218,14 @@ def test_bad_input_is_one_clear_line(workdir: Path, args: list[str], fragment: s
     (workdir / "conf" / "project" / "taken.yaml").write_text("name: taken\n")
     assert_user_error(_cli(*args), fragment)
     assert (workdir / "conf" / "project" / "taken.yaml").read_text() == "name: taken\n"
+
+
+def test_ignored_columns_are_no_features(workdir: Path) -> None:
+    _table(workdir / "homes.csv")
+    _ok("init", "table", "t", "--source", "homes.csv", "--ignore", "rooms", "--ignore", "city")
+    table = load_config(["project=t"]).project.table
+    assert [f.name for f in table.features.numeric] == ["size"]
+    assert [f.name for f in table.features.categorical] == ["zipCode"]
 
 
 def test_force_overwrites(workdir: Path) -> None:

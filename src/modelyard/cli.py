@@ -163,6 +163,10 @@ def init_table(
     target: Annotated[
         str | None, typer.Option(help="Column to predict (numeric); default a suggestion")
     ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Column that is not a feature, e.g. one giving the target away (repeat)"),
+    ] = None,
     dir: Annotated[Path | None, typer.Option("--dir", help=INIT_DIR_HELP)] = None,
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
@@ -170,7 +174,7 @@ def init_table(
     with user_errors():
         from modelyard.stages import init_project
 
-        _report_init(init_project.init_table(name, source, target, dir, force))
+        _report_init(init_project.init_table(name, source, target, dir, force, ignore or []))
 
 
 @data_app.command("fetch")

@@ -14,6 +14,7 @@ import csv
 import io
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,8 +232,12 @@ def init_table(
     target: str | None = None,
     config_dir: Path | None = None,
     force: bool = False,
+    ignore: Sequence[str] = (),
 ) -> InitResult:
-    """Write a table project for a CSV file: columns, types, ranges and a target."""
+    """Write a table project for a CSV file: columns, types, ranges and a target.
+
+    ``ignore`` names columns that are not features (e.g. one that gives the target away).
+    """
     path = project_file(name, config_dir)
     _check_target(path, force)
     source = source.expanduser()
@@ -243,7 +248,7 @@ def init_table(
     columns = [str(c) for c in frame.columns]
     numeric = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c])]
     if target is None:
-        target = _suggest_target(numeric)
+        target = _suggest_target([column for column in numeric if column not in ignore])
         if target is None:
             raise DataError(f"{source}: no numeric column to predict among {columns}")
         suggested = True
@@ -256,7 +261,12 @@ def init_table(
                 f"--target {target!r} is not numeric (tables are regression): "
                 f"numeric columns are {numeric}"
             )
-    schema, facts = _table_schema(frame, source.name, separator, target)
+    if target in ignore:
+        raise ConfigError(f"--ignore {target!r}: it is the target")
+    unknown = [column for column in ignore if column not in columns]
+    if unknown:
+        raise ConfigError(f"--ignore {unknown} not column(s) of {source.name}: {columns}")
+    schema, facts = _table_schema(frame.drop(columns=list(ignore)), source.name, separator, target)
     parse_schema(schema)  # what training will check, checked now
     project: dict[str, Any] = {
         "name": name,
@@ -286,6 +296,8 @@ def init_table(
     )
     _write(path, header + yaml.safe_dump(project, sort_keys=False, width=100), force)
     facts.insert(0, f"target: {target} ({how})")
+    if ignore:
+        facts.append(f"ignored (--ignore): {list(ignore)}")
     return InitResult(path, facts, _next_steps(name))
 
 
