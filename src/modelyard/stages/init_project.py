@@ -421,8 +421,7 @@ def _table_schema(
     numeric, categorical, dates = kinds["numeric"], kinds["categorical"], kinds["date"]
     if not numeric and not categorical and not dates:
         raise DataError(f"{file}: no usable feature besides the target {target!r}")
-    target_values = frame[target]
-    positive = bool((target_values.dropna() > 0).all())
+    dropped = int((~(frame[target] > 0)).sum())  # NaN too: the family keeps target > 0 only
     read: dict[str, Any] = {"file": file, "header": True}
     if separator != ",":
         read["separator"] = separator
@@ -430,11 +429,15 @@ def _table_schema(
         read["dates"] = date_formats
     schema: dict[str, Any] = {
         "read": read,
-        "filters": [{"column": target, "not_null": True}],
         "features": kinds,
-        "target": {"name": target, "log": positive},
+        "target": {"name": target, "log": True},
         "split": {"method": "random", "test_fraction": 0.2, "val_fraction": 0.1, "seed": 0},
-        "baseline_group": categorical[0]["name"] if categorical else None,
+        # the finest grouping makes the most telling baseline (zip codes rather than types)
+        "baseline_group": (
+            max(categorical, key=lambda f: int(f["max_categories"]))["name"]
+            if categorical
+            else None
+        ),
     }
     facts = [
         f"{len(frame)} rows read; features: {len(numeric)} numeric, "
@@ -446,6 +449,9 @@ def _table_schema(
         facts.append(f"dates: {date_formats}")
     if skipped:
         facts.append(f"not used (identifiers, free text or empty): {skipped}")
-    if not positive:
-        facts.append(f"{target!r} is not always positive: modelled as is (target.log false)")
+    if dropped:
+        facts.append(
+            f"{dropped} row(s) with {target} missing or <= 0 will be dropped "
+            "(table projects predict positive amounts, in log space)"
+        )
     return schema, facts
