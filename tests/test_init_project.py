@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,6 +227,23 @@ def test_ignored_columns_are_no_features(workdir: Path) -> None:
     table = load_config(["project=t"]).project.table
     assert [f.name for f in table.features.numeric] == ["size"]
     assert [f.name for f in table.features.categorical] == ["zipCode"]
+
+
+def test_a_zip_is_recorded_with_its_checksum(workdir: Path) -> None:
+    folder = _image_folder(workdir / "two", {"b": 3, "a": 3}, side=8)
+    archive = workdir / "data" / "two.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted(folder.rglob("*.*")):
+            zipped.write(path, path.relative_to(workdir).as_posix())
+    _ok("init", "image", "zipped", "--source", str(archive))
+    cfg = load_config(["project=zipped"])
+    assert cfg.project.data.source == "data" and cfg.project.data.archive == "two.zip"
+    expected = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert [dict(f) for f in cfg.project.data.files] == [{"path": "two.zip", "sha256": expected}]
+    assert cfg.sweep.n_trials == 12  # the vision family's search space
+    _ok("data", "fetch", "project=zipped", "--no-progress")
+    assert (workdir / ".modelyard" / "data" / "raw" / "zipped" / "two.zip").is_file()
 
 
 def test_force_overwrites(workdir: Path) -> None:
