@@ -6,8 +6,20 @@ from collections import defaultdict
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelyard"
-#: The modules of ``stages/``: one per stage of the pipeline (fetch and prepare are ``data``).
-STAGES = {"fetch", "prepare", "train", "evaluate", "export", "sweep", "promote", "demo", "monitor"}
+#: The modules of ``stages/``: one per stage of the pipeline (fetch and prepare are ``data``),
+#: and ``init_project`` (``modelyard init``, the project file the pipeline starts from).
+STAGES = {
+    "fetch",
+    "prepare",
+    "train",
+    "evaluate",
+    "export",
+    "sweep",
+    "promote",
+    "demo",
+    "monitor",
+    "init_project",
+}
 
 
 def _runtime_imports(tree: ast.Module) -> list[str]:

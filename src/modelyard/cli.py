@@ -7,6 +7,7 @@ happen inside the commands that need them, so ``serve`` and ``predict`` never lo
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from modelyard.cli_environment import (
     port_variables,
 )
 from modelyard.core.bundle_integrity import KEY_FILE_ENV
+from modelyard.core.config_dir import CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR
 from modelyard.core.errors import ModelyardError
 from modelyard.serving.settings import setting_default as _serving
 
@@ -38,6 +40,30 @@ data_app = typer.Typer(help="Fetch and prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 bundle_app = typer.Typer(help="Verify and sign model bundles.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
+init_app = typer.Typer(
+    help="Write a project config for your own data into the config folder (./conf).",
+    no_args_is_help=True,
+)
+app.add_typer(init_app, name="init")
+
+
+@app.callback()
+def main_options(
+    config_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"Your own configuration folder (project/<name>.yaml, ...), searched after the "
+            f"shipped one; default ./{DEFAULT_CONFIG_DIR} when it exists",
+            envvar=CONFIG_DIR_ENV,
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """modelyard: from raw data to a tested prediction service."""
+    if config_dir is not None:
+        # the one place it is read (core/config_dir.py); processes started later inherit it
+        os.environ[CONFIG_DIR_ENV] = str(config_dir.expanduser().resolve())
+
 
 SOURCE_HELP = "URL or directory; default project.data.source"
 MODEL_HELP = "Run or bundle directory; default the latest run"
@@ -96,6 +122,59 @@ def _config(overrides: list[str] | None) -> Any:
 def _print_json(title: str, payload: dict[str, Any]) -> None:
     console.print(f"[bold]{title}[/]")
     typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+NAME_HELP = "Project name (names the data, run and bundle folders and the served model)"
+INIT_DIR_HELP = (
+    f"Configuration folder to write to; default --config-dir, else ./{DEFAULT_CONFIG_DIR}"
+)
+FORCE_HELP = "Overwrite an existing project file"
+
+
+def _report_init(result: Any) -> None:
+    console.print(f"wrote {result.path}", highlight=False, soft_wrap=True)
+    for fact in result.facts:
+        console.print(f"  {fact}", markup=False, highlight=False, soft_wrap=True)
+    console.print("next:", highlight=False)
+    for step in result.next_steps:
+        console.print(f"  {step}", markup=False, highlight=False, soft_wrap=True)
+
+
+@init_app.command("image")
+def init_image(
+    name: Annotated[str, typer.Argument(help=NAME_HELP)],
+    source: Annotated[
+        Path, typer.Option(help="Folder (or zip) with one subfolder of images per class")
+    ],
+    dir: Annotated[Path | None, typer.Option("--dir", help=INIT_DIR_HELP)] = None,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+) -> None:
+    """An image classification project: classes and image counts read from the folders."""
+    with user_errors():
+        from modelyard.stages import init_project
+
+        _report_init(init_project.init_image(name, source, dir, force))
+
+
+@init_app.command("table")
+def init_table(
+    name: Annotated[str, typer.Argument(help=NAME_HELP)],
+    source: Annotated[Path, typer.Option(help="CSV file with a header line")],
+    target: Annotated[
+        str | None, typer.Option(help="Column to predict (numeric); default a suggestion")
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Column that is not a feature, e.g. one giving the target away (repeat)"),
+    ] = None,
+    dir: Annotated[Path | None, typer.Option("--dir", help=INIT_DIR_HELP)] = None,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+) -> None:
+    """A table regression project: columns, types, ranges and a target read from the CSV."""
+    with user_errors():
+        from modelyard.stages import init_project
+
+        _report_init(init_project.init_table(name, source, target, dir, force, ignore or []))
 
 
 @data_app.command("fetch")

@@ -62,11 +62,9 @@ class VisionTask(Task):
         self.size = int(self.data.image_size)
 
     def _source(self, source: Path) -> Path:
-        return (
-            source / str(self.data.archive)
-            if (source / str(self.data.archive)).exists()
-            else source
-        )
+        """The configured archive inside ``source`` when there is one, else ``source`` itself."""
+        archive = self.data.get("archive")
+        return source / str(archive) if archive and (source / str(archive)).exists() else source
 
     def _index(self, source: Path, ledger: ReadLedger | None = None) -> ImageIndex:
         """The image index, its files checked against ``project.data``'s refusal policy."""
@@ -103,7 +101,14 @@ class VisionTask(Task):
         return summary
 
     def training_files(self, raw: Path) -> list[Path]:
-        return [raw / str(self.data.archive)]
+        """The archive, or every file of a plain image folder (class folders, fetched as is)."""
+        source = self._source(raw)
+        if source.is_file():
+            return [source]
+        found = sorted(path for path in source.rglob("*") if path.is_file())
+        if not found:
+            raise DataError(f"no image files under {source}: run `modelyard data fetch` first")
+        return found
 
     def datamodule(self) -> ImageDataModule:
         return ImageDataModule(

@@ -1,0 +1,457 @@
+"""``modelyard init image|table``: a project config for a user's own data, outside the package.
+
+The project file is written to ``<config dir>/project/<name>.yaml`` (``./conf`` unless
+``--dir`` or ``$MODELYARD_CONFIG_DIR`` says otherwise), where every command finds it
+(``core/config_dir.py``). What can be read from the data is filled in: an image folder's classes
+and image counts (one folder per class) and a typical image size; a table's columns, their types,
+value ranges and a suggested target. The model, schedule and sweep space come from the family's
+defaults (``model/vision.yaml``, ``schedule/tabular_quick.yaml``, ...), so no other file is
+needed. NILM projects are not written by ``init``: their appliances, houses and channel maps need
+a person (see ``conf/project/nilm.yaml``).
+"""
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from PIL import Image, UnidentifiedImageError
+
+from modelyard.core.config import shipped_config_dir
+from modelyard.core.config_dir import configured_config_dir
+from modelyard.core.errors import ConfigError, DataError
+from modelyard.core.hashing import sha256_file
+from modelyard.projects.tabular.schema import parse_schema
+from modelyard.projects.vision.image_folders import ImageIndex, index_image_folder, member_reader
+
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+#: Image sizes init chooses from: the largest not above the typical shorter side of the images.
+IMAGE_SIZES = (32, 64, 96, 128)
+#: Images whose header is read to find the typical size.
+SIZE_SAMPLE = 64
+#: Rows of a table read to infer its columns.
+TABLE_SAMPLE_ROWS = 200_000
+#: A text column with more distinct values than this (or than half its rows) is free text.
+MAX_CATEGORIES = 200
+#: Date formats a text column is tried with (all its values must parse).
+DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%d-%m-%Y", "%d/%m/%Y")
+#: Words that make an integer column a code (categorical): zip codes, types, classes.
+CODE_HINTS = ("code", "zip", "postal", "type", "class", "category")
+#: Words that make a numeric column a likely target, most telling first.
+TARGET_HINTS = ("target", "price", "value", "label", "y")
+
+
+@dataclass
+class InitResult:
+    """What ``init`` wrote and what it found, for the CLI to report."""
+
+    path: Path
+    facts: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+
+def project_file(name: str, config_dir: Path | None) -> Path:
+    """Where project ``name``'s file goes: ``<config dir>/project/<name>.yaml``."""
+    _check_name(name)
+    root = (config_dir or configured_config_dir()).expanduser().resolve()
+    return root / "project" / f"{name}.yaml"
+
+
+def _check_name(name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"project name {name!r}: use a letter, then letters, digits, '_' or '-' (at most 64)"
+        )
+    if (shipped_config_dir() / "project" / f"{name}.yaml").is_file():
+        raise ConfigError(
+            f"project name {name!r} is a shipped project (which would always take precedence): "
+            "choose another name"
+        )
+
+
+def _check_target(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists: pass --force to overwrite it")
+
+
+def _portable(path: Path) -> str:
+    """``path`` relative to the working directory when inside it, else absolute."""
+    resolved = path.expanduser().resolve()
+    try:
+        return resolved.relative_to(Path.cwd()).as_posix() or "."
+    except ValueError:
+        return resolved.as_posix()
+
+
+def _write(path: Path, text: str, force: bool) -> None:
+    _check_target(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _next_steps(name: str) -> list[str]:
+    project = f"project={name}"
+    return [
+        f"modelyard data fetch {project}",
+        f"modelyard data prepare {project}",
+        f"modelyard train experiment=quick {project}",
+        f"modelyard evaluate {project}",
+        f"modelyard export {project}",
+        f"modelyard serve .modelyard/bundles/{name}/$(cat .modelyard/bundles/{name}/LATEST)",
+    ]
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+def init_image(
+    name: str, source: Path, config_dir: Path | None = None, force: bool = False
+) -> InitResult:
+    """Write an image project for a folder (or zip) with one subfolder per class."""
+    path = project_file(name, config_dir)
+    _check_target(path, force)
+    source = source.expanduser()
+    if not source.exists():
+        raise DataError(f"--source {source}: no such folder or zip file")
+    try:
+        index = index_image_folder(source)
+    except PermissionError as exc:
+        raise DataError(f"--source {source}: cannot be read ({exc.strerror})") from exc
+    size = _typical_size(index)
+    counts = index.class_counts()
+    if source.is_dir():
+        data_lines = [
+            "  # The folder itself: `data fetch` copies it (no checksums: it is a working copy).",
+            f"  source: {_quoted(_portable(source))}",
+            "  files: []",
+            "  archive: null",
+        ]
+    else:
+        data_lines = [
+            f"  source: {_quoted(_portable(source.parent))}",
+            f"  files:\n    - {{path: {_quoted(source.name)}, sha256: {sha256_file(source)}}}",
+            f"  archive: {_quoted(source.name)}",
+        ]
+    counted = ", ".join(f"{cls}: {count}" for cls, count in counts.items())
+    text = IMAGE_TEMPLATE.format(
+        name=name,
+        source=_portable(source),
+        counted=counted,
+        data="\n".join(data_lines),
+        size=size,
+        top_k=min(3, len(counts)),
+    )
+    _write(path, text, force)
+    facts = [
+        f"{len(counts)} classes, {int(index.labels.size)} images: {counted}",
+        f"image size {size} (the typical shorter side, rounded down to one of {IMAGE_SIZES})",
+    ]
+    smallest = min(counts.values())
+    if smallest < 20:
+        facts.append(
+            f"warning: {min(counts, key=lambda c: counts[c])!r} has only {smallest} image(s); "
+            "with 15 % test and 15 % validation a split may see very few of a class"
+        )
+    return InitResult(path, facts, _next_steps(name))
+
+
+def _quoted(text: str) -> str:
+    """A YAML scalar for ``text`` (quoted when YAML would read it otherwise)."""
+    dumped = yaml.safe_dump(text, default_flow_style=True).strip()
+    return dumped.removesuffix("\n...").removesuffix("...").strip()
+
+
+def _typical_size(index: ImageIndex) -> int:
+    """The image size to train at: the largest of IMAGE_SIZES not above the median shorter side."""
+    step = max(1, len(index.members) // SIZE_SAMPLE)
+    sides: list[int] = []
+    with member_reader(index.source) as read:
+        for member in index.members[::step][:SIZE_SAMPLE]:
+            try:
+                with Image.open(io.BytesIO(read(member))) as image:
+                    sides.append(min(image.size))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(
+                    f"{index.source}: {member} is not a readable image ({exc})"
+                ) from exc
+    median = sorted(sides)[len(sides) // 2]
+    fitting = [size for size in IMAGE_SIZES if size <= median]
+    return fitting[-1] if fitting else IMAGE_SIZES[0]
+
+
+IMAGE_TEMPLATE = """\
+# Image project {name!r}, written by `modelyard init image` from {source}
+# ({counted}). Classes are the folder names, read again by `data prepare`.
+# Model, schedule and sweep: the vision family's defaults (model/vision.yaml,
+# schedule/vision_quick.yaml, ...) unless conf/model/{name}.yaml etc. exist beside this file.
+name: {name}
+task: vision
+
+data:
+{data}
+  # Images are resized to this many pixels square (chosen from the images' typical size).
+  image_size: {size}
+  # Stratified: every class in the same proportions in train, validation and test.
+  split: {{test_fraction: 0.15, val_fraction: 0.15, seed: 0}}
+  batch_size: 64
+  num_workers: 0
+  # Unreadable files are refused and reported (prepare.json "reading"); above this fraction
+  # prepare fails (on_refused: fail) or warns (warn).
+  max_refused_fraction: 0.001
+  on_refused: fail
+  max_field_length: 100000
+  # Inverse-frequency class weights in the loss (reported in prepare.json).
+  class_weights: true
+  augment: {{enabled: true, brightness: 0.1}}
+
+# Checkpoints are selected on 1 - validation macro-F1.
+monitor: val_error
+
+serving:
+  top_k: {top_k}
+  max_upload_bytes: 10000000
+  max_pixels: 40000000
+  max_decoded_bytes: 67108864
+  max_concurrent_decodes: 2
+  max_decode_wait_s: 10.0
+"""
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+def init_table(
+    name: str,
+    source: Path,
+    target: str | None = None,
+    config_dir: Path | None = None,
+    force: bool = False,
+    ignore: Sequence[str] = (),
+) -> InitResult:
+    """Write a table project for a CSV file: columns, types, ranges and a target.
+
+    ``ignore`` names columns that are not features (e.g. one that gives the target away).
+    """
+    path = project_file(name, config_dir)
+    _check_target(path, force)
+    source = source.expanduser()
+    if not source.is_file():
+        raise DataError(f"--source {source}: no such file (a CSV table with a header line)")
+    separator = _separator(source)
+    frame = _read_table(source, separator)
+    columns = [str(c) for c in frame.columns]
+    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c])]
+    if target is None:
+        target = _suggest_target([column for column in numeric if column not in ignore])
+        if target is None:
+            raise DataError(f"{source}: no numeric column to predict among {columns}")
+        suggested = True
+    else:
+        suggested = False
+        if target not in columns:
+            raise ConfigError(f"--target {target!r} is not a column of {source.name}: {columns}")
+        if target not in numeric:
+            raise ConfigError(
+                f"--target {target!r} is not numeric (tables are regression): "
+                f"numeric columns are {numeric}"
+            )
+    if target in ignore:
+        raise ConfigError(f"--ignore {target!r}: it is the target")
+    unknown = [column for column in ignore if column not in columns]
+    if unknown:
+        raise ConfigError(f"--ignore {unknown} not column(s) of {source.name}: {columns}")
+    schema, facts = _table_schema(frame.drop(columns=list(ignore)), source.name, separator, target)
+    parse_schema(schema)  # what training will check, checked now
+    project: dict[str, Any] = {
+        "name": name,
+        "task": "tabular",
+        "data": {
+            "source": _portable(source.parent),
+            "files": [{"path": source.name, "sha256": sha256_file(source)}],
+            "batch_size": 128,
+            "num_workers": 0,
+            "max_refused_fraction": 0.001,
+            "on_refused": "fail",
+            "max_field_length": 100000,
+        },
+        "monitor": "val_mdape",
+        "table": schema,
+        "serving": {"max_rows": 1000},
+    }
+    how = "suggested: pass --target COLUMN to choose another" if suggested else "from --target"
+    header = (
+        f"# Table project {name!r}, written by `modelyard init table` from {_portable(source)}.\n"
+        f"# Target {target!r} ({how}).\n"
+        "# Feature ranges are the observed ones widened by half their span (the API refuses\n"
+        "# values outside). Drop any feature that gives the target away (e.g. a total price when\n"
+        "# the target is a price per m2). Every key is described in the shipped projects\n"
+        "# (conf/project/kc_house.yaml). Model, schedule and sweep: the tabular family's defaults\n"
+        "# (model/tabular.yaml, ...) unless conf/model/<name>.yaml etc. exist.\n"
+    )
+    _write(path, header + yaml.safe_dump(project, sort_keys=False, width=100), force)
+    facts.insert(0, f"target: {target} ({how})")
+    if ignore:
+        facts.append(f"ignored (--ignore): {list(ignore)}")
+    return InitResult(path, facts, _next_steps(name))
+
+
+def _separator(source: Path) -> str:
+    try:
+        with source.open(newline="", encoding="utf-8") as handle:
+            sample = handle.read(65536)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"--source {source}: cannot be read as UTF-8 text ({exc})") from exc
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _read_table(source: Path, separator: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(source, sep=separator, nrows=TABLE_SAMPLE_ROWS)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"--source {source}: not a readable CSV table ({exc})") from exc
+    if frame.shape[1] < 2 or len(frame) < 10:
+        raise DataError(
+            f"--source {source}: {len(frame)} row(s) and {frame.shape[1]} column(s) read; "
+            "a table needs a header line, a target and at least one feature, and 10+ rows"
+        )
+    return frame
+
+
+def _suggest_target(numeric: list[str]) -> str | None:
+    """A numeric column named like a target: a hint exactly, then ending in it, then holding it."""
+    matches = (
+        lambda name, hint: name == hint,
+        lambda name, hint: len(hint) > 1 and name.endswith(hint),
+        lambda name, hint: len(hint) > 1 and hint in name,
+    )
+    for match in matches:
+        for hint in TARGET_HINTS:
+            for column in numeric:
+                if match(column.lower(), hint):
+                    return column
+    return numeric[-1] if numeric else None
+
+
+def _is_code(frame: pd.DataFrame, column: str) -> bool:
+    """An integer column named like a code (zip code, type, class): categories, not amounts."""
+    lowered = column.lower()
+    return pd.api.types.is_integer_dtype(frame[column]) and any(
+        hint in lowered for hint in CODE_HINTS
+    )
+
+
+def _is_identifier(frame: pd.DataFrame, column: str) -> bool:
+    lowered = column.lower()
+    named = lowered == "id" or lowered.endswith("_id") or column.endswith("Id")
+    values = frame[column].dropna()
+    unique_integers = pd.api.types.is_integer_dtype(values) and values.nunique() == len(values) > 1
+    return named or unique_integers
+
+
+def _date_format(values: pd.Series) -> str | None:
+    present = values.dropna().astype(str)
+    if present.empty:
+        return None
+    for fmt in DATE_FORMATS:
+        parsed = pd.to_datetime(present, format=fmt, errors="coerce")
+        if parsed.notna().all():
+            return fmt
+    return None
+
+
+def _bound(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(float(value), 6)
+
+
+def _numeric_entry(column: str, values: pd.Series) -> dict[str, Any]:
+    """A numeric feature accepting the observed range widened by half its span (never below
+    zero for a column that never is)."""
+    low, high = float(values.min()), float(values.max())
+    margin = (high - low) / 2
+    lower = low - margin if low < 0 or low - margin >= 0 else 0.0
+    return {
+        "name": column,
+        "min": _bound(math.floor(lower)),
+        "max": _bound(math.ceil(high + margin)),
+    }
+
+
+def _column_entry(frame: pd.DataFrame, column: str) -> tuple[str, dict[str, Any], str | None]:
+    """How a column is used: ``(kind, feature entry, date format)``, kind ``skip`` for none."""
+    values = frame[column]
+    optional = {} if values.notna().all() else {"required": False}
+    if values.notna().sum() == 0 or _is_identifier(frame, column):
+        return "skip", {}, None
+    if _is_code(frame, column) and values.nunique() <= MAX_CATEGORIES:
+        entry = {"name": column, "max_categories": max(int(values.nunique()), 2)}
+        return "categorical", entry | optional, None
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return "numeric", _numeric_entry(column, values) | optional, None
+    if (fmt := _date_format(values)) is not None:
+        return "date", {"name": column} | optional, fmt
+    distinct = int(values.nunique())
+    if distinct > MAX_CATEGORIES or distinct > len(values) / 2:
+        return "skip", {}, None
+    return "categorical", {"name": column, "max_categories": max(distinct, 2)} | optional, None
+
+
+def _table_schema(
+    frame: pd.DataFrame, file: str, separator: str, target: str
+) -> tuple[dict[str, Any], list[str]]:
+    kinds: dict[str, list[dict[str, Any]]] = {"numeric": [], "categorical": [], "date": []}
+    date_formats: dict[str, str] = {}
+    skipped: list[str] = []
+    for column in (str(c) for c in frame.columns if str(c) != target):
+        kind, entry, fmt = _column_entry(frame, column)
+        if kind == "skip":
+            skipped.append(column)
+            continue
+        kinds[kind].append(entry)
+        if fmt is not None:
+            date_formats[column] = fmt
+    numeric, categorical, dates = kinds["numeric"], kinds["categorical"], kinds["date"]
+    if not numeric and not categorical and not dates:
+        raise DataError(f"{file}: no usable feature besides the target {target!r}")
+    dropped = int((~(frame[target] > 0)).sum())  # NaN too: the family keeps target > 0 only
+    read: dict[str, Any] = {"file": file, "header": True}
+    if separator != ",":
+        read["separator"] = separator
+    if date_formats:
+        read["dates"] = date_formats
+    schema: dict[str, Any] = {
+        "read": read,
+        "features": kinds,
+        "target": {"name": target, "log": True},
+        "split": {"method": "random", "test_fraction": 0.2, "val_fraction": 0.1, "seed": 0},
+        # the finest grouping makes the most telling baseline (zip codes rather than types)
+        "baseline_group": (
+            max(categorical, key=lambda f: int(f["max_categories"]))["name"]
+            if categorical
+            else None
+        ),
+    }
+    facts = [
+        f"{len(frame)} rows read; features: {len(numeric)} numeric, "
+        f"{len(categorical)} categorical, {len(dates)} date",
+        f"numeric: {[f['name'] for f in numeric]}",
+        f"categorical: {[f['name'] for f in categorical]}",
+    ]
+    if dates:
+        facts.append(f"dates: {date_formats}")
+    if skipped:
+        facts.append(f"not used (identifiers, free text or empty): {skipped}")
+    if dropped:
+        facts.append(
+            f"{dropped} row(s) with {target} missing or <= 0 will be dropped "
+            "(table projects predict positive amounts, in log space)"
+        )
+    return schema, facts
