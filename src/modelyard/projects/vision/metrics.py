@@ -73,6 +73,21 @@ def classification_scores(
     }
 
 
+def majority_baseline(y_true: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """The trivial baseline: always answer the most frequent class of these images (ties: the
+    first in class order). Its accuracy is the share of that class (the no-information rate)."""
+    labels = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    counts = np.bincount(labels, minlength=len(class_names))
+    majority = int(counts.argmax())
+    scores = classification_scores(labels, np.full_like(labels, majority), class_names)
+    return {
+        "rule": "always the most frequent class of the evaluated images",
+        "class": str(class_names[majority]),
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+    }
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Probabilities over the last axis, float64.
 
