@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import assert_user_error, modelyard
 from contract_helpers import assert_refused_in_one_line
 from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError, DataError
@@ -19,7 +20,7 @@ from modelyard.projects.vision.binary import (
     threshold_curve,
 )
 from modelyard.projects.vision.contract import DecisionRule, DecisionThreshold, VisionContract
-from modelyard.projects.vision.metrics import majority_baseline
+from modelyard.projects.vision.metrics import accuracy_interval, majority_baseline, wilson_interval
 from modelyard.projects.vision.task import VisionTask
 
 # Positives score 0.9, 0.8, 0.6, 0.3; negatives 0.7, 0.55, 0.4, 0.2. Deciding positive at
@@ -225,3 +226,24 @@ def test_the_rules_read_from_the_configuration(tmp_path: Path) -> None:
     )
     assert VisionTask(cfg).decision_rule == DecisionRule(rule="precision", target=0.9)
     assert VisionTask(load_config(["project=plants"])).decision_rule == DecisionRule()
+
+
+def test_the_real_command_line_refuses_a_bad_rule_in_one_line(tmp_path: Path) -> None:
+    result = modelyard("train", "project=plants", "project.decision.rule=recall", workdir=tmp_path)
+    assert_user_error(result, "project.decision: rule recall needs a target in (0, 1]")
+
+
+def test_the_wilson_interval_by_hand() -> None:
+    # 8 of 10, z = 1.96: centre (0.8 + 0.19208) / 1.38416 = 0.716738,
+    # half 1.96 * sqrt(0.016 + 0.009604) / 1.38416 = 0.226581
+    low, high = wilson_interval(8, 10, z=1.96)
+    assert (low, high) == pytest.approx((0.490157, 0.943319), abs=1e-6)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert accuracy_interval(50, 100) == {
+        "method": "wilson",
+        "level": 0.95,
+        "low": pytest.approx(0.403832, abs=1e-6),
+        "high": pytest.approx(0.596168, abs=1e-6),
+        "n": 100,
+    }

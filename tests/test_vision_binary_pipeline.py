@@ -12,6 +12,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -51,7 +52,7 @@ def picture(kind: str, seed: int) -> bytes:
 
 
 class Built:
-    def __init__(self, cfg: DictConfig, run: Path, metrics: dict[str, object], bundle: Bundle):
+    def __init__(self, cfg: DictConfig, run: Path, metrics: dict[str, Any], bundle: Bundle):
         self.cfg, self.run, self.metrics, self.bundle = cfg, run, metrics, bundle
 
 
@@ -152,7 +153,11 @@ def test_evaluation_reports_ranking_scores_curves_and_baseline(built: Built) -> 
     assert binary["pr_auc"] >= 0.9
     assert binary["prevalence"] == pytest.approx(0.5)
     assert binary["baseline"] == {"roc_auc": 0.5, "pr_auc": pytest.approx(0.5)}
-    assert built.metrics["baseline"]["accuracy"] == pytest.approx(0.5)  # type: ignore[index]
+    assert built.metrics["baseline"]["accuracy"] == pytest.approx(0.5)
+    interval = built.metrics["accuracy_interval"]
+    assert isinstance(interval, dict)
+    assert interval["n"] == labels.size and interval["method"] == "wilson"
+    assert interval["low"] <= built.metrics["accuracy"] <= interval["high"]
     assert (
         binary["decision"]["threshold"]
         == built.bundle.manifest.preprocessing["decision"]["threshold"]
@@ -161,7 +166,7 @@ def test_evaluation_reports_ranking_scores_curves_and_baseline(built: Built) -> 
     assert binary["at_threshold"]["accuracy"] == pytest.approx(
         float(np.mean(decided == (labels == 1)))
     )
-    plots = {Path(p).name: Path(p) for p in built.metrics["plots"]}  # type: ignore[attr-defined]
+    plots = {Path(p).name: Path(p) for p in built.metrics["plots"]}
     assert {"roc_curve.png", "pr_curve.png"} <= set(plots)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots.values())
     # the bundle carries the same numbers

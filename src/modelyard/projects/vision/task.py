@@ -44,7 +44,12 @@ from modelyard.projects.vision.image_folders import (
     stratified_split,
 )
 from modelyard.projects.vision.lightning_module import ImageClassifier
-from modelyard.projects.vision.metrics import classification_scores, majority_baseline, softmax
+from modelyard.projects.vision.metrics import (
+    accuracy_interval,
+    classification_scores,
+    majority_baseline,
+    softmax,
+)
 from modelyard.projects.vision.plots import (
     plot_confusion_matrix,
     plot_embedding,
@@ -349,6 +354,8 @@ class VisionTask(Task):
             "task": "vision",
             "source": str(source) if source is not None else str(self.cfg.paths.prepared),
             **scores,
+            # how uncertain the accuracy is with this many images
+            "accuracy_interval": accuracy_interval(int((predicted == labels).sum()), labels.size),
             "baseline": majority_baseline(labels, classes),
             "embedding_of": "penultimate features" if has_features else "logits",
             "plots": [str(confusion), str(embedding)],
