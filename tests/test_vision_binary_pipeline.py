@@ -231,3 +231,22 @@ def test_a_multi_class_bundle_answers_top_k_only(tmp_path: Path) -> None:
     assert set(answer) == {"model", "version", "top"}
     assert "decision" not in info["details"]
     assert "BinaryImagePrediction" not in schema["components"]["schemas"]
+
+
+def test_a_bundle_evaluated_on_another_folder_keeps_its_decision(
+    built: Built, tmp_path: Path
+) -> None:
+    for kind in WRITTEN:
+        (tmp_path / "folder" / kind).mkdir(parents=True)
+        for i in range(4):
+            (tmp_path / "folder" / kind / f"{i}.png").write_bytes(picture(kind, 5000 + i))
+    metrics, _ = evaluate.run(
+        built.cfg, model=built.bundle.path, source=tmp_path / "folder", output=tmp_path / "m.json"
+    )
+    assert metrics["evaluated"]["kind"] == "bundle"
+    binary = metrics["binary"]
+    assert binary["decision"] == built.bundle.manifest.preprocessing["decision"]
+    assert binary["positive_class"] == "9_dark" and binary["prevalence"] == 0.5
+    assert 0.0 <= binary["roc_auc"] <= 1.0 and binary["baseline"]["pr_auc"] == 0.5
+    assert metrics["accuracy_interval"]["n"] == 8
+    assert (tmp_path / "plots" / "roc_curve.png").is_file()

@@ -363,7 +363,9 @@ class VisionTask(Task):
         if len(classes) == 2:
             binary = self._binary_evaluation(contract, all_logits, labels, plots)
             metrics["binary"] = binary
-            metrics["plots"] += [binary["roc_curve"]["plot"], binary["pr_curve"]["plot"]]
+            metrics["plots"] += [
+                binary[c]["plot"] for c in ("roc_curve", "pr_curve") if c in binary
+            ]
         return metrics
 
     def _binary_evaluation(
@@ -378,34 +380,17 @@ class VisionTask(Task):
         index = classes.index(positive)
         truth = (labels == index).astype(np.int64)
         probability = softmax(logits)[:, index]
-        if truth.min() == truth.max():
-            raise DataError(
-                f"the evaluated images are all of one class ({truth.size} images): ROC-AUC and "
-                "PR-AUC need both classes"
-            )
-        ranking = ranking_scores(truth, probability)
-        ranking["roc_curve"]["plot"] = str(
-            plot_roc_curve(
-                plots / "roc_curve.png", ranking["roc_curve"], ranking["roc_auc"], positive
-            )
-        )
-        ranking["pr_curve"]["plot"] = str(
-            plot_pr_curve(
-                plots / "pr_curve.png",
-                ranking["pr_curve"],
-                ranking["pr_auc"],
-                float(truth.mean()),
-                positive,
-            )
-        )
         result: dict[str, Any] = {
             "positive_class": positive,
             "positive_class_rule": _positive_rule(decision is not None, self.decision_rule),
-            "prevalence": float(truth.mean()),
-            **ranking,
-            # a constant score ranks nothing: ROC-AUC 0.5, and average precision = prevalence
-            "baseline": {"roc_auc": 0.5, "pr_auc": float(truth.mean())},
+            "prevalence": float(truth.mean()) if truth.size else 0.0,
         }
+        if truth.size and truth.min() != truth.max():
+            result |= self._ranking(truth, probability, positive, plots)
+        else:  # e.g. --source with one class folder: nothing to rank, the rest still holds
+            result["ranking_skipped"] = (
+                f"the {truth.size} evaluated images are of one class: ROC-AUC and PR-AUC need both"
+            )
         if decision is not None:
             decided = np.where(probability >= decision.threshold, index, 1 - index)
             at = classification_scores(labels, decided, classes)
@@ -418,6 +403,23 @@ class VisionTask(Task):
                 "confusion_matrix": at["confusion_matrix"],
             }
         return result
+
+    @staticmethod
+    def _ranking(
+        truth: np.ndarray, probability: np.ndarray, positive: str, plots: Path
+    ) -> dict[str, Any]:
+        """ROC-AUC, PR-AUC, their curves (points and PNG) and the constant-score baseline."""
+        ranking = ranking_scores(truth, probability)
+        prevalence = float(truth.mean())
+        roc = plot_roc_curve(
+            plots / "roc_curve.png", ranking["roc_curve"], ranking["roc_auc"], positive
+        )
+        pr = plot_pr_curve(
+            plots / "pr_curve.png", ranking["pr_curve"], ranking["pr_auc"], prevalence, positive
+        )
+        ranking["roc_curve"]["plot"], ranking["pr_curve"]["plot"] = str(roc), str(pr)
+        # a constant score ranks nothing: ROC-AUC 0.5, and average precision = the prevalence
+        return {**ranking, "baseline": {"roc_auc": 0.5, "pr_auc": prevalence}}
 
 
 def _positive_rule(from_decision: bool, rule: DecisionRule) -> str:
