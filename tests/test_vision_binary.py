@@ -2,10 +2,12 @@
 scores whose every value is worked out by hand, the decision in the contract, and the rules'
 errors."""
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cli_helpers import assert_user_error, modelyard
 from contract_helpers import assert_refused_in_one_line
@@ -20,6 +22,7 @@ from modelyard.projects.vision.binary import (
     threshold_curve,
 )
 from modelyard.projects.vision.contract import DecisionRule, DecisionThreshold, VisionContract
+from modelyard.projects.vision.image_folders import index_image_folder
 from modelyard.projects.vision.metrics import accuracy_interval, majority_baseline, wilson_interval
 from modelyard.projects.vision.task import VisionTask
 
@@ -247,3 +250,17 @@ def test_the_wilson_interval_by_hand() -> None:
         "high": pytest.approx(0.596168, abs=1e-6),
         "n": 100,
     }
+
+
+def test_the_class_order_is_by_name_as_text_whatever_the_folders_creation_order(
+    tmp_path: Path,
+) -> None:
+    """Capitals sort before small letters and "10" before "9": the order is the names' as
+    strings, never the order the folders were made or listed in."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    for name in ("ant", "9_dog", "Zebra", "10_cat"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "one.png").write_bytes(png)
+    assert index_image_folder(tmp_path).classes == ["10_cat", "9_dog", "Zebra", "ant"]
