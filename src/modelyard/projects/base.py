@@ -62,6 +62,12 @@ class Task(ABC):
     def preprocessing(self, datamodule: "L.LightningDataModule") -> dict[str, Any]:
         """Plain-JSON parameters that turn raw inputs into model inputs (fitted on training)."""
 
+    def fitted_preprocessing(self, run: RunDir) -> dict[str, Any] | None:
+        """The run's preprocessing completed with facts that need the trained model (vision: a
+        two-class model's decision threshold, chosen on the validation split), written over
+        ``preprocessing.json`` after training; None (the default): nothing to add."""
+        return None
+
     @abstractmethod
     def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
         """A realistic model input batch, used for ONNX export and the parity check."""

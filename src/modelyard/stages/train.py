@@ -170,6 +170,9 @@ def _train(
     )
     if not main:
         return result
+    fitted = task.fitted_preprocessing(run_dir)
+    if fitted is not None:
+        write_json(run_dir.preprocessing, fitted)
     write_json(
         run_dir.train_summary, asdict(result) | {"git_commit": git.commit, "git_dirty": git.dirty}
     )

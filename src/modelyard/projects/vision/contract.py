@@ -10,15 +10,21 @@ the contract too (``preprocessing.limits``): training writes them from the proje
 configuration, and serving reads them from here (``serve`` overrides on top), never from the
 training configuration the manifest keeps as provenance, except through :meth:`parse` for bundles
 written before the limits were part of the contract.
+
+A two-class model's decision threshold (:class:`DecisionThreshold`: positive class, threshold,
+the rule that chose it on the validation split and what it reached there) is part of it too
+(``preprocessing.decision``): training adds it after fitting, serving and offline predict apply
+it (:func:`.binary.binary_decisions`). The rule itself is configuration
+(``project.decision``, :class:`DecisionRule`).
 """
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelyard.core.bundle import Manifest
-from modelyard.core.errors import BundleError
+from modelyard.core.errors import BundleError, ConfigError
 from modelyard.projects.serving_limits import ServingLimits
 from modelyard.projects.vision.image_decoding import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 
@@ -42,6 +48,64 @@ class VisionLimits(ServingLimits):
     max_decode_wait_s: float = 10.0
 
 
+#: How a two-class model's decision threshold is chosen on the validation split.
+RULES = ("max_f1", "precision", "recall")
+
+
+class DecisionRule(BaseModel):
+    """``project.decision``: the rule that chooses a two-class model's threshold, and the
+    positive class (``None``: the second class in the model's class order)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rule: Literal["max_f1", "precision", "recall"] = "max_f1"
+    #: The precision or recall to reach (``rule: precision|recall`` only), in (0, 1].
+    target: float | None = Field(default=None, gt=0.0, le=1.0)
+    positive: str | None = None
+
+    @model_validator(mode="after")
+    def _target_fits_rule(self) -> "DecisionRule":
+        if self.rule == "max_f1" and self.target is not None:
+            raise ValueError("rule max_f1 takes no target (set rule: precision or recall)")
+        if self.rule != "max_f1" and self.target is None:
+            raise ValueError(f"rule {self.rule} needs a target in (0, 1], e.g. 0.9")
+        return self
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None) -> "DecisionRule":
+        """From the project's ``decision:`` (absent: the defaults); a one-line ConfigError."""
+        try:
+            return cls.model_validate(dict(section or {}))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            if first["type"] == "literal_error":
+                message = f"must be one of {', '.join(RULES)}, got {first['input']!r}"
+            raise ConfigError(
+                f"project.decision{'.' + where if where else ''}: {message}"
+            ) from None
+
+
+class DecisionThreshold(BaseModel):
+    """A two-class model's decision: positive when the positive class's probability is
+    ``>= threshold``; how it was chosen, and what it achieved where it was chosen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    positive_class: str
+    threshold: float = Field(ge=0.0, le=1.0)
+    rule: Literal["max_f1", "precision", "recall"]
+    target: float | None = None
+    #: False when no threshold reached the target precision (the most precise one was taken).
+    target_met: bool = True
+    #: Which images it was chosen on (the validation split, with its size).
+    chosen_on: str
+    precision: float
+    recall: float
+    f1: float
+
+
 class VisionContract(BaseModel):
     """Classes in output order, the square input size, the per-channel normalisation on the 0-1
     scale, and the test-time views averaged inside the exported graph."""
@@ -55,6 +119,18 @@ class VisionContract(BaseModel):
     #: Views averaged inside the model graph; recorded so that /info can say what a call costs.
     test_time_augmentation: str = "none"
     limits: VisionLimits = VisionLimits()
+    #: Two-class models only: the threshold chosen on validation after training (None before,
+    #: for more classes, and in bundles exported before it existed: those answer top-k only).
+    decision: DecisionThreshold | None = None
+
+    @model_validator(mode="after")
+    def _decision_fits_classes(self) -> "VisionContract":
+        if self.decision is not None:
+            if len(self.classes) != 2:
+                raise ValueError(f"a decision threshold needs 2 classes, not {len(self.classes)}")
+            if self.decision.positive_class not in self.classes:
+                raise ValueError(f"positive class {self.decision.positive_class!r} is not a class")
+        return self
 
     def to_preprocessing(self) -> dict[str, Any]:
         """The manifest's ``preprocessing`` (and the run's ``preprocessing.json``): plain JSON."""
@@ -66,6 +142,9 @@ class VisionContract(BaseModel):
             "resize": RESIZE,
             "test_time_augmentation": self.test_time_augmentation,
             "limits": self.limits.model_dump(mode="json"),
+            **(
+                {} if self.decision is None else {"decision": self.decision.model_dump(mode="json")}
+            ),
         }
 
     @classmethod

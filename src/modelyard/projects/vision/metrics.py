@@ -73,6 +73,49 @@ def classification_scores(
     }
 
 
+#: The two-sided 95% normal quantile.
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default): unlike the normal
+    approximation it stays inside [0, 1] and is honest for few images or a proportion near 0 or
+    1. ``(0.0, 1.0)`` for no images: nothing is known."""
+    if total <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= total:
+        raise ValueError(f"successes must be in 0..{total}, got {successes}")
+    share = successes / total
+    spread = z * z / total
+    centre = (share + spread / 2) / (1 + spread)
+    half = z * np.sqrt(share * (1 - share) / total + spread / (4 * total)) / (1 + spread)
+    # exact at the ends, where rounding would leave 0.9999999999999999
+    low = 0.0 if successes == 0 else max(0.0, float(centre - half))
+    high = 1.0 if successes == total else min(1.0, float(centre + half))
+    return low, high
+
+
+def accuracy_interval(correct: int, total: int) -> dict[str, Any]:
+    """Accuracy's 95% Wilson interval, as evaluation reports it."""
+    low, high = wilson_interval(correct, total)
+    return {"method": "wilson", "level": 0.95, "low": low, "high": high, "n": total}
+
+
+def majority_baseline(y_true: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """The trivial baseline: always answer the most frequent class of these images (ties: the
+    first in class order). Its accuracy is the share of that class (the no-information rate)."""
+    labels = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    counts = np.bincount(labels, minlength=len(class_names))
+    majority = int(counts.argmax())
+    scores = classification_scores(labels, np.full_like(labels, majority), class_names)
+    return {
+        "rule": "always the most frequent class of the evaluated images",
+        "class": str(class_names[majority]),
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+    }
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Probabilities over the last axis, float64.
 

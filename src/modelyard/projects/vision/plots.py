@@ -5,7 +5,7 @@ no extra dependency and runs in well under a second on a few thousand points. It
 local structure, but whether the classes form separate clouds is visible all the same.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def plot_confusion_matrix(
@@ -133,6 +134,52 @@ def plot_embedding(
     axis.set_ylabel("principal component 2")
     axis.set_title(f"image embeddings, PCA ({values.shape[0]} points)")
     axis.legend(loc="best", fontsize="small", markerscale=2.5, framealpha=0.8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_roc_curve(
+    path: Path, curve: Mapping[str, Sequence[float]], auc: float, positive: str
+) -> Path:
+    """The ROC curve (true against false positive rate) with the chance diagonal."""
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance (AUC 0.5)")
+    axis.plot(
+        curve["false_positive_rate"], curve["true_positive_rate"], label=f"model (AUC {auc:.3f})"
+    )
+    axis.set_xlabel("false positive rate")
+    axis.set_ylabel("true positive rate (recall)")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.set_title(f"ROC curve, positive class {positive!r}")
+    axis.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def plot_pr_curve(
+    path: Path,
+    curve: Mapping[str, Sequence[float]],
+    auc: float,
+    prevalence: float,
+    positive: str,
+) -> Path:
+    """The precision-recall curve with the constant-score baseline (precision = prevalence)."""
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.axhline(prevalence, linestyle="--", color="grey", label=f"baseline (AP {prevalence:.3f})")
+    axis.step(curve["recall"], curve["precision"], where="pre", label=f"model (AP {auc:.3f})")
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.set_title(f"precision-recall curve, positive class {positive!r}")
+    axis.legend(loc="lower left")
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

@@ -1,4 +1,7 @@
-"""Vision serving: ``POST /predict`` with an uploaded image (multipart) -> top-k classes.
+"""Vision serving: ``POST /predict`` with an uploaded image (multipart) -> top-k classes, and for
+a two-class bundle with a decision threshold also ``decision``: the positive class's
+probability, the threshold and the decision (:func:`.binary.binary_decisions`, which offline
+``modelyard predict`` applies too).
 
 Preprocessing is :func:`.image_decoding.image_pixels` (what training cached) normalised with the
 training statistics. The prediction log gets the upload's drift features
@@ -29,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.spreadsheet import SpreadsheetSafeWriter
+from modelyard.projects.vision.binary import binary_decisions
 from modelyard.projects.vision.contract import VisionContract
 from modelyard.projects.vision.drift_features import (
     EMBEDDING_KEY,
@@ -51,6 +55,8 @@ from modelyard.serving.http_checks import BodyLimits
 from modelyard.serving.value_units import RATIO
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Offline predict's columns for a two-class bundle's decision (the served ``decision``'s keys).
+DECISION_COLUMNS = ("positive_class", "positive_probability", "threshold", "is_positive", "label")
 
 
 class ClassProbability(BaseModel):
@@ -62,6 +68,22 @@ class ImagePrediction(BaseModel):
     model: str
     version: str
     top: list[ClassProbability] = Field(description="Most probable classes, most probable first.")
+
+
+class BinaryDecision(BaseModel):
+    """A two-class model's decision: positive when ``positive_probability >= threshold``."""
+
+    positive_class: str = Field(examples=["AnnualCrop"])
+    positive_probability: float = Field(examples=[0.83])
+    threshold: float = Field(
+        examples=[0.41], description="Chosen on the validation split at training (see /info)."
+    )
+    is_positive: bool
+    label: str = Field(examples=["AnnualCrop"], description="The decided class.")
+
+
+class BinaryImagePrediction(ImagePrediction):
+    decision: BinaryDecision
 
 
 class VisionServing(ServingAdapter):
@@ -102,8 +124,11 @@ class VisionServing(ServingAdapter):
         self.require_axis("outputs", -1, len(self.classes), f"{len(self.classes)} classes")
 
     def task_info(self) -> dict[str, Any]:
+        decision = self.contract.decision
         return {
             "classes": self.classes,
+            # two-class bundles: the threshold /predict applies and how it was chosen
+            **({} if decision is None else {"decision": decision.model_dump(mode="json")}),
             "image_size": self.size,
             "test_time_augmentation": self.test_time_augmentation,
             "top_k": self.top_k,
@@ -167,9 +192,17 @@ class VisionServing(ServingAdapter):
     def top_classes(self, scores: np.ndarray) -> list[dict[str, Any]]:
         return ranked_classes(scores, self.classes, self.top_k)[0]
 
-    def classify(self, data: bytes) -> list[dict[str, Any]]:
+    def decision(self, scores: np.ndarray) -> dict[str, Any] | None:
+        """The decision for one image's logits, None without a decision threshold."""
+        if self.contract.decision is None:
+            return None
+        return binary_decisions(scores, self.classes, self.contract.decision)[0]
+
+    def classify(self, data: bytes) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Upload bytes -> the top classes and (two-class bundles) the decision."""
         batch, _ = self.decode(data)
-        return self.top_classes(self.model.run(batch))
+        scores = self.model.run(batch)
+        return self.top_classes(scores), self.decision(scores)
 
     def example_request(self) -> ExampleRequest:
         """A synthetic PNG upload of the model's size (see :func:`example_png`)."""
@@ -182,10 +215,11 @@ class VisionServing(ServingAdapter):
     def router(self) -> APIRouter:
         router = APIRouter(tags=["prediction"])
         manifest = self.bundle.manifest
+        answer = ImagePrediction if self.contract.decision is None else BinaryImagePrediction
 
         @router.post(
             "/predict",
-            response_model=ImagePrediction,
+            response_model=answer,
             openapi_extra={
                 "requestBody": {
                     "required": True,
@@ -225,6 +259,7 @@ class VisionServing(ServingAdapter):
                 raise HTTPException(422, str(exc)) from exc
             outputs = await self.model.run_outputs_async(batch)
             top = self.top_classes(outputs[0])
+            decided = self.decision(outputs[0])
             if len(outputs) > 1:  # bundles exported before the embedding output have one
                 features[EMBEDDING_KEY] = logged_embedding(outputs[1][0])
             record_prediction(
@@ -236,11 +271,15 @@ class VisionServing(ServingAdapter):
                     unit=RATIO,
                 )
             )
-            return ImagePrediction(
-                model=manifest.name,
-                version=manifest.version,
-                top=[ClassProbability(**t) for t in top],
-            )
+            ranked = [ClassProbability(**t) for t in top]
+            if decided is not None:
+                return BinaryImagePrediction(
+                    model=manifest.name,
+                    version=manifest.version,
+                    top=ranked,
+                    decision=BinaryDecision(**decided),
+                )
+            return ImagePrediction(model=manifest.name, version=manifest.version, top=ranked)
 
         return router
 
@@ -266,7 +305,8 @@ class VisionServing(ServingAdapter):
         return data
 
     def predict_file(self, source: Path, output: Path) -> int:
-        """A folder of images (searched recursively) -> CSV: file, top-k labels, probabilities."""
+        """A folder of images (searched recursively) -> CSV: file, top-k labels, probabilities,
+        and for a two-class bundle with a threshold the decision columns the server answers."""
         if not source.is_dir():
             raise DataError(f"expected a folder of images, got {source}")
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -274,22 +314,26 @@ class VisionServing(ServingAdapter):
             raise DataError(f"no .jpg/.jpeg/.png images under {source}")
         output.parent.mkdir(parents=True, exist_ok=True)
         k = min(self.top_k, len(self.classes))
+        decided = DECISION_COLUMNS if self.contract.decision is not None else ()
         with output.open("w", newline="") as handle:
             writer = SpreadsheetSafeWriter(handle)  # file names and class names are text
             writer.writerow(
                 [
                     "file",
                     *(f"{kind}_{i + 1}" for i in range(k) for kind in ("label", "probability")),
+                    *decided,
                     "error",
                 ]
             )
             for path in files:
+                name = path.relative_to(source).as_posix()
                 try:
-                    top = self.classify(path.read_bytes())
+                    top, decision = self.classify(path.read_bytes())
                     cells = [v for t in top for v in (t["label"], t["probability"])]
-                    writer.writerow([path.relative_to(source).as_posix(), *cells, ""])
+                    extra = [decision[c] for c in decided] if decision is not None else []
+                    writer.writerow([name, *cells, *extra, ""])
                 except ImageError as exc:
-                    writer.writerow([path.relative_to(source).as_posix(), *[""] * (2 * k), exc])
+                    writer.writerow([name, *[""] * (2 * k + len(decided)), exc])
         return len(files)
 
     # -- ground truth (POST /feedback) -------------------------------------------------------

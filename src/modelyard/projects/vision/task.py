@@ -19,7 +19,12 @@ from modelyard.core.run_dir import RunDir
 from modelyard.projects.base import GateMetric, Task
 from modelyard.projects.torch_model import LightningModel
 from modelyard.projects.trained_model import InferenceModel
-from modelyard.projects.vision.contract import VisionContract, VisionLimits
+from modelyard.projects.vision.binary import (
+    choose_threshold,
+    positive_index,
+    ranking_scores,
+)
+from modelyard.projects.vision.contract import DecisionRule, VisionContract, VisionLimits
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.drift_features import EMBEDDING_OUTPUT, EMBEDDING_SIZE
 from modelyard.projects.vision.examples import example_images
@@ -39,8 +44,18 @@ from modelyard.projects.vision.image_folders import (
     stratified_split,
 )
 from modelyard.projects.vision.lightning_module import ImageClassifier
-from modelyard.projects.vision.metrics import classification_scores
-from modelyard.projects.vision.plots import plot_confusion_matrix, plot_embedding
+from modelyard.projects.vision.metrics import (
+    accuracy_interval,
+    classification_scores,
+    majority_baseline,
+    softmax,
+)
+from modelyard.projects.vision.plots import (
+    plot_confusion_matrix,
+    plot_embedding,
+    plot_pr_curve,
+    plot_roc_curve,
+)
 from modelyard.projects.vision.reference_sample import (
     REFERENCE_ROWS,
     Decoded,
@@ -60,6 +75,8 @@ class VisionTask(Task):
         super().__init__(cfg)
         self.data = cfg.project.data
         self.size = int(self.data.image_size)
+        # a bad rule or target fails before any work (one-line ConfigError)
+        self.decision_rule = DecisionRule.from_config(_plain(cfg.project.get("decision")))
 
     def _source(self, source: Path) -> Path:
         """The configured archive inside ``source`` when there is one, else ``source`` itself."""
@@ -149,7 +166,10 @@ class VisionTask(Task):
 
     def contract(self, datamodule: ImageDataModule) -> VisionContract:
         """What the trained model stands on: the data's classes and statistics, and the
-        project's ``serving:`` limits, which serving reads from the bundle's contract."""
+        project's ``serving:`` limits, which serving reads from the bundle's contract. A
+        two-class model's decision threshold is added after training (:meth:`fitted_preprocessing`).
+        """
+        self._positive_class(datamodule.classes)  # a wrong positive class fails before training
         return VisionContract(
             classes=tuple(datamodule.classes),
             image_size=self.size,
@@ -158,6 +178,51 @@ class VisionTask(Task):
             test_time_augmentation=str(self.cfg.model.get("test_time_augmentation", "none")),
             limits=VisionLimits.from_serving_config(self.cfg.project.get("serving")),
         )
+
+    def _positive_class(self, classes: list[str]) -> str | None:
+        """The configured positive class of a two-class project (default the second class);
+        None for more classes. A ConfigError for a positive class that is not one of them."""
+        positive = self.decision_rule.positive
+        if len(classes) != 2:
+            if positive is not None:
+                raise ConfigError(
+                    f"project.decision.positive={positive!r} applies to two-class projects; "
+                    f"this one has {len(classes)} classes"
+                )
+            return None
+        try:
+            return classes[positive_index(classes, positive)]
+        except ValueError as exc:
+            raise ConfigError(f"project.decision.positive: {exc}") from None
+
+    def fitted_preprocessing(self, run: RunDir) -> dict[str, Any] | None:
+        """A two-class model's decision threshold, chosen on the validation split with the
+        trained (best) model by ``project.decision``'s rule; None for more classes."""
+        contract = VisionContract.parse(run.read_preprocessing())
+        positive = self._positive_class(list(contract.classes))
+        if positive is None:
+            return None
+        pixels, labels = load_part(Path(self.cfg.paths.prepared), "val")
+        logits = self._logits(self.load_model(run), contract, pixels)
+        index = list(contract.classes).index(positive)
+        decision = choose_threshold(
+            (labels == index).astype(np.int64),
+            softmax(logits)[:, index],
+            self.decision_rule,
+            positive,
+            f"validation split ({labels.size} images)",
+        )
+        return contract.model_copy(update={"decision": decision}).to_preprocessing()
+
+    @staticmethod
+    def _logits(model: InferenceModel, contract: VisionContract, pixels: np.ndarray) -> np.ndarray:
+        batches = [
+            model.predict(
+                normalise(pixels[start : start + EVAL_BATCH], contract.mean, contract.std)
+            )
+            for start in range(0, len(pixels), EVAL_BATCH)
+        ]
+        return np.concatenate(batches)
 
     def example_input(self, preprocessing: dict[str, Any], batch: int) -> np.ndarray:
         contract = VisionContract.parse(preprocessing)
@@ -280,7 +345,8 @@ class VisionTask(Task):
             embedded = model.embed(batch)  # None for a bundle: the logits are plotted instead
             has_features = embedded is not None
             features.append(embedded if embedded is not None else logits[-1])
-        predicted = np.concatenate(logits).argmax(axis=1)
+        all_logits = np.concatenate(logits)
+        predicted = all_logits.argmax(axis=1)
         scores = classification_scores(labels, predicted, classes)
         plots = output_dir / "plots"
         confusion = plot_confusion_matrix(
@@ -289,13 +355,84 @@ class VisionTask(Task):
         embedding = plot_embedding(
             plots / "embedding.png", np.concatenate(features), labels, classes
         )
-        return {
+        metrics: dict[str, Any] = {
             "task": "vision",
             "source": str(source) if source is not None else str(self.cfg.paths.prepared),
             **scores,
+            # how uncertain the accuracy is with this many images
+            "accuracy_interval": accuracy_interval(int((predicted == labels).sum()), labels.size),
+            "baseline": majority_baseline(labels, classes),
             "embedding_of": "penultimate features" if has_features else "logits",
             "plots": [str(confusion), str(embedding)],
         }
+        if len(classes) == 2:
+            binary = self._binary_evaluation(contract, all_logits, labels, plots)
+            metrics["binary"] = binary
+            metrics["plots"] += [
+                binary[c]["plot"] for c in ("roc_curve", "pr_curve") if c in binary
+            ]
+        return metrics
+
+    def _binary_evaluation(
+        self, contract: VisionContract, logits: np.ndarray, labels: np.ndarray, plots: Path
+    ) -> dict[str, Any]:
+        """ROC-AUC, PR-AUC and their curves for the positive class; the scores at the
+        contract's decision threshold (when the run has one)."""
+        classes = list(contract.classes)
+        decision = contract.decision
+        positive = decision.positive_class if decision else self._positive_class(classes)
+        assert positive is not None
+        index = classes.index(positive)
+        truth = (labels == index).astype(np.int64)
+        probability = softmax(logits)[:, index]
+        result: dict[str, Any] = {
+            "positive_class": positive,
+            "positive_class_rule": _positive_rule(decision is not None, self.decision_rule),
+            "prevalence": float(truth.mean()) if truth.size else 0.0,
+        }
+        if truth.size and truth.min() != truth.max():
+            result |= self._ranking(truth, probability, positive, plots)
+        else:  # e.g. --source with one class folder: nothing to rank, the rest still holds
+            result["ranking_skipped"] = (
+                f"the {truth.size} evaluated images are of one class: ROC-AUC and PR-AUC need both"
+            )
+        if decision is not None:
+            decided = np.where(probability >= decision.threshold, index, 1 - index)
+            at = classification_scores(labels, decided, classes)
+            result["decision"] = decision.model_dump(mode="json")
+            result["at_threshold"] = {
+                "accuracy": at["accuracy"],
+                "precision": at["per_class"][positive]["precision"],
+                "recall": at["per_class"][positive]["recall"],
+                "f1": at["per_class"][positive]["f1"],
+                "confusion_matrix": at["confusion_matrix"],
+            }
+        return result
+
+    @staticmethod
+    def _ranking(
+        truth: np.ndarray, probability: np.ndarray, positive: str, plots: Path
+    ) -> dict[str, Any]:
+        """ROC-AUC, PR-AUC, their curves (points and PNG) and the constant-score baseline."""
+        ranking = ranking_scores(truth, probability)
+        prevalence = float(truth.mean())
+        roc = plot_roc_curve(
+            plots / "roc_curve.png", ranking["roc_curve"], ranking["roc_auc"], positive
+        )
+        pr = plot_pr_curve(
+            plots / "pr_curve.png", ranking["pr_curve"], ranking["pr_auc"], prevalence, positive
+        )
+        ranking["roc_curve"]["plot"], ranking["pr_curve"]["plot"] = str(roc), str(pr)
+        # a constant score ranks nothing: ROC-AUC 0.5, and average precision = the prevalence
+        return {**ranking, "baseline": {"roc_auc": 0.5, "pr_auc": prevalence}}
+
+
+def _positive_rule(from_decision: bool, rule: DecisionRule) -> str:
+    if from_decision:
+        return "the model's decision (chosen at training from project.decision.positive)"
+    if rule.positive is not None:
+        return "configured (project.decision.positive)"
+    return "the second class in the model's class order (project.decision.positive unset)"
 
 
 def _decode_member(read: Callable[[str], bytes], member: str, contract: VisionContract) -> Decoded:
