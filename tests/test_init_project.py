@@ -97,6 +97,7 @@ def test_image_folder_to_bundle(workdir: Path) -> None:
     assert "2 classes, 48 images: cats: 24, dogs: 24" in init.stderr
     written = workdir / "conf" / "project" / "pets.yaml"
     assert written.is_file()
+    assert "the threshold on 'dogs''s probability" in written.read_text()
     cfg = load_config(["project=pets", *QUICK])
     assert cfg.project.data.source == "my-images"
     assert cfg.project.data.image_size == 32
@@ -115,6 +116,10 @@ def test_image_folder_to_bundle(workdir: Path) -> None:
     bundle = bundles / (bundles / "LATEST").read_text().strip()
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["preprocessing"]["classes"] == ["cats", "dogs"]
+    # two classes: a decision threshold chosen on validation, for the second class
+    decision = manifest["preprocessing"]["decision"]
+    assert decision["positive_class"] == "dogs" and decision["rule"] == "max_f1"
+    assert 0.0 <= decision["threshold"] <= 1.0
     assert (bundle / "model.onnx").is_file()
 
 

@@ -146,6 +146,7 @@ def init_image(
         data="\n".join(data_lines),
         size=size,
         top_k=min(3, len(counts)),
+        decision=_decision_comment(list(counts)),
     )
     _write(path, text, force)
     facts = [
@@ -159,6 +160,21 @@ def init_image(
             "with 15 % test and 15 % validation a split may see very few of a class"
         )
     return InitResult(path, facts, _next_steps(name))
+
+
+def _decision_comment(classes: list[str]) -> str:
+    """What the ``decision`` block does for these classes (it acts only with two)."""
+    if len(classes) != 2:
+        return (
+            "# Two-class projects only (this one has more): the decision threshold\n"
+            '# (docs/serving.md, "Two-class image models: the decision").'
+        )
+    return (
+        f"# Two classes: after training, the threshold on {classes[1]!r}'s probability (the\n"
+        "# positive class: the second in class order, unless `positive` names the other) is\n"
+        "# chosen on the validation split by `rule`: max_f1, or precision / recall reaching\n"
+        '# `target` (docs/serving.md, "Two-class image models: the decision").'
+    )
 
 
 def _quoted(text: str) -> str:
@@ -212,6 +228,9 @@ data:
 
 # Checkpoints are selected on 1 - validation macro-F1.
 monitor: val_error
+
+{decision}
+decision: {{rule: max_f1, target: null, positive: null}}
 
 serving:
   top_k: {top_k}
