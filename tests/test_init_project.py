@@ -15,16 +15,19 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from cli_helpers import assert_user_error
+from conftest import shared_datasets_root
 from modelyard.cli import app
 from modelyard.core.config import load_config, shipped_config_dir
 from modelyard.core.config_dir import CONFIG_DIR_ENV
 from modelyard.core.errors import ConfigError
+from modelyard.serving.server_process import running_server
 
 #: Seconds, not minutes: one epoch of a few batches (on top of experiment=quick).
 QUICK = ["experiment=quick", "tracking=none", "trainer.enable_progress_bar=false"]
@@ -258,3 +261,63 @@ def test_force_overwrites(workdir: Path) -> None:
     target.write_text("name: taken\n")
     _ok("init", "image", "taken", "--source", "two", "--force")
     assert "task: vision" in target.read_text()
+
+
+#: Two EuroSAT classes as a user's own binary folder; images per class (a small dataset).
+EUROSAT_PAIR = ("Forest", "SeaLake")
+PER_CLASS = 40
+
+
+def _eurosat_pair(target: Path) -> Path:
+    """``PER_CLASS`` real EuroSAT images of each of ``EUROSAT_PAIR``, as a plain class folder."""
+    archive = shared_datasets_root() / "images" / "eurosat_rgb.zip"
+    if not archive.is_file():
+        pytest.skip(f"real EuroSAT images not found at {archive} (set MODELYARD_DATA_ROOT)")
+    with zipfile.ZipFile(archive) as source:
+        for name in EUROSAT_PAIR:
+            members = sorted(m for m in source.namelist() if f"/{name}/" in m)[:PER_CLASS]
+            (target / name).mkdir(parents=True)
+            for member in members:
+                (target / name / Path(member).name).write_bytes(source.read(member))
+    return target
+
+
+@pytest.mark.slow
+def test_a_real_binary_folder_from_init_to_a_served_decision(workdir: Path) -> None:
+    """A user's own two-class folder (real EuroSAT images) through init, train, evaluate with
+    ROC-AUC and a threshold, export and serve, to one HTTP prediction with the decision; nothing
+    in the package changes (the ``workdir`` fixture checks)."""
+    images = _eurosat_pair(workdir / "my-images")
+    init = _ok("init", "image", "coast", "--source", str(images))
+    assert f"2 classes, {2 * PER_CLASS} images" in init.stderr
+    project = ["project=coast", *QUICK]
+    _ok("data", "fetch", *project, "--no-progress")
+    _ok("data", "prepare", *project)
+    _ok("train", *project, "trainer.max_epochs=2")
+    evaluated = _ok("evaluate", *project)
+    headline = json.loads(evaluated.stdout)  # two classes: ranking scores and the threshold
+    assert {"accuracy", "macro_f1", "roc_auc", "pr_auc", "threshold"} <= set(headline)
+    _ok("export", *project)
+
+    bundles = workdir / ".modelyard" / "bundles" / "coast"
+    bundle = bundles / (bundles / "LATEST").read_text().strip()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    binary = manifest["metrics"]["binary"]
+    assert binary["positive_class"] == "SeaLake"  # the second class in order
+    assert 0.0 <= binary["roc_auc"] <= 1.0 and 0.0 <= binary["pr_auc"] <= 1.0
+    decision = manifest["preprocessing"]["decision"]
+    assert decision["positive_class"] == "SeaLake"
+
+    upload = next((images / "SeaLake").iterdir())
+    with running_server(bundle) as url:
+        answer = httpx.post(
+            f"{url}/predict",
+            files={"file": (upload.name, upload.read_bytes(), "image/jpeg")},
+            timeout=30,
+        )
+    assert answer.status_code == 200, answer.text
+    served = answer.json()["decision"]
+    assert served["threshold"] == decision["threshold"]
+    assert served["positive_class"] == "SeaLake"
+    assert served["is_positive"] == (served["positive_probability"] >= served["threshold"])
+    assert served["label"] == ("SeaLake" if served["is_positive"] else "Forest")

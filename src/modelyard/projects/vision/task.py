@@ -308,7 +308,19 @@ class VisionTask(Task):
         return {key: float(metrics[key]) for key in ("accuracy", "macro_f1") if key in metrics}
 
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        return {k: round(float(metrics[k]), 4) for k in ("accuracy", "macro_f1") if k in metrics}
+        """Accuracy and macro-F1; for two classes also ROC-AUC, PR-AUC and the threshold."""
+        shown: dict[str, Any] = {
+            k: round(float(metrics[k]), 4) for k in ("accuracy", "macro_f1") if k in metrics
+        }
+        binary = metrics.get("binary")
+        if isinstance(binary, dict):
+            decision = binary.get("decision")
+            threshold = decision.get("threshold") if isinstance(decision, dict) else None
+            ranked = {"roc_auc": binary.get("roc_auc"), "pr_auc": binary.get("pr_auc")}
+            for key, value in {**ranked, "threshold": threshold}.items():
+                if isinstance(value, int | float):  # None when the images are of one class
+                    shown[key] = round(float(value), 4)
+        return shown
 
     def gate_metrics(self, metrics: dict[str, Any]) -> dict[str, GateMetric]:
         """Accuracy and macro-F1 on the evaluation images."""
