@@ -110,7 +110,8 @@ def test_image_folder_to_bundle(workdir: Path) -> None:
 
     project = ["project=pets", *QUICK]
     _ok("data", "fetch", *project, "--no-progress")
-    _ok("data", "prepare", *project)
+    prepared = _ok("data", "prepare", *project)
+    assert "warning: the val split has fewer than 5 images of some classes" in prepared.stderr
     trained = _ok("train", *project, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
     assert "best checkpoint" in trained.stderr
     _ok("evaluate", *project)

@@ -28,6 +28,7 @@ from modelyard.projects.vision.lightning_module import (
     ImageClassifier,
     augmented_views,
 )
+from modelyard.projects.vision.task import few_images_warnings
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages import evaluate, export, fetch, prepare, train
@@ -106,6 +107,20 @@ def test_prepare_reports_a_stratified_split_and_class_weights(
         assert summary["per_split_and_class"][part]["Red"] >= 1  # the rare class is everywhere
     weights = summary["class_weights"]
     assert weights["Red"] > weights["Bright"] == pytest.approx(weights["Dark"])
+    # 20 Red images: 3 in validation and in test, where its numbers are mostly noise
+    assert summary["warnings"] == few_images_warnings(summary["per_split_and_class"])
+    assert [w.split(" split")[0] for w in summary["warnings"]] == ["the val", "the test"]
+    assert all("(Red: 3)" in w for w in summary["warnings"])
+
+
+def test_few_images_of_a_class_in_a_split_are_named() -> None:
+    counts = {"train": {"a": 40, "b": 5}, "val": {"a": 9, "b": 4}, "test": {"a": 0, "b": 9}}
+    assert few_images_warnings(counts) == [
+        "the val split has fewer than 5 images of some classes (b: 4): its metrics will be very "
+        "uncertain; add images or change project.data.split",
+        "the test split has fewer than 5 images of some classes (a: 0): its metrics will be very "
+        "uncertain; add images or change project.data.split",
+    ]
 
 
 def test_evaluation_writes_scores_and_plots(built: tuple[object, Path, Bundle]) -> None:

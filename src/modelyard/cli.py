@@ -206,6 +206,8 @@ def data_prepare(
 
         summary = prepare.run(_config(overrides), source=source)
         _print_json("prepared", summary)
+        for warning in summary.get("warnings", []):
+            console.print(f"[yellow]warning: {escape(str(warning))}[/]", highlight=False)
 
 
 @app.command()

@@ -70,6 +70,26 @@ SUMMARY_FILE = "prepare.json"
 EVAL_BATCH = 256
 
 
+#: Fewer images of a class than this in a split make its numbers there mostly noise.
+FEW_IMAGES_PER_CLASS = 5
+
+
+def few_images_warnings(counts: dict[str, dict[str, int]]) -> list[str]:
+    """One sentence per split whose classes have fewer than :data:`FEW_IMAGES_PER_CLASS` images
+    (``counts``: images per class in each split)."""
+    found = []
+    for part, per_class in counts.items():
+        few = {name: n for name, n in per_class.items() if n < FEW_IMAGES_PER_CLASS}
+        if few:
+            listed = ", ".join(f"{name}: {n}" for name, n in few.items())
+            found.append(
+                f"the {part} split has fewer than {FEW_IMAGES_PER_CLASS} images of some classes "
+                f"({listed}): its metrics will be very uncertain; add images or change "
+                "project.data.split"
+            )
+    return found
+
+
 class VisionTask(Task):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
@@ -114,6 +134,9 @@ class VisionTask(Task):
             "class_weights": dict(zip(index.classes, weights, strict=True)),
             "reading": ledger.to_json(),
         }
+        few = few_images_warnings(counts)
+        if few:
+            summary["warnings"] = few
         (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
