@@ -322,3 +322,39 @@ def test_a_real_binary_folder_from_init_to_a_served_decision(workdir: Path) -> N
     assert served["positive_class"] == "SeaLake"
     assert served["is_positive"] == (served["positive_probability"] >= served["threshold"])
     assert served["label"] == ("SeaLake" if served["is_positive"] else "Forest")
+
+
+@pytest.mark.slow
+def test_the_real_copenhagen_listings_from_init_to_a_served_price(
+    workdir: Path, tables_source: Path
+) -> None:
+    """A real table the package knows nothing about, through configuration alone: init (target
+    squaremeterPrice, leaving out the total price that gives it away) -> train -> evaluate ->
+    export -> serve -> the bundle's own example request answered with a price."""
+    listings = tables_source / "copenhagen_listings.csv"
+    if not listings.is_file():
+        pytest.skip(f"real listings table not found at {listings} (set MODELYARD_DATA_ROOT)")
+    init = _ok(
+        "init", "table", "listings", "--source", str(listings),
+        "--target", "squaremeterPrice", "--ignore", "price",
+    )  # fmt: skip
+    assert "target: squaremeterPrice" in init.stderr
+    schema = load_config(["project=listings"]).project.table
+    features = [f.name for group in schema.features.values() for f in group]
+    assert "price" not in features and "squaremeterPrice" not in features
+    project = ["project=listings", *QUICK]
+    _ok("data", "fetch", *project, "--no-progress")
+    _ok("data", "prepare", *project)
+    _ok("train", *project)
+    evaluated = json.loads(_ok("evaluate", *project).stdout)
+    assert evaluated  # the family's headline metrics, whatever their values
+    _ok("export", *project)
+
+    bundles = workdir / ".modelyard" / "bundles" / "listings"
+    bundle = bundles / (bundles / "LATEST").read_text().strip()
+    with running_server(bundle) as url:
+        example = httpx.get(f"{url}/info", timeout=30).json()["details"]["example"]
+        answer = httpx.post(f"{url}/predict", json=example, timeout=30)
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert predictions and all(row["squaremeterPrice"] > 0 for row in predictions)
