@@ -62,6 +62,25 @@ def test_an_answer_becomes_chart_headline_and_exact_table() -> None:
     assert "2,737 bytes" in shown.sent_note()
 
 
+def test_a_two_class_answer_shows_the_decision_at_the_threshold() -> None:
+    top = [{"label": "Forest", "probability": 0.6}, {"label": "SeaLake", "probability": 0.4}]
+    decision = {
+        "label": "SeaLake",
+        "positive_class": "SeaLake",
+        "positive_probability": 0.4,
+        "threshold": 0.35,
+        "is_positive": True,
+    }
+    shown = Classified.from_answer({"top": top, "decision": decision}, "x.jpg", 1)
+    # the decision, not the most probable class: 0.4 passes a 0.35 threshold
+    assert shown.headline() == "### SeaLake\n\nSeaLake: 40.0 % ≥ threshold 35.0 %"
+    negative = {**decision, "label": "Forest", "threshold": 0.5, "is_positive": False}
+    shown = Classified.from_answer({"top": top, "decision": negative}, "x.jpg", 1)
+    assert shown.headline() == "### Forest\n\nSeaLake: 40.0 % < threshold 50.0 %"
+    with pytest.raises(ValueError, match=r"^The server's answer has a malformed decision"):
+        Classified.from_answer({"top": top, "decision": {"label": "x"}}, "x.jpg", 1)
+
+
 def test_class_and_file_names_show_as_they_are_not_as_markup() -> None:
     labels = ["Potato___Early_blight", "a|b", "*starred*", "x_1.jpg"]
     body = {"top": [{"label": label, "probability": 0.25} for label in labels]}

@@ -29,12 +29,38 @@ class ClassProbability:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """A two-class model's thresholded answer (the ``decision`` block of ``POST /predict``)."""
+
+    label: str
+    positive_class: str
+    positive_probability: float
+    threshold: float
+    is_positive: bool
+
+    @classmethod
+    def from_answer(cls, block: Any) -> "Decision":
+        try:
+            return cls(
+                label=str(block["label"]),
+                positive_class=str(block["positive_class"]),
+                positive_probability=float(block["positive_probability"]),
+                threshold=float(block["threshold"]),
+                is_positive=bool(block["is_positive"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"The server's answer has a malformed decision: {error}.") from None
+
+
+@dataclass(frozen=True)
 class Classified:
-    """One answer of ``POST /predict``: the classes, most probable first, and what was sent."""
+    """One answer of ``POST /predict``: the classes, most probable first, what was sent and, for
+    a two-class model, the decision at the bundle's threshold."""
 
     top: tuple[ClassProbability, ...]
     filename: str
     sent_bytes: int
+    decision: Decision | None = None
 
     @classmethod
     def from_answer(cls, body: Any, filename: str, sent_bytes: int) -> "Classified":
@@ -46,14 +72,24 @@ class Classified:
             top = tuple(ClassProbability(str(r["label"]), float(r["probability"])) for r in rows)
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"The server's answer has a malformed class: {error}.") from None
-        return cls(top=top, filename=filename, sent_bytes=sent_bytes)
+        block = body.get("decision")
+        decision = None if block is None else Decision.from_answer(block)
+        return cls(top=top, filename=filename, sent_bytes=sent_bytes, decision=decision)
 
     def chart(self) -> dict[str, float]:
         """The bar chart's values (gr.Label): class -> probability."""
         return {row.label: row.probability for row in self.top}
 
     def headline(self) -> str:
-        """The most probable class as one line of Markdown."""
+        """The most probable class as one line of Markdown; for a two-class model the decision
+        at the threshold instead, with the comparison that made it."""
+        if self.decision is not None:
+            d = self.decision
+            side = "≥" if d.is_positive else "<"
+            return (
+                f"### {escape(d.label)}\n\n{escape(d.positive_class)}: "
+                f"{percent(d.positive_probability)} {side} threshold {percent(d.threshold)}"
+            )
         best = self.top[0]
         return f"### {escape(best.label)} · {percent(best.probability)}"
 
