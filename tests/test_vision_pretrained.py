@@ -438,3 +438,18 @@ def test_a_modelyard_run_is_a_pretrained_source_with_its_statistics(
     last_stage = network.get_submodule("layer4.0.conv1")
     assert isinstance(last_stage, torch.nn.Conv2d)
     assert not torch.equal(last_stage.weight, original["layer4.0.conv1.weight"])
+
+
+def test_the_small_cnn_freezes_by_stage_and_other_networks_refuse() -> None:
+    from modelyard.projects.vision.model import ResidualCNN
+
+    network = ResidualCNN(2, stages=(4, 8, 16), blocks_per_stage=2)
+    stages = network.stages()
+    assert [len(stage) for stage in stages] == [1, 2, 2, 2]
+    kept = frozen_modules(network, "all_but_last_stage")
+    assert kept == [network.stem, *list(network.blocks)[:4]]
+    assert len(frozen_modules(network, "linear_probe")) == 7
+    with pytest.raises(ConfigError, match=r"model\.freeze=linear_probe needs backbone resnet18"):
+        frozen_modules(torch.nn.Linear(2, 2), "linear_probe")
+    with pytest.raises(ConfigError, match=r"model\.freeze must be one of none"):
+        frozen_modules(network, "half")

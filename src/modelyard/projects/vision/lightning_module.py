@@ -130,9 +130,6 @@ class ImageClassifier(L.LightningModule):
         self._frozen: list[nn.Module] = frozen_modules(self.net, freeze)
         for module in self._frozen:
             module.requires_grad_(False)
-        # Lightning does not call train() when fitting starts (it keeps each module's mode), so
-        # frozen layers go to eval mode here, and again on every train() (see there).
-        self.train(self.training)
         weights = None
         if class_weights is not None:
             weights = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
@@ -149,6 +146,12 @@ class ImageClassifier(L.LightningModule):
             for module in self._frozen:
                 module.eval()
         return self
+
+    def on_train_start(self) -> None:
+        """Lightning keeps each module's mode rather than calling ``train()`` when fitting
+        starts: frozen layers go to eval mode here (after its check that warns about modules in
+        eval mode, which would be a false alarm), and again on every ``train()``."""
+        self.train(self.training)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The classification head's parameters (the rest is the body); all of them for a
