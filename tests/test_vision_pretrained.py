@@ -192,9 +192,14 @@ def test_a_wrong_file_is_refused_in_one_line(
         resolve_weights(str(path), wrong_sum, tmp_path)
     text = tmp_path / "notes.pth"
     text.write_text("not weights")
-    with pytest.raises(ConfigError, match="is not a PyTorch weights file") as info:
+    with pytest.raises(ConfigError, match=r"is not a PyTorch weights file \(neither") as info:
         read_state_dict(resolve_weights(str(text), None, tmp_path))
     refusals["not torch"] = str(info.value)
+    pickled = tmp_path / "object.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "note": Path("x")}, pickled)
+    with pytest.raises(ConfigError, match="holds Python objects besides tensors") as info:
+        read_state_dict(resolve_weights(str(pickled), None, tmp_path))
+    refusals["objects"] = str(info.value)
     listed = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], listed)
     with pytest.raises(ConfigError, match="holds a list, not a state_dict"):

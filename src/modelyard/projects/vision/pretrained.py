@@ -207,10 +207,18 @@ def read_state_dict(weights: ResolvedWeights) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(weights.path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"model.pretrained: {weights.path} is not a PyTorch weights file: {first}"
-        ) from None
+        if not _looks_saved_by_torch(weights.path):
+            raise ConfigError(
+                f"model.pretrained: {weights.path} is not a PyTorch weights file (neither "
+                "torch.save's zip format nor a pickle)"
+            ) from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):
+            reason = (
+                "it holds Python objects besides tensors, which are never loaded; save the "
+                "state_dict alone (torch.save(model.state_dict(), path))"
+            )
+        raise ConfigError(f"model.pretrained: cannot read {weights.path}: {reason}") from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(
@@ -224,6 +232,13 @@ def read_state_dict(weights: ResolvedWeights) -> dict[str, torch.Tensor]:
     if weights.run:
         state = {key[4:]: value for key, value in state.items() if key.startswith("net.")}
     return state
+
+
+def _looks_saved_by_torch(path: Path) -> bool:
+    """torch.save writes a zip archive (or, before PyTorch 1.6, a pickle: protocol 2+)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 @dataclass(frozen=True)
