@@ -437,6 +437,8 @@ def test_a_modelyard_run_is_a_pretrained_source_with_its_statistics(
     network = TorchvisionResNet("resnet18", 5)  # another class count: the head is new
     report = load_weights(network, read_state_dict(weights), str(weights.path))
     assert report.tensors == 120 and not report.head_loaded  # with the BN counters this time
+    with pytest.raises(ConfigError, match="is a bundle, whose ONNX graph cannot give"):
+        resolve_weights(str(pipeline[2].path), None, run / "unused")
     original = torch.load(weights_file[0], weights_only=True)
     # the frozen stem kept the published weights through training
     assert torch.equal(network.conv1.weight, original["conv1.weight"])

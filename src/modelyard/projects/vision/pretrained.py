@@ -6,7 +6,8 @@
   an ``http(s)://`` / ``file://`` URL): URLs are fetched by :func:`modelyard.core.fetch
   .fetch_dataset` into ``paths.weights`` (under the modelyard home) once and reused; the file's
   sha256 must equal ``model.pretrained_sha256`` when that is given;
-* a modelyard training run's directory: its best checkpoint's network, and its normalisation;
+* a modelyard training run's directory: its best checkpoint's network, and its normalisation
+  (not a bundle: its ONNX graph has BatchNorm folded into the convolutions);
 * ``true`` with a ``timm:<model>`` backbone: timm's own pretrained weights (timm downloads them).
 
 A file is loaded only when it fits the backbone exactly (:func:`load_weights`): every key of the
@@ -31,6 +32,7 @@ from urllib.parse import unquote, urlparse
 import torch
 from torch import nn
 
+from modelyard.core.bundle import MANIFEST_FILE
 from modelyard.core.errors import ConfigError
 from modelyard.core.fetch import FileSpec, fetch_dataset
 from modelyard.core.hashing import sha256_file
@@ -172,6 +174,12 @@ def resolve_weights(
     if "://" in source:
         raise ConfigError(f"model.pretrained: unsupported URL scheme {scheme!r} in {source}")
     path = Path(source).expanduser()
+    if path.is_dir() and (path / MANIFEST_FILE).is_file():
+        raise ConfigError(
+            f"model.pretrained: {path} is a bundle, whose ONNX graph cannot give the network's "
+            "weights back (BatchNorm is folded into the convolutions); give the directory of "
+            "the training run it was exported from"
+        )
     if path.is_dir():
         run = RunDir(path)
         if not run.checkpoint.is_file():
