@@ -8,6 +8,7 @@ The weights files are written by the tests in torchvision's layout: a ``state_di
 ``resnet18-f37072fd.pth`` is.
 """
 
+import copy
 import hashlib
 import http.server
 import importlib.util
@@ -460,3 +461,29 @@ def test_the_small_cnn_freezes_by_stage_and_other_networks_refuse() -> None:
         frozen_modules(torch.nn.Linear(2, 2), "linear_probe")
     with pytest.raises(ConfigError, match=r"model\.freeze must be one of none"):
         frozen_modules(network, "half")
+
+
+def test_a_run_starts_a_new_model_with_its_normalisation(
+    pipeline: tuple[DictConfig, Path, Bundle],
+) -> None:
+    """The task's own route: a run as ``model.pretrained`` for a new training run's model."""
+    from modelyard.projects.vision.task import VisionTask
+
+    cfg, run, _ = pipeline
+    cfg = copy.deepcopy(cfg)
+    cfg.model.pretrained = str(run)
+    cfg.model.pretrained_sha256 = None
+    cfg.model.freeze = "linear_probe"
+    task = VisionTask(cfg)
+    datamodule = task.datamodule()
+    datamodule.setup("fit")
+    model = task.build_model(datamodule)
+    contract = task.contract(datamodule)
+    assert contract.normalisation == "pretrained run"
+    assert contract.mean == pytest.approx(IMAGENET_MEAN)  # what that run was trained with
+    assert contract.pretrained is not None and contract.pretrained.source == str(run)
+    trained = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    network = model.module.get_submodule("net")
+    assert isinstance(network, TorchvisionResNet)
+    assert torch.equal(network.fc.weight, trained["net.fc.weight"])  # two classes: head kept
+    assert [p.requires_grad for p in network.parameters()].count(True) == 2  # fc only
