@@ -240,14 +240,14 @@ def test_a_url_is_fetched_once_into_the_cache_and_checked(
     base, requested = http_folder
     url = f"{base}/{path.name}"
     first = resolve_weights(url, sha, tmp_path / "weights", progress=False)
-    assert first.path == tmp_path / "weights" / base.split("//")[1] / path.name
+    assert first.path == tmp_path / "weights" / base.split("//")[1].replace(":", "_") / path.name
     assert first.path.read_bytes() == path.read_bytes() and first.sha256 == sha
     again = resolve_weights(url, sha, tmp_path / "weights", progress=False)
     assert again.path == first.path and len(requested) == 1  # from the cache
     with pytest.raises(DataError, match="checksum mismatch") as info:
         resolve_weights(url, "f" * 64, tmp_path / "other", progress=False)
     assert "\n" not in str(info.value)
-    assert not (tmp_path / "other" / base.split("//")[1] / path.name).exists()
+    assert not (tmp_path / "other" / base.split("//")[1].replace(":", "_") / path.name).exists()
     with pytest.raises(DataError, match="HTTP 404"):
         resolve_weights(f"{base}/absent.pth", None, tmp_path / "other", progress=False)
     local = resolve_weights(path.as_uri(), sha, tmp_path / "weights", progress=False)

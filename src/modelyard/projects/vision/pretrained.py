@@ -166,7 +166,8 @@ def resolve_weights(
             if scheme != "file"
             else f"file://{Path(unquote(parsed.path)).parent}"
         )
-        folder = parsed.netloc or "local"
+        # one folder per host (a port after "_": no ":" in a file name on every system)
+        folder = parsed.netloc.replace(":", "_") or "local"
         spec = FileSpec(path=f"{folder}/{name}", remote=name, sha256=sha256)
         fetch_dataset(base, cache, [spec], progress=progress)
         path = cache / folder / name
