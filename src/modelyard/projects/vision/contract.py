@@ -106,9 +106,24 @@ class DecisionThreshold(BaseModel):
     f1: float
 
 
+class PretrainedRecord(BaseModel):
+    """Which pretrained weights the model started from (provenance; serving needs only the
+    statistics): ``model.pretrained`` as configured and the file's sha256 (None for timm's)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    sha256: str | None = None
+
+
+#: Where a contract's ``mean``/``std`` come from (``model.normalisation``, :mod:`.pretrained`).
+NormalisationOrigin = Literal["data", "imagenet", "custom", "pretrained run"]
+
+
 class VisionContract(BaseModel):
     """Classes in output order, the square input size, the per-channel normalisation on the 0-1
-    scale, and the test-time views averaged inside the exported graph."""
+    scale (and where it comes from), and the test-time views averaged inside the exported graph.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -116,6 +131,11 @@ class VisionContract(BaseModel):
     image_size: int = Field(gt=0)
     mean: tuple[float, ...] = Field(min_length=_CHANNELS, max_length=_CHANNELS)
     std: tuple[float, ...] = Field(min_length=_CHANNELS, max_length=_CHANNELS)
+    #: ``data``: fitted on the training split (every bundle before pretrained weights);
+    #: ``imagenet``: the ImageNet weights' statistics; ``custom``; ``pretrained run``.
+    normalisation: NormalisationOrigin = "data"
+    #: The weights training started from; None when trained from scratch.
+    pretrained: PretrainedRecord | None = None
     #: Views averaged inside the model graph; recorded so that /info can say what a call costs.
     test_time_augmentation: str = "none"
     limits: VisionLimits = VisionLimits()
@@ -139,6 +159,12 @@ class VisionContract(BaseModel):
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
+            "normalisation": self.normalisation,
+            **(
+                {}
+                if self.pretrained is None
+                else {"pretrained": self.pretrained.model_dump(mode="json")}
+            ),
             "resize": RESIZE,
             "test_time_augmentation": self.test_time_augmentation,
             "limits": self.limits.model_dump(mode="json"),

@@ -2,7 +2,8 @@
 
 Augmentation (training only) works on whole uint8 batches with numpy: random horizontal and
 vertical flips and 90-degree rotations (land cover and leaves have no canonical orientation), and
-a random brightness factor. Normalisation statistics are fitted on the training pixels. Each
+a random brightness factor. Normalisation statistics are fitted on the training pixels, unless
+given (pretrained weights' statistics, :mod:`.pretrained`). Each
 DataLoader worker and each DDP rank augments from its own random stream
 (:mod:`modelyard.projects.worker_seeding`).
 """
@@ -103,7 +104,10 @@ class ImageDataModule(L.LightningDataModule):
         brightness: float,
         augment_training: bool = True,
         num_workers: int = 0,
+        statistics: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
+        """``statistics``: the (mean, std) to normalise with, e.g. pretrained weights'; None
+        fits them on the training pixels."""
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
         self.batch_size = batch_size
@@ -112,6 +116,7 @@ class ImageDataModule(L.LightningDataModule):
         self.brightness = brightness
         self.augment_training = augment_training
         self.num_workers = check_num_workers(num_workers)
+        self.statistics = statistics
         self.classes: list[str] = []
         self.mean: list[float] = []
         self.std: list[float] = []
@@ -125,7 +130,13 @@ class ImageDataModule(L.LightningDataModule):
         self.classes = load_classes(self.prepared_dir)
         train_pixels, train_labels = load_part(self.prepared_dir, "train")
         val_pixels, val_labels = load_part(self.prepared_dir, "val")
-        self.mean, self.std = channel_statistics(train_pixels)
+        if self.statistics is None:
+            self.mean, self.std = channel_statistics(train_pixels)
+        else:
+            self.mean, self.std = (
+                [float(v) for v in self.statistics[0]],
+                [float(v) for v in self.statistics[1]],
+            )
         if self.weighted:
             self.weights = class_weights(train_labels, len(self.classes)).tolist()
         brightness = self.brightness if self.augment_training else None

@@ -13,7 +13,7 @@ from modelyard.core.errors import ConfigError
 from modelyard.projects.distributed import gather_rows
 from modelyard.projects.vision.drift_features import embedding_projection
 from modelyard.projects.vision.metrics import classification_scores
-from modelyard.projects.vision.model import build_backbone
+from modelyard.projects.vision.model import build_backbone, frozen_modules
 
 
 class WarmupCosine:
@@ -84,10 +84,19 @@ class ImageClassifier(L.LightningModule):
         warmup_fraction: float = 0.05,
         min_lr_fraction: float = 0.01,
         test_time_augmentation: str = "none",
+        freeze: str = "none",
+        pretrained_lr_scale: float = 1.0,
+        network: nn.Module | None = None,
     ) -> None:
         """``max_epochs``: length of the cosine schedule in epochs; ``None`` spans the whole
         Trainer run (``trainer.estimated_stepping_batches``). Past its end the LR stays at
         ``min_lr_fraction * lr``. ``warmup_fraction`` of the schedule's steps warm up linearly.
+
+        ``freeze`` (:data:`.model.FREEZE_POLICIES`) fixes the body's stages (their BatchNorms
+        stay in eval mode); ``pretrained_lr_scale`` multiplies the learning rate of the body
+        (every layer but the head) that still trains. ``network``: an already built backbone
+        (timm's pretrained one) instead of ``build_backbone(backbone, ...)``; it is not a
+        hyperparameter, a checkpoint rebuilds the backbone by name and loads its weights.
         """
         super().__init__()
         names = [str(name) for name in class_names] if class_names is not None else None
@@ -106,9 +115,21 @@ class ImageClassifier(L.LightningModule):
                 f"model.test_time_augmentation must be one of {', '.join(TEST_TIME_VIEWS)}, "
                 f"got {test_time_augmentation!r}"
             )
-        self.save_hyperparameters()
+        if not 0.0 < pretrained_lr_scale <= 1.0:
+            raise ConfigError(
+                f"model.pretrained_lr_scale must be in (0, 1], got {pretrained_lr_scale}"
+            )
+        self.save_hyperparameters(ignore=["network"])
         self.class_names = names or [str(i) for i in range(n_classes)]
-        self.net = build_backbone(backbone, n_classes, **dict(backbone_options or {}))
+        self.net = (
+            network
+            if network is not None
+            else build_backbone(backbone, n_classes, **dict(backbone_options or {}))
+        )
+        # A plain list, not submodules: the same modules are already registered under self.net.
+        self._frozen: list[nn.Module] = frozen_modules(self.net, freeze)
+        for module in self._frozen:
+            module.requires_grad_(False)
         weights = None
         if class_weights is not None:
             weights = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
@@ -116,6 +137,29 @@ class ImageClassifier(L.LightningModule):
         self.register_buffer("class_weights", weights)
         self._val_predictions: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
+
+    def train(self, mode: bool = True) -> "ImageClassifier":
+        """As ``nn.Module.train``, but frozen layers stay in eval mode: their BatchNorms keep
+        the pretrained running statistics instead of drifting to the new data's."""
+        super().train(mode)
+        if mode:
+            for module in self._frozen:
+                module.eval()
+        return self
+
+    def on_train_start(self) -> None:
+        """Lightning keeps each module's mode rather than calling ``train()`` when fitting
+        starts: frozen layers go to eval mode here (after its check that warns about modules in
+        eval mode, which would be a false alarm), and again on every ``train()``."""
+        self.train(self.training)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The classification head's parameters (the rest is the body); all of them for a
+        network that does not name its head (a timm model)."""
+        head = getattr(self.net, "head_name", None)
+        if head is None:
+            return list(self.net.parameters())
+        return list(self.net.get_submodule(str(head)).parameters())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) float32 -> (batch, n_classes) logits.
@@ -235,17 +279,24 @@ class ImageClassifier(L.LightningModule):
         """AdamW with a per-step warm-up + cosine schedule.
 
         Biases and normalisation parameters (the 1-D tensors) get no weight decay: shrinking a
-        BatchNorm scale towards 0 only fights the normalisation and does not regularise.
+        BatchNorm scale towards 0 only fights the normalisation and does not regularise. The
+        body's parameters (all but the head) learn at ``pretrained_lr_scale`` times the rate;
+        frozen ones are left out.
         """
-        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
-        optimiser = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": float(self.hparams["weight_decay"])},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=float(self.hparams["lr"]),
-        )
+        lr = float(self.hparams["lr"])
+        scale = float(self.hparams.get("pretrained_lr_scale", 1.0))
+        head_ids = {id(p) for p in self.head_parameters()}
+        groups = []
+        for in_head, group_lr in ((False, lr * scale), (True, lr)):
+            chosen = [
+                p for p in self.parameters() if p.requires_grad and (id(p) in head_ids) == in_head
+            ]
+            for decays in (True, False):
+                params = [p for p in chosen if (p.ndim > 1) == decays]
+                if params:
+                    decay = float(self.hparams["weight_decay"]) if decays else 0.0
+                    groups.append({"params": params, "weight_decay": decay, "lr": group_lr})
+        optimiser = torch.optim.AdamW(groups, lr=lr)
         total = self._schedule_steps()
         schedule = WarmupCosine(
             total,

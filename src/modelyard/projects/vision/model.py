@@ -28,10 +28,13 @@ import torch
 from torch import nn
 
 from modelyard.core.errors import ConfigError
+from modelyard.projects.vision.torchvision_resnet import RESNET_LAYERS, TorchvisionResNet
 
 #: Backbone names accepted by :func:`build_backbone` besides ``timm:<model>``.
-BACKBONES = ("resnet_small",)
+BACKBONES = ("resnet_small", "resnet18", "resnet34")
 TIMM_PREFIX = "timm:"
+#: ``model.freeze``: train everything, only the last stage and the head, or only the head.
+FREEZE_POLICIES = ("none", "all_but_last_stage", "linear_probe")
 
 
 class BasicBlock(nn.Module):
@@ -112,6 +115,7 @@ class ResidualCNN(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.width, n_classes)
+        self._blocks_per_stage = blocks_per_stage
         self._initialise()
         self.channels_last = bool(channels_last)
         if self.channels_last:
@@ -153,6 +157,15 @@ class ResidualCNN(nn.Module):
         """(batch, 3, H, W) float32 -> (batch, n_classes) logits."""
         return self.classify(self.embed(x))
 
+    #: The state_dict prefix of the classification head (see :func:`frozen_modules`).
+    head_name = "classifier"
+
+    def stages(self) -> list[list[nn.Module]]:
+        """The body in input order: the stem, then each stage's blocks."""
+        blocks = list(self.blocks)
+        per = self._blocks_per_stage
+        return [[self.stem], *[blocks[i : i + per] for i in range(0, len(blocks), per)]]
+
 
 class TimmClassifier(nn.Module):
     """A timm model with the same ``forward``/``embed`` interface as :class:`ResidualCNN`."""
@@ -175,7 +188,9 @@ class TimmClassifier(nn.Module):
         return logits
 
 
-def _timm_backbone(model_name: str, n_classes: int, **kwargs: Any) -> nn.Module:
+def _timm_backbone(
+    model_name: str, n_classes: int, pretrained: bool = False, **kwargs: Any
+) -> nn.Module:
     if not model_name:
         raise ConfigError("timm backbone needs a model name, e.g. 'timm:resnet18'")
     try:
@@ -184,26 +199,63 @@ def _timm_backbone(model_name: str, n_classes: int, **kwargs: Any) -> nn.Module:
     except ImportError as exc:
         raise ConfigError(
             f"timm is not installed; pip install timm to use timm:{model_name}"
+            + (" with model.pretrained=true" if pretrained else "")
         ) from exc
     try:
-        model = timm.create_model(model_name, pretrained=False, num_classes=n_classes, **kwargs)
+        # pretrained=True: timm downloads its weights (from the Hugging Face hub) and replaces
+        # the head for n_classes.
+        model = timm.create_model(
+            model_name, pretrained=pretrained, num_classes=n_classes, **kwargs
+        )
     except (RuntimeError, TypeError, ValueError) as exc:  # unknown model or bad keyword
         raise ConfigError(f"timm cannot build {model_name!r}: {exc}") from exc
     return TimmClassifier(model)
 
 
-def build_backbone(name: str, n_classes: int, **kwargs: Any) -> nn.Module:
-    """The network for ``model.backbone``: ``resnet_small`` or ``timm:<model>``.
+def build_backbone(
+    name: str, n_classes: int, *, timm_pretrained: bool = False, **kwargs: Any
+) -> nn.Module:
+    """The network for ``model.backbone``: ``resnet_small``, ``resnet18``, ``resnet34`` or
+    ``timm:<model>``.
 
     ``kwargs`` go to the constructor (:class:`ResidualCNN` or ``timm.create_model``). The result
-    has ``forward(x) -> logits`` and ``embed(x) -> features``.
+    has ``forward(x) -> logits`` and ``embed(x) -> features``. ``timm_pretrained``: timm's own
+    pretrained weights (``timm:<model>`` only; other weights load by :mod:`.pretrained`).
     """
     if name.startswith(TIMM_PREFIX):
-        return _timm_backbone(name[len(TIMM_PREFIX) :], n_classes, **kwargs)
-    if name == "resnet_small":
+        return _timm_backbone(name[len(TIMM_PREFIX) :], n_classes, timm_pretrained, **kwargs)
+    if timm_pretrained:
+        raise ConfigError(f"timm's pretrained weights need a timm:<model> backbone, not {name}")
+    if name in ("resnet_small", *RESNET_LAYERS):
         try:
-            return ResidualCNN(n_classes, **kwargs)
+            if name == "resnet_small":
+                return ResidualCNN(n_classes, **kwargs)
+            return TorchvisionResNet(name, n_classes, **kwargs)
         except TypeError as exc:  # an option the network does not have
-            raise ConfigError(f"backbone resnet_small: {exc}") from exc
+            raise ConfigError(f"backbone {name}: {exc}") from exc
     choices = ", ".join([*BACKBONES, f"{TIMM_PREFIX}<model>"])
     raise ConfigError(f"unknown backbone {name!r}; choose one of: {choices}")
+
+
+def frozen_modules(network: nn.Module, policy: str) -> list[nn.Module]:
+    """The modules ``model.freeze`` keeps fixed: none; every stage but the last (the head and
+    the last stage train); or the whole body (a linear probe: only the head trains).
+
+    The network must describe its body (``stages()``) for any policy but ``none``: the residual
+    CNNs do, a timm model does not (a one-line ConfigError).
+    """
+    if policy not in FREEZE_POLICIES:
+        raise ConfigError(
+            f"model.freeze must be one of {', '.join(FREEZE_POLICIES)}, got {policy!r}"
+        )
+    if policy == "none":
+        return []
+    stages = getattr(network, "stages", None)
+    if not callable(stages):
+        raise ConfigError(
+            f"model.freeze={policy} needs backbone resnet18, resnet34 or resnet_small; "
+            f"this backbone ({type(network).__name__}) can only train whole (model.freeze=none)"
+        )
+    body: list[list[nn.Module]] = stages()
+    kept = body if policy == "linear_probe" else body[:-1]
+    return [module for stage in kept for module in stage]

@@ -24,7 +24,12 @@ from modelyard.projects.vision.binary import (
     positive_index,
     ranking_scores,
 )
-from modelyard.projects.vision.contract import DecisionRule, VisionContract, VisionLimits
+from modelyard.projects.vision.contract import (
+    DecisionRule,
+    PretrainedRecord,
+    VisionContract,
+    VisionLimits,
+)
 from modelyard.projects.vision.datamodule import ImageDataModule
 from modelyard.projects.vision.drift_features import EMBEDDING_OUTPUT, EMBEDDING_SIZE
 from modelyard.projects.vision.examples import example_images
@@ -50,11 +55,20 @@ from modelyard.projects.vision.metrics import (
     majority_baseline,
     softmax,
 )
+from modelyard.projects.vision.model import build_backbone
 from modelyard.projects.vision.plots import (
     plot_confusion_matrix,
     plot_embedding,
     plot_pr_curve,
     plot_roc_curve,
+)
+from modelyard.projects.vision.pretrained import (
+    PretrainedSettings,
+    ResolvedWeights,
+    load_weights,
+    read_state_dict,
+    resolve_weights,
+    statistics,
 )
 from modelyard.projects.vision.reference_sample import (
     REFERENCE_ROWS,
@@ -97,6 +111,20 @@ class VisionTask(Task):
         self.size = int(self.data.image_size)
         # a bad rule or target fails before any work (one-line ConfigError)
         self.decision_rule = DecisionRule.from_config(_plain(cfg.project.get("decision")))
+        # so do bad pretrained settings; the weights themselves are fetched when first needed
+        self.pretrained = PretrainedSettings.from_config(_plain(cfg.get("model")) or {})
+        self._weights: ResolvedWeights | None = None
+
+    def pretrained_weights(self) -> ResolvedWeights | None:
+        """``model.pretrained``'s file, fetched (once) and checked; None without one, or for
+        timm's own weights (timm fetches those)."""
+        source = self.pretrained.source
+        if source is None or self.pretrained.from_timm:
+            return None
+        if self._weights is None:
+            cache = Path(self.cfg.paths.get("weights") or Path(self.cfg.paths.workdir) / "weights")
+            self._weights = resolve_weights(source, self.pretrained.sha256, cache)
+        return self._weights
 
     def _source(self, source: Path) -> Path:
         """The configured archive inside ``source`` when there is one, else ``source`` itself."""
@@ -159,25 +187,41 @@ class VisionTask(Task):
             brightness=float(self.data.augment.brightness),
             augment_training=bool(self.data.augment.enabled),
             num_workers=self.data.get("num_workers", 0),
+            statistics=statistics(self.pretrained, self.pretrained_weights())[1],
         )
 
     def build_model(self, datamodule: L.LightningDataModule) -> LightningModel:
+        """The classifier, from ``model.pretrained``'s weights when set (see :mod:`.pretrained`);
+        its body frozen by ``model.freeze`` and learning at ``model.pretrained_lr_scale``."""
         assert isinstance(datamodule, ImageDataModule)
         model = self.cfg.model
+        options = _plain(model.get("backbone_options")) or {}
+        n_classes = len(datamodule.classes)
         try:
+            timm_network = (
+                build_backbone(str(model.backbone), n_classes, timm_pretrained=True, **options)
+                if self.pretrained.from_timm
+                else None
+            )
             network = ImageClassifier(
-                n_classes=len(datamodule.classes),
+                n_classes=n_classes,
                 class_names=datamodule.classes,
                 backbone=str(model.backbone),
-                backbone_options=_plain(model.get("backbone_options")),
+                backbone_options=options,
                 class_weights=datamodule.weights,
                 lr=float(model.lr),
                 weight_decay=float(model.weight_decay),
                 label_smoothing=float(model.label_smoothing),
                 test_time_augmentation=str(model.get("test_time_augmentation", "none")),
+                freeze=self.pretrained.freeze,
+                pretrained_lr_scale=self.pretrained.lr_scale,
+                network=timm_network,
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model: {exc}") from exc
+        weights = self.pretrained_weights()
+        if weights is not None:
+            load_weights(network.net, read_state_dict(weights), str(weights.path))
         return LightningModel(network)
 
     def load_model(self, run_dir: RunDir) -> LightningModel:
@@ -193,11 +237,19 @@ class VisionTask(Task):
         two-class model's decision threshold is added after training (:meth:`fitted_preprocessing`).
         """
         self._positive_class(datamodule.classes)  # a wrong positive class fails before training
+        weights = self.pretrained_weights()
+        record = None
+        if self.pretrained.source is not None:
+            record = PretrainedRecord(
+                source=self.pretrained.source, sha256=None if weights is None else weights.sha256
+            )
         return VisionContract(
             classes=tuple(datamodule.classes),
             image_size=self.size,
             mean=tuple(datamodule.mean),
             std=tuple(datamodule.std),
+            normalisation=statistics(self.pretrained, weights)[0],
+            pretrained=record,
             test_time_augmentation=str(self.cfg.model.get("test_time_augmentation", "none")),
             limits=VisionLimits.from_serving_config(self.cfg.project.get("serving")),
         )
