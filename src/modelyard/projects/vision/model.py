@@ -28,7 +28,11 @@ import torch
 from torch import nn
 
 from modelyard.core.errors import ConfigError
-from modelyard.projects.vision.torchvision_resnet import RESNET_LAYERS, TorchvisionResNet
+from modelyard.projects.vision.torchvision_resnet import (
+    RESNET_LAYERS,
+    TorchvisionResNet,
+    initialise_residual_network,
+)
 
 #: Backbone names accepted by :func:`build_backbone` besides ``timm:<model>``.
 BACKBONES = ("resnet_small", "resnet18", "resnet34")
@@ -124,20 +128,9 @@ class ResidualCNN(nn.Module):
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def _initialise(self) -> None:
-        """He init for convs; the last BN of each block starts at zero.
-
-        A zero-initialised residual branch makes every block start as the identity, which trains
-        faster and more stably from scratch (Goyal et al., 2017) -- we never load ImageNet weights.
-        """
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        for module in self.modules():
-            if isinstance(module, BasicBlock):
-                nn.init.zeros_(module.bn2.weight)
+        """He init for convs; the last BN of each block starts at zero (the block is the
+        identity at first: this network trains from scratch or from a modelyard run)."""
+        initialise_residual_network(self, BasicBlock)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) float32 -> (batch, width) pooled penultimate features."""

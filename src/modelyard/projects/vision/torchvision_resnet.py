@@ -110,15 +110,7 @@ class TorchvisionResNet(nn.Module):
     def _initialise(self) -> None:
         """torchvision's initialisation, with the last BN of each block at zero (its
         ``zero_init_residual``) for training from scratch; pretrained weights replace it all."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        for module in self.modules():
-            if isinstance(module, TorchvisionBlock):
-                nn.init.zeros_(module.bn2.weight)
+        initialise_residual_network(self, TorchvisionBlock)
 
     def layers(self) -> list[nn.Module]:
         """layer1..layer4."""
@@ -144,3 +136,19 @@ class TorchvisionResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.embed(x))
+
+
+def initialise_residual_network(network: nn.Module, block: type[nn.Module]) -> None:
+    """He init for convolutions, BatchNorm at identity, and the last BN (``bn2``) of every
+    ``block`` at zero: each residual block starts as the identity, which trains faster and more
+    stably from scratch (Goyal et al., 2017)."""
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    for module in network.modules():
+        last = module.get_submodule("bn2") if isinstance(module, block) else None
+        if isinstance(last, nn.BatchNorm2d):
+            nn.init.zeros_(last.weight)
