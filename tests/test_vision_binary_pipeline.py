@@ -33,8 +33,8 @@ from modelyard.projects.vision.serving import DECISION_COLUMNS
 from modelyard.projects.vision.task import VisionTask
 from modelyard.serving.runtime import OnnxModel
 from modelyard.serving.server_process import running_server
-from modelyard.stages import evaluate, export, fetch, prepare, train
-from vision_fixtures import make_vision_bundle
+from modelyard.stages import evaluate
+from vision_fixtures import make_vision_bundle, run_to_bundle
 
 #: Discovery order (as written to the zip) differs from the sorted order.
 WRITTEN = ("9_dark", "10_bright")
@@ -82,11 +82,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
             "trainer.log_every_n_steps=1",
         ]
     )
-    fetch.run(cfg, progress=False)
-    prepare.run(cfg)
-    trained = train.run(cfg)
-    metrics, _ = evaluate.run(cfg, model=trained.run_dir)
-    return Built(cfg, trained.run_dir, metrics, export.run(cfg, run_dir=trained.run_dir))
+    return Built(cfg, *run_to_bundle(cfg))
 
 
 def onnx_probabilities(built: Built, part: str) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,7 @@ from modelyard.projects.vision.pretrained import (
 from modelyard.projects.vision.torchvision_resnet import TorchvisionResNet
 from modelyard.serving.runtime import OnnxModel
 from modelyard.serving.server_process import running_server
-from modelyard.stages import evaluate, export, fetch, prepare, train
+from vision_fixtures import run_to_bundle
 
 # --------------------------------------------------------------------------- torchvision layout
 
@@ -385,11 +385,8 @@ def pipeline(
             "trainer.enable_progress_bar=false",
         ]
     )
-    fetch.run(cfg, progress=False)
-    prepare.run(cfg)
-    trained = train.run(cfg)
-    evaluate.run(cfg, model=trained.run_dir)
-    return cfg, trained.run_dir, export.run(cfg, run_dir=trained.run_dir)
+    run_dir, _, bundle = run_to_bundle(cfg)
+    return cfg, run_dir, bundle
 
 
 def test_the_bundle_records_imagenet_normalisation_and_the_weights(

@@ -31,7 +31,8 @@ from modelyard.projects.vision.lightning_module import (
 from modelyard.projects.vision.task import few_images_warnings
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
-from modelyard.stages import evaluate, export, fetch, prepare, train
+from modelyard.stages import train
+from vision_fixtures import run_to_bundle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -84,11 +85,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Bundl
             "model.test_time_augmentation=dihedral",
         ]
     )
-    fetch.run(cfg, progress=False)
-    prepare.run(cfg)
-    trained = train.run(cfg)
-    evaluate.run(cfg, model=trained.run_dir)
-    return cfg, trained.run_dir, export.run(cfg, run_dir=trained.run_dir)
+    run_dir, _, bundle = run_to_bundle(cfg)
+    return cfg, run_dir, bundle
 
 
 @pytest.fixture(scope="module")

@@ -128,3 +128,15 @@ def photo(width: int, height: int, progressive: bool = False) -> bytes:
     return encode(
         Image.fromarray(pixels.astype(np.uint8)), "JPEG", quality=85, progressive=progressive
     )
+
+
+def run_to_bundle(cfg: Any) -> tuple[Path, dict[str, Any], Bundle]:
+    """A configured image project through fetch, prepare, train, evaluate and export: the run
+    directory, the evaluation's metrics and the bundle (stages imported here: they bring torch)."""
+    from modelyard.stages import evaluate, export, fetch, prepare, train
+
+    fetch.run(cfg, progress=False)
+    prepare.run(cfg)
+    trained = train.run(cfg)
+    metrics, _ = evaluate.run(cfg, model=trained.run_dir)
+    return trained.run_dir, metrics, export.run(cfg, run_dir=trained.run_dir)
