@@ -23,7 +23,9 @@ from modelyard.projects.vision.binary import (
 )
 from modelyard.projects.vision.contract import DecisionRule, DecisionThreshold, VisionContract
 from modelyard.projects.vision.image_folders import index_image_folder
+from modelyard.projects.vision.logged_outputs import answered_label, logged_outputs, logged_top
 from modelyard.projects.vision.metrics import accuracy_interval, majority_baseline, wilson_interval
+from modelyard.projects.vision.realised_accuracy import promoted, realised
 from modelyard.projects.vision.task import VisionTask
 
 # Positives score 0.9, 0.8, 0.6, 0.3; negatives 0.7, 0.55, 0.4, 0.2. Deciding positive at
@@ -264,3 +266,50 @@ def test_the_class_order_is_by_name_as_text_whatever_the_folders_creation_order(
         (tmp_path / name).mkdir()
         (tmp_path / name / "one.png").write_bytes(png)
     assert index_image_folder(tmp_path).classes == ["10_cat", "9_dog", "Zebra", "ant"]
+
+
+# --- the logged answer: realised accuracy scores the decision --------------------------------
+
+
+def _top(label: str, probability: float) -> list[dict[str, object]]:
+    other = "cat" if label == "dog" else "dog"
+    return [
+        {"label": label, "probability": probability},
+        {"label": other, "probability": round(1 - probability, 4)},
+    ]
+
+
+def test_the_logged_answer_is_the_decision_when_there_is_one() -> None:
+    # P(dog) = 0.3 is below 0.5 (top class: cat) but above the threshold 0.2: decided dog
+    decided = {"positive_class": "dog", "positive_probability": 0.3, "threshold": 0.2}
+    decided |= {"is_positive": True, "label": "dog"}
+    logged = logged_outputs(_top("cat", 0.7), decided)
+    assert logged == {"top": _top("cat", 0.7), "decision": decided}
+    assert answered_label(logged) == "dog"
+    assert logged_top(logged) == {"label": "cat", "probability": 0.7}
+    # a multi-class answer (and a log written before decisions were logged) is the bare list
+    assert logged_outputs(_top("cat", 0.7), None) == _top("cat", 0.7)
+    assert answered_label(_top("cat", 0.7)) == "cat"
+    for malformed in (None, [], {}, "cat", [3], {"decision": {"label": 3}}, {"top": "cat"}):
+        assert answered_label(malformed) is None
+
+
+def test_realised_accuracy_scores_the_decision_against_the_accuracy_at_the_threshold() -> None:
+    decided = {"positive_class": "dog", "threshold": 0.2, "label": "dog"}
+    pairs = [
+        (logged_outputs(_top("cat", 0.7), decided), {"label": "dog"}),  # decision right, top wrong
+        (logged_outputs(_top("cat", 0.9), decided | {"label": "cat"}), {"label": "cat"}),
+        (_top("dog", 0.8), {"label": "cat"}),  # an old row: its top class, wrong
+    ]
+    scores = realised(pairs)
+    assert scores["accuracy"] == pytest.approx(2 / 3)
+    assert scores["labelled"] == 3
+    metrics = {"accuracy": 0.91, "macro_f1": 0.9}
+    assert promoted(metrics) == {"accuracy": 0.91, "macro_f1": 0.9}
+    at_threshold = {"accuracy": 0.85, "macro_f1": 0.84, "precision": 0.8}
+    assert promoted(metrics | {"binary": {"at_threshold": at_threshold}}) == {
+        "accuracy": 0.85,
+        "macro_f1": 0.84,
+    }
+    # two classes without a decision (a run whose threshold could not be chosen): argmax scores
+    assert promoted(metrics | {"binary": {"roc_auc": 0.9}}) == metrics

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from cli_helpers import modelyard
+from log_tables import table_rows
 from modelyard.core.bundle import Bundle
 from modelyard.core.config import load_config
 from modelyard.core.run_dir import RunDir
@@ -31,9 +32,12 @@ from modelyard.projects.vision.image_decoding import normalise
 from modelyard.projects.vision.metrics import softmax
 from modelyard.projects.vision.serving import DECISION_COLUMNS
 from modelyard.projects.vision.task import VisionTask
+from modelyard.serving.log_schema import predictions
 from modelyard.serving.runtime import OnnxModel
 from modelyard.serving.server_process import running_server
 from modelyard.stages import evaluate
+from test_prediction_log_process import serve
+from test_serving_service import samples, stop
 from vision_fixtures import make_vision_bundle, run_to_bundle
 
 #: Discovery order (as written to the zip) differs from the sorted order.
@@ -246,3 +250,47 @@ def test_a_bundle_evaluated_on_another_folder_keeps_its_decision(
     assert 0.0 <= binary["roc_auc"] <= 1.0 and binary["baseline"]["pr_auc"] == 0.5
     assert metrics["accuracy_interval"]["n"] == 8
     assert (tmp_path / "plots" / "roc_curve.png").is_file()
+
+
+def test_the_log_keeps_the_decision_and_the_monitor_scores_it(built: Built, tmp_path: Path) -> None:
+    """The served decision is logged beside the top classes and counted as the answered label;
+    ``modelyard monitor`` scores the feedback against the decision, expecting the evaluation's
+    accuracy at the threshold."""
+    log_url = f"sqlite:///{tmp_path}/predictions.db"
+    process, url = serve(built.bundle.path, log_url)
+    sent: dict[str, tuple[dict[str, Any], str]] = {}
+    try:
+        for i, kind in enumerate(WRITTEN * 3):
+            data = picture(kind, 7000 + i)
+            response = httpx.post(
+                f"{url}/predict", files={"file": ("x.png", data, "image/png")}, timeout=30
+            )
+            assert response.status_code == 200, response.text
+            prediction_id = response.headers["X-Prediction-ID"]
+            sent[prediction_id] = (response.json(), kind)
+            truth = {"prediction_id": prediction_id, "truth": {"label": kind}}
+            assert httpx.post(f"{url}/feedback", json=truth, timeout=30).status_code == 200
+        counted = samples(httpx.get(f"{url}/metrics", timeout=10).text)
+    finally:
+        stop(process)
+    logged = {row.server_request_id: row.outputs for row in table_rows(log_url, predictions)}
+    assert set(logged) == set(sent)
+    for prediction_id, (answer, _) in sent.items():
+        assert logged[prediction_id] == {"top": answer["top"], "decision": answer["decision"]}
+    for kind in WRITTEN:
+        decided = sum(answer["decision"]["label"] == kind for answer, _ in sent.values())
+        assert counted[("modelyard_predicted_label_total", (("label", kind),))] == decided
+
+    output = tmp_path / "monitor"
+    result = modelyard(
+        "monitor", str(built.bundle.path), "--log", log_url, "--output", str(output),
+        "--min-feedback", "5", workdir=tmp_path,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    accuracy = json.loads((output / "verdict.json").read_text())["realised_accuracy"]
+    right = sum(answer["decision"]["label"] == kind for answer, kind in sent.values())
+    assert accuracy["pairs"] == len(sent)
+    assert accuracy["metrics"]["accuracy"]["realised"] == pytest.approx(right / len(sent))
+    at_threshold = built.metrics["binary"]["at_threshold"]
+    assert accuracy["metrics"]["accuracy"]["promoted"] == pytest.approx(at_threshold["accuracy"])
+    assert accuracy["metrics"]["macro_f1"]["promoted"] == pytest.approx(at_threshold["macro_f1"])

@@ -119,7 +119,10 @@ class ServiceMetrics:
         )
         self._model_info: tuple[str, str, str, str] | None = None
         self.labels = Counter(
-            "modelyard_predicted_label", "Predicted classes (top-1).", ["label"], registry=reg
+            "modelyard_predicted_label",
+            "Answered classes (a two-class model's decision, else the top class).",
+            ["label"],
+            registry=reg,
         )
         self.ready = Gauge(
             "modelyard_ready", "1 when the worker serves predictions.", registry=reg,

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from modelyard.core.reference_profile import Column
+from modelyard.projects.vision.logged_outputs import logged_top
 
 #: Numbers in the compact embedding (the ONNX graph's second output).
 EMBEDDING_SIZE = 16
@@ -147,11 +148,13 @@ def log_rows(inputs: Any, outputs: Any) -> list[Row]:
 
 
 def _top1(outputs: Any) -> tuple[str | None, float | None]:
-    """The first (most probable) class of the logged ``top`` list."""
-    if not isinstance(outputs, list) or not outputs or not isinstance(outputs[0], Mapping):
+    """The first (most probable) class of the logged ``top`` list (the reference profile's
+    predicted class is the most probable one too, also for a two-class model's decision)."""
+    top = logged_top(outputs)
+    if top is None:
         return None, None
-    label = outputs[0].get("label")
-    return (label if isinstance(label, str) else None), _number(outputs[0].get("probability"))
+    label = top.get("label")
+    return (label if isinstance(label, str) else None), _number(top.get("probability"))
 
 
 def _number(value: Any) -> float | None:

@@ -1,9 +1,12 @@
 """Realised accuracy of an image classifier: logged top classes scored against the true labels
 sent later as feedback, with evaluation's own scores (:func:`.metrics.classification_scores`).
 
-A logged prediction's ``outputs`` are the response's ``top`` list (first entry = the predicted
-class); its truth is ``{"label": "<class>"}``. Macro-F1 is taken over the bundle's classes (all of
-them, as in evaluation) when the manifest is given, else over the labels seen. A pair whose label
+A logged prediction's answered class is read by :func:`.logged_outputs.answered_label`: the
+decision's label for a two-class model with a threshold, else the most probable class; its truth
+is ``{"label": "<class>"}``. A two-class bundle's expected scores are then the evaluation's at the
+threshold (``binary.at_threshold``), the same decision scored on the test split. Macro-F1 is
+taken over the bundle's classes (all of them, as in evaluation) when the manifest is given, else
+over the labels seen. A pair whose label
 is not one of the classes is left out. ``labelled`` and ``classes`` count the pairs scored and
 the classes the macro-F1 averages over; they are reported, never judged, and say whether the
 window holds enough images to judge the macro-F1 (:func:`judgeable`).
@@ -18,6 +21,7 @@ import numpy as np
 
 from modelyard.core.bundle import Manifest
 from modelyard.projects.vision.contract import VisionContract
+from modelyard.projects.vision.logged_outputs import answered_label
 from modelyard.projects.vision.metrics import classification_scores
 
 METRICS = ("accuracy", "macro_f1")
@@ -42,22 +46,25 @@ def higher_is_better(metric: str) -> bool:
 
 
 def promoted(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Accuracy and macro-F1 from an evaluation metrics JSON (flat at its top level)."""
+    """Accuracy and macro-F1 from an evaluation metrics JSON: at the decision threshold for a
+    two-class model that has one (what its server answers), else of the most probable class
+    (flat at the top level)."""
+    binary = metrics.get("binary")
+    at_threshold = binary.get("at_threshold") if isinstance(binary, Mapping) else None
+    scores = at_threshold if isinstance(at_threshold, Mapping) else metrics
     return {
-        k: float(metrics[k])
+        k: float(scores[k])
         for k in METRICS
-        if isinstance(metrics.get(k), int | float) and not isinstance(metrics.get(k), bool)
+        if isinstance(scores.get(k), int | float) and not isinstance(scores.get(k), bool)
     }
 
 
 def _labels(outputs: Any, truth: Any) -> tuple[str, str] | None:
-    """(true, predicted) label of one prediction, or None when either is missing."""
+    """(true, answered) label of one prediction, or None when either is missing."""
     if not isinstance(truth, Mapping) or not isinstance(truth.get("label"), str):
         return None
-    top = outputs[0] if isinstance(outputs, list) and outputs else outputs
-    if not isinstance(top, Mapping) or not isinstance(top.get("label"), str):
-        return None
-    return str(truth["label"]), str(top["label"])
+    answered = answered_label(outputs)
+    return None if answered is None else (str(truth["label"]), answered)
 
 
 def realised(

@@ -48,6 +48,7 @@ from modelyard.projects.vision.image_decoding import (
     opened_pixels,
     return_large_blocks_to_the_os,
 )
+from modelyard.projects.vision.logged_outputs import logged_outputs
 from modelyard.projects.vision.metrics import ranked_classes
 from modelyard.serving.adapter import UPLOAD_FIELD, ExampleRequest, ServingAdapter, Upload
 from modelyard.serving.context import PredictionEvent, record_prediction
@@ -262,15 +263,7 @@ class VisionServing(ServingAdapter):
             decided = self.decision(outputs[0])
             if len(outputs) > 1:  # bundles exported before the embedding output have one
                 features[EMBEDDING_KEY] = logged_embedding(outputs[1][0])
-            record_prediction(
-                PredictionEvent(
-                    inputs=features,
-                    outputs=top,
-                    values={"top1_probability": [top[0]["probability"]]},
-                    labels=[top[0]["label"]],
-                    unit=RATIO,
-                )
-            )
+            record_prediction(logged_prediction(features, top, decided))
             ranked = [ClassProbability(**t) for t in top]
             if decided is not None:
                 return BinaryImagePrediction(
@@ -350,6 +343,27 @@ class VisionServing(ServingAdapter):
             max_separators=1,
             too_many="a truth holds one label",
         )
+
+
+def logged_prediction(
+    features: dict[str, Any], top: list[dict[str, Any]], decided: dict[str, Any] | None
+) -> PredictionEvent:
+    """What one classified image adds to the prediction log and the metrics: the answered
+    class (the decision's label for a two-class model with a threshold, else the most probable
+    class) is the counted label; a decision's positive probability is exported beside the top
+    class's (``.logged_outputs`` says what ``outputs`` holds)."""
+    values = {"top1_probability": [top[0]["probability"]]}
+    label = top[0]["label"]
+    if decided is not None:
+        values["positive_probability"] = [decided["positive_probability"]]
+        label = decided["label"]
+    return PredictionEvent(
+        inputs=features,
+        outputs=logged_outputs(top, decided),
+        values=values,
+        labels=[label],
+        unit=RATIO,
+    )
 
 
 def example_png(size: int, mean: list[float]) -> bytes:

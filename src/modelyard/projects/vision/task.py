@@ -70,6 +70,7 @@ from modelyard.projects.vision.pretrained import (
     resolve_weights,
     statistics,
 )
+from modelyard.projects.vision.realised_accuracy import promoted
 from modelyard.projects.vision.reference_sample import (
     REFERENCE_ROWS,
     Decoded,
@@ -375,12 +376,12 @@ class VisionTask(Task):
             return example_images(index, test, read)
 
     def _promoted_metrics(self, run: RunDir) -> dict[str, float]:
-        """The run's evaluation accuracy and macro-F1 (none before it has been evaluated)."""
+        """The run's evaluation accuracy and macro-F1 as realised accuracy expects them (none
+        before it has been evaluated)."""
         path = run.evaluation_metrics
         if not path.is_file():
             return {}
-        metrics = json.loads(path.read_text())
-        return {key: float(metrics[key]) for key in ("accuracy", "macro_f1") if key in metrics}
+        return promoted(json.loads(path.read_text()))
 
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Accuracy and macro-F1; for two classes also ROC-AUC, PR-AUC and the threshold."""
@@ -489,6 +490,7 @@ class VisionTask(Task):
             result["decision"] = decision.model_dump(mode="json")
             result["at_threshold"] = {
                 "accuracy": at["accuracy"],
+                "macro_f1": at["macro_f1"],
                 "precision": at["per_class"][positive]["precision"],
                 "recall": at["per_class"][positive]["recall"],
                 "f1": at["per_class"][positive]["f1"],
