@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
@@ -150,11 +151,7 @@ def plot_roc_curve(
     axis.plot(
         curve["false_positive_rate"], curve["true_positive_rate"], label=f"model (AUC {auc:.3f})"
     )
-    axis.set_xlabel("false positive rate")
-    axis.set_ylabel("true positive rate (recall)")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1.02)
-    axis.set_title(f"ROC curve, positive class {positive!r}")
+    _rates(axis, "false positive rate", "true positive rate (recall)", "ROC curve", positive)
     axis.legend(loc="lower right")
     return _save(figure, path)
 
@@ -170,13 +167,18 @@ def plot_pr_curve(
     figure, axis = plt.subplots(figsize=(5.5, 5))
     axis.axhline(prevalence, linestyle="--", color="grey", label=f"baseline (AP {prevalence:.3f})")
     axis.step(curve["recall"], curve["precision"], where="pre", label=f"model (AP {auc:.3f})")
-    axis.set_xlabel("recall")
-    axis.set_ylabel("precision")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1.02)
-    axis.set_title(f"precision-recall curve, positive class {positive!r}")
+    _rates(axis, "recall", "precision", "precision-recall curve", positive)
     axis.legend(loc="lower left")
     return _save(figure, path)
+
+
+def _rates(axis: Axes, x: str, y: str, title: str, positive: str) -> None:
+    """Axes of two rates (0 to 1; a little room above 1 for a curve along the top)."""
+    axis.set_xlabel(x)
+    axis.set_ylabel(y)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.set_title(f"{title}, positive class {positive!r}")
 
 
 def _save(figure: Figure, path: Path) -> Path:
