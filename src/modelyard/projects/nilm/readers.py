@@ -92,7 +92,8 @@ def read_csv_file(
     frame.columns = pd.Index(names)
     if TIME_COLUMN not in frame.columns:
         raise DataError(f"{path} has no '{TIME_COLUMN}' column (columns: {table.header})")
-    if AGGREGATE not in names:
+    # a lower-case or spaced "aggregate" is the mains too when no other column is named
+    if mains not in table.header and (mains != MAINS_COLUMN or AGGREGATE not in names):
         raise DataError(f"{path} has no {mains!r} column (the mains; columns: {table.header})")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
