@@ -183,7 +183,7 @@ def _nilmtk_file(path: Path) -> Path:
                 "appliances": appliances,
             }
             nilmtk._set_metadata(store, f"/building{building}", metadata)
-        store.get_node("/")._v_attrs.metadata = {"name": "MINI", "timezone": nilmtk.LONDON}
+        nilmtk._set_metadata(store, "/", {"name": "MINI", "timezone": nilmtk.LONDON})
     return path
 
 
@@ -202,41 +202,54 @@ def test_a_nilmtk_file_from_its_metadata(workdir: Path) -> None:
     assert (workdir / ".modelyard" / "data" / "prepared" / "mini" / "building1.npz").is_file()
 
 
+@pytest.fixture(scope="module")
+def bad_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One source for each way init refuses its input (written once for all the cases)."""
+    root = tmp_path_factory.mktemp("sources")
+    _houses(root / "standard", {"a": STANDARD, "b": STANDARD})
+    (root / "empty").mkdir()
+    _houses(root / "mains-only", {"a": ["Time", "Aggregate"], "b": ["Time", "Aggregate"]})
+    _houses(root / "corrupt", {"a": STANDARD, "b": STANDARD})
+    (root / "corrupt" / "b" / "2024-02.csv.gz").write_bytes(b"\x1f\x8b\x08 not gzip")
+    _houses(root / "mixed", {"a": STANDARD, "b": STANDARD})
+    _month(root / "mixed" / "b", "2024-02", ["Time", "Aggregate", "Kettle"])
+    _houses(root / "apart", {"a": ["Time", "Aggregate", "Fridge"], "b": STANDARD})
+    _houses(root / "one-file", {"a": STANDARD})
+    (root / "notes.txt").write_text("not data\n")
+    (root / "h5").mkdir()
+    _nilmtk_file(root / "h5" / "mini.h5")
+    return root
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["x", "--source", "no-such"], "no such folder or file"),
-        (["x", "--source", "empty"], "no houses found"),
-        (["x", "--source", "mains-only"], "no appliance columns"),
-        (["x", "--source", "standard", "--mains", "Total"], "no 'Total' column"),
-        (["x", "--source", "corrupt"], "cannot read"),
-        (["x", "--source", "mixed"], "every file of a house needs the same columns"),
-        (["x", "--source", "apart"], "no appliance is metered in every house"),
-        (["x", "--source", "standard", "--appliance", "toaster"], "['toaster']: not metered"),
-        (["x", "--source", "apart", "--appliance", "fridge"], "houses ['b'] do not meter it"),
-        (["x", "--source", "standard", "--test-house", "z"], "--test-house ['z']"),
-        (["x", "--source", "standard", "--test-house", "a", "--test-house", "b"], "every house"),
-        (["x", "--source", "one-file"], "needs two or more (monthly) files"),
-        (["x", "--source", "notes.txt"], "not HDF5"),
-        (["x", "--source", "h5/mini.h5", "--mains", "Total"], "--mains is for CSV folders"),
-        (["x", "--source", "h5/mini.h5", "--appliance", "fridge"], "add these rows by hand"),
-        (["nilm", "--source", "standard"], "shipped project"),
-        (["taken", "--source", "standard"], "pass --force"),
+        (["x", "--source", "data/no-such"], "no such folder or file"),
+        (["x", "--source", "data/empty"], "no houses found"),
+        (["x", "--source", "data/mains-only"], "no appliance columns"),
+        (["x", "--source", "data/standard", "--mains", "Total"], "no 'Total' column"),
+        (["x", "--source", "data/corrupt"], "cannot read"),
+        (["x", "--source", "data/mixed"], "every file of a house needs the same columns"),
+        (["x", "--source", "data/apart"], "no appliance is metered in every house"),
+        (["x", "--source", "data/standard", "--appliance", "toaster"], "['toaster']: not metered"),
+        (["x", "--source", "data/apart", "--appliance", "fridge"], "houses ['b'] do not meter it"),
+        (["x", "--source", "data/standard", "--test-house", "z"], "--test-house ['z']"),
+        (
+            ["x", "--source", "data/standard", "--test-house", "a", "--test-house", "b"],
+            "every house",
+        ),
+        (["x", "--source", "data/one-file"], "needs two or more (monthly) files"),
+        (["x", "--source", "data/notes.txt"], "not HDF5"),
+        (["x", "--source", "data/h5/mini.h5", "--mains", "Total"], "--mains is for CSV folders"),
+        (["x", "--source", "data/h5/mini.h5", "--appliance", "fridge"], "add these rows by hand"),
+        (["nilm", "--source", "data/standard"], "shipped project"),
+        (["taken", "--source", "data/standard"], "pass --force"),
     ],
 )
-def test_bad_input_is_one_clear_line(workdir: Path, args: list[str], fragment: str) -> None:
-    _houses(workdir / "standard", {"a": STANDARD, "b": STANDARD})
-    (workdir / "empty").mkdir()
-    _houses(workdir / "mains-only", {"a": ["Time", "Aggregate"], "b": ["Time", "Aggregate"]})
-    _houses(workdir / "corrupt", {"a": STANDARD, "b": STANDARD})
-    (workdir / "corrupt" / "b" / "2024-02.csv.gz").write_bytes(b"\x1f\x8b\x08 not gzip")
-    _houses(workdir / "mixed", {"a": STANDARD, "b": STANDARD})
-    _month(workdir / "mixed" / "b", "2024-02", ["Time", "Aggregate", "Kettle"])
-    _houses(workdir / "apart", {"a": ["Time", "Aggregate", "Fridge"], "b": STANDARD})
-    _houses(workdir / "one-file", {"a": STANDARD})
-    (workdir / "notes.txt").write_text("not data\n")
-    (workdir / "h5").mkdir()
-    _nilmtk_file(workdir / "h5" / "mini.h5")
+def test_bad_input_is_one_clear_line(
+    workdir: Path, bad_sources: Path, args: list[str], fragment: str
+) -> None:
+    (workdir / "data").symlink_to(bad_sources)
     taken = workdir / "conf" / "project" / "taken.yaml"
     taken.parent.mkdir(parents=True)
     taken.write_text("name: taken\n")

@@ -1,13 +1,20 @@
-"""``modelyard init image|table``: a project config for a user's own data, outside the package.
+"""``modelyard init image|table|nilm``: a project config for a user's own data, outside the package.
 
 The project file is written to ``<config dir>/project/<name>.yaml`` (``./conf`` unless
 ``--dir`` or ``$MODELYARD_CONFIG_DIR`` says otherwise), where every command finds it
 (``core/config_dir.py``). What can be read from the data is filled in: an image folder's classes
 and image counts (one folder per class) and a typical image size; a table's columns, their types,
-value ranges and a suggested target. The model, schedule and sweep space come from the family's
-defaults (``model/vision.yaml``, ``schedule/tabular_quick.yaml``, ...), so no other file is
-needed. NILM projects are not written by ``init``: their appliances, houses and channel maps need
-a person (see ``conf/project/nilm.yaml``).
+value ranges and a suggested target; a NILM source's houses, mains, appliances, the spacing of its
+readings and the house split (one subfolder of CSV files per house, or a NILMTK HDF5 file, whose
+buildings and appliances come from its metadata). The model, schedule and sweep space come from
+the family's defaults (``model/vision.yaml``, ``schedule/tabular_quick.yaml``, ``model/nilm.yaml``,
+...), so no other file is needed.
+
+NILM appliances of a kind the shipped project knows (``conf/project/nilm.yaml``: kettle,
+microwave, dishwasher, washing machine) take its thresholds, read from that file; others get an
+on-threshold and a limit inferred from their readings (CSV sources only: an HDF5 file's meters are
+not read), marked in the file to be checked. One house is split in time: its last months, fetched
+as a house of their own, are the test period.
 """
 
 import csv
@@ -720,20 +727,29 @@ def _nilm_split(
             "scores are likely better than on another home"
         ]
         return files, [train_name], [test_name], facts
-    if test_houses:
-        unknown = [h for h in test_houses if h not in names]
-        if unknown:
-            raise ConfigError(f"--test-house {unknown}: houses are {names}")
-        test = list(dict.fromkeys(test_houses))
-        if len(test) == len(names):
-            raise ConfigError("--test-house: every house is a test house; leave one for training")
-        how = "--test-house"
-    else:
-        test = [min(reversed(houses), key=lambda h: h.rows).name]
-        how = "the house with the fewest readings; --test-house chooses another"
-    train = [h for h in names if h not in test]
+    smallest = min(reversed(houses), key=lambda h: h.rows).name
+    train, test = _house_split(names, test_houses, smallest)
+    how = (
+        "--test-house"
+        if test_houses
+        else ("the house with the fewest readings; --test-house chooses another")
+    )
     files = [_file_entry(root, f, house.name) for house in houses for f in house.files]
     return files, train, test, [f"train houses {train}, test houses {test} ({how})"]
+
+
+def _house_split(
+    names: list[str], test_houses: Sequence[str], default: str
+) -> tuple[list[str], list[str]]:
+    """``(train, test)`` houses: ``--test-house`` when given (known houses, not all), else
+    ``default``."""
+    test = list(dict.fromkeys(test_houses)) or [default]
+    unknown = [h for h in test if h not in names]
+    if unknown:
+        raise ConfigError(f"--test-house {unknown}: houses are {names}")
+    if len(test) == len(names):
+        raise ConfigError("--test-house: every house is a test house; leave one for training")
+    return [h for h in names if h not in test], test
 
 
 def _file_entry(root: Path, file: Path, house: str) -> dict[str, Any]:
@@ -796,16 +812,7 @@ def _nilm_hdf5(
             "with on_threshold_w and limit_w by hand to model them)"
         )
     names = list(found)
-    if test_houses:
-        unknown = [h for h in test_houses if h not in names]
-        if unknown:
-            raise ConfigError(f"--test-house {unknown}: houses are {names}")
-        test = list(dict.fromkeys(test_houses))
-        if len(test) == len(names):
-            raise ConfigError("--test-house: every house is a test house; leave one for training")
-    else:
-        test = [names[-1]]
-    train = [h for h in names if h not in test]
+    train, test = _house_split(names, test_houses, names[-1])
     data = dict(shipped["data"])
     data.pop("mains_column", None)
     data.update(
@@ -822,6 +829,7 @@ def _nilm_hdf5(
         test_houses=test,
     )
     facts[:0] = [f"{len(inventories)} building(s): {found}"]
-    facts.append(f"train houses {train}, test houses {test}")
+    how = "--test-house" if test_houses else "the last building; --test-house chooses another"
+    facts.append(f"train houses {train}, test houses {test} ({how})")
     rows: dict[str, tuple[dict[str, Any], str | None]] = {a: (dict(known[a]), None) for a in chosen}
     return _nilm_project(shipped, rows, data), facts
