@@ -118,7 +118,6 @@ def test_tutorial_is_built(site: Path) -> None:
     assert "Tutorial: add your own dataset" in tutorial
     # the path from a folder, a table or houses to a served model: init, then the usual stages
     assert "modelyard init image|table|nilm NAME --source PATH" in tutorial
-    assert "modelyard init nilm homes --source $DATA/nilm" in tutorial
 
 
 def small_site(tmp_path: Path, link: str) -> Path:

@@ -588,8 +588,7 @@ def _nilm_csv(
             f"spans {int(data['window']) * interval_s / 60:g} minutes)"
         )
     files, train, test, split_facts = _nilm_split(source, houses, test_houses)
-    for key in ("hdf5",):
-        data.pop(key, None)
+    data.pop("hdf5", None)  # format nilmtk_hdf5 only
     data.update(
         source=_portable(source),
         format="csv",
