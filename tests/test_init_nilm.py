@@ -149,6 +149,20 @@ def test_appliances_not_in_every_house_are_left_out(workdir: Path) -> None:
     assert list(load_config(["project=common"]).project.appliances) == ["kettle", "microwave"]
 
 
+def test_finer_readings_are_averaged(workdir: Path) -> None:
+    house = workdir / "fast" / "home"
+    for month in ("2024-01", "2024-02"):
+        times = pd.date_range(f"{month}-01", periods=240, freq="15s")
+        rows = [
+            f"{t:%Y-%m-%d %H:%M:%S},{150 + i % 7},{2000 * (i % 40 < 4)}"
+            for i, t in enumerate(times)
+        ]
+        write_gzip_csv(house / f"{month}.csv.gz", rows, header="Time,Aggregate,Kettle")
+    init = _ok("init", "nilm", "fast", "--source", "fast")
+    assert "readings every 15 s are averaged to data.interval_s 60 s" in init.stderr
+    assert load_config(["project=fast"]).project.data.interval_s == 60
+
+
 def test_coarser_readings_set_the_interval(workdir: Path) -> None:
     house = workdir / "slow" / "home"
     _month(house, "2024-01", STANDARD)
@@ -162,8 +176,9 @@ def test_coarser_readings_set_the_interval(workdir: Path) -> None:
     assert data.interval_s == 300 and data.max_fill_s == 900
 
 
-def _nilmtk_file(path: Path) -> Path:
-    """Two NILMTK buildings of 3 hours at 1 minute: mains, a kettle, a fridge in building 1."""
+def _nilmtk_file(path: Path, second: str = "kettle") -> Path:
+    """Two NILMTK buildings of 3 hours at 1 minute: mains, a kettle (or ``second``), a fridge in
+    building 1."""
     start = pd.Timestamp("2014-07-01 11:00", tz="UTC")
 
     def meter(values: np.ndarray) -> pd.DataFrame:
@@ -174,7 +189,7 @@ def _nilmtk_file(path: Path) -> Path:
         for building in (1, 2):
             store.put(f"/building{building}/elec/meter1", meter(200.0 + kettle), format="table")
             store.put(f"/building{building}/elec/meter2", meter(kettle), format="table")
-            appliances = [{"type": "kettle", "instance": 1, "meters": [2]}]
+            appliances = [{"type": second, "instance": 1, "meters": [2]}]
             if building == 1:
                 store.put("/building1/elec/meter3", meter(np.full(180, 80.0)), format="table")
                 appliances.append({"type": "fridge", "instance": 1, "meters": [3]})
@@ -218,6 +233,7 @@ def bad_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "notes.txt").write_text("not data\n")
     (root / "h5").mkdir()
     _nilmtk_file(root / "h5" / "mini.h5")
+    _nilmtk_file(root / "h5" / "toasters.h5", second="toaster")
     return root
 
 
@@ -242,6 +258,7 @@ def bad_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["x", "--source", "data/notes.txt"], "not HDF5"),
         (["x", "--source", "data/h5/mini.h5", "--mains", "Total"], "--mains is for CSV folders"),
         (["x", "--source", "data/h5/mini.h5", "--appliance", "fridge"], "add these rows by hand"),
+        (["x", "--source", "data/h5/toasters.h5"], "no building meters a kind"),
         (["nilm", "--source", "data/standard"], "shipped project"),
         (["taken", "--source", "data/standard"], "pass --force"),
     ],

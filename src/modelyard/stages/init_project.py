@@ -587,6 +587,9 @@ def _nilm_csv(
             f"data.interval_s set to {interval_s} (a window of {data['window']} readings then "
             f"spans {int(data['window']) * interval_s / 60:g} minutes)"
         )
+    finest = min(house.interval_s for house in houses)
+    if finest < interval_s:
+        facts.append(f"readings every {finest:g} s are averaged to data.interval_s {interval_s} s")
     files, train, test, split_facts = _nilm_split(source, houses, test_houses)
     data.pop("hdf5", None)  # format nilmtk_hdf5 only
     data.update(
@@ -803,6 +806,12 @@ def _nilm_hdf5(
             "add these rows by hand"
         )
     modelled = {h: [a for a in names if a in known] for h, names in found.items()}
+    if not any(modelled.values()):
+        raise DataError(
+            f"--source {source}: no building meters a kind the shipped project knows "
+            f"({list(known)}; found {sorted(metered)}); init reads no meter data to set "
+            "thresholds for others: add their rows by hand"
+        )
     chosen, facts = _choose_appliances(modelled, wanted, known)
     others = sorted({a for names in found.values() for a in names if a not in known})
     if others:
