@@ -521,7 +521,6 @@ def init_nilm(
         project, facts = _nilm_hdf5(source, shipped, appliances, test_houses)
     else:
         project, facts = _nilm_csv(source, shipped, mains, appliances, test_houses)
-    project = {"name": name, "task": "nilm", **project}
     rows = project.pop("appliances")
     header = (
         f"# NILM project {name!r}, written by `modelyard init nilm` from {_portable(source)}.\n"
@@ -530,13 +529,11 @@ def init_nilm(
         "# (model/nilm.yaml, schedule/nilm_quick.yaml, ...) unless conf/model/<name>.yaml etc.\n"
         "# exist.\n"
     )
-    head = yaml.safe_dump({"name": name, "task": "nilm"}, sort_keys=False)
-    rest = {k: v for k, v in project.items() if k not in ("name", "task")}
     text = (
         header
-        + head
+        + yaml.safe_dump({"name": name, "task": "nilm"}, sort_keys=False)
         + _appliance_block(rows)
-        + yaml.safe_dump(rest, sort_keys=False, width=100, default_flow_style=None)
+        + yaml.safe_dump(project, sort_keys=False, width=100, default_flow_style=None)
     )
     _write(path, text, force)
     return InitResult(path, facts, _next_steps(name))
@@ -553,7 +550,7 @@ def _appliance_block(rows: dict[str, tuple[dict[str, Any], str | None]]) -> str:
         if note:
             lines.extend(f"  # {line}" for line in note.splitlines())
         flow = yaml.safe_dump(row, default_flow_style=True, width=1000, sort_keys=False).strip()
-        lines.append(f"  {appliance}: {flow}")
+        lines.append(f"  {_quoted(appliance)}: {flow}")
     return "\n".join(lines) + "\n"
 
 
