@@ -256,6 +256,7 @@ def bad_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
         (["x", "--source", "data/one-file"], "needs two or more (monthly) files"),
         (["x", "--source", "data/notes.txt"], "not HDF5"),
+        (["x", "--source", "data/h5"], "for the NILMTK file in it, give --source"),
         (["x", "--source", "data/h5/mini.h5", "--mains", "Total"], "--mains is for CSV folders"),
         (["x", "--source", "data/h5/mini.h5", "--appliance", "fridge"], "add these rows by hand"),
         (["x", "--source", "data/h5/toasters.h5"], "no building meters a kind"),

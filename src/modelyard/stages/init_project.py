@@ -561,11 +561,21 @@ def _nilm_csv(
     wanted: Sequence[str],
     test_houses: Sequence[str],
 ) -> tuple[dict[str, Any], list[str]]:
-    from modelyard.projects.nilm.readers import MAINS_COLUMN
+    from modelyard.projects.nilm.readers import MAINS_COLUMN, csv_files
     from modelyard.projects.nilm.survey import survey_csv_houses
 
     data = dict(shipped["data"])
     mains_column = mains or str(data.get("mains_column") or MAINS_COLUMN)
+    hdf5_files = sorted(source.glob("*.h5"))
+    if (
+        hdf5_files
+        and not any(csv_files(source))
+        and not any(csv_files(d) for d in source.iterdir() if d.is_dir())
+    ):
+        raise DataError(
+            f"--source {source}: no house folders of CSV files; for the NILMTK file in it, give "
+            f"--source {hdf5_files[0]}"
+        )
     try:
         houses = survey_csv_houses(source, mains_column)
     except PermissionError as exc:
