@@ -116,8 +116,8 @@ def test_api_reference_holds_every_module_and_its_docstrings(site: Path) -> None
 def test_tutorial_is_built(site: Path) -> None:
     tutorial = page(site, "tutorial-own-data.md")
     assert "Tutorial: add your own dataset" in tutorial
-    # the path from a folder or a table to a served model: init, then the usual stages
-    assert "modelyard init image|table NAME --source PATH" in tutorial
+    # the path from a folder, a table or houses to a served model: init, then the usual stages
+    assert "modelyard init image|table|nilm NAME --source PATH" in tutorial
 
 
 def small_site(tmp_path: Path, link: str) -> Path:

@@ -177,6 +177,41 @@ def init_table(
         _report_init(init_project.init_table(name, source, target, dir, force, ignore or []))
 
 
+@init_app.command("nilm")
+def init_nilm(
+    name: Annotated[str, typer.Argument(help=NAME_HELP)],
+    source: Annotated[
+        Path,
+        typer.Option(
+            help="Folder with one subfolder of CSV / CSV.gz files per house, or a NILMTK HDF5 file"
+        ),
+    ],
+    mains: Annotated[
+        str | None,
+        typer.Option(help="Whole-house mains column of the CSV files; default Aggregate"),
+    ] = None,
+    appliance: Annotated[
+        list[str] | None,
+        typer.Option(help="Appliance to model (repeat); default every one all houses meter"),
+    ] = None,
+    test_house: Annotated[
+        list[str] | None,
+        typer.Option(help="House held out for testing (repeat); default the smallest house"),
+    ] = None,
+    dir: Annotated[Path | None, typer.Option("--dir", help=INIT_DIR_HELP)] = None,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+) -> None:
+    """A NILM project: houses, appliances, thresholds and the house split read from the data."""
+    with user_errors():
+        from modelyard.stages import init_project
+
+        _report_init(
+            init_project.init_nilm(
+                name, source, dir, force, mains, appliance or [], test_house or []
+            )
+        )
+
+
 @data_app.command("fetch")
 def data_fetch(
     overrides: Overrides = None,

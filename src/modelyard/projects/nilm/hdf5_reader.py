@@ -105,6 +105,37 @@ def list_buildings(path: Path) -> list[int]:
         return source.numbered_children("/", BUILDING_PREFIX)
 
 
+@dataclass(frozen=True)
+class BuildingInventory:
+    """What a building's NILMTK metadata says it metered (read without any meter data)."""
+
+    building: int
+    has_mains: bool
+    #: Appliance names (snake_case) the reader finds a meter for, in metadata order; a name of
+    #: FALLBACK_TYPES is listed when only its stand-in (a washer dryer) is present.
+    appliances: list[str]
+
+
+def building_inventories(path: Path) -> list[BuildingInventory]:
+    """Every building of the NILMTK file at ``path``: whether it has mains, which appliances."""
+    inventories = []
+    with _open(path) as source:
+        for building in source.numbered_children("/", BUILDING_PREFIX):
+            metadata = source.metadata(f"/{BUILDING_PREFIX}{building}")
+            names = [snake_case(str(e["type"])) for e in _appliance_entries(metadata)]
+            stood_in = [
+                name
+                for name, stand_ins in FALLBACK_TYPES.items()
+                if name not in names and any(s in names for s in stand_ins)
+            ]
+            inventories.append(
+                BuildingInventory(
+                    building, bool(_site_meters(metadata)), list(dict.fromkeys(names + stood_in))
+                )
+            )
+    return inventories
+
+
 def _building_key(source: _Source, building: int) -> str:
     """The group key of ``building``, or a :class:`DataError` listing the buildings present."""
     key = f"/{BUILDING_PREFIX}{building}"

@@ -27,6 +27,8 @@ from modelyard.core.row_accounting import ReadLedger, RowReport
 
 AGGREGATE = "aggregate"
 TIME_COLUMN = "Time"
+#: The mains column of the CSV layout, unless ``project.data.mains_column`` names another.
+MAINS_COLUMN = "Aggregate"
 CSV_PATTERNS = ("*.csv.gz", "*.csv", "*.gzip")
 
 
@@ -64,8 +66,13 @@ def discover_houses(root: Path) -> dict[str, Path]:
     return houses
 
 
-def read_csv_file(path: Path, ledger: ReadLedger | None = None) -> pd.DataFrame:
+def read_csv_file(
+    path: Path, ledger: ReadLedger | None = None, mains: str = MAINS_COLUMN
+) -> pd.DataFrame:
     """Read one monthly CSV file into a house frame, with a clear error when it is unreadable.
+
+    ``mains`` is the whole-house column (it becomes ``aggregate``); every other column but
+    ``Time`` is an appliance, named in snake_case.
 
     Lines are parsed one by one (:mod:`modelyard.core.csv_records`) and every malformed one is
     refused with its line number into the file's :class:`RowReport`, which ``ledger`` checks
@@ -80,13 +87,20 @@ def read_csv_file(path: Path, ledger: ReadLedger | None = None) -> pd.DataFrame:
     )
     if table.header is None:
         raise DataError(f"{path} is empty")
-    names = [name if name == TIME_COLUMN else snake_case(name) for name in table.header]
+    names = column_names(table.header, mains)
     frame = table.frame
     frame.columns = pd.Index(names)
     if TIME_COLUMN not in frame.columns:
         raise DataError(f"{path} has no '{TIME_COLUMN}' column (columns: {table.header})")
-    if AGGREGATE not in frame.columns:
-        raise DataError(f"{path} has no 'Aggregate' column (columns: {table.header})")
+    # a lower-case or spaced "aggregate" is the mains too when no other column is named
+    if mains not in table.header and (mains != MAINS_COLUMN or AGGREGATE not in names):
+        raise DataError(f"{path} has no {mains!r} column (the mains; columns: {table.header})")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(
+            f"{path}: columns {table.header} give the name(s) {repeated} more than once "
+            f"(the mains column {mains!r} is read as {AGGREGATE!r}, the others in snake_case)"
+        )
     lines = pd.Series(table.line_numbers, dtype="int64")
     index = _parse_times(frame.pop(TIME_COLUMN), path)
     refused = index.isna().to_numpy()
@@ -99,6 +113,15 @@ def read_csv_file(path: Path, ledger: ReadLedger | None = None) -> pd.DataFrame:
     kept: pd.DataFrame = values.loc[keep].astype("float64")
     kept.index = pd.DatetimeIndex(index[keep], name="time")
     return kept
+
+
+def column_names(header: list[str], mains: str = MAINS_COLUMN) -> list[str]:
+    """The house-frame name of each CSV column: ``Time`` kept, ``mains`` read as ``aggregate``,
+    every other column in snake_case."""
+    return [
+        name if name == TIME_COLUMN else AGGREGATE if name == mains else snake_case(name)
+        for name in header
+    ]
 
 
 _MISSING = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "<na>"})
@@ -158,7 +181,9 @@ def _read_text(path: Path) -> str:
 DUPLICATE_RULE = "repeated time (first reading kept)"
 
 
-def read_csv_house(house_dir: Path, ledger: ReadLedger | None = None) -> pd.DataFrame:
+def read_csv_house(
+    house_dir: Path, ledger: ReadLedger | None = None, mains: str = MAINS_COLUMN
+) -> pd.DataFrame:
     """Read every monthly file of one house and return one sorted, duplicate-free house frame.
 
     A time read twice (within a file or across two files) keeps its first reading; the others
@@ -168,7 +193,7 @@ def read_csv_house(house_dir: Path, ledger: ReadLedger | None = None) -> pd.Data
     if not files:
         raise DataError(f"no CSV files in {house_dir}")
     ledger = ledger if ledger is not None else ReadLedger()
-    frames = [read_csv_file(path, ledger) for path in files]
+    frames = [read_csv_file(path, ledger, mains) for path in files]
     frame = pd.concat(frames)
     repeated = frame.index.duplicated(keep="first")
     start = 0

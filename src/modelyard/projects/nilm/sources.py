@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.core.row_accounting import ReadLedger
-from modelyard.projects.nilm.readers import discover_houses, read_csv_house
+from modelyard.projects.nilm.readers import MAINS_COLUMN, discover_houses, read_csv_house
 
 FORMATS = ("csv", "nilmtk_hdf5")
 
@@ -27,8 +27,9 @@ def iter_raw_houses(
     layout = str(data_cfg.format)
     ledger = ledger if ledger is not None else ReadLedger()
     if layout == "csv":
+        mains = str(data_cfg.get("mains_column") or MAINS_COLUMN)
         for name, directory in discover_houses(source).items():
-            yield name, read_csv_house(directory, ledger)
+            yield name, read_csv_house(directory, ledger, mains)
     elif layout == "nilmtk_hdf5":
         yield from _iter_hdf5_houses(source, data_cfg, appliances, ledger)
     else:
