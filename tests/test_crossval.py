@@ -106,7 +106,7 @@ def test_the_pool_is_train_and_val_and_the_test_split_is_never_read(tmp_path: Pa
 
 #: Two EuroSAT classes as a user's own small binary folder, images per class.
 EUROSAT_PAIR = ("Forest", "SeaLake")
-PER_CLASS = 30
+PER_CLASS = 20
 #: 3 folds of one short epoch each, the embedded MLflow store (the default tracking).
 RUN = [
     "project=coast",

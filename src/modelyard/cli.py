@@ -813,7 +813,7 @@ def crossval(
     with user_errors():
         from modelyard.stages import crossval as crossval_stage
 
-        result = crossval_stage.run(overrides or [], name=name, log=console.print)
+        result = crossval_stage.run(_config(overrides), name=name, log=console.print)
         for line in crossval_stage.table(result.report):
             typer.echo(line)
         console.print(f"report: {result.report_path}", highlight=False, soft_wrap=True)

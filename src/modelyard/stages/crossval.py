@@ -19,15 +19,15 @@ Directory (``<workdir>/crossval/<project>/<name>``)::
     crossval.json     per-fold scores, mean and standard deviation, pooled scores
 """
 
+import copy
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
 from modelyard.core.families import load_task
 from modelyard.core.run_dir import RunDir
@@ -90,12 +90,11 @@ def settings(cfg: DictConfig) -> Settings:
 
 
 def run(
-    overrides: Sequence[str] = (),
+    cfg: DictConfig,
     name: str | None = None,
     log: Callable[[str], None] = print,
 ) -> CrossValResult:
     """Cross-validate the configured image project; write and return the report."""
-    cfg = load_config(list(overrides))
     chosen = settings(cfg)
     task = load_task(cfg)
     assert isinstance(task, VisionTask)
@@ -117,9 +116,7 @@ def run(
         outcomes = []
         for number, held_out in enumerate(folds, start=1):
             log(f"fold {number}/{chosen.folds}: {held_out.size} held-out images")
-            outcomes.append(
-                _fold(overrides, task, pool, held_out, directory, number, chosen, parent_id)
-            )
+            outcomes.append(_fold(cfg, task, pool, held_out, directory, number, chosen, parent_id))
         report = _report(cfg, chosen, pool, outcomes, task)
         report_path = directory / REPORT_FILE
         report_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -132,7 +129,7 @@ def run(
 
 
 def _fold(
-    overrides: Sequence[str],
+    cfg: DictConfig,
     task: VisionTask,
     pool: Pool,
     held_out: Any,
@@ -144,14 +141,11 @@ def _fold(
     """Prepare, train and evaluate one fold; the held-out images' logits for pooling."""
     prepared = (directory / "folds" / f"fold-{number}").resolve()
     write_fold(pool, held_out, prepared, chosen.val_fraction, chosen.seed)
-    fold_cfg = load_config(
-        [
-            *overrides,
-            f"paths.prepared={prepared}",
-            f"paths.runs={(directory / 'runs').resolve()}",
-            f"run_name=fold-{number}",
-        ]
-    )
+    # the configuration is resolved: its copy differs in these three values only
+    fold_cfg = copy.deepcopy(cfg)
+    fold_cfg.paths.prepared = str(prepared)
+    fold_cfg.paths.runs = str((directory / "runs").resolve())
+    fold_cfg.run_name = f"fold-{number}"
     trained = train.run(fold_cfg, parent_run_id=parent_id)
     metrics, _ = evaluate.run(fold_cfg, model=trained.run_dir)
     pixels, labels = load_part(prepared, "test")
