@@ -12,7 +12,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ from modelyard.core.errors import ConfigError, DataError
 from modelyard.projects.vision.crossval import load_pool, write_fold
 from modelyard.projects.vision.image_cache import load_part, save_classes, save_part
 from modelyard.projects.vision.image_folders import stratified_folds
+from modelyard.tracking.mlflow_backend import client_for
 
 #: Three classes of 11, 7 and 5 images: uneven, so that rounding shows.
 LABELS = np.array([0] * 11 + [1] * 7 + [2] * 5)[np.random.default_rng(3).permutation(23)]
@@ -176,8 +176,8 @@ def test_crossval_of_a_real_two_class_folder(workdir: Path) -> None:
     assert not (workdir / ".modelyard" / "runs").exists()
 
     # one tracked parent with a child per fold, in the embedded store
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / '.modelyard' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["coast"], output_format="list")
+    client = client_for(f"sqlite:///{workdir / '.modelyard' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("coast").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.run_name for r in parents] == ["first"]
     assert parents[0].data.metrics["pooled/accuracy"] == pytest.approx(pooled["accuracy"])
