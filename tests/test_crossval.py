@@ -164,6 +164,9 @@ def test_crossval_of_a_real_two_class_folder(workdir: Path) -> None:
     assert interval["low"] <= pooled["accuracy"] <= interval["high"]
     assert 0.0 <= pooled["binary"]["roc_auc"] <= 1.0
     assert pooled["binary"]["positive_class"] == "SeaLake"
+    at_threshold = pooled["binary"]["at_threshold"]  # the served decision, each fold's threshold
+    assert at_threshold["images"] == pooled_images
+    assert at_threshold["accuracy_interval"]["n"] == pooled_images
     assert pooled["baseline"]["accuracy"] == pytest.approx(0.5)
     accuracies = [row["accuracy"] for row in rows]
     assert report["across_folds"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))

@@ -211,6 +211,13 @@ def table(report: dict[str, Any]) -> list[str]:
         f"{pooled['images']}; 95% Wilson {interval['low']:.4f}-{interval['high']:.4f})"
         + (f", roc_auc {pooled['binary']['roc_auc']:.4f}" if "binary" in pooled else "")
     )
+    at = pooled.get("binary", {}).get("at_threshold")
+    if at is not None:
+        interval = at["accuracy_interval"]
+        lines.append(
+            f"pooled at each fold's threshold: accuracy {at['accuracy']:.4f} ({at['correct']}/"
+            f"{at['images']}; 95% Wilson {interval['low']:.4f}-{interval['high']:.4f})"
+        )
     baseline = pooled["baseline"]
     lines.append(f"majority baseline: accuracy {baseline['accuracy']:.4f} ({baseline['class']})")
     return lines

@@ -143,7 +143,33 @@ def pooled_scores(
             "pr_auc": ranking["pr_auc"],
             "baseline": {"roc_auc": 0.5, "pr_auc": float(truth.mean())},
         }
+        at_threshold = _pooled_at_threshold(outcomes)
+        if at_threshold is not None:
+            pooled["binary"]["at_threshold"] = at_threshold
     return pooled
+
+
+def _pooled_at_threshold(outcomes: list[FoldOutcome]) -> dict[str, Any] | None:
+    """Accuracy of the served two-class decision (each fold's model at its own threshold, chosen
+    on its inner validation split), from the folds' evaluations' confusion matrices added up;
+    None when a fold has no threshold."""
+    matrices = []
+    for outcome in outcomes:
+        binary = outcome.metrics.get("binary")
+        at = binary.get("at_threshold") if isinstance(binary, dict) else None
+        if not isinstance(at, dict):
+            return None
+        matrices.append(np.asarray(at["confusion_matrix"], dtype=np.int64))
+    matrix = np.sum(matrices, axis=0)
+    correct, total = int(np.trace(matrix)), int(matrix.sum())
+    return {
+        "rule": "each fold's model at its own decision threshold (chosen on its inner validation)",
+        "images": total,
+        "correct": correct,
+        "accuracy": correct / total if total else 0.0,
+        "accuracy_interval": accuracy_interval(correct, total),
+        "confusion_matrix": matrix.tolist(),
+    }
 
 
 def summarise(
