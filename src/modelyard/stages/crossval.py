@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from modelyard.core.errors import ConfigError
@@ -36,6 +37,7 @@ from modelyard.projects.vision.crossval import (
     FoldOutcome,
     Pool,
     load_pool,
+    per_class,
     summarise,
     write_fold,
 )
@@ -132,7 +134,7 @@ def _fold(
     cfg: DictConfig,
     task: VisionTask,
     pool: Pool,
-    held_out: Any,
+    held_out: np.ndarray,
     directory: Path,
     number: int,
     chosen: Settings,
@@ -167,9 +169,7 @@ def _report(
         "pool": {
             "parts": "the prepared train and validation splits (the test split is not used)",
             "images": int(pool.labels.size),
-            "per_class": {
-                name: int((pool.labels == k).sum()) for k, name in enumerate(pool.classes)
-            },
+            "per_class": per_class(pool.labels, pool.classes),
         },
         "validation": (
             "each fold trains on the other folds less a stratified inner validation split "
