@@ -37,3 +37,21 @@ def assert_user_error(result: subprocess.CompletedProcess[str], fragment: str) -
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:")
     assert fragment in lines[0], lines[0]
+
+
+def modelyard_in_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line run in this process (Typer's runner: torch is imported once for a
+    whole test), its outcome shaped as :func:`modelyard`'s."""
+    from typer.testing import CliRunner
+
+    from modelyard.cli import app
+
+    outcome = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(args, outcome.exit_code, outcome.stdout, outcome.stderr)
+
+
+def modelyard_ok(*args: str) -> subprocess.CompletedProcess[str]:
+    """:func:`modelyard_in_process`, which must succeed."""
+    result = modelyard_in_process(*args)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result

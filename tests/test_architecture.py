@@ -15,6 +15,7 @@ STAGES = {
     "evaluate",
     "export",
     "sweep",
+    "crossval",
     "promote",
     "demo",
     "monitor",

@@ -140,12 +140,12 @@ def as_override(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
-def _check_supported(cfg: DictConfig) -> None:
+def check_in_process(cfg: DictConfig, what: str) -> None:
+    """Refuse DDP for a stage that trains several runs in this process (``what`` does):
+    DDP starts the command again in other processes, which would redo the whole stage."""
     strategy = str(cfg.trainer.get("strategy", "auto"))
     if strategy.startswith("ddp") and int(cfg.trainer.get("devices", 1)) != 1:
-        raise ConfigError(
-            "sweeps run trials in this process; use trainer=cpu (or gpu) rather than ddp"
-        )
+        raise ConfigError(f"{what} in this process; use trainer=cpu (or gpu) rather than ddp")
 
 
 class OverBudgetError(Exception):
@@ -193,7 +193,7 @@ def run(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = load_config(list(overrides))
-    _check_supported(cfg)
+    check_in_process(cfg, "sweeps run trials")
     space = parse_space(cfg.sweep.get("params"))
     url = _storage_url(cfg)
     if url is not None and name is None:

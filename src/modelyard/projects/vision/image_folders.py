@@ -255,6 +255,39 @@ def stratified_split(
     }
 
 
+def stratified_folds(labels: NDArray[np.integer], folds: int, seed: int) -> list[NDArray[np.int64]]:
+    """Split row indices into ``folds`` disjoint parts that cover every row, each class spread
+    as evenly as it goes (its count per fold differs by at most one), for k-fold
+    cross-validation.
+
+    Each class is shuffled by its own generator seeded with ``(seed, class)``, as in
+    :func:`stratified_split`; the classes, in class order, are then dealt round-robin into the
+    folds, the deal going on where the previous class stopped, so that fold sizes also differ
+    by at most one. A :class:`ConfigError` for fewer than 2 folds or more folds than the
+    smallest class has rows (a fold would miss that class).
+    """
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
+        raise ConfigError(f"cv.folds must be a whole number of at least 2, got {folds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"cv.seed must be a non-negative whole number, got {seed!r}")
+    labels = _check_labels(labels)
+    present, counts = np.unique(labels, return_counts=True)
+    if not present.size or int(counts.min()) < folds:
+        smallest = int(counts.min()) if present.size else 0
+        raise ConfigError(
+            f"cv.folds={folds} is more folds than the smallest class has images ({smallest}): "
+            "every fold must hold every class; use fewer folds or add images"
+        )
+    dealt: list[NDArray[np.int64]] = []
+    for label in present:
+        rows = np.flatnonzero(labels == label).astype(np.int64)
+        np.random.default_rng([int(seed), int(label)]).shuffle(rows)
+        dealt.append(rows)
+    order = np.concatenate(dealt)
+    fold_of = np.arange(order.size) % folds
+    return [np.sort(order[fold_of == k]) for k in range(folds)]
+
+
 def _check_fraction(value: float, name: str) -> float:
     try:
         fraction = float(value)

@@ -279,7 +279,7 @@ class VisionTask(Task):
         if positive is None:
             return None
         pixels, labels = load_part(Path(self.cfg.paths.prepared), "val")
-        logits = self._logits(self.load_model(run), contract, pixels)
+        logits = self.run_logits(run, pixels)
         index = list(contract.classes).index(positive)
         decision = choose_threshold(
             (labels == index).astype(np.int64),
@@ -289,6 +289,12 @@ class VisionTask(Task):
             f"validation split ({labels.size} images)",
         )
         return contract.model_copy(update={"decision": decision}).to_preprocessing()
+
+    def run_logits(self, run: RunDir, pixels: np.ndarray) -> np.ndarray:
+        """The trained (best) model of ``run`` on prepared uint8 ``pixels``, normalised as the
+        run's contract says: its logits, one row per image."""
+        contract = VisionContract.parse(run.read_preprocessing())
+        return self._logits(self.load_model(run), contract, pixels)
 
     @staticmethod
     def _logits(model: InferenceModel, contract: VisionContract, pixels: np.ndarray) -> np.ndarray:
