@@ -17,14 +17,14 @@ import yaml
 
 import test_hdf5_reader as nilmtk
 import test_init_project as init_tests
-from cli_helpers import assert_user_error
+from cli_helpers import assert_user_error, modelyard_in_process, modelyard_ok
 from modelyard.core.config import load_config, shipped_config_dir
 from modelyard.projects.nilm.survey import infer_levels
 from modelyard.serving.server_process import running_server
 from nilm_fixtures import write_gzip_csv
 
 workdir = init_tests.workdir  # the fixture: an empty working directory, the package unchanged
-_cli, _ok, QUICK = init_tests._cli, init_tests._ok, init_tests.QUICK
+QUICK = init_tests.QUICK
 #: One epoch of a few small batches (on top of experiment=quick): the pipeline, not the model.
 TINY = [
     "trainer.max_epochs=1",
@@ -78,7 +78,7 @@ def test_known_appliances_take_the_shipped_thresholds_and_unknown_ones_are_infer
         {"flat": [*STANDARD, "Fridge"], "cottage": [*STANDARD, "Fridge"]},
         ("2024-01", "2024-02"),
     )
-    init = _ok("init", "nilm", "homes", "--source", "homes")
+    init = modelyard_ok("init", "nilm", "homes", "--source", "homes")
     written = (workdir / "conf" / "project" / "homes.yaml").read_text()
     assert "CHECK these" in written
     assert "'fridge' is not a kind the shipped project knows" in init.stderr
@@ -110,18 +110,18 @@ def test_inferred_levels() -> None:
 def test_one_house_is_split_in_time_and_prepares(workdir: Path) -> None:
     months = ("2024-01", "2024-02", "2024-03", "2024-04", "2024-05")
     _houses(workdir / "mine", {"home": STANDARD}, months)
-    init = _ok("init", "nilm", "solo", "--source", "mine")
+    init = modelyard_ok("init", "nilm", "solo", "--source", "mine")
     assert "one house: a time split" in init.stderr
     data = load_config(["project=solo"]).project.data
     assert list(data.train_houses) == ["home_train"] and list(data.test_houses) == ["home_test"]
     files = [(f.path, f.remote) for f in data.files]
     assert files[0] == ("home_train/2024-01.csv.gz", "home/2024-01.csv.gz")
     assert files[-1] == ("home_test/2024-05.csv.gz", "home/2024-05.csv.gz")
-    _ok("data", "fetch", "project=solo", "--no-progress")
+    modelyard_ok("data", "fetch", "project=solo", "--no-progress")
     raw = workdir / ".modelyard" / "data" / "raw" / "solo"
     assert sorted(p.name for p in (raw / "home_train").iterdir())[-1] == "2024-04.csv.gz"
     assert [p.name for p in (raw / "home_test").iterdir()] == ["2024-05.csv.gz"]
-    _ok("data", "prepare", "project=solo")
+    modelyard_ok("data", "prepare", "project=solo")
     prepared = workdir / ".modelyard" / "data" / "prepared" / "solo"
     assert (prepared / "home_train.npz").is_file() and (prepared / "home_test.npz").is_file()
 
@@ -129,7 +129,7 @@ def test_one_house_is_split_in_time_and_prepares(workdir: Path) -> None:
 def test_mains_appliance_and_test_house_options(workdir: Path) -> None:
     columns = ["Time", "Total", "Kettle", "Microwave", "Fridge"]
     _houses(workdir / "homes", {"a": columns, "b": columns, "c": columns})
-    _ok(
+    modelyard_ok(
         "init", "nilm", "picked", "--source", "homes", "--mains", "Total",
         "--appliance", "Kettle", "--appliance", "fridge", "--test-house", "a",
     )  # fmt: skip
@@ -137,14 +137,14 @@ def test_mains_appliance_and_test_house_options(workdir: Path) -> None:
     assert list(cfg.appliances) == ["kettle", "fridge"]
     assert cfg.data.mains_column == "Total"
     assert list(cfg.data.train_houses) == ["b", "c"] and list(cfg.data.test_houses) == ["a"]
-    _ok("data", "fetch", "project=picked", "--no-progress")
-    prepared = _ok("data", "prepare", "project=picked")
+    modelyard_ok("data", "fetch", "project=picked", "--no-progress")
+    prepared = modelyard_ok("data", "prepare", "project=picked")
     assert '"appliances": [\n    "kettle",\n    "fridge"\n  ]' in prepared.stdout
 
 
 def test_appliances_not_in_every_house_are_left_out(workdir: Path) -> None:
     _houses(workdir / "homes", {"a": [*STANDARD, "Fridge"], "b": STANDARD})
-    init = _ok("init", "nilm", "common", "--source", "homes")
+    init = modelyard_ok("init", "nilm", "common", "--source", "homes")
     assert "left out ['fridge']: not metered in every house" in init.stderr
     assert list(load_config(["project=common"]).project.appliances) == ["kettle", "microwave"]
 
@@ -158,7 +158,7 @@ def test_finer_readings_are_averaged(workdir: Path) -> None:
             for i, t in enumerate(times)
         ]
         write_gzip_csv(house / f"{month}.csv.gz", rows, header="Time,Aggregate,Kettle")
-    init = _ok("init", "nilm", "fast", "--source", "fast")
+    init = modelyard_ok("init", "nilm", "fast", "--source", "fast")
     assert "readings every 15 s are averaged to data.interval_s 60 s" in init.stderr
     assert load_config(["project=fast"]).project.data.interval_s == 60
 
@@ -170,7 +170,7 @@ def test_coarser_readings_set_the_interval(workdir: Path) -> None:
     for month in ("2024-01", "2024-02"):
         rows = [",".join(str(v) for v in row) for row in frame.itertuples(index=False)]
         write_gzip_csv(house / f"{month}.csv.gz", rows, header=",".join(frame.columns))
-    init = _ok("init", "nilm", "slow", "--source", "slow")
+    init = modelyard_ok("init", "nilm", "slow", "--source", "slow")
     assert "readings every 300 s" in init.stderr
     data = load_config(["project=slow"]).project.data
     assert data.interval_s == 300 and data.max_fill_s == 900
@@ -205,15 +205,15 @@ def _nilmtk_file(path: Path, second: str = "kettle") -> Path:
 def test_a_nilmtk_file_from_its_metadata(workdir: Path) -> None:
     (workdir / "h5").mkdir()
     h5 = _nilmtk_file(workdir / "h5" / "mini.h5")
-    init = _ok("init", "nilm", "mini", "--source", str(h5))
+    init = modelyard_ok("init", "nilm", "mini", "--source", str(h5))
     assert "not modelled: ['fridge']" in init.stderr
     data = load_config(["project=mini"]).project.data
     assert data.format == "nilmtk_hdf5" and data.source == "h5"
     assert dict(data.hdf5.buildings) == {"building1": 1, "building2": 2}
     assert data.hdf5.file == "mini.h5" and list(data.test_houses) == ["building2"]
     assert [f.sha256 for f in data.files] == [hashlib.sha256(h5.read_bytes()).hexdigest()]
-    _ok("data", "fetch", "project=mini", "--no-progress")
-    _ok("data", "prepare", "project=mini")
+    modelyard_ok("data", "fetch", "project=mini", "--no-progress")
+    modelyard_ok("data", "prepare", "project=mini")
     assert (workdir / ".modelyard" / "data" / "prepared" / "mini" / "building1.npz").is_file()
 
 
@@ -271,7 +271,7 @@ def test_bad_input_is_one_clear_line(
     taken = workdir / "conf" / "project" / "taken.yaml"
     taken.parent.mkdir(parents=True)
     taken.write_text("name: taken\n")
-    assert_user_error(_cli("init", "nilm", *args), fragment)
+    assert_user_error(modelyard_in_process("init", "nilm", *args), fragment)
     assert taken.read_text() == "name: taken\n"
     assert sorted(p.name for p in taken.parent.iterdir()) == ["taken.yaml"]
 
@@ -290,7 +290,7 @@ def test_real_houses_from_init_to_a_served_prediction(workdir: Path, nilm_source
         for month in months:
             data = (nilm_source / house / f"{month}.csv.gz").read_bytes()
             (workdir / "meters" / house / f"{month}.csv.gz").write_bytes(data)
-    init = _ok("init", "nilm", "myhomes", "--source", "meters")
+    init = modelyard_ok("init", "nilm", "myhomes", "--source", "meters")
     assert "test houses ['ukdale_house2']" in init.stderr
     cfg = load_config(["project=myhomes"]).project
     assert {a: dict(row) for a, row in cfg.appliances.items()} == {
@@ -298,11 +298,11 @@ def test_real_houses_from_init_to_a_served_prediction(workdir: Path, nilm_source
         for a in ("kettle", "dishwasher", "washing_machine", "microwave")
     }
     project = ["project=myhomes", *QUICK]
-    _ok("data", "fetch", *project, "--no-progress")
-    _ok("data", "prepare", *project)
-    trained = _ok("train", *project, *TINY)
+    modelyard_ok("data", "fetch", *project, "--no-progress")
+    modelyard_ok("data", "prepare", *project)
+    trained = modelyard_ok("train", *project, *TINY)
     assert "best checkpoint" in trained.stderr
-    _ok("export", *project)
+    modelyard_ok("export", *project)
     bundles = workdir / ".modelyard" / "bundles" / "myhomes"
     bundle = bundles / (bundles / "LATEST").read_text().strip()
     mains = pd.read_csv(workdir / "meters" / "ukdale_house2" / "2013-06.csv.gz")["Aggregate"]

@@ -10,7 +10,6 @@ installed package changed.
 import csv
 import hashlib
 import json
-import subprocess
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,9 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from cli_helpers import assert_user_error
+from cli_helpers import assert_user_error, modelyard_in_process, modelyard_ok
 from conftest import shared_datasets_root
-from modelyard.cli import app
 from modelyard.core.config import load_config, shipped_config_dir
 from modelyard.core.config_dir import CONFIG_DIR_ENV
 from modelyard.core.errors import ConfigError
@@ -52,17 +49,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shipped = _tree_digest(shipped_config_dir())
     yield tmp_path
     assert _tree_digest(shipped_config_dir()) == shipped, "the installed package was changed"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    outcome = CliRunner().invoke(app, list(args))
-    return subprocess.CompletedProcess(args, outcome.exit_code, outcome.stdout, outcome.stderr)
-
-
-def _ok(*args: str) -> subprocess.CompletedProcess[str]:
-    result = _cli(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
 
 
 def _image_folder(root: Path, classes: dict[str, int], side: int = 40) -> Path:
@@ -96,7 +82,7 @@ def _table(path: Path, rows: int = 80) -> Path:
 @pytest.mark.slow
 def test_image_folder_to_bundle(workdir: Path) -> None:
     images = _image_folder(workdir / "my-images", {"dogs": 24, "cats": 24})
-    init = _ok("init", "image", "pets", "--source", str(images))
+    init = modelyard_ok("init", "image", "pets", "--source", str(images))
     assert "2 classes, 48 images: cats: 24, dogs: 24" in init.stderr
     written = workdir / "conf" / "project" / "pets.yaml"
     assert written.is_file()
@@ -109,13 +95,15 @@ def test_image_folder_to_bundle(workdir: Path) -> None:
     assert cfg.trainer.max_epochs == 1
 
     project = ["project=pets", *QUICK]
-    _ok("data", "fetch", *project, "--no-progress")
-    prepared = _ok("data", "prepare", *project)
+    modelyard_ok("data", "fetch", *project, "--no-progress")
+    prepared = modelyard_ok("data", "prepare", *project)
     assert "warning: the val split has fewer than 5 images of some classes" in prepared.stderr
-    trained = _ok("train", *project, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    trained = modelyard_ok(
+        "train", *project, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"
+    )
     assert "best checkpoint" in trained.stderr
-    _ok("evaluate", *project)
-    _ok("export", *project)
+    modelyard_ok("evaluate", *project)
+    modelyard_ok("export", *project)
     bundles = workdir / ".modelyard" / "bundles" / "pets"
     bundle = bundles / (bundles / "LATEST").read_text().strip()
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -130,7 +118,7 @@ def test_image_folder_to_bundle(workdir: Path) -> None:
 @pytest.mark.slow
 def test_table_to_bundle(workdir: Path) -> None:
     table = _table(workdir / "homes.csv")
-    init = _ok("init", "table", "homes", "--source", str(table))
+    init = modelyard_ok("init", "table", "homes", "--source", str(table))
     assert "target: price (suggested" in init.stderr
     schema = load_config(["project=homes"]).project.table
     assert [f.name for f in schema.features.numeric] == ["size", "rooms"]
@@ -143,24 +131,26 @@ def test_table_to_bundle(workdir: Path) -> None:
     cfg = load_config(project)
     assert cfg.model.kind == "mlp" and list(cfg.model.hidden) == [64, 32]
     assert cfg.sweep.n_trials == 20  # the tabular family's search space
-    _ok("data", "fetch", *project, "--no-progress")
-    _ok("data", "prepare", *project)
-    _ok("train", *project)
-    _ok("evaluate", *project)
-    _ok("export", *project)
+    modelyard_ok("data", "fetch", *project, "--no-progress")
+    modelyard_ok("data", "prepare", *project)
+    modelyard_ok("train", *project)
+    modelyard_ok("evaluate", *project)
+    modelyard_ok("export", *project)
     assert (workdir / ".modelyard" / "bundles" / "homes" / "LATEST").is_file()
 
 
 def test_config_dir_option_and_own_files_win(workdir: Path) -> None:
     own = workdir / "elsewhere"
     _table(workdir / "homes.csv")
-    _ok("--config-dir", str(own), "init", "table", "homes", "--source", "homes.csv")
+    modelyard_ok("--config-dir", str(own), "init", "table", "homes", "--source", "homes.csv")
     assert (own / "project" / "homes.yaml").is_file()
     assert not (workdir / "conf").exists()
     # the project's own model file wins over the family's
     (own / "model").mkdir()
     (own / "model" / "homes_quick.yaml").write_text("defaults: [mlp, _self_]\nhidden: [8]\n")
-    fetched = _ok("--config-dir", str(own), "data", "fetch", "project=homes", "--no-progress")
+    fetched = modelyard_ok(
+        "--config-dir", str(own), "data", "fetch", "project=homes", "--no-progress"
+    )
     assert "fetched 1 file(s)" in fetched.stderr
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CONFIG_DIR_ENV, str(own))
@@ -226,13 +216,15 @@ def test_bad_input_is_one_clear_line(workdir: Path, args: list[str], fragment: s
     (workdir / "tiny.csv").write_text("a,b\n1,2\n")
     (workdir / "conf" / "project").mkdir(parents=True)
     (workdir / "conf" / "project" / "taken.yaml").write_text("name: taken\n")
-    assert_user_error(_cli(*args), fragment)
+    assert_user_error(modelyard_in_process(*args), fragment)
     assert (workdir / "conf" / "project" / "taken.yaml").read_text() == "name: taken\n"
 
 
 def test_ignored_columns_are_no_features(workdir: Path) -> None:
     _table(workdir / "homes.csv")
-    _ok("init", "table", "t", "--source", "homes.csv", "--ignore", "rooms", "--ignore", "city")
+    modelyard_ok(
+        "init", "table", "t", "--source", "homes.csv", "--ignore", "rooms", "--ignore", "city"
+    )
     table = load_config(["project=t"]).project.table
     assert [f.name for f in table.features.numeric] == ["size"]
     assert [f.name for f in table.features.categorical] == ["zipCode"]
@@ -245,13 +237,13 @@ def test_a_zip_is_recorded_with_its_checksum(workdir: Path) -> None:
     with zipfile.ZipFile(archive, "w") as zipped:
         for path in sorted(folder.rglob("*.*")):
             zipped.write(path, path.relative_to(workdir).as_posix())
-    _ok("init", "image", "zipped", "--source", str(archive))
+    modelyard_ok("init", "image", "zipped", "--source", str(archive))
     cfg = load_config(["project=zipped"])
     assert cfg.project.data.source == "data" and cfg.project.data.archive == "two.zip"
     expected = hashlib.sha256(archive.read_bytes()).hexdigest()
     assert [dict(f) for f in cfg.project.data.files] == [{"path": "two.zip", "sha256": expected}]
     assert cfg.sweep.n_trials == 12  # the vision family's search space
-    _ok("data", "fetch", "project=zipped", "--no-progress")
+    modelyard_ok("data", "fetch", "project=zipped", "--no-progress")
     assert (workdir / ".modelyard" / "data" / "raw" / "zipped" / "two.zip").is_file()
 
 
@@ -260,7 +252,7 @@ def test_force_overwrites(workdir: Path) -> None:
     target = workdir / "conf" / "project" / "taken.yaml"
     target.parent.mkdir(parents=True)
     target.write_text("name: taken\n")
-    _ok("init", "image", "taken", "--source", "two", "--force")
+    modelyard_ok("init", "image", "taken", "--source", "two", "--force")
     assert "task: vision" in target.read_text()
 
 
@@ -289,16 +281,16 @@ def test_a_real_binary_folder_from_init_to_a_served_decision(workdir: Path) -> N
     ROC-AUC and a threshold, export and serve, to one HTTP prediction with the decision; nothing
     in the package changes (the ``workdir`` fixture checks)."""
     images = _eurosat_pair(workdir / "my-images")
-    init = _ok("init", "image", "coast", "--source", str(images))
+    init = modelyard_ok("init", "image", "coast", "--source", str(images))
     assert f"2 classes, {2 * PER_CLASS} images" in init.stderr
     project = ["project=coast", *QUICK]
-    _ok("data", "fetch", *project, "--no-progress")
-    _ok("data", "prepare", *project)
-    _ok("train", *project, "trainer.max_epochs=2")
-    evaluated = _ok("evaluate", *project)
+    modelyard_ok("data", "fetch", *project, "--no-progress")
+    modelyard_ok("data", "prepare", *project)
+    modelyard_ok("train", *project, "trainer.max_epochs=2")
+    evaluated = modelyard_ok("evaluate", *project)
     headline = json.loads(evaluated.stdout)  # two classes: ranking scores and the threshold
     assert {"accuracy", "macro_f1", "roc_auc", "pr_auc", "threshold"} <= set(headline)
-    _ok("export", *project)
+    modelyard_ok("export", *project)
 
     bundles = workdir / ".modelyard" / "bundles" / "coast"
     bundle = bundles / (bundles / "LATEST").read_text().strip()
@@ -334,7 +326,7 @@ def test_the_real_copenhagen_listings_from_init_to_a_served_price(
     listings = tables_source / "copenhagen_listings.csv"
     if not listings.is_file():
         pytest.skip(f"real listings table not found at {listings} (set MODELYARD_DATA_ROOT)")
-    init = _ok(
+    init = modelyard_ok(
         "init", "table", "listings", "--source", str(listings),
         "--target", "squaremeterPrice", "--ignore", "price",
     )  # fmt: skip
@@ -343,12 +335,12 @@ def test_the_real_copenhagen_listings_from_init_to_a_served_price(
     features = [f.name for group in schema.features.values() for f in group]
     assert "price" not in features and "squaremeterPrice" not in features
     project = ["project=listings", *QUICK]
-    _ok("data", "fetch", *project, "--no-progress")
-    _ok("data", "prepare", *project)
-    _ok("train", *project)
-    evaluated = json.loads(_ok("evaluate", *project).stdout)
+    modelyard_ok("data", "fetch", *project, "--no-progress")
+    modelyard_ok("data", "prepare", *project)
+    modelyard_ok("train", *project)
+    evaluated = json.loads(modelyard_ok("evaluate", *project).stdout)
     assert evaluated  # the family's headline metrics, whatever their values
-    _ok("export", *project)
+    modelyard_ok("export", *project)
 
     bundles = workdir / ".modelyard" / "bundles" / "listings"
     bundle = bundles / (bundles / "LATEST").read_text().strip()
