@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 TIMEOUT_S = 300
 
 
@@ -26,6 +28,24 @@ def modelyard(
         timeout=timeout_s,
         check=False,
         env=env,
+    )
+
+
+def modelyard_in_process(*args: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """The same command line (``modelyard.cli.app``, its parsing, exit codes and output) run in
+    this process by Typer's runner, with ``MODELYARD_HOME`` set and no MLflow variables.
+
+    For tests that run a command several times: no interpreter start-up and no imports (torch,
+    Evidently, ...) per call. :func:`modelyard` covers the real entry point itself. An exception
+    escaping the command fails the test with its traceback.
+    """
+    from modelyard.cli import app
+
+    env = {"MODELYARD_HOME": str(workdir), "COLUMNS": "80"}
+    unset: dict[str, str | None] = {"MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
+    outcome = CliRunner().invoke(app, list(args), env={**unset, **env}, catch_exceptions=False)
+    return subprocess.CompletedProcess(
+        ["modelyard", *args], outcome.exit_code, outcome.stdout, outcome.stderr
     )
 
 

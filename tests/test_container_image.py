@@ -216,14 +216,21 @@ def ready_and_answer_outside(bundle: Bundle) -> tuple[float, Any]:
         process.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def outside(bundle: Bundle) -> tuple[float, Any]:
+    """:func:`ready_and_answer_outside` for the module's bundle, which every image here serves:
+    one server on this machine for the module, not one per test."""
+    return ready_and_answer_outside(bundle)
+
+
 def test_the_serve_image_answers_like_the_bundle_outside_and_drains_on_sigterm(
-    serve_image: ServeImage, record_property: Any
+    serve_image: ServeImage, outside: tuple[float, Any], record_property: Any
 ) -> None:
     config = serve_image.config
     assert config["Entrypoint"] == ["modelyard", "serve"]  # exec form: no shell in between
     assert config["User"].split(":")[0] == str(IMAGE_UID)
     assert "MODELYARD_HOST=0.0.0.0" in config["Env"]
-    outside_ready_s, expected = ready_and_answer_outside(serve_image.bundle)
+    outside_ready_s, expected = outside
 
     env = {"MODELYARD_DRAIN_SECONDS": str(DRAIN_S)}
     with running_image(serve_image, env) as running:
@@ -326,12 +333,16 @@ def mlflow_server(root: Path) -> Iterator[str]:
 
 
 def test_the_serve_registry_image_pulls_an_alias_from_an_mlflow_server_at_start(
-    driver: ModuleType, bundle: Bundle, tmp_path: Path, record_property: Any
+    driver: ModuleType,
+    bundle: Bundle,
+    outside: tuple[float, Any],
+    tmp_path: Path,
+    record_property: Any,
 ) -> None:
     started = time.perf_counter()
     image = built_image(driver, "serve-registry", bundle, bake=False)
     build_s = time.perf_counter() - started
-    _, expected = ready_and_answer_outside(bundle)
+    _, expected = outside
     with mlflow_server(tmp_path / "mlflow") as registry_url:
         registry = ModelRegistry(registry_url, tmp_path / "host-cache")
         version = registry.register(bundle.path, name=REGISTERED).version

@@ -28,8 +28,8 @@ from modelyard.core.families import load_task
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.nilm.dataset import batch_loader, build_windows
 from modelyard.projects.vision.image_cache import save_classes, save_part
-from modelyard.stages import fetch, prepare
 from nilm_fixtures import make_house, simple_normalisation
+from trained_pipelines import PreparedData
 
 TESTS = Path(__file__).resolve().parent
 WINDOW = 5
@@ -197,22 +197,17 @@ def test_two_real_ddp_processes_each_train_on_their_own_part(tmp_path: Path) -> 
 # ----------------------------------------------------------------------------- the CLI
 
 
-@pytest.fixture(scope="module")
-def nilm_workdir(nilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("ddp_workdir")
-    cfg = load_config(["experiment=quick", f"paths.workdir={workdir}"])
-    fetch.run(cfg, source=str(nilm_source), progress=False)
-    prepare.run(cfg)
-    return workdir
-
-
 @pytest.mark.slow
-def test_modelyard_train_trainer_ddp_runs_two_processes_into_one_run(nilm_workdir: Path) -> None:
+def test_modelyard_train_trainer_ddp_runs_two_processes_into_one_run(
+    nilm_data: PreparedData, tmp_path: Path
+) -> None:
     fraction = 0.01  # of an epoch's batches: small, and a whole number of batches either way
+    nilm_workdir = tmp_path / "ddp_workdir"  # its own runs; the session's prepared houses
     overrides = [
         "experiment=quick",
         "tracking=none",
         f"paths.workdir={nilm_workdir}",
+        *nilm_data.overrides,
         "trainer.max_epochs=1",
         f"trainer.limit_train_batches={fraction}",
         "trainer.limit_val_batches=2",

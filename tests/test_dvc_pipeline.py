@@ -33,6 +33,8 @@ CONF = Path("src") / "modelyard" / "conf"
 PIPELINE = ["fetch", "prepare", "train", "evaluate", "export"]
 #: The training schedule of NILM's experiment=quick, which the slow test edits.
 SCHEDULE = CONF / "schedule" / "nilm_quick.yaml"
+#: NILM's model for experiment=quick, which the slow test shrinks (declared params of train).
+QUICK_MODEL = CONF / "model" / "nilm_quick.yaml"
 #: Config groups that do not change what training produces: where runs are tracked, the search
 #: space of `modelyard sweep`, and Hydra's own settings.
 UNTRACKED_GROUPS = ("hydra/", "tracking/", "sweep/")
@@ -246,8 +248,11 @@ def clone(nilm_source: Path, tmp_path: Path) -> Iterator[Clone]:
     params.update(experiment="quick", tracking="none")
     params["projects"]["nilm"]["source"] = str(nilm_source)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # Fewer batches than experiment=quick: this test is about what DVC runs, not about the model.
+    # Fewer batches and a smaller network than experiment=quick: this test is about what DVC
+    # runs, not about the model. The network's size is what evaluate and export pay for on the
+    # whole unseen house (~200,000 windows, each run twice): under a tenth of the multiply-adds.
     _set_keys(root / SCHEDULE, {"limit_train_batches": 8, "limit_val_batches": 4})
+    _set_keys(root / QUICK_MODEL, {"channels": "[8, 8]", "kernels": "[5, 5]", "hidden": 16})
 
     # No MODELYARD_HOME (outputs must land where dvc.yaml says), and no GIT_DIR or GIT_INDEX_FILE
     # of a calling git hook, which would point git at the real checkout.

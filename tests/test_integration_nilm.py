@@ -155,9 +155,7 @@ def test_bundle_manifest_and_parity(pipeline: Pipeline) -> None:
 
 
 def test_bundle_and_run_score_the_same(pipeline: Pipeline, tmp_path: Path) -> None:
-    from_run, _ = evaluate.run(
-        pipeline.cfg, model=pipeline.trained.run_dir, output=tmp_path / "run.json"
-    )
+    from_run = pipeline.metrics  # evaluate.run(cfg, model=the run's directory), by the fixture
     from_bundle, _ = evaluate.run(
         pipeline.cfg, model=pipeline.bundle.path, output=tmp_path / "bundle.json"
     )

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from PIL import Image, ImageEnhance
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli_helpers import modelyard
+from cli_helpers import modelyard_in_process
 from conftest import shared_datasets_root
 from modelyard.core.bundle import Bundle
 from modelyard.monitoring import metric_names
@@ -115,8 +115,10 @@ class Judged:
 
 
 def monitor(bundle: Bundle, log_url: str, last: int, output: Path, *extra: str) -> Judged:
-    """The real ``modelyard monitor`` command line on the newest ``last`` predictions."""
-    result = modelyard(
+    """The real ``modelyard monitor`` command line on the newest ``last`` predictions, in this
+    process (Evidently imported once, not per window; ``monitor --serve`` below and
+    tests/test_monitor.py run the entry point as its own process)."""
+    result = modelyard_in_process(
         "monitor", str(bundle.path), "--log", log_url, "--last", str(last),
         "--output", str(output), *extra, workdir=output.parent,
     )  # fmt: skip

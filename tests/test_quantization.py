@@ -45,7 +45,8 @@ from modelyard.projects.quantization import (
     verdict,
 )
 from modelyard.serving.runtime import OnnxModel
-from modelyard.stages import evaluate, export, fetch, prepare, train
+from modelyard.stages import evaluate, export, train
+from trained_pipelines import PreparedData
 
 pytestmark = pytest.mark.integration
 
@@ -62,13 +63,16 @@ class Exported:
 
 
 @pytest.fixture(scope="module")
-def exported(nilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Exported:
+def exported(nilm_data: PreparedData, tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """A quick seq2point trained on the real houses, exported by ``modelyard export --quantize``."""
     workdir = tmp_path_factory.mktemp("workdir")
-    overrides = ["experiment=quick", "tracking=none", f"paths.workdir={workdir}"]
+    overrides = [
+        "experiment=quick",
+        "tracking=none",
+        f"paths.workdir={workdir}",
+        *nilm_data.overrides,
+    ]
     cfg = load_config(overrides)
-    fetch.run(cfg, source=str(nilm_source), progress=False)
-    prepare.run(cfg)
     run_dir = train.run(cfg).run_dir
     target = workdir / "bundle"
     cli = export_command(*overrides, "--run", str(run_dir), "--output", str(target), "--quantize")

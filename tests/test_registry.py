@@ -13,7 +13,7 @@ import httpx
 import pytest
 from omegaconf import DictConfig
 
-from cli_helpers import assert_user_error, modelyard
+from cli_helpers import assert_user_error, modelyard, modelyard_in_process
 from modelyard.core.bundle import Bundle, load_bundle
 from modelyard.core.config import load_config
 from modelyard.projects.base import GateMetric
@@ -187,7 +187,9 @@ def test_promote_cli_exit_codes_and_serve_a_registry_reference(models: Models) -
     workdir = Path(cfg.paths.workdir)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return modelyard(*args, workdir=workdir)
+        # In-process: MLflow, Hydra and the embedded store opened once, not per command; the
+        # last line below and the server run the real entry point as their own processes.
+        return modelyard_in_process(*args, workdir=workdir)
 
     bad_alias = cli("promote", "kc_cli", version.version, "--to", "prod", *models.overrides)
     assert_user_error(bad_alias, "--to must be one of staging, production")
@@ -213,4 +215,5 @@ def test_promote_cli_exit_codes_and_serve_a_registry_reference(models: Models) -
         answer = httpx.post(f"{url}/predict", timeout=30, **request)
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["predictions"]) == 1  # the example is one row
-    assert_user_error(cli("serve", "models:/kc_cli@staging"), "models:/kc_cli@staging is not")
+    staging = modelyard("serve", "models:/kc_cli@staging", workdir=workdir)
+    assert_user_error(staging, "models:/kc_cli@staging is not")

@@ -16,6 +16,7 @@ from modelyard.core.errors import ConfigError
 from modelyard.registry.store import open_registry
 from modelyard.stages import sweep
 from modelyard.tracking.mlflow_backend import client_for
+from modelyard.tracking.optuna_pruning import PruningCallback
 
 
 def test_search_space_is_validated_with_clear_messages() -> None:
@@ -104,13 +105,13 @@ def test_pruning_callback_stops_a_trial_worse_than_the_median() -> None:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1),
     )
     good = study.ask()
-    good_callback = sweep.PruningCallback(good, "val_loss")
+    good_callback = PruningCallback(good, "val_loss")
     assert _fit(0.1, good_callback).current_epoch == 6  # nothing to compare with: never pruned
     assert good_callback.pruned_at is None
     study.tell(good, 0.1)
 
     bad = study.ask()
-    bad_callback = sweep.PruningCallback(bad, "val_loss")
+    bad_callback = PruningCallback(bad, "val_loss")
     trainer = _fit(5.0, bad_callback)
     assert bad_callback.pruned_at == 1  # the first epoch after the warm-up
     assert trainer.current_epoch == 2

@@ -8,6 +8,7 @@ session-scoped fixture is built once, not once per module that imports it.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,44 @@ def run_quick_pipeline(overrides: list[str], source: Path) -> Pipeline:
     cfg = load_config(["experiment=quick", *overrides])
     fetched = fetch.run(cfg, source=str(source), progress=False)
     prepared = prepare.run(cfg)
+    return train_quick_pipeline(cfg, fetched, prepared)
+
+
+def train_quick_pipeline(cfg: DictConfig, fetched: Any, prepared: dict[str, Any]) -> Pipeline:
+    """train -> evaluate -> export on data already fetched and prepared for ``cfg``."""
     trained = train.run(cfg)
     metrics, _ = evaluate.run(cfg, model=trained.run_dir)
     bundle = export.run(cfg, run_dir=trained.run_dir)
     return Pipeline(cfg, trained, metrics, bundle, fetched, prepared)
 
 
+@dataclass(frozen=True)
+class PreparedData:
+    """A project's real data, fetched and prepared once per session; read-only for its users."""
+
+    #: ``paths.raw`` and ``paths.prepared`` pointing at it (each user keeps its own workdir).
+    overrides: list[str]
+    fetched: Any
+    prepared: dict[str, Any]
+
+
 @pytest.fixture(scope="session")
-def nilm_pipeline(nilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+def nilm_data(nilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -> PreparedData:
+    """The real UK-DALE and REFIT houses fetched and prepared once (prepare alone takes seconds),
+    for the NILM pipeline below and for every module that trains its own NILM model."""
+    data = tmp_path_factory.mktemp("nilm-data")
+    overrides = [f"paths.raw={data / 'raw'}", f"paths.prepared={data / 'prepared'}"]
+    cfg = load_config(["experiment=quick", "tracking=none", f"paths.workdir={data}", *overrides])
+    fetched = fetch.run(cfg, source=str(nilm_source), progress=False)
+    return PreparedData(overrides, fetched, prepare.run(cfg))
+
+
+@pytest.fixture(scope="session")
+def nilm_pipeline(nilm_data: PreparedData, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     """The NILM project (default tracking: the embedded MLflow store) on both real houses."""
     workdir = tmp_path_factory.mktemp("nilm-workdir")
-    return run_quick_pipeline([f"paths.workdir={workdir}"], nilm_source)
+    cfg = load_config(["experiment=quick", f"paths.workdir={workdir}", *nilm_data.overrides])
+    return train_quick_pipeline(cfg, nilm_data.fetched, nilm_data.prepared)
 
 
 @pytest.fixture(scope="session")

@@ -26,9 +26,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,7 +35,6 @@ from modelyard.core.config import load_config, to_plain
 from modelyard.core.errors import ConfigError, ModelyardError
 from modelyard.core.run_dir import RunDir
 from modelyard.core.runs import timestamp_name
-from modelyard.stages import train
 from modelyard.tracking.base import Tracker
 from modelyard.tracking.factory import start_tracking
 from modelyard.tracking.optuna_storage import (
@@ -48,6 +46,9 @@ from modelyard.tracking.optuna_storage import (
     worker_id,
     worker_seed,
 )
+
+if TYPE_CHECKING:
+    from modelyard.stages.train import TrainResult
 
 KINDS = ("float", "int", "categorical")
 #: User attribute of a trial refused for being past ``sweep.total_trials`` (never trained).
@@ -64,29 +65,20 @@ class SweepResult:
     registered: str | None = None
 
 
-class PruningCallback(L.Callback):
-    """Report the monitored metric to the trial after each validation; stop if it is pruned.
+def _train_trial(
+    cfg: DictConfig, trial: Any, monitor: str, parent_run_id: str | None
+) -> tuple["TrainResult", int | None]:
+    """Train ``trial``'s run; the result and the epoch it was pruned after (``None``: not).
 
-    The trial is stopped through ``trainer.should_stop`` (not an exception), so the run ends
-    cleanly with its best checkpoint, and the sweep marks the trial pruned afterwards.
+    torch and Lightning are imported here, for the first trial, not with this module: a bad
+    configuration or storage is reported in a second, not after seconds of imports.
     """
+    from modelyard.stages import train
+    from modelyard.tracking.optuna_pruning import PruningCallback
 
-    def __init__(self, trial: Any, monitor: str) -> None:
-        self.trial = trial
-        self.monitor = monitor
-        self.pruned_at: int | None = None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        epoch = int(trainer.current_epoch)
-        self.trial.report(float(value), step=epoch)
-        if self.trial.should_prune():
-            self.pruned_at = epoch
-            trainer.should_stop = True
+    pruning = PruningCallback(trial, monitor)
+    result = train.run(cfg, callbacks=[pruning], parent_run_id=parent_run_id)
+    return result, pruning.pruned_at
 
 
 def parse_space(space: Any) -> dict[str, dict[str, Any]]:
@@ -237,12 +229,11 @@ def run(
                 ]
             )
         )
-        pruning = PruningCallback(trial, monitor)
-        result = train.run(trial_cfg, callbacks=[pruning], parent_run_id=parent_id)
+        result, pruned_at = _train_trial(trial_cfg, trial, monitor, parent_id)
         trial.set_user_attr("run_dir", str(result.run_dir))
         trial.set_user_attr("overrides", trial_overrides)
-        if pruning.pruned_at is not None:
-            log(f"trial {trial.number}: pruned after epoch {pruning.pruned_at} ({values})")
+        if pruned_at is not None:
+            log(f"trial {trial.number}: pruned after epoch {pruned_at} ({values})")
             raise optuna.TrialPruned()
         if result.best_score is None:
             raise ModelyardError(f"trial {trial.number} produced no {monitor}")
