@@ -31,9 +31,12 @@ def modelyard(
     )
 
 
-def modelyard_in_process(*args: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+def modelyard_in_process(
+    *args: str, workdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """The same command line (``modelyard.cli.app``, its parsing, exit codes and output) run in
-    this process by Typer's runner, with ``MODELYARD_HOME`` set and no MLflow variables.
+    this process by Typer's runner; with ``workdir``, ``MODELYARD_HOME`` set to it and no MLflow
+    variables (without, the environment and working directory as the test set them).
 
     For tests that run a command several times: no interpreter start-up and no imports (torch,
     Evidently, ...) per call. :func:`modelyard` covers the real entry point itself. An exception
@@ -41,9 +44,11 @@ def modelyard_in_process(*args: str, workdir: Path) -> subprocess.CompletedProce
     """
     from modelyard.cli import app
 
-    env = {"MODELYARD_HOME": str(workdir), "COLUMNS": "80"}
-    unset: dict[str, str | None] = {"MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
-    outcome = CliRunner().invoke(app, list(args), env={**unset, **env}, catch_exceptions=False)
+    env: dict[str, str | None] = {"COLUMNS": "80"}
+    if workdir is not None:
+        unset = {"MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
+        env |= {"MODELYARD_HOME": str(workdir), **unset}
+    outcome = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
     return subprocess.CompletedProcess(
         ["modelyard", *args], outcome.exit_code, outcome.stdout, outcome.stderr
     )
@@ -57,17 +62,6 @@ def assert_user_error(result: subprocess.CompletedProcess[str], fragment: str) -
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:")
     assert fragment in lines[0], lines[0]
-
-
-def modelyard_in_process(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real command line run in this process (Typer's runner: torch is imported once for a
-    whole test), its outcome shaped as :func:`modelyard`'s."""
-    from typer.testing import CliRunner
-
-    from modelyard.cli import app
-
-    outcome = CliRunner().invoke(app, list(args))
-    return subprocess.CompletedProcess(args, outcome.exit_code, outcome.stdout, outcome.stderr)
 
 
 def modelyard_ok(*args: str) -> subprocess.CompletedProcess[str]:
