@@ -230,8 +230,11 @@ def test_the_event_loop_way_in_returns_every_output(two_outputs: OnnxModel) -> N
     async def both() -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         return await batcher.run_outputs_async(images), await batcher.run_async(images)
 
+    # a thread of its own: its event loop is the only one there, whatever the test session runs
+    # in the main thread (Playwright's sync API keeps a loop running there once a browser test ran)
     try:
-        (logits, embedding), first = asyncio.run(both())
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            (logits, embedding), first = thread.submit(asyncio.run, both()).result()
     finally:
         batcher.close()
     expected = two_outputs.run_outputs(images)
