@@ -23,7 +23,6 @@ from PIL import Image
 from cli_helpers import modelyard
 from log_tables import table_rows
 from modelyard.core.bundle import Bundle
-from modelyard.core.config import load_config
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.vision.binary import choose_threshold, roc_auc
 from modelyard.projects.vision.contract import DecisionRule, VisionContract
@@ -38,7 +37,7 @@ from modelyard.serving.server_process import running_server
 from modelyard.stages import evaluate
 from test_prediction_log_process import serve
 from test_serving_service import samples, stop
-from vision_fixtures import make_vision_bundle, run_to_bundle
+from vision_fixtures import folder_run_config, make_vision_bundle, run_to_bundle
 
 #: Discovery order (as written to the zip) differs from the sorted order.
 WRITTEN = ("9_dark", "10_bright")
@@ -67,24 +66,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         for kind in WRITTEN:
             for i in range(30):
                 archive.writestr(f"{kind}/{i}.png", picture(kind, i + 100 * len(kind)))
-    cfg = load_config(
-        [
-            "project=eurosat",
-            "experiment=quick",
-            "tracking=none",
-            f"paths.workdir={tmp_path_factory.mktemp('w')}",
-            f"project.data.source={source}",
-            "project.data.files=[]",
-            f"project.data.image_size={SIZE}",
-            "project.data.batch_size=16",
-            "project.data.split.val_fraction=0.3",
-            "project.data.split.test_fraction=0.3",
-            "trainer.max_epochs=4",
-            "trainer.limit_train_batches=null",
-            "trainer.limit_val_batches=null",
-            "trainer.enable_progress_bar=false",
-            "trainer.log_every_n_steps=1",
-        ]
+    cfg = folder_run_config(
+        source,
+        tmp_path_factory.mktemp("w"),
+        SIZE,
+        16,
+        "project.data.split.val_fraction=0.3",
+        "project.data.split.test_fraction=0.3",
+        "trainer.max_epochs=4",
+        "trainer.log_every_n_steps=1",
     )
     return Built(cfg, *run_to_bundle(cfg))
 

@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from modelyard.core.bundle import Bundle, load_bundle
-from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError
 from modelyard.core.run_dir import RunDir
 from modelyard.projects.lightning_training import warmed_up_ema
@@ -32,7 +31,7 @@ from modelyard.projects.vision.task import few_images_warnings
 from modelyard.serving.app import create_app
 from modelyard.serving.runtime import OnnxModel
 from modelyard.stages import train
-from vision_fixtures import run_to_bundle
+from vision_fixtures import folder_run_config, run_to_bundle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -65,25 +64,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Bundl
             count = 20 if kind == "Red" else 40  # an imbalanced class
             for i in range(count):
                 archive.writestr(f"Top/{kind}/{kind}_{i}.png", encoded(picture(kind, rng)))
-    cfg = load_config(
-        [
-            "project=eurosat",
-            "experiment=quick",
-            "tracking=none",
-            f"paths.workdir={tmp_path_factory.mktemp('w')}",
-            f"project.data.source={source}",
-            "project.data.files=[]",
-            "project.data.image_size=32",
-            "project.data.batch_size=16",
-            "trainer.max_epochs=6",
-            "trainer.limit_train_batches=null",
-            "trainer.limit_val_batches=null",
-            "trainer.enable_progress_bar=false",
-            # The options of the real image runs: bfloat16 autocast and averaged weights.
-            "trainer.precision=bf16-mixed",
-            "trainer.ema_decay=0.9",
-            "model.test_time_augmentation=dihedral",
-        ]
+    cfg = folder_run_config(
+        source,
+        tmp_path_factory.mktemp("w"),
+        32,
+        16,
+        "trainer.max_epochs=6",
+        # The options of the real image runs: bfloat16 autocast and averaged weights.
+        "trainer.precision=bf16-mixed",
+        "trainer.ema_decay=0.9",
+        "model.test_time_augmentation=dihedral",
     )
     run_dir, _, bundle = run_to_bundle(cfg)
     return cfg, run_dir, bundle

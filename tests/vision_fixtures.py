@@ -130,6 +130,32 @@ def photo(width: int, height: int, progressive: bool = False) -> bytes:
     )
 
 
+def folder_run_config(
+    source: Path, workdir: Path, image_size: int, batch_size: int, *overrides: str
+) -> Any:
+    """An image project on a zip the test wrote at ``source`` (``eurosat_rgb.zip``): the
+    shipped eurosat project with ``experiment=quick``, untracked, every batch of every epoch,
+    no progress bar; ``overrides`` (model, epochs, splits, ...) come last."""
+    from modelyard.core.config import load_config
+
+    return load_config(
+        [
+            "project=eurosat",
+            "experiment=quick",
+            "tracking=none",
+            f"paths.workdir={workdir}",
+            f"project.data.source={source}",
+            "project.data.files=[]",
+            f"project.data.image_size={image_size}",
+            f"project.data.batch_size={batch_size}",
+            "trainer.limit_train_batches=null",
+            "trainer.limit_val_batches=null",
+            "trainer.enable_progress_bar=false",
+            *overrides,
+        ]
+    )
+
+
 def run_to_bundle(cfg: Any) -> tuple[Path, dict[str, Any], Bundle]:
     """A configured image project through fetch, prepare, train, evaluate and export: the run
     directory, the evaluation's metrics and the bundle (stages imported here: they bring torch)."""
