@@ -17,6 +17,7 @@ from modelyard.registry.store import open_registry
 from modelyard.stages import sweep
 from modelyard.tracking.mlflow_backend import client_for
 from modelyard.tracking.optuna_pruning import PruningCallback
+from quiet_trainer import quiet_trainer
 
 
 def test_search_space_is_validated_with_clear_messages() -> None:
@@ -86,15 +87,7 @@ class ConstantLoss(L.LightningModule):
 
 def _fit(val_loss: float, callback: L.Callback) -> L.Trainer:
     data = TensorDataset(torch.randn(32, 2), torch.randn(32, 1))
-    trainer = L.Trainer(
-        max_epochs=6,
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=6, callbacks=[callback], num_sanity_val_steps=0)
     trainer.fit(ConstantLoss(val_loss), DataLoader(data, batch_size=8), DataLoader(data))
     return trainer
 

@@ -16,6 +16,7 @@ from modelyard.projects.torch_model import TorchModel
 from modelyard.projects.vision.lightning_module import ImageClassifier, WarmupCosine
 from modelyard.projects.vision.model import BasicBlock, ResidualCNN, build_backbone
 from modelyard.serving.runtime import OnnxModel
+from quiet_trainer import quiet_trainer
 
 TINY = {"stages": (4, 8), "blocks_per_stage": 1}
 
@@ -227,16 +228,7 @@ def test_training_separates_bright_from_dark_images(tmp_path: Path) -> None:
         backbone_options={"stages": (8, 16), "blocks_per_stage": 1, "dropout": 0.0},
     )
     train = _bright_and_dark(64, seed=1)
-    trainer = L.Trainer(
-        max_epochs=8,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=8, default_root_dir=tmp_path, num_sanity_val_steps=0)
     images, labels = train.tensors
     with torch.no_grad():
         assert not torch.equal(module.eval()(images).argmax(dim=1), labels)

@@ -28,7 +28,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from modelyard.core.bundle import Bundle
-from modelyard.core.config import load_config
 from modelyard.core.errors import ConfigError, DataError
 from modelyard.projects.vision.contract import VisionContract
 from modelyard.projects.vision.image_decoding import image_pixels, normalise
@@ -45,7 +44,8 @@ from modelyard.projects.vision.pretrained import (
 from modelyard.projects.vision.torchvision_resnet import TorchvisionResNet
 from modelyard.serving.runtime import OnnxModel
 from modelyard.serving.server_process import running_server
-from vision_fixtures import run_to_bundle
+from quiet_trainer import quiet_trainer
+from vision_fixtures import folder_run_config, run_to_bundle
 
 # --------------------------------------------------------------------------- torchvision layout
 
@@ -288,15 +288,7 @@ def one_training_step(module: ImageClassifier) -> L.Trainer:
     images = torch.randn(4, 3, 32, 32)
     targets = torch.tensor([0, 1, 0, 1])
     loader = DataLoader(TensorDataset(images, targets), batch_size=4)
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(module, loader)
     return trainer
 
@@ -363,27 +355,18 @@ def pipeline(
             for i in range(12):
                 archive.writestr(f"{kind}/{i}.png", picture(kind, i + 100 * len(kind)))
     path, sha = weights_file
-    cfg = load_config(
-        [
-            "project=eurosat",
-            "experiment=quick",
-            "model=resnet18",
-            f"model.pretrained={path.as_uri()}",
-            f"model.pretrained_sha256={sha}",
-            "model.freeze=all_but_last_stage",
-            "tracking=none",
-            f"paths.workdir={tmp_path_factory.mktemp('w')}",
-            f"project.data.source={source}",
-            "project.data.files=[]",
-            f"project.data.image_size={SIZE}",
-            "project.data.batch_size=8",
-            "project.data.split.val_fraction=0.25",
-            "project.data.split.test_fraction=0.25",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=null",
-            "trainer.limit_val_batches=null",
-            "trainer.enable_progress_bar=false",
-        ]
+    cfg = folder_run_config(
+        source,
+        tmp_path_factory.mktemp("w"),
+        SIZE,
+        8,
+        "model=resnet18",
+        f"model.pretrained={path.as_uri()}",
+        f"model.pretrained_sha256={sha}",
+        "model.freeze=all_but_last_stage",
+        "project.data.split.val_fraction=0.25",
+        "project.data.split.test_fraction=0.25",
+        "trainer.max_epochs=1",
     )
     run_dir, _, bundle = run_to_bundle(cfg)
     return cfg, run_dir, bundle
